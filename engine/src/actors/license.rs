@@ -1,0 +1,345 @@
+//! The license actor: owns one license's [`LicenseState`], decides every request for it with the
+//! pure rules, applies and journals the change, and answers once the change is durable.
+//!
+//! Requests carry their own reply channel; the router admits at most a bounded number of them
+//! per license ([`Admission`]), so a full mailbox turns into an `overloaded` answer instead of
+//! an unbounded queue or a stalled caller. The actor gives the place back as it takes a message.
+
+use crate::answer::{Grant, Released};
+use crate::concurrency::{Admission, GaugeReading, LeaseGauge};
+use crate::decide::{
+    decide_consume, decide_release, decide_renew, ConsumeRequest, Decision, LicenseEvent, LicenseState, ReleaseRequest,
+    RenewRequest, Usage,
+};
+use crate::directory::Directory;
+use crate::error::{AdminError, EngineError};
+use crate::ids::{ConsumerId, IdSource, LeaseId, LicenseId};
+use crate::journal::{Change, Durability, Journal, JournalEntry};
+use crate::model::{Lease, License, LicenseStatus};
+use crate::time::{Clock, Timestamp};
+use actix::{Actor, Context, Handler, Message};
+use dashmap::DashMap;
+use std::sync::{Arc, RwLock};
+use tokio::sync::oneshot;
+
+/// What every license actor shares with the rest of the engine.
+pub struct Shared {
+    /// Where changes are recorded.
+    pub journal: Arc<dyn Journal>,
+    /// Where the time comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Where lease ids come from.
+    pub ids: Arc<dyn IdSource>,
+    /// Which license holds each live lease id (renewals and releases name only the lease).
+    pub lease_index: DashMap<LeaseId, LicenseId>,
+    /// Parties, products and license terms.
+    pub directory: RwLock<Directory>,
+}
+
+/// The channel an answer goes back on.
+pub type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// Consume (`commit`) or check (no change) on this license.
+pub struct Consume {
+    /// The request.
+    pub req: Arc<ConsumeRequest>,
+    /// Whether to take the lease (consume) or only answer whether it would be granted (check).
+    pub commit: bool,
+    /// The answer.
+    pub reply: Reply<Decision<Grant>>,
+}
+
+/// Renew a lease of this license.
+pub struct Renew {
+    /// The request.
+    pub req: RenewRequest,
+    /// The answer.
+    pub reply: Reply<Decision<Grant>>,
+}
+
+/// Release a lease of this license.
+pub struct Release {
+    /// The request.
+    pub req: ReleaseRequest,
+    /// The answer.
+    pub reply: Reply<Decision<Released>>,
+}
+
+/// Administrative operations on this license.
+pub enum AdminOp {
+    /// Set the status (revoke, deactivate, reactivate).
+    SetStatus(LicenseStatus),
+    /// Replace the terms (the id stays).
+    SetTerms(Box<License>),
+    /// Reserve a seat for a consumer.
+    Assign(ConsumerId),
+    /// Remove a consumer's seat reservation.
+    Unassign(ConsumerId),
+    /// Read usage.
+    Usage,
+    /// List live leases.
+    Leases,
+}
+
+/// The answer to an [`AdminOp`].
+#[derive(Debug)]
+pub enum AdminAnswer {
+    /// The license's terms after the change.
+    Terms(Arc<License>),
+    /// Usage.
+    Usage(Usage),
+    /// Live leases.
+    Leases(Vec<Lease>),
+}
+
+/// An administrative operation and where to answer.
+pub struct Admin {
+    /// The operation.
+    pub op: AdminOp,
+    /// The answer.
+    pub reply: oneshot::Sender<Result<AdminAnswer, AdminError>>,
+}
+
+macro_rules! unit_message {
+    ($($t:ty),*) => { $(impl Message for $t { type Result = (); })* };
+}
+unit_message!(Consume, Renew, Release, Admin);
+
+/// One license's actor.
+pub struct LicenseActor {
+    state: LicenseState,
+    shared: Arc<Shared>,
+    gauge: Arc<LeaseGauge>,
+    admission: Arc<Admission>,
+    last_change_at: Timestamp,
+}
+
+impl LicenseActor {
+    /// An actor for `state`, publishing its counts on `gauge`, admitting requests through
+    /// `admission`.
+    pub fn new(state: LicenseState, shared: Arc<Shared>, gauge: Arc<LeaseGauge>, admission: Arc<Admission>) -> Self {
+        let actor = LicenseActor { state, shared, gauge, admission, last_change_at: Timestamp::from_millis(0) };
+        actor.publish();
+        actor
+    }
+
+    /// The same actor, continuing from a journal whose last change to this license was at
+    /// `last_change_at`.
+    pub fn resumed_at(mut self, last_change_at: Timestamp) -> Self {
+        self.last_change_at = last_change_at;
+        self
+    }
+
+    fn id(&self) -> LicenseId {
+        self.state.license().id
+    }
+
+    /// Takes a message out of the bounded mailbox and reads the current time, never earlier than the last change (a wall clock may step back, the
+    /// journal's order must not), with expired leases and cooldowns ended.
+    fn begin_message(&mut self) -> Timestamp {
+        self.admission.leave();
+        let now = self.shared.clock.now().max(self.last_change_at);
+        let index = &self.shared.lease_index;
+        self.state.expire_until(now, |id| {
+            index.remove(&id);
+        });
+        now
+    }
+
+    fn publish(&self) {
+        let usage = self.state.usage();
+        self.gauge.publish(GaugeReading { live_leases: usage.live_leases, seats_in_use: usage.seats_in_use });
+    }
+
+    /// Applies `event`, journals it, and answers `answer(state, event)` once it is durable.
+    fn commit<T: Send + 'static>(
+        &mut self,
+        at: Timestamp,
+        event: LicenseEvent,
+        answer: impl FnOnce(&LicenseState, &LicenseEvent) -> T,
+        reply: oneshot::Sender<Result<T, EngineError>>,
+    ) {
+        self.last_change_at = at;
+        self.state.apply(at, &event);
+        match &event {
+            LicenseEvent::LeaseIssued { lease, replaces } => {
+                if let Some(old) = replaces {
+                    self.shared.lease_index.remove(old);
+                }
+                self.shared.lease_index.insert(lease.id, lease.license);
+            }
+            LicenseEvent::LeaseReleased { lease, .. } => {
+                self.shared.lease_index.remove(lease);
+            }
+            LicenseEvent::Terms(terms) => {
+                self.shared.directory.write().unwrap_or_else(|p| p.into_inner()).set_license(Arc::clone(terms));
+            }
+            LicenseEvent::SeatAssigned(_) | LicenseEvent::SeatUnassigned(_) => {}
+        }
+        self.publish();
+        let answer = answer(&self.state, &event);
+        let entry = JournalEntry { at, change: Change::License { license: self.id(), event } };
+        match self.shared.journal.append(&entry) {
+            Durability::Now => {
+                // A caller that stopped waiting is no reason to undo a durable change.
+                let _ = reply.send(Ok(answer));
+            }
+            pending => {
+                actix::spawn(async move {
+                    let durable = pending.wait().await;
+                    let _ = reply.send(durable.map(|()| answer).map_err(EngineError::from));
+                });
+            }
+        }
+    }
+
+    fn grant_of(state: &LicenseState, event: &LicenseEvent) -> Grant {
+        match event {
+            LicenseEvent::LeaseIssued { lease, replaces } => Grant {
+                lease: lease.clone(),
+                license: Arc::clone(state.license()),
+                replaced: *replaces,
+                remaining_qty: state.usage().remaining_qty,
+            },
+            other => unreachable!("a grant is only built from an issued lease, not {other:?}"),
+        }
+    }
+
+    fn admin(&mut self, op: AdminOp) -> Result<(Option<LicenseEvent>, AdminAnswer), AdminError> {
+        let terms = |license: License| {
+            let terms = Arc::new(license);
+            (Some(LicenseEvent::Terms(Arc::clone(&terms))), AdminAnswer::Terms(terms))
+        };
+        match op {
+            AdminOp::SetStatus(status) => Ok(terms(License { status, ..(**self.state.license()).clone() })),
+            AdminOp::SetTerms(license) => {
+                if license.id != self.id() {
+                    return Err(AdminError::Invalid("the terms are for another license".into()));
+                }
+                Ok(terms(*license))
+            }
+            AdminOp::Assign(consumer) => self.assign(consumer),
+            AdminOp::Unassign(consumer) => {
+                if !self.state.is_assigned(consumer) {
+                    return Err(AdminError::NotFound(format!("seat assignment of consumer {consumer}")));
+                }
+                let terms = Arc::clone(self.state.license());
+                Ok((Some(LicenseEvent::SeatUnassigned(consumer)), AdminAnswer::Terms(terms)))
+            }
+            AdminOp::Usage => Ok((None, AdminAnswer::Usage(self.state.usage()))),
+            AdminOp::Leases => Ok((None, AdminAnswer::Leases(self.state.leases().cloned().collect()))),
+        }
+    }
+
+    /// Reserves a seat if one can be set aside without taking a seat some session now holds.
+    fn assign(&self, consumer: ConsumerId) -> Result<(Option<LicenseEvent>, AdminAnswer), AdminError> {
+        let terms = Arc::clone(self.state.license());
+        if self.state.is_assigned(consumer) {
+            return Ok((None, AdminAnswer::Terms(terms)));
+        }
+        let seats = terms.credit.qty;
+        let reserved = self.state.assignments().count() as u64 + 1;
+        let pool_after = self.state.pool_seats_in_use() - u64::from(self.state.seats_of(consumer) > 0);
+        if reserved > seats || pool_after > seats - reserved {
+            return Err(AdminError::Conflict("no free seat to reserve".into()));
+        }
+        Ok((Some(LicenseEvent::SeatAssigned(consumer)), AdminAnswer::Terms(terms)))
+    }
+}
+
+impl Actor for LicenseActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Consume> for LicenseActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Consume, _ctx: &mut Self::Context) {
+        let now = self.begin_message();
+        let new_id = LeaseId(self.shared.ids.uuid());
+        match decide_consume(&self.state, &msg.req, now, new_id) {
+            Err(denial) => {
+                let _ = msg.reply.send(Ok(Decision::Denied(denial)));
+            }
+            Ok(event) if msg.commit => {
+                self.commit(now, event, |s, e| Decision::Granted(Self::grant_of(s, e)), msg.reply);
+            }
+            Ok(event) => {
+                let mut grant = Self::grant_of(&self.state, &event);
+                let freed = grant.replaced.and_then(|id| self.state.lease(id)).map_or(0, |l| l.qty_prealloc);
+                let remaining = self.state.remaining_credit() + freed;
+                grant.remaining_qty = grant.remaining_qty.map(|_| remaining.saturating_sub(grant.lease.qty_prealloc));
+                let _ = msg.reply.send(Ok(Decision::Granted(grant)));
+            }
+        }
+    }
+}
+
+impl Handler<Renew> for LicenseActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Renew, _ctx: &mut Self::Context) {
+        let now = self.begin_message();
+        let new_id = LeaseId(self.shared.ids.uuid());
+        match decide_renew(&self.state, &msg.req, now, new_id) {
+            Err(denial) => {
+                let _ = msg.reply.send(Ok(Decision::Denied(denial)));
+            }
+            Ok(event) => self.commit(now, event, |s, e| Decision::Granted(Self::grant_of(s, e)), msg.reply),
+        }
+    }
+}
+
+impl Handler<Release> for LicenseActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, _ctx: &mut Self::Context) {
+        let now = self.begin_message();
+        match decide_release(&self.state, &msg.req, now) {
+            Err(denial) => {
+                let _ = msg.reply.send(Ok(Decision::Denied(denial)));
+            }
+            Ok(event) => {
+                let license = self.id();
+                let answer = move |state: &LicenseState, event: &LicenseEvent| match event {
+                    LicenseEvent::LeaseReleased { lease, used_qty } => Decision::Granted(Released {
+                        lease_id: *lease,
+                        license,
+                        used_qty: *used_qty,
+                        remaining_qty: state.usage().remaining_qty,
+                    }),
+                    other => unreachable!("a release only produces a release event, not {other:?}"),
+                };
+                self.commit(now, event, answer, msg.reply);
+            }
+        }
+    }
+}
+
+impl Handler<Admin> for LicenseActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Admin, _ctx: &mut Self::Context) {
+        let now = self.begin_message();
+        match self.admin(msg.op) {
+            Err(e) => {
+                let _ = msg.reply.send(Err(e));
+            }
+            Ok((None, answer)) => {
+                let _ = msg.reply.send(Ok(answer));
+            }
+            Ok((Some(event), answer)) => {
+                let (tx, rx) = oneshot::channel();
+                self.commit(now, event, |_, _| answer, tx);
+                actix::spawn(async move {
+                    let result = match rx.await {
+                        Ok(Ok(answer)) => Ok(answer),
+                        Ok(Err(e)) => Err(AdminError::Engine(e)),
+                        Err(_) => Err(AdminError::Engine(EngineError::Stopped)),
+                    };
+                    let _ = msg.reply.send(result);
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The live state of one license (leases, sessions, seats, usage) and how each change applies.
+//!
+//! State only changes through [`LicenseState::apply`], with the same events the journal records,
+//! so replaying a journal rebuilds exactly the state that answered the clients. Expiry is not an
+//! event: it follows from time, and [`LicenseState::expire_until`] applies it the same way live
+//! and on replay.
+
+use crate::ids::{ConsumerId, LeaseId};
+use crate::model::lease::SessionKey;
+use crate::model::{Dimension, Lease, License};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// A change to one license's state, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LicenseEvent {
+    /// The license's terms were set: created, updated, revoked, deactivated or reactivated.
+    Terms(Arc<License>),
+    /// A lease was granted; `replaces` is the lease it rotates (renewal or re-consume).
+    LeaseIssued {
+        /// The new lease.
+        lease: Lease,
+        /// The lease id it replaces, which stops being valid.
+        replaces: Option<LeaseId>,
+    },
+    /// A lease ended by release (or forced release) with its final settled usage.
+    LeaseReleased {
+        /// The lease.
+        lease: LeaseId,
+        /// Usage charged to the credit (uses or seconds; 0 for seats).
+        used_qty: u64,
+    },
+    /// A seat was reserved for a consumer.
+    SeatAssigned(ConsumerId),
+    /// A seat reservation was removed.
+    SeatUnassigned(ConsumerId),
+}
+
+/// The seats, leases and usage of one license, as counted now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Live leases.
+    pub live_leases: u64,
+    /// Seats taken: live sessions plus seats cooling down after a release.
+    pub seats_in_use: u64,
+    /// Credit used: seats in use, or uses / seconds consumed and set aside.
+    pub used_qty: u64,
+    /// Credit left; `None` when the credit is metered.
+    pub remaining_qty: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    opened_by: ConsumerId,
+    leases: Vec<LeaseId>,
+}
+
+#[derive(Debug, Clone)]
+struct CoolingSeat {
+    session: SessionKey,
+    consumer: ConsumerId,
+    until: Timestamp,
+}
+
+/// Everything the engine knows about one license right now.
+#[derive(Debug, Clone)]
+pub struct LicenseState {
+    license: Arc<License>,
+    leases: HashMap<LeaseId, Lease>,
+    sessions: HashMap<SessionKey, Session>,
+    expiries: BTreeSet<(Timestamp, LeaseId)>,
+    cooling: VecDeque<CoolingSeat>,
+    leases_by_consumer: HashMap<ConsumerId, u32>,
+    seats_by_consumer: HashMap<ConsumerId, u32>,
+    assignments: BTreeSet<ConsumerId>,
+    pool_seats_in_use: u64,
+    hardware: BTreeSet<Arc<str>>,
+    consumed: u64,
+    preallocated: u64,
+}
+
+impl LicenseState {
+    /// A license with no leases and nothing used.
+    pub fn new(license: Arc<License>) -> Self {
+        LicenseState {
+            license,
+            leases: HashMap::new(),
+            sessions: HashMap::new(),
+            expiries: BTreeSet::new(),
+            cooling: VecDeque::new(),
+            leases_by_consumer: HashMap::new(),
+            seats_by_consumer: HashMap::new(),
+            assignments: BTreeSet::new(),
+            pool_seats_in_use: 0,
+            hardware: BTreeSet::new(),
+            consumed: 0,
+            preallocated: 0,
+        }
+    }
+
+    /// The license's terms.
+    pub fn license(&self) -> &Arc<License> {
+        &self.license
+    }
+
+    /// The live lease with `id`.
+    pub fn lease(&self, id: LeaseId) -> Option<&Lease> {
+        self.leases.get(&id)
+    }
+
+    /// Every live lease (in no particular order).
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
+    /// The live lease of `session` for `item`.
+    pub fn session_lease(&self, session: &SessionKey, item: &str) -> Option<&Lease> {
+        let s = self.sessions.get(session)?;
+        s.leases.iter().filter_map(|id| self.leases.get(id)).find(|l| &*l.item == item)
+    }
+
+    /// Whether `session` holds a seat, live or cooling down.
+    pub fn holds_seat(&self, session: &SessionKey) -> bool {
+        self.sessions.contains_key(session) || self.cooling.iter().any(|c| &c.session == session)
+    }
+
+    /// Whether `consumer` has a seat reservation.
+    pub fn is_assigned(&self, consumer: ConsumerId) -> bool {
+        self.assignments.contains(&consumer)
+    }
+
+    /// Consumers with a seat reservation.
+    pub fn assignments(&self) -> impl Iterator<Item = ConsumerId> + '_ {
+        self.assignments.iter().copied()
+    }
+
+    /// Live leases `consumer` holds.
+    pub fn leases_of(&self, consumer: ConsumerId) -> u32 {
+        self.leases_by_consumer.get(&consumer).copied().unwrap_or(0)
+    }
+
+    /// Seats (sessions and cooling seats) `consumer` opened.
+    pub fn seats_of(&self, consumer: ConsumerId) -> u32 {
+        self.seats_by_consumer.get(&consumer).copied().unwrap_or(0)
+    }
+
+    /// Seats taken: live sessions and seats cooling down.
+    pub fn seats_in_use(&self) -> u64 {
+        (self.sessions.len() + self.cooling.len()) as u64
+    }
+
+    /// Seats taken outside of reservations.
+    pub fn pool_seats_in_use(&self) -> u64 {
+        self.pool_seats_in_use
+    }
+
+    /// Whether `hw` has used this license before (node locking).
+    pub fn knows_hardware(&self, hw: &str) -> bool {
+        self.hardware.contains(hw)
+    }
+
+    /// Distinct hardware ids that have used this license.
+    pub fn hardware_count(&self) -> usize {
+        self.hardware.len()
+    }
+
+    /// Uses or seconds consumed and settled.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Uses or seconds set aside by live leases.
+    pub fn preallocated(&self) -> u64 {
+        self.preallocated
+    }
+
+    /// Credit quantity not consumed or set aside (count and time credits).
+    pub fn remaining_credit(&self) -> u64 {
+        self.license.credit.qty.saturating_sub(self.consumed + self.preallocated)
+    }
+
+    /// The license's usage as of the last expiry pass.
+    pub fn usage(&self) -> Usage {
+        let credit = self.license.credit;
+        let used_qty = match credit.dimension {
+            Dimension::Seats => self.seats_in_use(),
+            Dimension::UseCount | Dimension::UseTime => self.consumed + self.preallocated,
+        };
+        Usage {
+            live_leases: self.leases.len() as u64,
+            seats_in_use: self.seats_in_use(),
+            used_qty,
+            remaining_qty: credit.is_enforced().then(|| credit.qty.saturating_sub(used_qty)),
+        }
+    }
+
+    /// Ends every lease that expired at or before `now` and every cooldown that is over, calling
+    /// `expired` with each ended lease id. An expired lease's preallocation counts as used.
+    pub fn expire_until(&mut self, now: Timestamp, mut expired: impl FnMut(LeaseId)) {
+        while let Some(&(at, id)) = self.expiries.first() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop_first();
+            if let Some(lease) = self.remove_lease(id) {
+                self.consumed = self.consumed.saturating_add(lease.qty_prealloc);
+                self.end_session_of(&lease, None);
+                expired(id);
+            }
+        }
+        while self.cooling.front().is_some_and(|c| c.until <= now) {
+            if let Some(seat) = self.cooling.pop_front() {
+                self.vacate_seat(seat.consumer);
+            }
+        }
+    }
+
+    /// Applies one journaled change made at `at`.
+    pub fn apply(&mut self, at: Timestamp, event: &LicenseEvent) {
+        match event {
+            LicenseEvent::Terms(license) => self.license = Arc::clone(license),
+            LicenseEvent::LeaseIssued { lease, replaces } => self.issue(lease, *replaces),
+            LicenseEvent::LeaseReleased { lease, used_qty } => self.release(at, *lease, *used_qty),
+            LicenseEvent::SeatAssigned(consumer) => self.assign(*consumer),
+            LicenseEvent::SeatUnassigned(consumer) => self.unassign(*consumer),
+        }
+        debug_assert_eq!(
+            self.seats_in_use(),
+            self.pool_seats_in_use + self.assignments.iter().filter(|c| self.seats_of(**c) > 0).count() as u64,
+            "seat accounting drifted"
+        );
+    }
+
+    fn issue(&mut self, lease: &Lease, replaces: Option<LeaseId>) {
+        if let Some(old) = replaces.and_then(|id| self.remove_lease(id)) {
+            self.expiries.remove(&(old.expires_at, old.id));
+            self.end_session_of(&old, None);
+        }
+        let consumer = lease.consumer;
+        match self.sessions.get_mut(&lease.session) {
+            Some(session) => session.leases.push(lease.id),
+            None => {
+                let cooling = self.cooling.iter().position(|c| c.session == lease.session);
+                match cooling.and_then(|i| self.cooling.remove(i)) {
+                    // The session takes back the seat it left; the seat keeps its owner.
+                    Some(seat) => {
+                        self.vacate_seat(seat.consumer);
+                        self.occupy_seat(consumer);
+                    }
+                    None => self.occupy_seat(consumer),
+                }
+                let session = Session { opened_by: consumer, leases: vec![lease.id] };
+                self.sessions.insert(lease.session.clone(), session);
+            }
+        }
+        *self.leases_by_consumer.entry(consumer).or_insert(0) += 1;
+        self.preallocated = self.preallocated.saturating_add(lease.qty_prealloc);
+        self.expiries.insert((lease.expires_at, lease.id));
+        if self.license.model.max_hardware.is_some() {
+            if let Some(hw) = lease.anchors.hw.as_deref() {
+                if !self.hardware.contains(hw) {
+                    self.hardware.insert(Arc::from(hw));
+                }
+            }
+        }
+        self.leases.insert(lease.id, lease.clone());
+    }
+
+    fn release(&mut self, at: Timestamp, id: LeaseId, used_qty: u64) {
+        let Some(lease) = self.remove_lease(id) else { return };
+        self.expiries.remove(&(lease.expires_at, lease.id));
+        self.consumed = self.consumed.saturating_add(used_qty);
+        let cooldown_s = self.license.model.cooldown_s;
+        let cools = cooldown_s > 0 && self.license.credit.dimension == Dimension::Seats;
+        self.end_session_of(&lease, cools.then(|| at.plus_secs(cooldown_s)));
+    }
+
+    /// Takes a lease out of the lease table and the per-consumer and preallocation counts.
+    fn remove_lease(&mut self, id: LeaseId) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        self.preallocated = self.preallocated.saturating_sub(lease.qty_prealloc);
+        if let Some(n) = self.leases_by_consumer.get_mut(&lease.consumer) {
+            *n -= 1;
+            if *n == 0 {
+                self.leases_by_consumer.remove(&lease.consumer);
+            }
+        }
+        Some(lease)
+    }
+
+    /// Removes `lease` from its session; a session left without leases frees its seat, or keeps
+    /// it cooling down until `cool_until`.
+    fn end_session_of(&mut self, lease: &Lease, cool_until: Option<Timestamp>) {
+        let Some(session) = self.sessions.get_mut(&lease.session) else { return };
+        session.leases.retain(|id| *id != lease.id);
+        if !session.leases.is_empty() {
+            return;
+        }
+        let opened_by = session.opened_by;
+        self.sessions.remove(&lease.session);
+        match cool_until {
+            Some(until) => {
+                self.cooling.push_back(CoolingSeat { session: lease.session.clone(), consumer: opened_by, until })
+            }
+            None => self.vacate_seat(opened_by),
+        }
+    }
+
+    fn occupy_seat(&mut self, consumer: ConsumerId) {
+        let seats = self.seats_by_consumer.entry(consumer).or_insert(0);
+        let uses_reservation = *seats == 0 && self.assignments.contains(&consumer);
+        *seats += 1;
+        if !uses_reservation {
+            self.pool_seats_in_use += 1;
+        }
+    }
+
+    fn vacate_seat(&mut self, consumer: ConsumerId) {
+        let Some(seats) = self.seats_by_consumer.get_mut(&consumer) else { return };
+        *seats -= 1;
+        let frees_reservation = *seats == 0 && self.assignments.contains(&consumer);
+        if *seats == 0 {
+            self.seats_by_consumer.remove(&consumer);
+        }
+        if !frees_reservation {
+            self.pool_seats_in_use = self.pool_seats_in_use.saturating_sub(1);
+        }
+    }
+
+    fn assign(&mut self, consumer: ConsumerId) {
+        if self.assignments.insert(consumer) && self.seats_of(consumer) > 0 {
+            self.pool_seats_in_use = self.pool_seats_in_use.saturating_sub(1);
+        }
+    }
+
+    fn unassign(&mut self, consumer: ConsumerId) {
+        if self.assignments.remove(&consumer) && self.seats_of(consumer) > 0 {
+            self.pool_seats_in_use += 1;
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Who may use what: licensees, consumers (by API key), products and the licenses' terms,
+//! indexed for the one question every consume asks first: which licenses may this consumer use
+//! for this item?
+//!
+//! Plain data changed only through [`Directory::apply`], so the journal can rebuild it.
+
+use crate::decide::{Denial, ErrorCode, LicenseFilters};
+use crate::ids::{ConsumerId, LicenseId, LicenseeId, ProductId};
+use crate::model::{Consumer, License, Licensee, Product};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A change to the directory, as journaled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DirectoryEvent {
+    /// A licensee was created or renamed.
+    Licensee(Licensee),
+    /// A consumer was created or changed.
+    Consumer(Consumer),
+    /// A product was created or changed.
+    Product(Product),
+}
+
+/// The directory of parties, products and license terms.
+#[derive(Debug, Default, Clone)]
+pub struct Directory {
+    licensees: HashMap<LicenseeId, Licensee>,
+    consumers: HashMap<ConsumerId, Consumer>,
+    consumers_by_key: HashMap<[u8; 32], ConsumerId>,
+    products: HashMap<ProductId, Product>,
+    products_by_name: HashMap<String, ProductId>,
+    licenses: HashMap<LicenseId, Arc<License>>,
+    licenses_by_licensee: HashMap<LicenseeId, Vec<LicenseId>>,
+    licenses_by_key: HashMap<String, LicenseId>,
+}
+
+impl Directory {
+    /// Applies a directory change.
+    pub fn apply(&mut self, event: &DirectoryEvent) {
+        match event {
+            DirectoryEvent::Licensee(l) => {
+                self.licensees.insert(l.id, l.clone());
+            }
+            DirectoryEvent::Consumer(c) => {
+                if let Some(old) = self.consumers.insert(c.id, c.clone()) {
+                    self.consumers_by_key.remove(&old.api_key_sha256);
+                }
+                self.consumers_by_key.insert(c.api_key_sha256, c.id);
+            }
+            DirectoryEvent::Product(p) => {
+                if let Some(old) = self.products.insert(p.id, p.clone()) {
+                    self.products_by_name.remove(&old.name);
+                }
+                self.products_by_name.insert(p.name.clone(), p.id);
+            }
+        }
+    }
+
+    /// Records a license's current terms (creation or any change).
+    pub fn set_license(&mut self, license: Arc<License>) {
+        let id = license.id;
+        if let Some(key) = &license.license_key {
+            self.licenses_by_key.insert(key.clone(), id);
+        }
+        if let Some(old) = self.licenses.insert(id, license) {
+            if old.license_key.is_some() && old.license_key != self.licenses[&id].license_key {
+                self.licenses_by_key.remove(old.license_key.as_deref().unwrap_or_default());
+            }
+        } else {
+            let licensee = self.licenses[&id].licensee;
+            self.licenses_by_licensee.entry(licensee).or_default().push(id);
+        }
+    }
+
+    /// The licensee `id`.
+    pub fn licensee(&self, id: LicenseeId) -> Option<&Licensee> {
+        self.licensees.get(&id)
+    }
+
+    /// The consumer `id`.
+    pub fn consumer(&self, id: ConsumerId) -> Option<&Consumer> {
+        self.consumers.get(&id)
+    }
+
+    /// The consumer whose API key hashes to `sha256`.
+    pub fn consumer_by_key_hash(&self, sha256: &[u8; 32]) -> Option<ConsumerId> {
+        self.consumers_by_key.get(sha256).copied()
+    }
+
+    /// The product `id`.
+    pub fn product(&self, id: ProductId) -> Option<&Product> {
+        self.products.get(&id)
+    }
+
+    /// The product called `name`.
+    pub fn product_named(&self, name: &str) -> Option<&Product> {
+        self.products_by_name.get(name).and_then(|id| self.products.get(id))
+    }
+
+    /// The terms of license `id`.
+    pub fn license(&self, id: LicenseId) -> Option<&Arc<License>> {
+        self.licenses.get(&id)
+    }
+
+    /// The license with license key `key`.
+    pub fn license_by_key(&self, key: &str) -> Option<&Arc<License>> {
+        self.licenses_by_key.get(key).and_then(|id| self.licenses.get(id))
+    }
+
+    /// Every license of `licensee`.
+    pub fn licenses_of(&self, licensee: LicenseeId) -> impl Iterator<Item = &Arc<License>> {
+        self.licenses_by_licensee.get(&licensee).into_iter().flatten().filter_map(|id| self.licenses.get(id))
+    }
+
+    /// Every license.
+    pub fn licenses(&self) -> impl Iterator<Item = &Arc<License>> {
+        self.licenses.values()
+    }
+
+    /// Every licensee.
+    pub fn licensees(&self) -> impl Iterator<Item = &Licensee> {
+        self.licensees.values()
+    }
+
+    /// Every consumer.
+    pub fn consumers(&self) -> impl Iterator<Item = &Consumer> {
+        self.consumers.values()
+    }
+
+    /// Every product.
+    pub fn products(&self) -> impl Iterator<Item = &Product> {
+        self.products.values()
+    }
+
+    /// The licenses `consumer` may use for `item` under `filters`, in the order SPEC section 3
+    /// gives: seat licenses with the latest end first, then use-count and use-time licenses with
+    /// the earliest end first. A consumer that does not exist is `notAuthorized`; none found is
+    /// `noLicenseFound`.
+    pub fn candidates(
+        &self,
+        consumer: ConsumerId,
+        item: &str,
+        filters: &LicenseFilters,
+    ) -> Result<Vec<Arc<License>>, Denial> {
+        let Some(consumer) = self.consumers.get(&consumer) else {
+            return Err(Denial::new(ErrorCode::NotAuthorized, "unknown consumer"));
+        };
+        let mut found: Vec<Arc<License>> = if filters.entitlement.is_some() {
+            Vec::new()
+        } else {
+            consumer
+                .licensees
+                .iter()
+                .filter(|l| filters.licensee.is_none_or(|want| want == **l))
+                .flat_map(|l| self.licenses_of(*l))
+                .filter(|lic| filters.license.is_none_or(|want| want == lic.id) && lic.grants_item(item))
+                .cloned()
+                .collect()
+        };
+        if found.is_empty() {
+            return Err(Denial::new(ErrorCode::NoLicenseFound, "no license for this item"));
+        }
+        found.sort_by(|a, b| crate::select::preference(a, b));
+        Ok(found)
+    }
+}

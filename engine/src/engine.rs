@@ -1,0 +1,552 @@
+//! The embedding API: an [`Engine`] hosts the directory, the router and the license actors, and
+//! answers consume, check, renew and release, plus the administrative calls.
+//!
+//! The path of a consume: `Engine::consume` asks the directory which licenses the consumer may
+//! use for the item, then sends the request to each license's actor in turn (through the
+//! router) until one grants; the actor decides with the pure rules, applies the change,
+//! journals it and answers once it is durable.
+
+use crate::actors::license::{Admin, AdminAnswer, AdminOp, Consume, Release, Renew, Reply, Shared};
+use crate::actors::{LicenseActor, Router, Workers};
+use crate::admin::{LicenseKeyRequest, NewConsumer, NewLicense, NewLicensee, NewProduct};
+use crate::answer::{Grant, Released};
+use crate::claims;
+use crate::concurrency::{GaugeReading, LeaseGauge};
+use crate::decide::{
+    ConsumeRequest, Decision, Denial, ErrorCode, LicenseEvent, LicenseState, ReleaseRequest, RenewRequest, Usage,
+};
+use crate::directory::{Directory, DirectoryEvent};
+use crate::error::{AdminError, EngineError};
+use crate::ids::{ConsumerId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds};
+use crate::journal::{Change, EphemeralJournal, Journal, JournalEntry};
+use crate::model::license::is_valid_license_key;
+use crate::model::{Consumer, Credit, Dimension, Enforcement, Lease, License, LicenseStatus, Licensee, Product};
+use crate::replay::Recovered;
+use crate::signer::{TokenSigner, UnsignedTokens};
+use crate::time::{Clock, SystemClock, Timestamp};
+use actix::{ArbiterHandle, Handler, Message};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use dashmap::DashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use tokio::sync::oneshot;
+
+/// Default bound on requests waiting for one license's actor.
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
+
+/// Configures and starts an [`Engine`].
+pub struct EngineBuilder {
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+    journal: Arc<dyn Journal>,
+    signer: Arc<dyn TokenSigner>,
+    issuer: String,
+    workers: usize,
+    mailbox_capacity: usize,
+    recovered: Recovered,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        EngineBuilder {
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+            journal: Arc::new(EphemeralJournal),
+            signer: Arc::new(UnsignedTokens),
+            issuer: "leasehold".into(),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+            recovered: Recovered::default(),
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Where the time comes from (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where ids and keys come from (default: the OS random generator).
+    pub fn ids(mut self, ids: Arc<dyn IdSource>) -> Self {
+        self.ids = ids;
+        self
+    }
+
+    /// Where changes are recorded (default: nowhere, [`EphemeralJournal`]).
+    pub fn journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// How tokens are signed (default: unsigned).
+    pub fn signer(mut self, signer: Arc<dyn TokenSigner>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// The `iss` of tokens.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = issuer.into();
+        self
+    }
+
+    /// Worker threads (default: one per core).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Bound on requests waiting for one license (default [`DEFAULT_MAILBOX_CAPACITY`]).
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.mailbox_capacity = capacity;
+        self
+    }
+
+    /// Starts from the state a journal describes instead of an empty one.
+    pub fn recovered(mut self, recovered: Recovered) -> Self {
+        self.recovered = recovered;
+        self
+    }
+
+    /// Starts the worker threads and the engine.
+    pub fn build(self) -> std::io::Result<Engine> {
+        let workers = Workers::start(self.workers)?;
+        let Recovered { directory, licenses } = self.recovered;
+        let shared = Arc::new(Shared {
+            journal: self.journal,
+            clock: self.clock,
+            ids: self.ids,
+            lease_index: DashMap::new(),
+            directory: RwLock::new(directory),
+        });
+        let inner = Inner {
+            router: Router::new(workers),
+            gauges: DashMap::new(),
+            hints: DashMap::new(),
+            signer: self.signer,
+            issuer: self.issuer,
+            mailbox_capacity: self.mailbox_capacity,
+            shared,
+        };
+        let now = inner.shared.clock.now();
+        for (id, (mut state, last_at)) in licenses {
+            state.expire_until(now.max(last_at), |_| {});
+            for lease in state.leases() {
+                inner.shared.lease_index.insert(lease.id, id);
+            }
+            inner.add_license(state, last_at);
+        }
+        Ok(Engine { inner: Arc::new(inner) })
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    router: Router,
+    gauges: DashMap<LicenseId, Arc<LeaseGauge>>,
+    /// Which license last granted a consumer an item, tried first when several may (so that a
+    /// session keeps to its license instead of opening a second one elsewhere).
+    hints: DashMap<(ConsumerId, Arc<str>), LicenseId>,
+    signer: Arc<dyn TokenSigner>,
+    issuer: String,
+    mailbox_capacity: usize,
+}
+
+impl Inner {
+    fn add_license(&self, state: LicenseState, last_change_at: Timestamp) {
+        let id = state.license().id;
+        let gauge = Arc::new(LeaseGauge::default());
+        self.gauges.insert(id, Arc::clone(&gauge));
+        let shared = Arc::clone(&self.shared);
+        self.router.add(
+            id,
+            move |admission| LicenseActor::new(state, shared, gauge, admission).resumed_at(last_change_at),
+            self.mailbox_capacity,
+        );
+    }
+}
+
+/// A running lease engine. Cheap to clone; every clone is the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+const MAX_NAME_CHARS: usize = 200;
+
+fn check_name(what: &str, name: &str) -> Result<(), AdminError> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(AdminError::Invalid(format!("{what} must be 1 to {MAX_NAME_CHARS} printable characters")));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// A builder with the defaults: system clock, random ids, no journal, unsigned tokens.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The worker arbiters, for running transports and load on the engine's own threads (a
+    /// request that starts on a worker crosses to another thread at most once).
+    pub fn workers(&self) -> &[ArbiterHandle] {
+        self.inner.router.workers().arbiters()
+    }
+
+    /// The engine's clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.shared.clock.now()
+    }
+
+    /// Reads the directory.
+    pub fn directory(&self) -> RwLockReadGuard<'_, Directory> {
+        self.inner.shared.directory.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn call<M, T>(
+        &self,
+        license: LicenseId,
+        message: impl FnOnce(Reply<T>) -> M,
+    ) -> Result<Option<T>, EngineError>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        LicenseActor: Handler<M>,
+    {
+        let (reply, answer) = oneshot::channel();
+        if !self.inner.router.send(license, message(reply))? {
+            return Ok(None);
+        }
+        answer.await.map_err(|_| EngineError::Stopped)?.map(Some)
+    }
+
+    /// Checks out a lease: tries the licenses the consumer may use for the item, in the SPEC's
+    /// order, until one grants; otherwise answers the most specific denial.
+    pub async fn consume(&self, req: ConsumeRequest) -> Result<Decision<Grant>, EngineError> {
+        self.consume_or_check(req, true).await
+    }
+
+    /// Answers what [`Engine::consume`] would, without taking a lease (`doConsume=false`).
+    pub async fn check(&self, req: ConsumeRequest) -> Result<Decision<Grant>, EngineError> {
+        self.consume_or_check(req, false).await
+    }
+
+    async fn consume_or_check(&self, req: ConsumeRequest, commit: bool) -> Result<Decision<Grant>, EngineError> {
+        let candidates = match self.directory().candidates(req.consumer, &req.item, &req.filters) {
+            Ok(found) => found.into_iter().map(|l| l.id).collect::<Vec<_>>(),
+            Err(denial) => return Ok(Decision::Denied(denial)),
+        };
+        let several = candidates.len() > 1;
+        let first = if !several {
+            None
+        } else if let Some(lease) = req.lease_id {
+            self.inner.shared.lease_index.get(&lease).map(|l| *l)
+        } else {
+            self.inner.hints.get(&(req.consumer, Arc::from(req.item.as_str()))).map(|l| *l)
+        };
+        let order = first.into_iter().chain(candidates.into_iter().filter(|id| Some(*id) != first));
+        let req = Arc::new(req);
+        let mut best: Option<Denial> = None;
+        for license in order {
+            let answer = self.call(license, |reply| Consume { req: Arc::clone(&req), commit, reply }).await?;
+            match answer {
+                None => continue,
+                Some(Decision::Granted(grant)) => {
+                    if several && commit {
+                        self.inner.hints.insert((req.consumer, Arc::clone(&grant.lease.item)), license);
+                    }
+                    return Ok(Decision::Granted(grant));
+                }
+                Some(Decision::Denied(denial)) => best = Some(best.map_or(denial.clone(), |b| b.most_specific(denial))),
+            }
+        }
+        Ok(Decision::Denied(best.unwrap_or_else(|| Denial::new(ErrorCode::NoLicenseFound, "no license for this item"))))
+    }
+
+    fn license_of_lease(&self, lease: LeaseId) -> Option<LicenseId> {
+        self.inner.shared.lease_index.get(&lease).map(|l| *l)
+    }
+
+    fn lease_not_found<T>() -> Decision<T> {
+        Decision::Denied(Denial::new(ErrorCode::LeaseIdNotFound, "no live lease has this id"))
+    }
+
+    /// Renews a lease (heartbeat): extends it from now under a new id.
+    pub async fn renew(&self, req: RenewRequest) -> Result<Decision<Grant>, EngineError> {
+        let Some(license) = self.license_of_lease(req.lease_id) else { return Ok(Self::lease_not_found()) };
+        Ok(self.call(license, |reply| Renew { req, reply }).await?.unwrap_or_else(Self::lease_not_found))
+    }
+
+    /// Releases a lease: frees its seat (after the cooldown) and settles its usage.
+    pub async fn release(&self, req: ReleaseRequest) -> Result<Decision<Released>, EngineError> {
+        let Some(license) = self.license_of_lease(req.lease_id) else { return Ok(Self::lease_not_found()) };
+        Ok(self.call(license, |reply| Release { req, reply }).await?.unwrap_or_else(Self::lease_not_found))
+    }
+
+    /// The consumer whose API key is `api_key`.
+    pub fn authenticate(&self, api_key: &str) -> Option<ConsumerId> {
+        self.directory().consumer_by_key_hash(&sha256(api_key.as_bytes()))
+    }
+
+    /// The latest counts license `id`'s actor published, without a message to it.
+    pub fn gauge(&self, id: LicenseId) -> Option<GaugeReading> {
+        self.inner.gauges.get(&id).map(|g| g.read())
+    }
+
+    /// The Enterprise token for `item`'s decision, signed by the engine's signer.
+    pub async fn enterprise_token(&self, item: &str, decision: &Decision<Grant>) -> Result<String, EngineError> {
+        let claims = match decision {
+            Decision::Granted(grant) => claims::enterprise_grant(grant, &self.inner.issuer),
+            Decision::Denied(denial) => claims::enterprise_denial(item, denial, &self.inner.issuer, self.now()),
+        };
+        Ok(self.inner.signer.sign(claims).await?)
+    }
+
+    // ---- administration ----
+
+    /// Checks and applies a directory change and journals it, under the directory lock so that
+    /// the journal's order is the order of application; returns once it is durable.
+    async fn record_directory(
+        &self,
+        change: impl FnOnce(&Directory) -> Result<DirectoryEvent, AdminError>,
+    ) -> Result<(), AdminError> {
+        let durability = {
+            let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
+            let event = change(&directory)?;
+            directory.apply(&event);
+            self.inner.shared.journal.append(&JournalEntry { at: self.now(), change: Change::Directory(event) })
+        };
+        Ok(durability.wait().await?)
+    }
+
+    /// Creates a licensee.
+    pub async fn create_licensee(&self, new: NewLicensee) -> Result<Licensee, AdminError> {
+        check_name("name", &new.name)?;
+        let licensee = Licensee { id: LicenseeId(self.inner.shared.ids.uuid()), name: new.name, kind: new.kind };
+        self.record_directory(|_| Ok(DirectoryEvent::Licensee(licensee.clone()))).await?;
+        Ok(licensee)
+    }
+
+    /// Creates a consumer; the API key is returned only here.
+    pub async fn create_consumer(&self, new: NewConsumer) -> Result<(Consumer, String), AdminError> {
+        check_name("name", &new.name)?;
+        if new.licensees.is_empty() {
+            return Err(AdminError::Invalid("a consumer belongs to at least one licensee".into()));
+        }
+        let mut secret = [0u8; 24];
+        self.inner.shared.ids.fill(&mut secret);
+        let api_key = format!("lh_{}", URL_SAFE_NO_PAD.encode(secret));
+        let consumer = Consumer {
+            id: ConsumerId(self.inner.shared.ids.uuid()),
+            name: new.name,
+            kind: new.kind,
+            licensees: new.licensees,
+            email: new.email,
+            api_key_sha256: sha256(api_key.as_bytes()),
+        };
+        self.record_directory(|dir| {
+            if let Some(missing) = consumer.licensees.iter().find(|l| dir.licensee(**l).is_none()) {
+                return Err(AdminError::NotFound(format!("licensee {missing}")));
+            }
+            Ok(DirectoryEvent::Consumer(consumer.clone()))
+        })
+        .await?;
+        Ok((consumer, api_key))
+    }
+
+    /// Creates a product with its features and tiers.
+    pub async fn create_product(&self, new: NewProduct) -> Result<Product, AdminError> {
+        let product = Product {
+            id: ProductId(self.inner.shared.ids.uuid()),
+            name: new.name,
+            features: new.features,
+            tiers: new.tiers,
+        };
+        product.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
+        self.record_directory(|dir| {
+            if dir.product_named(&product.name).is_some() {
+                return Err(AdminError::Conflict(format!("a product is already called {:?}", product.name)));
+            }
+            Ok(DirectoryEvent::Product(product.clone()))
+        })
+        .await?;
+        Ok(product)
+    }
+
+    fn generate_license_key(&self) -> String {
+        const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+        let mut bytes = [0u8; 20];
+        self.inner.shared.ids.fill(&mut bytes);
+        let chars: Vec<char> = bytes.iter().map(|b| char::from(ALPHABET[usize::from(b % 32)])).collect();
+        chars.chunks(5).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
+    }
+
+    fn license_terms(&self, new: NewLicense, directory: &Directory) -> Result<License, AdminError> {
+        if directory.licensee(new.licensee).is_none() {
+            return Err(AdminError::NotFound(format!("licensee {}", new.licensee)));
+        }
+        let product = directory
+            .product_named(&new.product)
+            .ok_or_else(|| AdminError::NotFound(format!("product {:?}", new.product)))?;
+        let features = match &new.tier {
+            Some(tier) => product.tier_features(tier).map_err(|e| AdminError::Invalid(e.to_string()))?,
+            None => product.features.iter().filter(|f| !f.display_only).map(|f| f.name.clone()).collect(),
+        };
+        let tier_seats = new.tier.as_deref().and_then(|t| product.tier(t)).and_then(|t| t.max_users);
+        let credit = match (new.credit, tier_seats) {
+            (Some(credit), _) => credit,
+            (None, Some(seats)) => {
+                Credit { dimension: Dimension::Seats, qty: seats, enforcement: Enforcement::Enforced }
+            }
+            (None, None) => return Err(AdminError::Invalid("a credit is needed (the tier sets no max_users)".into())),
+        };
+        let license_key = match new.license_key {
+            LicenseKeyRequest::None => None,
+            LicenseKeyRequest::Generate => Some(self.generate_license_key()),
+            LicenseKeyRequest::Given(key) => Some(key),
+        };
+        if let Some(key) = &license_key {
+            if !is_valid_license_key(key) {
+                return Err(AdminError::Invalid(
+                    "license key must be 16 to 64 characters of A-Z, a-z, 0-9, '_' and '-'".into(),
+                ));
+            }
+            if directory.license_by_key(key).is_some() {
+                return Err(AdminError::Conflict("this license key is taken".into()));
+            }
+        }
+        let license = License {
+            id: LicenseId(self.inner.shared.ids.uuid()),
+            licensee: new.licensee,
+            product: product.id,
+            product_name: product.name.clone(),
+            tier: new.tier,
+            features,
+            valid_from: new.valid_from.unwrap_or_else(|| self.now()),
+            valid_until: new.valid_until,
+            status: LicenseStatus::Active,
+            license_key,
+            revokes_sibling_keys: new.revokes_sibling_keys,
+            properties: new.properties,
+            credit,
+            model: new.model,
+        };
+        license.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
+        Ok(license)
+    }
+
+    /// Creates a license.
+    pub async fn create_license(&self, new: NewLicense) -> Result<Arc<License>, AdminError> {
+        let (license, durability) = {
+            let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
+            let license = Arc::new(self.license_terms(new, &directory)?);
+            directory.set_license(Arc::clone(&license));
+            let now = self.now();
+            let entry = JournalEntry {
+                at: now,
+                change: Change::License { license: license.id, event: LicenseEvent::Terms(Arc::clone(&license)) },
+            };
+            let durability = self.inner.shared.journal.append(&entry);
+            self.inner.add_license(LicenseState::new(Arc::clone(&license)), now);
+            (license, durability)
+        };
+        durability.wait().await?;
+        Ok(license)
+    }
+
+    /// The terms of license `id`.
+    pub fn license(&self, id: LicenseId) -> Option<Arc<License>> {
+        self.directory().license(id).cloned()
+    }
+
+    async fn admin(&self, license: LicenseId, op: AdminOp) -> Result<AdminAnswer, AdminError> {
+        let (reply, answer) = oneshot::channel();
+        if !self.inner.router.send(license, Admin { op, reply })? {
+            return Err(AdminError::NotFound(format!("license {license}")));
+        }
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    async fn admin_terms(&self, license: LicenseId, op: AdminOp) -> Result<Arc<License>, AdminError> {
+        match self.admin(license, op).await? {
+            AdminAnswer::Terms(terms) => Ok(terms),
+            other => unreachable!("a terms change answers with terms, not {other:?}"),
+        }
+    }
+
+    /// Revokes a license for good: it grants nothing more and renewals fail.
+    pub async fn revoke(&self, license: LicenseId, reason: impl Into<String>) -> Result<Arc<License>, AdminError> {
+        let status = LicenseStatus::Revoked { reason: reason.into(), at: self.now() };
+        self.admin_terms(license, AdminOp::SetStatus(status)).await
+    }
+
+    /// Deactivates a license until it is reactivated.
+    pub async fn deactivate(&self, license: LicenseId) -> Result<Arc<License>, AdminError> {
+        self.admin_terms(license, AdminOp::SetStatus(LicenseStatus::Deactivated)).await
+    }
+
+    /// Reactivates a deactivated license. A revoked license stays revoked.
+    pub async fn reactivate(&self, license: LicenseId) -> Result<Arc<License>, AdminError> {
+        if let Some(LicenseStatus::Revoked { .. }) = self.license(license).map(|l| l.status.clone()) {
+            return Err(AdminError::Conflict("a revoked license cannot be reactivated".into()));
+        }
+        self.admin_terms(license, AdminOp::SetStatus(LicenseStatus::Active)).await
+    }
+
+    /// Replaces a license's terms (same id).
+    pub async fn update_license(&self, license: License) -> Result<Arc<License>, AdminError> {
+        license.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
+        self.admin_terms(license.id, AdminOp::SetTerms(Box::new(license))).await
+    }
+
+    /// Reserves a seat of `license` for `consumer` (required to consume a named-seat license).
+    pub async fn assign(&self, license: LicenseId, consumer: ConsumerId) -> Result<Arc<License>, AdminError> {
+        let may_use = {
+            let directory = self.directory();
+            let terms = directory.license(license).ok_or_else(|| AdminError::NotFound(format!("license {license}")))?;
+            let consumer =
+                directory.consumer(consumer).ok_or_else(|| AdminError::NotFound(format!("consumer {consumer}")))?;
+            consumer.licensees.contains(&terms.licensee)
+        };
+        if !may_use {
+            return Err(AdminError::Invalid("the consumer does not belong to the license's licensee".into()));
+        }
+        self.admin_terms(license, AdminOp::Assign(consumer)).await
+    }
+
+    /// Removes `consumer`'s seat reservation on `license`.
+    pub async fn unassign(&self, license: LicenseId, consumer: ConsumerId) -> Result<Arc<License>, AdminError> {
+        self.admin_terms(license, AdminOp::Unassign(consumer)).await
+    }
+
+    /// Seats, leases and credit of `license` now.
+    pub async fn usage(&self, license: LicenseId) -> Result<Usage, AdminError> {
+        match self.admin(license, AdminOp::Usage).await? {
+            AdminAnswer::Usage(usage) => Ok(usage),
+            other => unreachable!("a usage read answers with usage, not {other:?}"),
+        }
+    }
+
+    /// The live leases of `license`.
+    pub async fn leases(&self, license: LicenseId) -> Result<Vec<Lease>, AdminError> {
+        match self.admin(license, AdminOp::Leases).await? {
+            AdminAnswer::Leases(leases) => Ok(leases),
+            other => unreachable!("a lease listing answers with leases, not {other:?}"),
+        }
+    }
+
+    /// Ends a lease as an administrator, whatever the model says about releases.
+    pub async fn force_release(&self, lease: LeaseId) -> Result<Decision<Released>, EngineError> {
+        self.release(ReleaseRequest { by: crate::decide::Releaser::Admin, lease_id: lease, used: Default::default() })
+            .await
+    }
+}

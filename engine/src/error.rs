@@ -1,0 +1,46 @@
+//! Failures of the engine's infrastructure and refusals of administrative requests.
+//!
+//! Client refusals are not here: they are [`crate::Decision::Denied`] values.
+
+use crate::journal::JournalError;
+use crate::signer::SignError;
+
+/// The engine could not answer: overload, a failed journal, or shutdown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// A bounded queue on the path is full; retry later (the `overloaded` code).
+    #[error("overloaded: a bounded queue is full, retry later")]
+    Overloaded,
+    /// The change could not be made durable, so it was not acknowledged.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Signing the token failed.
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    /// The engine is shutting down.
+    #[error("the engine is stopped")]
+    Stopped,
+}
+
+/// Why an administrative request was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// Something named in the request does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is malformed or contradicts itself.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The request conflicts with the current state (a name taken, no free seat to reserve).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The engine could not carry it out.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<JournalError> for AdminError {
+    fn from(e: JournalError) -> Self {
+        AdminError::Engine(EngineError::Journal(e))
+    }
+}

@@ -1,0 +1,124 @@
+//! The journal seam: every state change is appended here before its answer leaves, and a journal
+//! replayed from the start rebuilds the engine. `persistence/` implements it on sled with group
+//! commit; [`MemoryJournal`] keeps entries in memory for tests and simulations.
+
+use crate::decide::LicenseEvent;
+use crate::directory::DirectoryEvent;
+use crate::ids::LicenseId;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+use tokio::sync::oneshot;
+
+/// One state change, as journaled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// A change to licensees, consumers or products.
+    Directory(DirectoryEvent),
+    /// A change to one license.
+    License {
+        /// The license.
+        license: LicenseId,
+        /// What changed.
+        event: LicenseEvent,
+    },
+}
+
+/// A change and the time it was decided at (replay expires leases up to this time first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// When the change was decided.
+    pub at: Timestamp,
+    /// The change.
+    pub change: Change,
+}
+
+/// Why the journal could not make a change durable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    /// Writing or flushing failed; the message says how.
+    #[error("journal write failed: {0}")]
+    Io(String),
+    /// An earlier flush failed, so the journal refuses all writes: retrying a failed flush can
+    /// silently lose data.
+    #[error("journal is poisoned by an earlier failed flush: {0}")]
+    Poisoned(String),
+    /// The journal has shut down.
+    #[error("journal is closed")]
+    Closed,
+}
+
+/// When an appended change is durable.
+#[derive(Debug)]
+pub enum Durability {
+    /// Already durable (or the journal promises no more than this).
+    Now,
+    /// Durable when this resolves (group commit).
+    Pending(oneshot::Receiver<Result<(), JournalError>>),
+    /// It will never be durable.
+    Failed(JournalError),
+}
+
+impl Durability {
+    /// Waits until the change is durable.
+    pub async fn wait(self) -> Result<(), JournalError> {
+        match self {
+            Durability::Now => Ok(()),
+            Durability::Pending(rx) => rx.await.unwrap_or(Err(JournalError::Closed)),
+            Durability::Failed(e) => Err(e),
+        }
+    }
+}
+
+/// Where state changes are recorded.
+pub trait Journal: Send + Sync + 'static {
+    /// Appends `entry`; entries become durable in the order they were appended.
+    fn append(&self, entry: &JournalEntry) -> Durability;
+}
+
+/// Keeps every entry in memory: a journal for tests and simulations that "restart" an engine
+/// by replaying [`MemoryJournal::entries`].
+#[derive(Debug, Default)]
+pub struct MemoryJournal {
+    entries: Mutex<Vec<JournalEntry>>,
+}
+
+impl MemoryJournal {
+    /// An empty journal.
+    pub fn new() -> Self {
+        MemoryJournal::default()
+    }
+
+    /// A copy of every entry, in order.
+    pub fn entries(&self) -> Vec<JournalEntry> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Journal for MemoryJournal {
+    fn append(&self, entry: &JournalEntry) -> Durability {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).push(entry.clone());
+        Durability::Now
+    }
+}
+
+/// Remembers nothing: the engine lives only in memory and starts empty every time. For
+/// embedders that want a pure in-memory lease engine, and for benches of the decision path.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EphemeralJournal;
+
+impl Journal for EphemeralJournal {
+    fn append(&self, _entry: &JournalEntry) -> Durability {
+        Durability::Now
+    }
+}

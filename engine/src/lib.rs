@@ -1,0 +1,47 @@
+//! # leasehold-engine
+//!
+//! Leasehold's lease engine: the licensing domain as plain data and pure functions, wrapped by
+//! actix actors. It decides; `leasehold-persistence` remembers and `leasehold-transports`
+//! speaks the wire.
+//!
+//! The path of a checkout through this crate:
+//!
+//! 1. [`Engine::consume`] asks the [`directory::Directory`] which licenses the consumer may use
+//!    for the item, in the order of [`select::preference`].
+//! 2. The [`actors::Router`] finds (or starts) each license's [`actors::LicenseActor`] through a
+//!    dashmap and hands it the request, refusing with `overloaded` when its mailbox is full.
+//! 3. The actor decides with [`decide::decide_consume`] (pure: state, request, time in; event or
+//!    denial out), applies the event to its [`decide::LicenseState`], appends it to the
+//!    [`journal::Journal`] and answers once the journal says it is durable.
+//! 4. Transports turn the [`Grant`] into a token with the [`claims`] builders and a
+//!    [`signer::TokenSigner`].
+//!
+//! Time ([`time::Clock`]) and ids ([`ids::IdSource`]) are injected, so the whole engine runs
+//! deterministically in tests.
+
+pub mod actors;
+pub mod admin;
+pub mod answer;
+pub mod claims;
+pub mod concurrency;
+pub mod decide;
+pub mod directory;
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod journal;
+pub mod model;
+pub mod replay;
+pub mod select;
+pub mod signer;
+pub mod time;
+
+pub use admin::{LicenseKeyRequest, NewConsumer, NewLicense, NewLicensee, NewProduct};
+pub use answer::{Grant, Released};
+pub use decide::{
+    ConsumeRequest, Decision, Denial, ErrorCode, LicenseFilters, ReleaseRequest, Releaser, RenewRequest, Usage, UsedQty,
+};
+pub use engine::{Engine, EngineBuilder};
+pub use error::{AdminError, EngineError};
+pub use ids::{ConsumerId, LeaseId, LicenseId, LicenseeId, ProductId};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};

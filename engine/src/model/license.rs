@@ -1,0 +1,331 @@
+//! What a licensee bought: a license with one credit (seats, use count or use time), a validity
+//! window, a status, and the license model whose rules every lease must satisfy.
+
+use super::version::DottedVersion;
+use crate::ids::{LicenseId, LicenseeId, ProductId};
+use crate::time::Timestamp;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// What a credit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Dimension {
+    /// Concurrent leases (sessions).
+    Seats,
+    /// Total uses.
+    UseCount,
+    /// Total seconds of use.
+    UseTime,
+}
+
+impl Dimension {
+    /// The name used on the wire (`qtyDimension`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Seats => "SEATS",
+            Dimension::UseCount => "USE_COUNT",
+            Dimension::UseTime => "USE_TIME",
+        }
+    }
+}
+
+/// Whether the credit's quantity is a limit or only a meter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Enforcement {
+    /// The quantity is a hard limit.
+    Enforced,
+    /// No limit; use is recorded for billing.
+    Metered,
+}
+
+impl Enforcement {
+    /// The name used on the wire (`qtyEnforcementType`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Enforced => "ENFORCED",
+            Enforcement::Metered => "METERED",
+        }
+    }
+}
+
+/// The one credit of a license.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credit {
+    /// What is counted.
+    pub dimension: Dimension,
+    /// How much: seats, uses or seconds.
+    pub qty: u64,
+    /// Limit or meter.
+    pub enforcement: Enforcement,
+}
+
+impl Credit {
+    /// Whether the quantity is a hard limit.
+    pub fn is_enforced(&self) -> bool {
+        self.enforcement == Enforcement::Enforced
+    }
+}
+
+/// A client claim that identifies a session: one seat per distinct tuple of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionAnchor {
+    /// The consumer.
+    User,
+    /// The hardware id.
+    Hw,
+    /// The client process id.
+    Process,
+}
+
+/// Allowed client versions, both ends inclusive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct VersionRange {
+    /// Lowest allowed version.
+    #[serde(default)]
+    pub min: Option<String>,
+    /// Highest allowed version.
+    #[serde(default)]
+    pub max: Option<String>,
+}
+
+impl VersionRange {
+    /// Whether `version` is in the range; `None` when it cannot be read as a version.
+    pub fn allows(&self, version: &str) -> Option<bool> {
+        let v = DottedVersion::parse(version)?;
+        let above_min = self.min.as_deref().and_then(DottedVersion::parse).is_none_or(|min| v >= min);
+        let below_max = self.max.as_deref().and_then(DottedVersion::parse).is_none_or(|max| v <= max);
+        Some(above_min && below_max)
+    }
+
+    fn validate(&self) -> Result<(), LicenseError> {
+        for bound in [&self.min, &self.max].into_iter().flatten() {
+            if DottedVersion::parse(bound).is_none() {
+                return Err(LicenseError::InvalidVersion(bound.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Client IP ranges a license accepts or refuses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IpRules {
+    /// When not empty, only these ranges may consume.
+    #[serde(default)]
+    pub allowed: Vec<IpNet>,
+    /// These ranges may never consume.
+    #[serde(default)]
+    pub blocked: Vec<IpNet>,
+}
+
+impl IpRules {
+    /// Whether a request from `ip` (unknown when `None`) passes the rules.
+    pub fn admits(&self, ip: Option<IpAddr>) -> bool {
+        if self.allowed.is_empty() && self.blocked.is_empty() {
+            return true;
+        }
+        let Some(ip) = ip else { return false };
+        let allowed = self.allowed.is_empty() || self.allowed.iter().any(|n| n.contains(&ip));
+        allowed && !self.blocked.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// The rules every lease of a license follows. Every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LicenseModel {
+    /// Longest online (`cache`) lease.
+    pub lease_time_online_s: u64,
+    /// When an online client should refresh, counted from the grant.
+    pub refresh_time_online_s: u64,
+    /// Longest offline (`checkout`) lease.
+    pub lease_time_offline_s: u64,
+    /// When an offline client should refresh, counted from the grant.
+    pub refresh_time_offline_s: u64,
+    /// Earliest heartbeat after a grant or renewal (0: any time).
+    pub heartbeat_interval_s: u64,
+    /// How long a released seat stays taken before another session may have it.
+    pub cooldown_s: u64,
+    /// Whether leases may be renewed.
+    pub allow_extension: bool,
+    /// Whether leases may be released before they expire.
+    pub allow_release: bool,
+    /// Whether a session's next consume must name its current lease id.
+    pub lease_chaining: bool,
+    /// The claims that make up one session; empty means no concurrency limit per session.
+    pub session_anchors: Vec<SessionAnchor>,
+    /// Most distinct hardware ids that may ever use the license (node locking).
+    pub max_hardware: Option<u32>,
+    /// Allowed client versions.
+    pub version_range: Option<VersionRange>,
+    /// Whether a consumer needs a seat assignment to consume.
+    pub named_seats: bool,
+    /// Most live leases one consumer may hold at once.
+    pub max_leases_per_consumer: Option<u32>,
+    /// Client IP ranges allowed and blocked.
+    pub ip_rules: IpRules,
+}
+
+impl Default for LicenseModel {
+    fn default() -> Self {
+        LicenseModel {
+            lease_time_online_s: 7_200,
+            refresh_time_online_s: 3_600,
+            lease_time_offline_s: 2_592_000,
+            refresh_time_offline_s: 12_600,
+            heartbeat_interval_s: 0,
+            cooldown_s: 0,
+            allow_extension: true,
+            allow_release: true,
+            lease_chaining: false,
+            session_anchors: vec![SessionAnchor::User],
+            max_hardware: None,
+            version_range: None,
+            named_seats: false,
+            max_leases_per_consumer: None,
+            ip_rules: IpRules::default(),
+        }
+    }
+}
+
+/// Whether a license may be used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum LicenseStatus {
+    /// In force.
+    Active,
+    /// Switched off for now; can be reactivated.
+    Deactivated,
+    /// Cancelled for good.
+    Revoked {
+        /// Why.
+        reason: String,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+/// A license: the terms a licensee bought. Live usage is in [`crate::decide::LicenseState`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct License {
+    /// Its id (`lic` / `licenseId` in tokens).
+    pub id: LicenseId,
+    /// Who bought it.
+    pub licensee: LicenseeId,
+    /// The product.
+    pub product: ProductId,
+    /// The product's name (`productName` in tokens).
+    pub product_name: String,
+    /// The tier it was sold at, when the product has tiers.
+    pub tier: Option<String>,
+    /// The features it grants (resolved from the tier; display-only ones left out).
+    pub features: Vec<String>,
+    /// Start of validity.
+    pub valid_from: Timestamp,
+    /// End of validity; `None` is perpetual.
+    pub valid_until: Option<Timestamp>,
+    /// Active, deactivated or revoked.
+    pub status: LicenseStatus,
+    /// The license key clients may present instead of an API key.
+    pub license_key: Option<String>,
+    /// Whether activating this keyed license revokes the licensee's other keyed licenses of the
+    /// same product (one active key per customer and product).
+    pub revokes_sibling_keys: bool,
+    /// Custom properties (`licenseProperties` in tokens).
+    pub properties: BTreeMap<String, String>,
+    /// Its one credit.
+    pub credit: Credit,
+    /// Its rules.
+    pub model: LicenseModel,
+}
+
+/// Why license terms are not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LicenseError {
+    /// The key is not 16-64 characters of `[A-Za-z0-9_-]`.
+    #[error("license key must be 16 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")]
+    InvalidKey,
+    /// Validity ends before it starts.
+    #[error("valid_until is before valid_from")]
+    EmptyValidity,
+    /// A version bound that is not a version.
+    #[error("version bound {0:?} is not a version")]
+    InvalidVersion(String),
+    /// A lease time of zero.
+    #[error("lease times must be at least one second")]
+    ZeroLeaseTime,
+    /// A seat license needs at least one seat.
+    #[error("a credit needs a quantity of at least 1")]
+    ZeroCredit,
+}
+
+/// Whether `key` has the shape the official Scale client accepts.
+pub fn is_valid_license_key(key: &str) -> bool {
+    (16..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl License {
+    /// Checks the terms for contradictions.
+    pub fn validate(&self) -> Result<(), LicenseError> {
+        if self.license_key.as_deref().is_some_and(|k| !is_valid_license_key(k)) {
+            return Err(LicenseError::InvalidKey);
+        }
+        if self.valid_until.is_some_and(|end| end < self.valid_from) {
+            return Err(LicenseError::EmptyValidity);
+        }
+        if self.model.lease_time_online_s == 0 || self.model.lease_time_offline_s == 0 {
+            return Err(LicenseError::ZeroLeaseTime);
+        }
+        if self.credit.qty == 0 {
+            return Err(LicenseError::ZeroCredit);
+        }
+        if let Some(range) = &self.model.version_range {
+            range.validate()?;
+        }
+        Ok(())
+    }
+
+    /// Whether `item` is something this license grants: its product or one of its features.
+    pub fn grants_item(&self, item: &str) -> bool {
+        self.product_name == item || self.features.iter().any(|f| f == item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn license_keys_follow_the_scale_clients_shape() {
+        assert!(is_valid_license_key("ABCD-EFGH_1234-xyz"));
+        assert!(!is_valid_license_key("short"));
+        assert!(!is_valid_license_key("has space in it here"));
+        assert!(!is_valid_license_key(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn ip_rules_allow_and_block_ranges() {
+        let rules =
+            IpRules { allowed: vec!["10.0.0.0/8".parse().unwrap()], blocked: vec!["10.9.0.0/16".parse().unwrap()] };
+        assert!(rules.admits(Some("10.1.2.3".parse().unwrap())));
+        assert!(!rules.admits(Some("10.9.2.3".parse().unwrap())));
+        assert!(!rules.admits(Some("192.168.0.1".parse().unwrap())));
+        assert!(!rules.admits(None));
+        assert!(IpRules::default().admits(None));
+    }
+
+    #[test]
+    fn version_ranges_are_inclusive() {
+        let range = VersionRange { min: Some("1.0.0".into()), max: Some("2.9.9".into()) };
+        assert_eq!(range.allows("1.0"), Some(true));
+        assert_eq!(range.allows("2.9.9"), Some(true));
+        assert_eq!(range.allows("3.0"), Some(false));
+        assert_eq!(range.allows("0.9.9"), Some(false));
+        assert_eq!(range.allows("latest"), None);
+    }
+}

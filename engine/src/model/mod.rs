@@ -1,0 +1,15 @@
+//! The licensing domain as plain data: who buys (licensees), who consumes (consumers), what is
+//! sold (products, features, tiers), what was bought (licenses) and what is in use (leases).
+
+pub mod catalog;
+pub mod lease;
+pub mod license;
+pub mod party;
+pub mod version;
+
+pub use catalog::{CatalogError, Feature, Product, Tier};
+pub use lease::{Anchors, Lease, LeaseMode};
+pub use license::{
+    Credit, Dimension, Enforcement, IpRules, License, LicenseModel, LicenseStatus, SessionAnchor, VersionRange,
+};
+pub use party::{Consumer, ConsumerKind, Licensee, LicenseeKind};
