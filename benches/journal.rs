@@ -1,0 +1,2 @@
+//! Placeholder until the journal bench lands.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Placeholder until the signer bench lands.
+fn main() {}
