@@ -1,1 +1,159 @@
-fn main() {}
+//! In-process engine throughput: consume+release pairs and checks, unsigned, with the load
+//! running on the engine's own worker threads and many requests in flight per worker (SPEC
+//! section 8: a request crosses threads at most once). Two shapes: one hot license, and 10,000
+//! licenses spread over both cores. Before the criterion runs, it prints the memory an idle
+//! license and a live lease cost (RSS growth over 100,000 of each).
+//!
+//! Run with `cargo bench --bench engine`; `LEASEHOLD_BENCH_QUICK=1` makes it a smoke run.
+
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use leasehold::{
+    ConsumeRequest, ConsumerId, ConsumerKind, Credit, Decision, Dimension, Enforcement, Engine, LicenseeKind,
+    NewConsumer, NewLicense, NewLicensee, NewProduct, ReleaseRequest,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PRODUCT: &str = "BenchApp";
+const IN_FLIGHT_PER_WORKER: usize = 64;
+
+fn quick() -> bool {
+    std::env::var_os("LEASEHOLD_BENCH_QUICK").is_some()
+}
+
+/// A runtime for the setup calls (the engine runs its own threads).
+fn setup_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime for setup")
+}
+
+/// An engine with `licenses` licenses of `seats` seats each, one licensee per license, and
+/// `consumers_per_license` consumers for each.
+fn engine_with(licenses: usize, seats: u64, consumers_per_license: usize) -> (Engine, Arc<Vec<ConsumerId>>) {
+    let engine = Engine::builder().build().expect("engine");
+    let consumers = setup_runtime().block_on(async {
+        engine.create_product(NewProduct { name: PRODUCT.into(), features: vec![], tiers: vec![] }).await.unwrap();
+        let credit = Credit { dimension: Dimension::Seats, qty: seats, enforcement: Enforcement::Enforced };
+        let mut consumers = Vec::with_capacity(licenses * consumers_per_license);
+        for i in 0..licenses {
+            let licensee = NewLicensee { name: format!("customer-{i}"), kind: LicenseeKind::Organization };
+            let licensee = engine.create_licensee(licensee).await.unwrap();
+            engine.create_license(NewLicense::new(licensee.id, PRODUCT, credit)).await.unwrap();
+            for j in 0..consumers_per_license {
+                let new = NewConsumer {
+                    name: format!("user-{i}-{j}"),
+                    kind: ConsumerKind::User,
+                    licensees: vec![licensee.id],
+                    email: None,
+                };
+                consumers.push(engine.create_consumer(new).await.unwrap().0.id);
+            }
+        }
+        consumers
+    });
+    (engine, Arc::new(consumers))
+}
+
+#[derive(Clone, Copy)]
+enum Work {
+    ConsumeRelease,
+    Check,
+}
+
+/// Runs `total` operations spread over `IN_FLIGHT_PER_WORKER` tasks on every worker; task `t`
+/// owns consumers `t, t + tasks, ...` and cycles through them, so no two tasks ever share a
+/// consumer (a consumer's second consume would rotate the first one's lease).
+fn run(engine: &Engine, consumers: &Arc<Vec<ConsumerId>>, work: Work, total: u64) -> Duration {
+    let workers = engine.workers();
+    let tasks = workers.len() * IN_FLIGHT_PER_WORKER;
+    let per_task = total.div_ceil(tasks as u64);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    for task in 0..tasks {
+        let (engine, consumers, done) = (engine.clone(), Arc::clone(consumers), done_tx.clone());
+        workers[task % workers.len()].spawn(async move {
+            let mine: Vec<ConsumerId> = consumers.iter().copied().skip(task).step_by(tasks).collect();
+            for consumer in mine.iter().copied().cycle().take(usize::try_from(per_task).unwrap_or(usize::MAX)) {
+                let request = ConsumeRequest::new(consumer, PRODUCT);
+                match work {
+                    Work::ConsumeRelease => {
+                        let consumed = engine.consume(request).await;
+                        let Ok(Decision::Granted(grant)) = consumed else {
+                            panic!("a bench consume was refused: {consumed:?}")
+                        };
+                        let released = engine.release(ReleaseRequest::new(consumer, grant.lease.id)).await;
+                        assert!(matches!(released, Ok(Decision::Granted(_))), "a bench release failed: {released:?}");
+                    }
+                    Work::Check => {
+                        let checked = engine.check(request).await;
+                        assert!(matches!(checked, Ok(Decision::Granted(_))), "a bench check was refused: {checked:?}");
+                    }
+                }
+            }
+            let _ = done.send(());
+        });
+    }
+    for _ in 0..tasks {
+        done_rx.recv().expect("a bench task died");
+    }
+    start.elapsed()
+}
+
+fn throughput(c: &mut Criterion) {
+    // Enough consumers (and seats) on the hot license that every task has its own.
+    let hot_consumers = 1024;
+    let shapes = [
+        ("1 license", engine_with(1, hot_consumers as u64, hot_consumers)),
+        ("10000 licenses", engine_with(10_000, 1, 1)),
+    ];
+    for (work, name) in [(Work::ConsumeRelease, "consume+release"), (Work::Check, "check")] {
+        let mut group = c.benchmark_group(name);
+        group.sample_size(10).measurement_time(Duration::from_secs(if quick() { 1 } else { 5 }));
+        group.throughput(Throughput::Elements(1));
+        for (shape, (engine, consumers)) in &shapes {
+            group.bench_with_input(BenchmarkId::from_parameter(shape), shape, |b, _| {
+                b.iter_custom(|iters| run(engine, consumers, work, iters))
+            });
+        }
+        group.finish();
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+/// Prints the RSS growth per idle license (actor started, no lease) and per live lease.
+fn memory_report() {
+    let count = if quick() { 10_000 } else { 100_000 };
+    let before = rss_bytes();
+    let (engine, consumers) = engine_with(count, 1, 1);
+    // Start every license's actor with a check, so an idle license is counted with its actor.
+    run(&engine, &consumers, Work::Check, count as u64);
+    let idle = rss_bytes();
+    let leases = setup_runtime().block_on(async {
+        let mut leases = Vec::with_capacity(count);
+        for consumer in consumers.iter() {
+            let grant = engine.consume(ConsumeRequest::new(*consumer, PRODUCT)).await.unwrap().granted().unwrap();
+            leases.push(grant.lease.id);
+        }
+        leases
+    });
+    let live = rss_bytes();
+    let per = |bytes: u64| bytes as f64 / count as f64;
+    println!(
+        "memory: {:.0} bytes per idle license (actor, directory entry, licensee, consumer), {:.0} bytes per live lease ({} of each)",
+        per(idle.saturating_sub(before)),
+        per(live.saturating_sub(idle)),
+        leases.len(),
+    );
+}
+
+criterion_group!(benches, throughput);
+
+fn main() {
+    memory_report();
+    benches();
+    criterion::Criterion::default().configure_from_args().final_summary();
+}

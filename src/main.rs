@@ -1,1 +1,37 @@
-fn main() {}
+//! The `leasehold` binary: `leasehold serve` runs the license server (HTTP on embedded
+//! defaults, state in a data directory). The command line is declared here; what each command
+//! does is in `cli/`.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Leasehold: a license server and lease engine compatible with the 10Duke licensing APIs.
+#[derive(Debug, Parser)]
+#[command(name = "leasehold", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the license server until SIGTERM or Ctrl-C.
+    Serve(cli::serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => cli::serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leasehold: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

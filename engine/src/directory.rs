@@ -5,10 +5,10 @@
 //! Plain data changed only through [`Directory::apply`], so the journal can rebuild it.
 
 use crate::decide::{Denial, ErrorCode, LicenseFilters};
+use crate::hashing::Map;
 use crate::ids::{ConsumerId, LicenseId, LicenseeId, ProductId};
 use crate::model::{Consumer, License, Licensee, Product};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A change to the directory, as journaled.
@@ -25,14 +25,14 @@ pub enum DirectoryEvent {
 /// The directory of parties, products and license terms.
 #[derive(Debug, Default, Clone)]
 pub struct Directory {
-    licensees: HashMap<LicenseeId, Licensee>,
-    consumers: HashMap<ConsumerId, Consumer>,
-    consumers_by_key: HashMap<[u8; 32], ConsumerId>,
-    products: HashMap<ProductId, Product>,
-    products_by_name: HashMap<String, ProductId>,
-    licenses: HashMap<LicenseId, Arc<License>>,
-    licenses_by_licensee: HashMap<LicenseeId, Vec<LicenseId>>,
-    licenses_by_key: HashMap<String, LicenseId>,
+    licensees: Map<LicenseeId, Licensee>,
+    consumers: Map<ConsumerId, Consumer>,
+    consumers_by_key: Map<[u8; 32], ConsumerId>,
+    products: Map<ProductId, Product>,
+    products_by_name: Map<String, ProductId>,
+    licenses: Map<LicenseId, Arc<License>>,
+    licenses_by_licensee: Map<LicenseeId, Vec<LicenseId>>,
+    licenses_by_key: Map<String, LicenseId>,
 }
 
 impl Directory {
@@ -142,11 +142,11 @@ impl Directory {
         consumer: ConsumerId,
         item: &str,
         filters: &LicenseFilters,
-    ) -> Result<Vec<Arc<License>>, Denial> {
+    ) -> Result<Vec<LicenseId>, Denial> {
         let Some(consumer) = self.consumers.get(&consumer) else {
             return Err(Denial::new(ErrorCode::NotAuthorized, "unknown consumer"));
         };
-        let mut found: Vec<Arc<License>> = if filters.entitlement.is_some() {
+        let mut found: Vec<&License> = if filters.entitlement.is_some() {
             Vec::new()
         } else {
             consumer
@@ -155,13 +155,74 @@ impl Directory {
                 .filter(|l| filters.licensee.is_none_or(|want| want == **l))
                 .flat_map(|l| self.licenses_of(*l))
                 .filter(|lic| filters.license.is_none_or(|want| want == lic.id) && lic.grants_item(item))
-                .cloned()
+                .map(|lic| &**lic)
                 .collect()
         };
         if found.is_empty() {
             return Err(Denial::new(ErrorCode::NoLicenseFound, "no license for this item"));
         }
         found.sort_by(|a, b| crate::select::preference(a, b));
-        Ok(found)
+        Ok(found.into_iter().map(|l| l.id).collect())
+    }
+}
+
+/// Everything in a [`Directory`], as plain serializable data for snapshots; every collection is
+/// sorted by key so that equal directories give equal snapshots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectorySnapshot {
+    /// Licensees.
+    pub licensees: Vec<Licensee>,
+    /// Consumers.
+    pub consumers: Vec<Consumer>,
+    /// Products.
+    pub products: Vec<Product>,
+    /// License terms.
+    pub licenses: Vec<Arc<License>>,
+    /// Each licensee's licenses in the order they were created: that order breaks ties when
+    /// licenses are ranked, so it is stored rather than rebuilt.
+    pub licenses_by_licensee: Vec<(LicenseeId, Vec<LicenseId>)>,
+    /// License keys.
+    pub licenses_by_key: Vec<(String, LicenseId)>,
+}
+
+impl Directory {
+    /// This directory as snapshot data.
+    pub fn to_snapshot(&self) -> DirectorySnapshot {
+        fn sorted<T, K: Ord>(mut items: Vec<T>, key: impl FnMut(&T) -> K) -> Vec<T> {
+            items.sort_by_key(key);
+            items
+        }
+        DirectorySnapshot {
+            licensees: sorted(self.licensees.values().cloned().collect(), |l| l.id),
+            consumers: sorted(self.consumers.values().cloned().collect(), |c| c.id),
+            products: sorted(self.products.values().cloned().collect(), |p| p.id),
+            licenses: sorted(self.licenses.values().cloned().collect(), |l| l.id),
+            licenses_by_licensee: sorted(
+                self.licenses_by_licensee.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                |(k, _)| *k,
+            ),
+            licenses_by_key: sorted(self.licenses_by_key.iter().map(|(k, v)| (k.clone(), *v)).collect(), |(k, _)| {
+                k.clone()
+            }),
+        }
+    }
+
+    /// The directory a snapshot describes (the inverse of [`Directory::to_snapshot`]); the
+    /// lookup indexes by API key and product name are rebuilt.
+    pub fn from_snapshot(snapshot: DirectorySnapshot) -> Self {
+        let mut directory = Directory::default();
+        for licensee in snapshot.licensees {
+            directory.apply(&DirectoryEvent::Licensee(licensee));
+        }
+        for consumer in snapshot.consumers {
+            directory.apply(&DirectoryEvent::Consumer(consumer));
+        }
+        for product in snapshot.products {
+            directory.apply(&DirectoryEvent::Product(product));
+        }
+        directory.licenses = snapshot.licenses.into_iter().map(|l| (l.id, l)).collect();
+        directory.licenses_by_licensee = snapshot.licenses_by_licensee.into_iter().collect();
+        directory.licenses_by_key = snapshot.licenses_by_key.into_iter().collect();
+        directory
     }
 }

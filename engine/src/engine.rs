@@ -17,6 +17,7 @@ use crate::decide::{
 };
 use crate::directory::{Directory, DirectoryEvent};
 use crate::error::{AdminError, EngineError};
+use crate::hashing::ConcurrentMap;
 use crate::ids::{ConsumerId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds};
 use crate::journal::{Change, EphemeralJournal, Journal, JournalEntry};
 use crate::model::license::is_valid_license_key;
@@ -27,7 +28,6 @@ use crate::time::{Clock, SystemClock, Timestamp};
 use actix::{ArbiterHandle, Handler, Message};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use dashmap::DashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use tokio::sync::oneshot;
 
@@ -118,13 +118,13 @@ impl EngineBuilder {
             journal: self.journal,
             clock: self.clock,
             ids: self.ids,
-            lease_index: DashMap::new(),
+            lease_index: ConcurrentMap::default(),
             directory: RwLock::new(directory),
         });
         let inner = Inner {
             router: Router::new(workers),
-            gauges: DashMap::new(),
-            hints: DashMap::new(),
+            gauges: ConcurrentMap::default(),
+            hints: ConcurrentMap::default(),
             signer: self.signer,
             issuer: self.issuer,
             mailbox_capacity: self.mailbox_capacity,
@@ -145,10 +145,10 @@ impl EngineBuilder {
 struct Inner {
     shared: Arc<Shared>,
     router: Router,
-    gauges: DashMap<LicenseId, Arc<LeaseGauge>>,
+    gauges: ConcurrentMap<LicenseId, Arc<LeaseGauge>>,
     /// Which license last granted a consumer an item, tried first when several may (so that a
     /// session keeps to its license instead of opening a second one elsewhere).
-    hints: DashMap<(ConsumerId, Arc<str>), LicenseId>,
+    hints: ConcurrentMap<(ConsumerId, Arc<str>), LicenseId>,
     signer: Arc<dyn TokenSigner>,
     issuer: String,
     mailbox_capacity: usize,
@@ -242,7 +242,7 @@ impl Engine {
 
     async fn consume_or_check(&self, req: ConsumeRequest, commit: bool) -> Result<Decision<Grant>, EngineError> {
         let candidates = match self.directory().candidates(req.consumer, &req.item, &req.filters) {
-            Ok(found) => found.into_iter().map(|l| l.id).collect::<Vec<_>>(),
+            Ok(found) => found,
             Err(denial) => return Ok(Decision::Denied(denial)),
         };
         let several = candidates.len() > 1;

@@ -68,7 +68,11 @@ pub struct RandomIds;
 
 impl IdSource for RandomIds {
     fn uuid(&self) -> Uuid {
-        Uuid::new_v4()
+        // `Uuid::new_v4` asks the kernel for every id (a getrandom syscall); the thread-local
+        // ChaCha generator, seeded from the OS, is as unpredictable and costs no syscall.
+        let mut bytes = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
     }
     fn fill(&self, buf: &mut [u8]) {
         rand::thread_rng().fill_bytes(buf);

@@ -28,6 +28,7 @@ pub mod decide;
 pub mod directory;
 pub mod engine;
 pub mod error;
+pub mod hashing;
 pub mod ids;
 pub mod journal;
 pub mod model;
@@ -35,6 +36,7 @@ pub mod replay;
 pub mod select;
 pub mod signer;
 pub mod time;
+pub mod tokens;
 
 pub use admin::{LicenseKeyRequest, NewConsumer, NewLicense, NewLicensee, NewProduct};
 pub use answer::{Grant, Released};

@@ -1,1 +1,33 @@
-//! placeholder
+//! # leasehold-persistence
+//!
+//! Leasehold's memory: every state change the engine makes is appended to a write-ahead log in
+//! sled before its answer leaves (SPEC section 7), and a restart rebuilds the engine from it.
+//!
+//! The path of a change:
+//!
+//! 1. A license actor calls [`Journal::append`](leasehold_engine::journal::Journal::append) on
+//!    the [`SledJournal`]; the entry is encoded ([`format`]) and queued.
+//! 2. The group-commit writer (`writer.rs`) writes everything queued as one log record, flushes
+//!    once, and resolves each appender's `Durability::Pending`; the actor then answers.
+//! 3. In the background, `snapshot.rs` folds the log into a snapshot and cuts the log before it.
+//! 4. [`SledJournal::open`] runs [`recovery`]: newest valid snapshot + log tail, a torn tail cut
+//!    off, and the result handed to `EngineBuilder::recovered`.
+//!
+//! Files: `config.rs` (durability modes, bounds), `error.rs`, `format.rs` (the on-disk
+//! envelope), `writer.rs` (group commit), `snapshot.rs`, `recovery.rs` (the reader), and
+//! `journal.rs` (ties them together).
+
+pub mod config;
+pub mod error;
+pub mod format;
+mod journal;
+pub mod keys;
+pub mod recovery;
+mod snapshot;
+mod writer;
+
+pub use config::{DurabilityMode, JournalConfig};
+pub use error::{FormatError, PersistenceError};
+pub use journal::SledJournal;
+pub use recovery::{CutTail, RecoveryReport};
+pub use snapshot::KEEP_SNAPSHOTS;

@@ -8,17 +8,17 @@
 use crate::answer::{Grant, Released};
 use crate::concurrency::{Admission, GaugeReading, LeaseGauge};
 use crate::decide::{
-    decide_consume, decide_release, decide_renew, ConsumeRequest, Decision, LicenseEvent, LicenseState, ReleaseRequest,
-    RenewRequest, Usage,
+    decide_assign, decide_consume, decide_release, decide_renew, ConsumeRequest, Decision, LicenseEvent, LicenseState,
+    ReleaseRequest, RenewRequest, Usage,
 };
 use crate::directory::Directory;
 use crate::error::{AdminError, EngineError};
+use crate::hashing::ConcurrentMap;
 use crate::ids::{ConsumerId, IdSource, LeaseId, LicenseId};
 use crate::journal::{Change, Durability, Journal, JournalEntry};
 use crate::model::{Lease, License, LicenseStatus};
 use crate::time::{Clock, Timestamp};
 use actix::{Actor, Context, Handler, Message};
-use dashmap::DashMap;
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 
@@ -31,7 +31,7 @@ pub struct Shared {
     /// Where lease ids come from.
     pub ids: Arc<dyn IdSource>,
     /// Which license holds each live lease id (renewals and releases name only the lease).
-    pub lease_index: DashMap<LeaseId, LicenseId>,
+    pub lease_index: ConcurrentMap<LeaseId, LicenseId>,
     /// Parties, products and license terms.
     pub directory: RwLock<Directory>,
 }
@@ -218,7 +218,10 @@ impl LicenseActor {
                 }
                 Ok(terms(*license))
             }
-            AdminOp::Assign(consumer) => self.assign(consumer),
+            AdminOp::Assign(consumer) => {
+                let event = decide_assign(&self.state, consumer).map_err(|why| AdminError::Conflict(why.into()))?;
+                Ok((event, AdminAnswer::Terms(Arc::clone(self.state.license()))))
+            }
             AdminOp::Unassign(consumer) => {
                 if !self.state.is_assigned(consumer) {
                     return Err(AdminError::NotFound(format!("seat assignment of consumer {consumer}")));
@@ -229,21 +232,6 @@ impl LicenseActor {
             AdminOp::Usage => Ok((None, AdminAnswer::Usage(self.state.usage()))),
             AdminOp::Leases => Ok((None, AdminAnswer::Leases(self.state.leases().cloned().collect()))),
         }
-    }
-
-    /// Reserves a seat if one can be set aside without taking a seat some session now holds.
-    fn assign(&self, consumer: ConsumerId) -> Result<(Option<LicenseEvent>, AdminAnswer), AdminError> {
-        let terms = Arc::clone(self.state.license());
-        if self.state.is_assigned(consumer) {
-            return Ok((None, AdminAnswer::Terms(terms)));
-        }
-        let seats = terms.credit.qty;
-        let reserved = self.state.assignments().count() as u64 + 1;
-        let pool_after = self.state.pool_seats_in_use() - u64::from(self.state.seats_of(consumer) > 0);
-        if reserved > seats || pool_after > seats - reserved {
-            return Err(AdminError::Conflict("no free seat to reserve".into()));
-        }
-        Ok((Some(LicenseEvent::SeatAssigned(consumer)), AdminAnswer::Terms(terms)))
     }
 }
 

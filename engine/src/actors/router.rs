@@ -9,10 +9,10 @@ use super::license::LicenseActor;
 use super::workers::Workers;
 use crate::concurrency::{Admission, Slot};
 use crate::error::EngineError;
+use crate::hashing::ConcurrentMap;
 use crate::ids::LicenseId;
 use actix::dev::channel;
 use actix::{Addr, Context, Handler, Message};
-use dashmap::DashMap;
 use std::sync::Arc;
 
 struct LicenseEntry {
@@ -22,14 +22,14 @@ struct LicenseEntry {
 
 /// Finds or starts the actor of a license and sends it messages.
 pub struct Router {
-    entries: DashMap<LicenseId, LicenseEntry>,
+    entries: ConcurrentMap<LicenseId, LicenseEntry>,
     workers: Workers,
 }
 
 impl Router {
     /// A router over `workers` with no licenses.
     pub fn new(workers: Workers) -> Self {
-        Router { entries: DashMap::new(), workers }
+        Router { entries: ConcurrentMap::default(), workers }
     }
 
     /// The workers actors run on.

@@ -8,5 +8,5 @@ pub mod state;
 
 pub use denial::{Decision, Denial, ErrorCode};
 pub use request::{ConsumeRequest, LicenseFilters, ReleaseRequest, Releaser, RenewRequest, UsedQty};
-pub use rules::{check_in_force, decide_consume, decide_release, decide_renew};
+pub use rules::{check_in_force, decide_assign, decide_consume, decide_release, decide_renew};
 pub use state::{LicenseEvent, LicenseState, Usage};

@@ -37,7 +37,9 @@ fn grantable_duration_s(license: &License, mode: LeaseMode, requested_s: Option<
         LeaseMode::Online => license.model.lease_time_online_s,
         LeaseMode::Offline => license.model.lease_time_offline_s,
     };
-    let until_end_s = license.valid_until.map_or(u64::MAX, |end| end.millis_since(now) / 1000);
+    // A started second counts: a license ending in 0.4 s still grants a lease, which
+    // `lease_times` then ends exactly at the license's end.
+    let until_end_s = license.valid_until.map_or(u64::MAX, |end| end.millis_since(now).div_ceil(1000));
     requested_s.unwrap_or(model_s).min(model_s).min(until_end_s)
 }
 
@@ -53,7 +55,8 @@ fn lease_times(license: &License, mode: LeaseMode, now: Timestamp, duration_s: u
         LeaseMode::Online => license.model.refresh_time_online_s,
         LeaseMode::Offline => license.model.refresh_time_offline_s,
     };
-    let expires_at = now.plus_secs(duration_s);
+    let lease_end = now.plus_secs(duration_s);
+    let expires_at = license.valid_until.map_or(lease_end, |end| lease_end.min(end));
     LeaseTimes {
         expires_at,
         refresh_at: now.plus_secs(refresh_s).min(expires_at),
@@ -175,14 +178,23 @@ pub fn decide_consume(
         (Some(_), _) if !license.model.allow_extension => {
             return deny(ErrorCode::NotAuthorized, "the license model does not allow renewing a lease");
         }
+        // A consume naming the session's lease is a renewal (SPEC section 3), so a heartbeat:
+        // it waits for hbnbf as a renew does.
+        (Some(lease), Some(_)) if now < lease.heartbeat_not_before => {
+            return deny(ErrorCode::HeartbeatTooEarly, "the heartbeat came before hbnbf");
+        }
         _ => {}
     }
-    if current.is_none() {
+    // A consumer that takes over another consumer's lease in a shared session (same machine or
+    // process) gains a lease too, so the limit applies to it as to a new one.
+    if current.is_none_or(|lease| lease.consumer != req.consumer) {
         if let Some(max) = license.model.max_leases_per_consumer {
             if state.leases_of(req.consumer) >= max {
                 return deny(ErrorCode::ConsumptionLimitExceed, "the consumer holds as many leases as it may");
             }
         }
+    }
+    if current.is_none() {
         check_free_seat(state, req, &session)?;
     }
     let enforced = license.credit.is_enforced() && !req.metered;
@@ -220,7 +232,12 @@ pub fn decide_consume(
         refresh_at: times.refresh_at,
         heartbeat_not_before: times.heartbeat_not_before,
         qty_prealloc: allotment.qty_prealloc,
-        qty_verified: current.map_or(0, |l| l.qty_verified),
+        // The seconds a use-time session has used stay used: the new lease counts its use from
+        // now on top of them (as a renewal does), or a release would refund them.
+        qty_verified: match (license.credit.dimension, current) {
+            (Dimension::UseTime, Some(_)) => carried,
+            (_, current) => current.map_or(0, |l| l.qty_verified),
+        },
         metered: req.metered,
     };
     Ok(LicenseEvent::LeaseIssued { lease, replaces: current.map(|l| l.id) })
@@ -332,4 +349,23 @@ pub fn decide_release(state: &LicenseState, req: &ReleaseRequest, now: Timestamp
     let enforced = license.credit.is_enforced() && !lease.metered;
     let used_qty = if enforced { used.min(lease.qty_prealloc) } else { used };
     Ok(LicenseEvent::LeaseReleased { lease: lease.id, used_qty })
+}
+
+/// Decides a seat reservation for `consumer`: `Ok(None)` when it already has one, `Err` (why, in
+/// words) when no seat can be set aside without taking a seat some session holds now.
+pub fn decide_assign(
+    state: &LicenseState,
+    consumer: crate::ids::ConsumerId,
+) -> Result<Option<LicenseEvent>, &'static str> {
+    if state.is_assigned(consumer) {
+        return Ok(None);
+    }
+    let seats = state.license().credit.qty;
+    let reserved = state.assignments().count() as u64 + 1;
+    // The consumer's own session, if it has one, moves from the pool onto its new reservation.
+    let pool_after = state.pool_seats_in_use().saturating_sub(u64::from(state.seats_of(consumer) > 0));
+    if reserved > seats || pool_after > seats - reserved {
+        return Err("no free seat to reserve");
+    }
+    Ok(Some(LicenseEvent::SeatAssigned(consumer)))
 }

@@ -5,12 +5,13 @@
 //! event: it follows from time, and [`LicenseState::expire_until`] applies it the same way live
 //! and on replay.
 
+use crate::hashing::Map;
 use crate::ids::{ConsumerId, LeaseId};
 use crate::model::lease::SessionKey;
 use crate::model::{Dimension, Lease, License};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// A change to one license's state, as journaled.
@@ -68,12 +69,12 @@ struct CoolingSeat {
 #[derive(Debug, Clone)]
 pub struct LicenseState {
     license: Arc<License>,
-    leases: HashMap<LeaseId, Lease>,
-    sessions: HashMap<SessionKey, Session>,
+    leases: Map<LeaseId, Lease>,
+    sessions: Map<SessionKey, Session>,
     expiries: BTreeSet<(Timestamp, LeaseId)>,
     cooling: VecDeque<CoolingSeat>,
-    leases_by_consumer: HashMap<ConsumerId, u32>,
-    seats_by_consumer: HashMap<ConsumerId, u32>,
+    leases_by_consumer: Map<ConsumerId, u32>,
+    seats_by_consumer: Map<ConsumerId, u32>,
     assignments: BTreeSet<ConsumerId>,
     pool_seats_in_use: u64,
     hardware: BTreeSet<Arc<str>>,
@@ -86,12 +87,12 @@ impl LicenseState {
     pub fn new(license: Arc<License>) -> Self {
         LicenseState {
             license,
-            leases: HashMap::new(),
-            sessions: HashMap::new(),
+            leases: Map::default(),
+            sessions: Map::default(),
             expiries: BTreeSet::new(),
             cooling: VecDeque::new(),
-            leases_by_consumer: HashMap::new(),
-            seats_by_consumer: HashMap::new(),
+            leases_by_consumer: Map::default(),
+            seats_by_consumer: Map::default(),
             assignments: BTreeSet::new(),
             pool_seats_in_use: 0,
             hardware: BTreeSet::new(),
@@ -236,22 +237,30 @@ impl LicenseState {
     fn issue(&mut self, lease: &Lease, replaces: Option<LeaseId>) {
         if let Some(old) = replaces.and_then(|id| self.remove_lease(id)) {
             self.expiries.remove(&(old.expires_at, old.id));
-            self.end_session_of(&old, None);
+            match self.sessions.get_mut(&old.session) {
+                // A renewal stays in its session, which keeps its seat and the seat its owner,
+                // even when another consumer of a shared machine or process renews: handing the
+                // seat to the renewer would free the owner's reservation while the seat is still
+                // taken.
+                Some(session) if old.session == lease.session => session.leases.retain(|id| *id != old.id),
+                _ => self.end_session_of(&old, None),
+            }
         }
         let consumer = lease.consumer;
         match self.sessions.get_mut(&lease.session) {
             Some(session) => session.leases.push(lease.id),
             None => {
                 let cooling = self.cooling.iter().position(|c| c.session == lease.session);
-                match cooling.and_then(|i| self.cooling.remove(i)) {
-                    // The session takes back the seat it left; the seat keeps its owner.
-                    Some(seat) => {
-                        self.vacate_seat(seat.consumer);
+                let opened_by = match cooling.and_then(|i| self.cooling.remove(i)) {
+                    // The session takes back the seat it left; the seat keeps its owner (whose
+                    // reservation it may be), whichever consumer of the session comes back.
+                    Some(seat) => seat.consumer,
+                    None => {
                         self.occupy_seat(consumer);
+                        consumer
                     }
-                    None => self.occupy_seat(consumer),
-                }
-                let session = Session { opened_by: consumer, leases: vec![lease.id] };
+                };
+                let session = Session { opened_by, leases: vec![lease.id] };
                 self.sessions.insert(lease.session.clone(), session);
             }
         }
@@ -339,5 +348,116 @@ impl LicenseState {
         if self.assignments.remove(&consumer) && self.seats_of(consumer) > 0 {
             self.pool_seats_in_use += 1;
         }
+    }
+}
+
+/// A session as a snapshot stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSnapshot {
+    /// What identifies the session.
+    pub key: SessionKey,
+    /// The consumer whose seat it holds.
+    pub opened_by: ConsumerId,
+    /// Its live leases, in the order they were issued.
+    pub leases: Vec<LeaseId>,
+}
+
+/// A seat cooling down after a release, as a snapshot stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoolingSeatSnapshot {
+    /// The session that left the seat (it may take it back).
+    pub session: SessionKey,
+    /// The consumer whose seat it is.
+    pub consumer: ConsumerId,
+    /// When the seat is free again.
+    pub until: Timestamp,
+}
+
+/// Everything in a [`LicenseState`], as plain serializable data for snapshots.
+///
+/// Collections are sorted by key, so two equal states give equal snapshots (tests compare states
+/// this way). The lease expiry queue and per-consumer lease counts are not stored: they follow
+/// from the leases exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenseStateSnapshot {
+    /// The license's terms.
+    pub license: Arc<License>,
+    /// Live leases, by id.
+    pub leases: Vec<Lease>,
+    /// Live sessions (sorted by their first lease id).
+    pub sessions: Vec<SessionSnapshot>,
+    /// Seats cooling down, in release order (the order matters: they end front first).
+    pub cooling: Vec<CoolingSeatSnapshot>,
+    /// Seats each consumer opened, by consumer.
+    pub seats_by_consumer: Vec<(ConsumerId, u32)>,
+    /// Seat reservations.
+    pub assignments: Vec<ConsumerId>,
+    /// Seats taken outside of reservations.
+    pub pool_seats_in_use: u64,
+    /// Hardware ids that have used the license.
+    pub hardware: Vec<Arc<str>>,
+    /// Uses or seconds consumed and settled.
+    pub consumed: u64,
+    /// Uses or seconds set aside by live leases.
+    pub preallocated: u64,
+}
+
+impl LicenseState {
+    /// This state as snapshot data.
+    pub fn to_snapshot(&self) -> LicenseStateSnapshot {
+        let mut leases: Vec<Lease> = self.leases.values().cloned().collect();
+        leases.sort_by_key(|l| l.id);
+        let mut sessions: Vec<SessionSnapshot> = self
+            .sessions
+            .iter()
+            .map(|(key, s)| SessionSnapshot { key: key.clone(), opened_by: s.opened_by, leases: s.leases.clone() })
+            .collect();
+        sessions.sort_by_key(|s| s.leases.first().copied());
+        let mut seats_by_consumer: Vec<(ConsumerId, u32)> =
+            self.seats_by_consumer.iter().map(|(c, n)| (*c, *n)).collect();
+        seats_by_consumer.sort();
+        LicenseStateSnapshot {
+            license: Arc::clone(&self.license),
+            leases,
+            sessions,
+            cooling: self
+                .cooling
+                .iter()
+                .map(|c| CoolingSeatSnapshot { session: c.session.clone(), consumer: c.consumer, until: c.until })
+                .collect(),
+            seats_by_consumer,
+            assignments: self.assignments.iter().copied().collect(),
+            pool_seats_in_use: self.pool_seats_in_use,
+            hardware: self.hardware.iter().cloned().collect(),
+            consumed: self.consumed,
+            preallocated: self.preallocated,
+        }
+    }
+
+    /// The state a snapshot describes (the inverse of [`LicenseState::to_snapshot`]).
+    pub fn from_snapshot(snapshot: LicenseStateSnapshot) -> Self {
+        let mut state = LicenseState::new(snapshot.license);
+        for lease in snapshot.leases {
+            state.expiries.insert((lease.expires_at, lease.id));
+            *state.leases_by_consumer.entry(lease.consumer).or_insert(0) += 1;
+            state.leases.insert(lease.id, lease);
+        }
+        state.sessions = snapshot
+            .sessions
+            .into_iter()
+            .map(|s| (s.key, Session { opened_by: s.opened_by, leases: s.leases }))
+            .collect();
+        state.cooling = snapshot
+            .cooling
+            .into_iter()
+            .map(|c| CoolingSeat { session: c.session, consumer: c.consumer, until: c.until })
+            .collect();
+        state.seats_by_consumer = snapshot.seats_by_consumer.into_iter().collect();
+        state.assignments = snapshot.assignments.into_iter().collect();
+        state.pool_seats_in_use = snapshot.pool_seats_in_use;
+        state.hardware = snapshot.hardware.into_iter().collect();
+        state.consumed = snapshot.consumed;
+        state.preallocated = snapshot.preallocated;
+        state
     }
 }

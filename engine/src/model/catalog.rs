@@ -126,12 +126,6 @@ impl Product {
         self.tiers.iter().find(|t| t.name == name)
     }
 
-    /// Whether `item` is this product or one of its features (display-only features included:
-    /// asking for one is answered, it just never appears in a token).
-    pub fn offers(&self, item: &str) -> bool {
-        self.name == item || self.features.iter().any(|f| f.name == item)
-    }
-
     /// The features a license of tier `name` grants: its own and those of every tier it
     /// includes, transitively, without display-only features, sorted and without repeats.
     pub fn tier_features(&self, name: &str) -> Result<Vec<String>, CatalogError> {

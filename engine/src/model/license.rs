@@ -194,8 +194,11 @@ impl Default for LicenseModel {
 }
 
 /// Whether a license may be used.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
+///
+/// Human-readable formats (JSON) tag it internally: `{"state": "revoked", "reason", "at"}`.
+/// Compact formats (bincode: the journal, the TCP protocol) cannot read internally tagged enums
+/// (they need `deserialize_any`), so there it is an ordinary enum; see `status_serde` below.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LicenseStatus {
     /// In force.
     Active,
@@ -208,6 +211,60 @@ pub enum LicenseStatus {
         /// When.
         at: Timestamp,
     },
+}
+
+/// The two serde shapes of [`LicenseStatus`], chosen by `is_human_readable`.
+mod status_serde {
+    use super::LicenseStatus;
+    use crate::time::Timestamp;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "state", rename_all = "lowercase")]
+    enum Tagged {
+        Active,
+        Deactivated,
+        Revoked { reason: String, at: Timestamp },
+    }
+
+    #[derive(Serialize, Deserialize)]
+    enum Plain {
+        Active,
+        Deactivated,
+        Revoked { reason: String, at: Timestamp },
+    }
+
+    impl Serialize for LicenseStatus {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let human = serializer.is_human_readable();
+            match (self.clone(), human) {
+                (LicenseStatus::Active, true) => Tagged::Active.serialize(serializer),
+                (LicenseStatus::Deactivated, true) => Tagged::Deactivated.serialize(serializer),
+                (LicenseStatus::Revoked { reason, at }, true) => Tagged::Revoked { reason, at }.serialize(serializer),
+                (LicenseStatus::Active, false) => Plain::Active.serialize(serializer),
+                (LicenseStatus::Deactivated, false) => Plain::Deactivated.serialize(serializer),
+                (LicenseStatus::Revoked { reason, at }, false) => Plain::Revoked { reason, at }.serialize(serializer),
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for LicenseStatus {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            if deserializer.is_human_readable() {
+                Ok(match Tagged::deserialize(deserializer)? {
+                    Tagged::Active => LicenseStatus::Active,
+                    Tagged::Deactivated => LicenseStatus::Deactivated,
+                    Tagged::Revoked { reason, at } => LicenseStatus::Revoked { reason, at },
+                })
+            } else {
+                Ok(match Plain::deserialize(deserializer)? {
+                    Plain::Active => LicenseStatus::Active,
+                    Plain::Deactivated => LicenseStatus::Deactivated,
+                    Plain::Revoked { reason, at } => LicenseStatus::Revoked { reason, at },
+                })
+            }
+        }
+    }
 }
 
 /// A license: the terms a licensee bought. Live usage is in [`crate::decide::LicenseState`].

@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
-/// A parsed dotted version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A parsed dotted version. Equality follows the ordering: `1.2` equals `1.2.0`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DottedVersion(Vec<u64>);
 
 impl DottedVersion {
@@ -41,6 +41,14 @@ impl Ord for DottedVersion {
         (0..len).map(|i| self.component(i).cmp(&other.component(i))).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
     }
 }
+
+impl PartialEq for DottedVersion {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for DottedVersion {}
 
 impl PartialOrd for DottedVersion {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {

@@ -1,0 +1,29 @@
+//! Signed license tokens (SPEC section 4): the keys that sign them, the compact JWS they are
+//! written as, the key ring that rotates keys and publishes the public halves as a JWKS, the
+//! discovery document, JWE for clients that send a public key, token audit, the verification a
+//! client does, and the batching signer pool that the engine signs through.
+//!
+//! The path of a token: the engine builds [`crate::claims`] for a grant or a denial and hands
+//! them to a [`crate::signer::TokenSigner`]; the [`SignerPool`] queues them in its bounded
+//! [`queue::BatchQueue`], a worker thread takes a batch, signs each with the ring's current
+//! [`SigningKey`] (a ring key pair parsed once, [`jws`]), notes the token's `exp` against the
+//! key's id so rotation keeps the key published long enough, wraps it in a [`jwe`] when the
+//! client asked, and answers the waiting caller.
+
+pub mod audit;
+pub mod discovery;
+pub mod jwe;
+pub mod jws;
+pub mod keyring;
+pub mod keys;
+pub mod pool;
+pub mod queue;
+pub mod verify;
+
+pub use audit::{audit_token, decode_claims, AuditReport, Drift};
+pub use discovery::{license_configuration, Jwk, Jwks, LicenseConfiguration};
+pub use jwe::{ClientPublicKey, JweError};
+pub use keyring::KeyRing;
+pub use keys::{Algorithm, KeyError, SigningKey};
+pub use pool::{PoolConfig, SignerPool};
+pub use verify::{Verifier, VerifyError};

@@ -1,0 +1,266 @@
+//! Group commit: the one writer thread that turns appends from every license actor into sled
+//! batches, flushes once per batch, and then tells each appender its change is durable.
+//!
+//! Appenders encode their entry themselves (the CPU work spreads over the actors' threads) and
+//! push it on a bounded queue. The writer takes everything waiting (up to `max_batch`), gives
+//! the entries consecutive sequence numbers in queue order, writes them as one log record (one
+//! sled insert, atomic), flushes once (`sync`), and resolves every waiting appender. While it flushes, new
+//! appends pile up and become the next batch: the batch grows with the load, with no timer
+//! and no added latency when the load is light.
+//!
+//! A failed write or flush poisons the journal for good: retrying a failed fsync can report
+//! success while the data is lost (the "fsyncgate" lesson), so every later append fails.
+
+use crate::config::{DurabilityMode, JournalConfig};
+use crate::format::{encode_entry, seal_batch, seq_key};
+use leasehold_engine::journal::{Durability, JournalEntry, JournalError};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// An appended entry waiting for the writer.
+struct Pending {
+    /// The entry, encoded.
+    value: Vec<u8>,
+    /// Where to say the entry is durable (`sync`); `None` when the appender did not wait.
+    reply: Option<oneshot::Sender<Result<(), JournalError>>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<Pending>,
+    closed: bool,
+}
+
+/// What appenders and the writer thread share.
+pub(crate) struct GroupCommit {
+    queue: Mutex<Queue>,
+    /// Signalled when entries arrive or the journal closes.
+    arrived: Condvar,
+    /// Signalled when the writer takes entries out.
+    room: Condvar,
+    /// Why the journal refuses writes, once a write or flush failed.
+    poison: OnceLock<String>,
+    /// The last sequence number written to sled (and flushed, under `sync`).
+    last_written_seq: AtomicU64,
+    /// Makes the next flush fail: how tests reach the poisoned state.
+    fail_next_flush: AtomicBool,
+    config: JournalConfig,
+}
+
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    // A panic while holding this lock cannot leave the queue half-changed (every change is one
+    // push or drain), so a poisoned mutex is still consistent.
+    queue.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GroupCommit {
+    pub(crate) fn new(config: JournalConfig, last_seq: u64) -> Self {
+        GroupCommit {
+            queue: Mutex::new(Queue::default()),
+            arrived: Condvar::new(),
+            room: Condvar::new(),
+            poison: OnceLock::new(),
+            last_written_seq: AtomicU64::new(last_seq),
+            fail_next_flush: AtomicBool::new(false),
+            config,
+        }
+    }
+
+    /// The last sequence number written to sled.
+    pub(crate) fn last_written_seq(&self) -> u64 {
+        self.last_written_seq.load(Ordering::Acquire)
+    }
+
+    /// Why the journal is poisoned, if it is.
+    pub(crate) fn poisoned(&self) -> Option<&str> {
+        self.poison.get().map(String::as_str)
+    }
+
+    pub(crate) fn fail_next_flush(&self) {
+        self.fail_next_flush.store(true, Ordering::SeqCst);
+    }
+
+    /// Queues `entry`; see [`crate::SledJournal`] for what the answer means in each mode.
+    pub(crate) fn append(&self, entry: &JournalEntry) -> Durability {
+        if let Some(why) = self.poisoned() {
+            return Durability::Failed(JournalError::Poisoned(why.to_owned()));
+        }
+        let value = match encode_entry(entry) {
+            Ok(value) => value,
+            Err(e) => return Durability::Failed(JournalError::Io(e.to_string())),
+        };
+        let (reply, durable) = match self.config.durability {
+            DurabilityMode::Sync => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Durability::Pending(rx))
+            }
+            DurabilityMode::Batched { .. } | DurabilityMode::None => (None, Durability::Now),
+        };
+        let mut queue = lock(&self.queue);
+        // A full queue blocks the appender (a license actor) for a short, bounded time: that
+        // stalls its worker, its mailbox fills, and the router answers `overloaded` before any
+        // state changes. Failing at once would instead refuse a change the actor has already
+        // applied. The bound keeps a stuck disk from stalling the workers for ever.
+        let deadline = Instant::now() + self.config.queue_full_wait;
+        while queue.pending.len() >= self.config.queue_capacity && !queue.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Durability::Failed(JournalError::Io(format!(
+                    "overloaded: {} appends are waiting for the journal writer",
+                    queue.pending.len()
+                )));
+            }
+            queue = self.room.wait_timeout(queue, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        if queue.closed {
+            return Durability::Failed(JournalError::Closed);
+        }
+        queue.pending.push_back(Pending { value, reply });
+        drop(queue);
+        self.arrived.notify_one();
+        durable
+    }
+
+    /// Stops taking appends; the writer drains what is queued and exits.
+    pub(crate) fn close(&self) {
+        lock(&self.queue).closed = true;
+        self.arrived.notify_all();
+        self.room.notify_all();
+    }
+
+    /// Waits for the next batch: everything queued, up to `max_batch` entries. `None` once the
+    /// journal is closed and drained. Under `batched`, also returns (with an empty batch) when a
+    /// flush is due.
+    fn next_batch(&self, flush_due: Option<Instant>) -> Option<Vec<Pending>> {
+        let mut queue = lock(&self.queue);
+        while queue.pending.is_empty() {
+            if queue.closed {
+                return None;
+            }
+            match flush_due {
+                Some(due) => {
+                    let left = due.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Some(Vec::new());
+                    }
+                    queue = self.arrived.wait_timeout(queue, left).unwrap_or_else(|p| p.into_inner()).0;
+                }
+                None => queue = self.arrived.wait(queue).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+        let n = queue.pending.len().min(self.config.max_batch.max(1));
+        let batch: Vec<Pending> = queue.pending.drain(..n).collect();
+        drop(queue);
+        self.room.notify_all();
+        Some(batch)
+    }
+}
+
+/// The writer thread's side: sled handles and the next sequence number.
+pub(crate) struct Writer {
+    pub(crate) shared: Arc<GroupCommit>,
+    pub(crate) db: sled::Db,
+    pub(crate) log: sled::Tree,
+    pub(crate) next_seq: u64,
+    /// Where to ask for a snapshot; full means one is already asked for.
+    pub(crate) snapshot_requests: Option<mpsc::SyncSender<()>>,
+    pub(crate) last_snapshot_request_seq: u64,
+}
+
+impl Writer {
+    /// The writer thread's loop: batch, write, flush, answer; until closed and drained.
+    pub(crate) fn run(mut self) {
+        let every = match self.shared.config.durability {
+            DurabilityMode::Batched { every_ms } => Some(Duration::from_millis(every_ms.max(1))),
+            DurabilityMode::Sync | DurabilityMode::None => None,
+        };
+        let mut unflushed_since: Option<Instant> = None;
+        while let Some(batch) = self.shared.next_batch(unflushed_since.zip(every).map(|(since, every)| since + every)) {
+            if !batch.is_empty() {
+                let written = self.write(batch);
+                if written && unflushed_since.is_none() && every.is_some() {
+                    unflushed_since = Some(Instant::now());
+                }
+            }
+            if unflushed_since.zip(every).is_some_and(|(since, every)| since.elapsed() >= every) {
+                // Errors are kept in the poison; nobody waits on a batched flush.
+                let _ = self.flush();
+                unflushed_since = None;
+            }
+            self.maybe_request_snapshot();
+        }
+        // Closing: make everything written durable, whatever the mode.
+        if self.shared.poisoned().is_none() {
+            let _ = self.flush();
+        }
+    }
+
+    /// Writes one batch and, under `sync`, flushes it; answers every appender. Whether the
+    /// batch reached sled.
+    fn write(&mut self, batch: Vec<Pending>) -> bool {
+        let (values, replies): (Vec<Vec<u8>>, Vec<_>) = batch.into_iter().map(|p| (p.value, p.reply)).unzip();
+        let outcome = match self.shared.poisoned() {
+            Some(why) => Err(JournalError::Poisoned(why.to_owned())),
+            None => self.store(values).and_then(|()| match self.shared.config.durability {
+                DurabilityMode::Sync => self.flush(),
+                DurabilityMode::Batched { .. } | DurabilityMode::None => Ok(()),
+            }),
+        };
+        let stored = outcome.is_ok();
+        for reply in replies.into_iter().flatten() {
+            // An appender that stopped waiting does not undo the write.
+            let _ = reply.send(outcome.clone());
+        }
+        stored
+    }
+
+    /// Gives the batch consecutive sequence numbers and writes it as one log record.
+    fn store(&mut self, values: Vec<Vec<u8>>) -> Result<(), JournalError> {
+        let first = self.next_seq;
+        let next = first + values.len() as u64;
+        let Some(record) = seal_batch(first, &values) else {
+            return Err(self.poison(format!("entries {first}..{next} do not fit a log record")));
+        };
+        match self.log.insert(seq_key(first), record) {
+            Ok(_) => {
+                self.next_seq = next;
+                self.shared.last_written_seq.store(next - 1, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => Err(self.poison(format!("writing entries {first}..{next} failed: {e}"))),
+        }
+    }
+
+    fn flush(&self) -> Result<(), JournalError> {
+        if self.shared.fail_next_flush.swap(false, Ordering::SeqCst) {
+            return Err(self.poison("flush failed: injected failure".into()));
+        }
+        match self.db.flush() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.poison(format!("flush failed: {e}"))),
+        }
+    }
+
+    /// Poisons the journal (the first reason wins) and returns the error for this batch.
+    fn poison(&self, why: String) -> JournalError {
+        tracing::error!(%why, "journal poisoned: refusing all further writes");
+        let _ = self.shared.poison.set(why.clone());
+        JournalError::Io(why)
+    }
+
+    fn maybe_request_snapshot(&mut self) {
+        let (Some(every), Some(requests)) = (self.shared.config.snapshot_every_entries, &self.snapshot_requests) else {
+            return;
+        };
+        let written = self.next_seq - 1;
+        if written.saturating_sub(self.last_snapshot_request_seq) >= every.max(1) {
+            // Full means a request is already waiting; the snapshot it takes will be newer anyway.
+            if requests.try_send(()).is_ok() {
+                self.last_snapshot_request_seq = written;
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Group commit: many appenders at once are all answered, in order, with one sequence each; a
+//! failed flush poisons the journal; a closed journal refuses appends.
+
+mod common;
+
+use common::{open_engine, runtime, seat_license, workload_entries, PRODUCT, START};
+use leasehold_engine::journal::{Durability, Journal, JournalError};
+use leasehold_engine::{ConsumeRequest, EngineError, ManualClock};
+use leasehold_persistence::{JournalConfig, SledJournal};
+use std::sync::Arc;
+
+const WRITERS: usize = 32;
+const APPENDS_EACH: usize = 50;
+
+#[test]
+fn every_concurrent_appender_is_resolved_and_every_entry_is_kept() {
+    let entries = Arc::new(workload_entries(23, 200));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let config = JournalConfig { snapshot_every_entries: None, ..JournalConfig::default() };
+    {
+        let (journal, _) = SledJournal::open(dir.path(), config.clone()).unwrap_or_else(|e| panic!("open: {e}"));
+        let journal = Arc::new(journal);
+        let threads: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (journal, entries) = (Arc::clone(&journal), Arc::clone(&entries));
+                std::thread::spawn(move || {
+                    let mut outcomes = Vec::new();
+                    for i in 0..APPENDS_EACH {
+                        let entry = &entries[(w * APPENDS_EACH + i) % entries.len()];
+                        outcomes.push(match journal.append(entry) {
+                            Durability::Pending(rx) => rx.blocking_recv().unwrap_or(Err(JournalError::Closed)),
+                            Durability::Now => Err(JournalError::Io("sync mode answered at once".into())),
+                            Durability::Failed(e) => Err(e),
+                        });
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        for thread in threads {
+            let outcomes = thread.join().unwrap_or_else(|_| panic!("an appender panicked"));
+            assert!(outcomes.iter().all(Result::is_ok), "an append failed: {outcomes:?}");
+        }
+        assert_eq!(journal.last_seq(), (WRITERS * APPENDS_EACH) as u64);
+    }
+    let (journal, _) = SledJournal::open(dir.path(), config).unwrap_or_else(|e| panic!("reopen: {e}"));
+    assert_eq!(journal.recovery_report().replayed_entries, (WRITERS * APPENDS_EACH) as u64);
+    assert_eq!(journal.recovery_report().last_seq, (WRITERS * APPENDS_EACH) as u64);
+}
+
+#[test]
+fn a_failed_flush_poisons_the_journal_for_good() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let rt = runtime();
+    let entry = workload_entries(3, 5).remove(0);
+    let (journal, engine) = open_engine(dir.path(), JournalConfig::default(), ManualClock::starting_at(START));
+    rt.block_on(async {
+        let fixture = seat_license(&engine, 3).await;
+        journal.inject_flush_failure();
+        let first = engine.consume(ConsumeRequest::new(fixture.consumer, PRODUCT).on_hardware("a")).await;
+        assert!(matches!(first, Err(EngineError::Journal(JournalError::Io(_)))), "{first:?}");
+        let second = engine.consume(ConsumeRequest::new(fixture.consumer, PRODUCT).on_hardware("b")).await;
+        assert!(matches!(second, Err(EngineError::Journal(JournalError::Poisoned(_)))), "{second:?}");
+        assert!(matches!(journal.append(&entry), Durability::Failed(JournalError::Poisoned(_))));
+        assert!(journal.snapshot_now().is_err());
+    });
+}
+
+#[test]
+fn a_closed_journal_refuses_appends() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (journal, _) = SledJournal::open(dir.path(), JournalConfig::default()).unwrap_or_else(|e| panic!("open: {e}"));
+    journal.close();
+    let entry = &workload_entries(3, 5)[0];
+    assert!(matches!(journal.append(entry), Durability::Failed(JournalError::Closed)));
+}

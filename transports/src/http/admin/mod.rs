@@ -1,0 +1,194 @@
+//! The admin API under `/admin/` (SPEC section 9): licensees, consumers, products, licenses and
+//! their leases, behind `Authorization: Bearer <admin token>`.
+//!
+//! Each route is one small function that parses its body into a [`shapes`] type, makes one
+//! engine call and writes the answer; engine refusals map onto 400 (invalid), 404 (unknown id)
+//! and 409 (conflict).
+
+pub mod shapes;
+
+use crate::http::reply::{self, ApiError, Body};
+use crate::http::{auth, HttpState};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, Request, Response, StatusCode};
+use leasehold_engine::{ConsumerId, Decision, ErrorCode, LeaseId, LicenseId, LicenseeId};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use shapes::{AssignmentIn, ConsumerIn, LicenseIn, LicenseeIn, ProductIn, RevokeIn};
+use std::str::FromStr;
+
+/// Most entries a listing answers (the rest are cut off; `"truncated"` says so).
+pub const MAX_LISTED: usize = 1000;
+
+/// Answers one request under `/admin/` (`rest` is the path after it).
+pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Result<Response<Body>, ApiError> {
+    let authorized = auth::bearer(req.headers()).is_some_and(|secret| state.admin_token.matches(secret));
+    if !authorized {
+        return Err(ApiError::unauthorized("send Authorization: Bearer <admin token>"));
+    }
+    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (segments.as_slice(), &method) {
+        (["licensees"], &Method::POST) => create_licensee(state, req).await,
+        (["licensees"], &Method::GET) => Ok(list(state.engine.directory().licensees().map(shapes::licensee))),
+        (["licensees", id], &Method::GET) => {
+            let id: LicenseeId = path_id("licensee", id)?;
+            let found = state.engine.directory().licensee(id).map(shapes::licensee);
+            found.map(|v| reply::json(StatusCode::OK, &v)).ok_or_else(|| ApiError::not_found(format!("licensee {id}")))
+        }
+        (["consumers"], &Method::POST) => create_consumer(state, req).await,
+        (["consumers"], &Method::GET) => Ok(list(state.engine.directory().consumers().map(shapes::consumer))),
+        (["consumers", id], &Method::GET) => {
+            let id: ConsumerId = path_id("consumer", id)?;
+            let found = state.engine.directory().consumer(id).map(shapes::consumer);
+            found.map(|v| reply::json(StatusCode::OK, &v)).ok_or_else(|| ApiError::not_found(format!("consumer {id}")))
+        }
+        (["products"], &Method::POST) => create_product(state, req).await,
+        (["products"], &Method::GET) => Ok(list(state.engine.directory().products().map(shapes::product))),
+        (["products", name], &Method::GET) => {
+            let found = state.engine.directory().product_named(name).map(shapes::product);
+            found
+                .map(|v| reply::json(StatusCode::OK, &v))
+                .ok_or_else(|| ApiError::not_found(format!("product {name:?}")))
+        }
+        (["licenses"], &Method::POST) => create_license(state, req).await,
+        (["licenses"], &Method::GET) => Ok(list(state.engine.directory().licenses().map(|l| shapes::license(l, None)))),
+        (["licenses", id], &Method::GET) => get_license(state, path_id("license", id)?).await,
+        (["licenses", id, "leases"], &Method::GET) => list_leases(state, path_id("license", id)?).await,
+        (["licenses", id, "revoke"], &Method::POST) => {
+            let id = path_id("license", id)?;
+            let body: RevokeIn = optional_body(state, req).await?;
+            let reason = body.reason.unwrap_or_else(|| "revoked by an administrator".into());
+            let license = state.engine.revoke(id, reason).await?;
+            Ok(reply::json(StatusCode::OK, &shapes::license(&license, None)))
+        }
+        (["licenses", id, "deactivate"], &Method::POST) => {
+            let id = path_id("license", id)?;
+            let license = state.engine.deactivate(id).await?;
+            Ok(reply::json(StatusCode::OK, &shapes::license(&license, None)))
+        }
+        (["licenses", id, "reactivate"], &Method::POST) => {
+            let id = path_id("license", id)?;
+            let license = state.engine.reactivate(id).await?;
+            Ok(reply::json(StatusCode::OK, &shapes::license(&license, None)))
+        }
+        (["licenses", id, "assignments"], &Method::POST) => {
+            let id = path_id("license", id)?;
+            let body: AssignmentIn = required_body(state, req).await?;
+            state.engine.assign(id, body.consumer).await?;
+            Ok(reply::json(StatusCode::CREATED, &json!({"license": id, "consumer": body.consumer})))
+        }
+        (["licenses", id, "assignments", consumer], &Method::DELETE) => {
+            let (id, consumer) = (path_id("license", id)?, path_id::<ConsumerId>("consumer", consumer)?);
+            state.engine.unassign(id, consumer).await?;
+            Ok(reply::json(StatusCode::OK, &json!({"license": id, "consumer": consumer, "assigned": false})))
+        }
+        (["leases", id], &Method::DELETE) => force_release(state, path_id("lease", id)?).await,
+        (known, _) if is_route(known) => Err(ApiError::method_not_allowed(allowed(known))),
+        _ => Err(ApiError::not_found(format!("no admin resource at /admin/{rest}"))),
+    }
+}
+
+fn is_route(segments: &[&str]) -> bool {
+    !allowed(segments).is_empty()
+}
+
+fn allowed(segments: &[&str]) -> &'static str {
+    match segments {
+        ["licensees" | "consumers" | "products" | "licenses"] => "GET or POST",
+        ["licensees" | "consumers" | "products" | "licenses", _] | ["licenses", _, "leases"] => "GET",
+        ["licenses", _, "revoke" | "deactivate" | "reactivate" | "assignments"] => "POST",
+        ["licenses", _, "assignments", _] | ["leases", _] => "DELETE",
+        _ => "",
+    }
+}
+
+/// An id from the path; one that is not a UUID cannot name anything, so it is 404.
+fn path_id<T: FromStr>(what: &str, text: &str) -> Result<T, ApiError> {
+    text.parse().map_err(|_| ApiError::not_found(format!("{what} {text:?}")))
+}
+
+fn list(items: impl Iterator<Item = Value>) -> Response<Body> {
+    let mut items = items.take(MAX_LISTED + 1).collect::<Vec<_>>();
+    let truncated = items.len() > MAX_LISTED;
+    items.truncate(MAX_LISTED);
+    reply::json(StatusCode::OK, &json!({"items": items, "truncated": truncated}))
+}
+
+async fn required_body<T: DeserializeOwned>(state: &HttpState, req: Request<Incoming>) -> Result<T, ApiError> {
+    let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
+    let body = reply::read_body(req, state.limits).await?;
+    reply::parse_json(content_type.as_deref(), &body)
+}
+
+/// A body that may be left out (then `T::default()`).
+async fn optional_body<T: DeserializeOwned + Default>(
+    state: &HttpState,
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
+    let body = reply::read_body(req, state.limits).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    reply::parse_json(content_type.as_deref(), &body)
+}
+
+async fn create_licensee(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: LicenseeIn = required_body(state, req).await?;
+    let licensee = state.engine.create_licensee(body.into()).await?;
+    Ok(reply::json(StatusCode::CREATED, &shapes::licensee(&licensee)))
+}
+
+async fn create_consumer(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: ConsumerIn = required_body(state, req).await?;
+    let (consumer, api_key) = state.engine.create_consumer(body.into()).await?;
+    let mut answer = shapes::consumer(&consumer);
+    answer["api_key"] = json!(api_key);
+    Ok(reply::json(StatusCode::CREATED, &answer))
+}
+
+async fn create_product(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: ProductIn = required_body(state, req).await?;
+    let product = state.engine.create_product(body.into()).await?;
+    Ok(reply::json(StatusCode::CREATED, &shapes::product(&product)))
+}
+
+async fn create_license(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: LicenseIn = required_body(state, req).await?;
+    let license = state.engine.create_license(body.into_new_license()?).await?;
+    let usage = state.engine.usage(license.id).await.ok();
+    Ok(reply::json(StatusCode::CREATED, &shapes::license(&license, usage.as_ref())))
+}
+
+async fn get_license(state: &HttpState, id: LicenseId) -> Result<Response<Body>, ApiError> {
+    let license = state.engine.license(id).ok_or_else(|| ApiError::not_found(format!("license {id}")))?;
+    let usage = state.engine.usage(id).await?;
+    // The actor's terms are the latest (a revocation lands there first).
+    let license = state.engine.license(id).unwrap_or(license);
+    Ok(reply::json(StatusCode::OK, &shapes::license(&license, Some(&usage))))
+}
+
+async fn list_leases(state: &HttpState, id: LicenseId) -> Result<Response<Body>, ApiError> {
+    let leases = state.engine.leases(id).await?;
+    Ok(list(leases.iter().map(shapes::lease)))
+}
+
+async fn force_release(state: &HttpState, id: LeaseId) -> Result<Response<Body>, ApiError> {
+    match state.engine.force_release(id).await? {
+        Decision::Granted(released) => Ok(reply::json(
+            StatusCode::OK,
+            &json!({
+                "lease_id": released.lease_id,
+                "license": released.license,
+                "used_qty": released.used_qty,
+                "remaining_qty": released.remaining_qty,
+            }),
+        )),
+        Decision::Denied(denial) if denial.code == ErrorCode::LeaseIdNotFound => {
+            Err(ApiError::not_found(format!("lease {id} (not live)")))
+        }
+        Decision::Denied(denial) => Err(ApiError::conflict(denial.message.into_owned())),
+    }
+}

@@ -1,0 +1,125 @@
+//! Credentials: the consumer's API key and the administrator's token, both sent as
+//! `Authorization: Bearer <secret>`.
+//!
+//! The admin token is kept only as its SHA-256 digest and compared in constant time, so the
+//! server (and its data directory) never needs the token itself after it was issued.
+
+use hyper::header::AUTHORIZATION;
+use hyper::HeaderMap;
+use ring::rand::{SecureRandom, SystemRandom};
+use subtle::ConstantTimeEq;
+
+/// Longest bearer secret read from a header; longer ones are refused unread.
+const MAX_SECRET_BYTES: usize = 512;
+
+/// The secret of `Authorization: Bearer <secret>`, when the header has that shape.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, secret) = value.split_once(' ')?;
+    let secret = secret.trim();
+    let ok = scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty() && secret.len() <= MAX_SECRET_BYTES;
+    ok.then_some(secret)
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// Why a stored admin token digest could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an admin token digest is 64 hexadecimal characters (SHA-256)")]
+pub struct BadDigest;
+
+/// Why a token could not be generated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the operating system's random generator failed")]
+pub struct NoRandomness;
+
+/// The administrator's token, as a SHA-256 digest.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+impl AdminToken {
+    /// The token whose secret is `secret`.
+    pub fn from_secret(secret: &str) -> Self {
+        AdminToken { sha256: sha256(secret.as_bytes()) }
+    }
+
+    /// A new random token: its secret (`lha_` and 64 hex digits, to show once) and the token.
+    pub fn generate() -> Result<(String, AdminToken), NoRandomness> {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new().fill(&mut bytes).map_err(|_| NoRandomness)?;
+        let secret = format!("lha_{}", hex(&bytes));
+        let token = AdminToken::from_secret(&secret);
+        Ok((secret, token))
+    }
+
+    /// The token whose digest [`AdminToken::sha256_hex`] wrote.
+    pub fn from_sha256_hex(text: &str) -> Result<Self, BadDigest> {
+        let text = text.trim();
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(BadDigest);
+        }
+        let mut sha256 = [0u8; 32];
+        for (i, byte) in sha256.iter_mut().enumerate() {
+            let pair = text.get(2 * i..2 * i + 2).ok_or(BadDigest)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| BadDigest)?;
+        }
+        Ok(AdminToken { sha256 })
+    }
+
+    /// The digest as 64 hex digits, for storing.
+    pub fn sha256_hex(&self) -> String {
+        hex(&self.sha256)
+    }
+
+    /// Whether `secret` is this token (constant time in the secret's content).
+    pub fn matches(&self, secret: &str) -> bool {
+        bool::from(sha256(secret.as_bytes()).ct_eq(&self.sha256))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    #[test]
+    fn a_generated_token_matches_only_its_secret_and_survives_its_digest() {
+        let (secret, token) = AdminToken::generate().unwrap();
+        assert!(token.matches(&secret));
+        assert!(!token.matches("lha_wrong"));
+        let stored = AdminToken::from_sha256_hex(&token.sha256_hex()).unwrap();
+        assert!(stored.matches(&secret));
+        assert_eq!(AdminToken::from_sha256_hex("xyz"), Err(BadDigest));
+    }
+
+    #[test]
+    fn bearer_reads_only_the_bearer_scheme() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer  abc "));
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer(&headers), None);
+    }
+}

@@ -1,0 +1,168 @@
+//! The Enterprise License Consumption API, `GET|POST /authz/[.jwt|.json|.txt]`: consume, check,
+//! renew and release, answered one token (or object, or `true`/`false`) per item.
+//!
+//! A refusal is an answer: it comes back 200 with the denial's claims (`<item>_errorCode`, ...),
+//! signed like a grant. Only a request that cannot be understood (400), is not authenticated
+//! (401) or meets a full queue (503) fails as a whole.
+
+pub mod query;
+
+use crate::http::reply::{self, ApiError, Body, JSON, JWT, TEXT};
+use crate::http::{auth, HttpState};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, Request, Response, StatusCode};
+use leasehold_engine::claims::{self, Claims};
+use leasehold_engine::tokens::ClientPublicKey;
+use leasehold_engine::{ConsumerId, Decision, LeaseId, ReleaseRequest};
+use query::{AuthzQuery, ConsumeQuery};
+use serde_json::{json, Value};
+use std::net::IpAddr;
+
+/// How answers are written, chosen by the path's suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `.jwt`: signed tokens joined by `&`.
+    Jwt,
+    /// `.json`: the claims unsigned; one object, or an array of one object per item.
+    Json,
+    /// `.txt` or no suffix: `true`/`false` per item, joined by `&`.
+    Text,
+}
+
+impl Format {
+    /// The format of an `/authz/` path, or `None` when the path is not one.
+    pub fn of_path(path: &str) -> Option<Format> {
+        match path {
+            "/authz" | "/authz/" | "/authz/.txt" => Some(Format::Text),
+            "/authz/.jwt" => Some(Format::Jwt),
+            "/authz/.json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The query of a request: the URL's, followed by a form body's for POST.
+async fn full_query(state: &HttpState, req: Request<Incoming>) -> Result<String, ApiError> {
+    let mut query = req.uri().query().unwrap_or("").to_owned();
+    if req.method() == Method::POST {
+        let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
+        let body = reply::read_body(req, state.limits).await?;
+        if !body.is_empty() {
+            let essence = content_type.as_deref().and_then(|ct| ct.split(';').next()).unwrap_or("").trim();
+            if !essence.eq_ignore_ascii_case(FORM) {
+                return Err(ApiError::unsupported_media_type(FORM));
+            }
+            let form = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+            query.push('&');
+            query.push_str(form);
+        }
+    }
+    Ok(query)
+}
+
+/// Answers one `/authz/` request from a client at `client_ip`.
+pub async fn handle(
+    state: &HttpState,
+    req: Request<Incoming>,
+    format: Format,
+    client_ip: IpAddr,
+) -> Result<Response<Body>, ApiError> {
+    if req.method() != Method::GET && req.method() != Method::POST {
+        return Err(ApiError::method_not_allowed("GET or POST"));
+    }
+    let consumer = auth::bearer(req.headers())
+        .and_then(|key| state.engine.authenticate(key))
+        .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <consumer API key>"))?;
+    let raw = full_query(state, req).await?;
+    match query::parse(&raw).map_err(|e| ApiError::bad_request(e.to_string()))? {
+        AuthzQuery::Consume(q) => consume(state, consumer, &q, format, client_ip).await,
+        AuthzQuery::Release(leases) => release(state, consumer, &leases, format).await,
+    }
+}
+
+async fn consume(
+    state: &HttpState,
+    consumer: ConsumerId,
+    q: &ConsumeQuery,
+    format: Format,
+    client_ip: IpAddr,
+) -> Result<Response<Body>, ApiError> {
+    let encrypt_to = match (&q.public_key, format) {
+        (Some(text), Format::Jwt) => Some(
+            ClientPublicKey::parse(text).map_err(|e| ApiError::bad_request(format!("parameter \"publicKey\": {e}")))?,
+        ),
+        (Some(_), _) => return Err(ApiError::bad_request("publicKey (JWE) needs the .jwt format")),
+        (None, _) => None,
+    };
+    let mut answers: Vec<(bool, Claims)> = Vec::with_capacity(q.items.len());
+    for req in q.requests(consumer, Some(client_ip)) {
+        let item = req.item.clone();
+        let decision = if q.do_consume { state.engine.consume(req).await? } else { state.engine.check(req).await? };
+        let answer = match &decision {
+            Decision::Granted(grant) => (true, claims::enterprise_grant(grant, &state.issuer)),
+            Decision::Denied(denial) => {
+                tracing::debug!(%consumer, item, code = denial.code.as_str(), "authz denied");
+                (false, claims::enterprise_denial(&item, denial, &state.issuer, state.engine.now()))
+            }
+        };
+        answers.push(answer);
+    }
+    Ok(match format {
+        Format::Text => {
+            let text = answers.iter().map(|(ok, _)| if *ok { "true" } else { "false" }).collect::<Vec<_>>().join("&");
+            reply::bytes_response(StatusCode::OK, TEXT, Bytes::from(text))
+        }
+        Format::Json => {
+            let mut objects: Vec<Value> = answers.into_iter().map(|(_, c)| Value::Object(c)).collect();
+            let body = if objects.len() == 1 { objects.remove(0) } else { Value::Array(objects) };
+            reply::json(StatusCode::OK, &body)
+        }
+        Format::Jwt => {
+            // Every token is handed to the signer before any is awaited, so the pool signs them
+            // as one batch.
+            let pending: Vec<_> =
+                answers.into_iter().map(|(_, c)| state.signer.sign_for(c, encrypt_to.clone())).collect();
+            let mut tokens = Vec::with_capacity(pending.len());
+            for token in pending {
+                tokens.push(token.await.map_err(leasehold_engine::EngineError::from)?);
+            }
+            reply::bytes_response(StatusCode::OK, JWT, Bytes::from(tokens.join("&")))
+        }
+    })
+}
+
+async fn release(
+    state: &HttpState,
+    consumer: ConsumerId,
+    leases: &[LeaseId],
+    format: Format,
+) -> Result<Response<Body>, ApiError> {
+    let mut released = Vec::with_capacity(leases.len());
+    for lease in leases {
+        let decision = state.engine.release(ReleaseRequest::new(consumer, *lease)).await?;
+        released.push((*lease, matches!(decision, Decision::Granted(_))));
+    }
+    let mut object = Claims::new();
+    for (lease, ok) in &released {
+        object.insert(lease.to_string(), Value::Bool(*ok));
+    }
+    Ok(match format {
+        Format::Text => {
+            let text = released.iter().map(|(_, ok)| if *ok { "true" } else { "false" }).collect::<Vec<_>>().join("&");
+            reply::bytes_response(StatusCode::OK, TEXT, Bytes::from(text))
+        }
+        Format::Json => reply::bytes_response(StatusCode::OK, JSON, Bytes::from(Value::Object(object).to_string())),
+        Format::Jwt => {
+            let now = state.engine.now();
+            object.insert("iss".into(), json!(state.issuer));
+            object.insert("iat".into(), json!(now.as_secs()));
+            object.insert("exp".into(), json!(now.plus_secs(claims::DENIAL_LIFETIME_S).as_secs()));
+            let token = state.signer.sign(object).await.map_err(leasehold_engine::EngineError::from)?;
+            reply::bytes_response(StatusCode::OK, JWT, Bytes::from(token))
+        }
+    })
+}

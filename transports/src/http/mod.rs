@@ -1,0 +1,39 @@
+//! The HTTP transport: a hyper 1 HTTP/1.1 server with the Enterprise `/authz/` API, the admin
+//! API, the signing keys' JWKS and `/healthz`.
+//!
+//! [`serve`] owns sockets and connections (limits, timeouts, graceful shutdown); [`routes`]
+//! picks a handler by path; [`authz`] and [`admin`] turn requests into engine calls; [`reply`]
+//! writes answers and errors; [`auth`] reads the bearer credentials.
+
+pub mod admin;
+pub mod auth;
+pub mod authz;
+pub mod reply;
+pub mod routes;
+mod server;
+
+pub use auth::AdminToken;
+pub use reply::{ApiError, BodyLimits};
+pub use server::{serve, HttpConfig};
+
+use leasehold_engine::signer::TokenSigner;
+use leasehold_engine::tokens::KeyRing;
+use leasehold_engine::Engine;
+use std::sync::Arc;
+
+/// What every request handler needs.
+pub struct HttpState {
+    /// The engine that decides.
+    pub engine: Engine,
+    /// Signs the tokens of `/authz/.jwt` (the engine's own signer, shared).
+    pub signer: Arc<dyn TokenSigner>,
+    /// The `iss` of tokens (the same one the engine was built with).
+    pub issuer: String,
+    /// The administrator's token.
+    pub admin_token: AdminToken,
+    /// Limits on request bodies.
+    pub limits: BodyLimits,
+    /// The signing keys whose public halves are served as a JWKS (`None`: tokens are not
+    /// signed with published keys, and the JWKS paths answer 404).
+    pub keys: Option<Arc<KeyRing>>,
+}

@@ -1,0 +1,228 @@
+//! Sockets and connections: the accept loop, per-connection limits and timeouts, and graceful
+//! shutdown.
+//!
+//! Threads: the accept loop runs on the caller's runtime and hands each accepted socket to one
+//! of the engine's worker arbiters ([`leasehold_engine::Engine::workers`], round robin), where
+//! hyper serves the connection to its end. A request is parsed, decided (a message to its
+//! license's actor, which may live on another worker: the one crossing) and answered from that
+//! worker; only RSA signing leaves for the signer pool's threads.
+//!
+//! Bounds: at most `max_connections` at once (the accept loop waits for a free slot), request
+//! heads of at most `max_head_bytes` (hyper answers 431 beyond), bodies of at most
+//! `BodyLimits::max_bytes` (413), a head must arrive within `header_read_timeout`, and a
+//! connection with no request in flight for `idle_timeout` is closed.
+//!
+//! Shutdown: when the `shutdown` future resolves, the listener is dropped (no new connections),
+//! every connection is told to finish its current request and close, and `serve` returns once
+//! all have closed or `shutdown_grace` has passed.
+
+use crate::http::{routes, HttpState};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+/// Connection-level limits of the HTTP server.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpConfig {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Largest request line plus headers (hyper's read buffer; at least 8 KiB).
+    pub max_head_bytes: usize,
+    /// Longest a request head may take to arrive.
+    pub header_read_timeout: Duration,
+    /// Longest a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// Longest shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: 10_000,
+            max_head_bytes: 16 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a connection was last doing, for the idle timeout.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity { opened: Instant::now(), in_flight: AtomicUsize::new(0), last_ms: AtomicU64::new(0) }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        self.last_ms.store(self.elapsed_ms(), Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self, limit: Duration) -> bool {
+        let idle_ms = self.elapsed_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed));
+        self.in_flight.load(Ordering::Relaxed) == 0 && u128::from(idle_ms) >= limit.as_millis()
+    }
+}
+
+/// What one connection task holds: released when the connection ends.
+struct Connection {
+    state: Arc<HttpState>,
+    config: HttpConfig,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+    _open: mpsc::Sender<()>,
+}
+
+impl Connection {
+    async fn run(mut self, stream: std::net::TcpStream) {
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, error = %e, "could not register the connection");
+                return;
+            }
+        };
+        // Small answers go out at once instead of waiting for more to coalesce.
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let (state, peer, service_activity) = (Arc::clone(&self.state), self.peer, Arc::clone(&activity));
+        let service = service_fn(move |req| {
+            let (state, activity) = (Arc::clone(&state), Arc::clone(&service_activity));
+            async move {
+                activity.begin();
+                let response = routes::handle(&state, req, peer).await;
+                activity.end();
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout)
+            .max_buf_size(self.config.max_head_bytes.max(8192))
+            .keep_alive(true);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let check_every = (self.config.idle_timeout / 4).max(Duration::from_millis(100));
+        let mut idle_check = tokio::time::interval(check_every);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = self.shutdown.changed(), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = idle_check.tick(), if !draining => {
+                    if activity.idle_for(self.config.idle_timeout) {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then drains (see the module comment).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    config: HttpConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    let workers = state.engine.workers().to_vec();
+    let mut next_worker = 0usize;
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Usually out of file descriptors: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "could not hand the connection over");
+                continue;
+            }
+        };
+        let connection = Connection {
+            state: Arc::clone(&state),
+            config,
+            peer,
+            shutdown: stop_rx.clone(),
+            _slot: slot,
+            _open: open_tx.clone(),
+        };
+        let task = connection.run(stream);
+        match workers.get(next_worker % workers.len().max(1)) {
+            Some(worker) => {
+                if !worker.spawn(task) {
+                    tracing::warn!(%peer, "a worker has stopped; connection dropped");
+                }
+            }
+            None => {
+                tokio::spawn(task);
+            }
+        }
+        next_worker = next_worker.wrapping_add(1);
+    }
+    drop(listener);
+    tracing::info!("HTTP: no longer accepting; finishing requests in flight");
+    let _ = stop_tx.send(true);
+    drop(open_tx);
+    if tokio::time::timeout(config.shutdown_grace, open_rx.recv()).await.is_err() {
+        tracing::warn!(
+            grace_s = config.shutdown_grace.as_secs(),
+            "HTTP: connections still open after the grace period"
+        );
+    }
+    Ok(())
+}
