@@ -1,15 +1,16 @@
 //! In-process engine throughput: consume+release pairs and checks, unsigned, with the load
-//! running on the engine's own worker threads and many requests in flight per worker (SPEC
-//! section 8: a request crosses threads at most once). Two shapes: one hot license, and 10,000
-//! licenses spread over both cores. Before the criterion runs, it prints the memory an idle
+//! running on the engine's own worker threads and many requests in flight per worker. Two
+//! shapes: one hot license, and 10,000 licenses spread over both cores. For 10,000 licenses two
+//! placements of the callers: on any worker (half the requests cross to the other core and
+//! back), and on each license's home worker (no crossing: the engine's own ceiling). Before the criterion runs, it prints the memory an idle
 //! license and a live lease cost (RSS growth over 100,000 of each).
 //!
 //! Run with `cargo bench --bench engine`; `LEASEHOLD_BENCH_QUICK=1` makes it a smoke run.
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use leasehold::{
-    ConsumeRequest, ConsumerId, ConsumerKind, Credit, Decision, Dimension, Enforcement, Engine, LicenseeKind,
-    NewConsumer, NewLicense, NewLicensee, NewProduct, ReleaseRequest,
+    ConsumeRequest, ConsumerId, ConsumerKind, Credit, Decision, Dimension, Enforcement, Engine, LicenseId,
+    LicenseeKind, NewConsumer, NewLicense, NewLicensee, NewProduct, ReleaseRequest,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,9 +27,12 @@ fn setup_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime for setup")
 }
 
+/// A consumer and the license it uses.
+type Client = (ConsumerId, LicenseId);
+
 /// An engine with `licenses` licenses of `seats` seats each, one licensee per license, and
 /// `consumers_per_license` consumers for each.
-fn engine_with(licenses: usize, seats: u64, consumers_per_license: usize) -> (Engine, Arc<Vec<ConsumerId>>) {
+fn engine_with(licenses: usize, seats: u64, consumers_per_license: usize) -> (Engine, Arc<Vec<Client>>) {
     let engine = Engine::builder().build().expect("engine");
     let consumers = setup_runtime().block_on(async {
         engine.create_product(NewProduct { name: PRODUCT.into(), features: vec![], tiers: vec![] }).await.unwrap();
@@ -37,7 +41,7 @@ fn engine_with(licenses: usize, seats: u64, consumers_per_license: usize) -> (En
         for i in 0..licenses {
             let licensee = NewLicensee { name: format!("customer-{i}"), kind: LicenseeKind::Organization };
             let licensee = engine.create_licensee(licensee).await.unwrap();
-            engine.create_license(NewLicense::new(licensee.id, PRODUCT, credit)).await.unwrap();
+            let license = engine.create_license(NewLicense::new(licensee.id, PRODUCT, credit)).await.unwrap();
             for j in 0..consumers_per_license {
                 let new = NewConsumer {
                     name: format!("user-{i}-{j}"),
@@ -45,7 +49,7 @@ fn engine_with(licenses: usize, seats: u64, consumers_per_license: usize) -> (En
                     licensees: vec![licensee.id],
                     email: None,
                 };
-                consumers.push(engine.create_consumer(new).await.unwrap().0.id);
+                consumers.push((engine.create_consumer(new).await.unwrap().0.id, license.id));
             }
         }
         consumers
@@ -59,20 +63,52 @@ enum Work {
     Check,
 }
 
-/// Runs `total` operations spread over `IN_FLIGHT_PER_WORKER` tasks on every worker; task `t`
-/// owns consumers `t, t + tasks, ...` and cycles through them, so no two tasks ever share a
-/// consumer (a consumer's second consume would rotate the first one's lease).
-fn run(engine: &Engine, consumers: &Arc<Vec<ConsumerId>>, work: Work, total: u64) -> Duration {
-    let workers = engine.workers();
-    let tasks = workers.len() * IN_FLIGHT_PER_WORKER;
-    let per_task = total.div_ceil(tasks as u64);
+/// Where the calling tasks run.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// Tasks spread over the workers regardless of where their licenses live.
+    AnyWorker,
+    /// Each task runs on the worker that hosts its clients' licenses.
+    HomeWorker,
+}
+
+/// Splits the clients over `IN_FLIGHT_PER_WORKER` tasks per worker, so that no two tasks share
+/// a consumer (a consumer's second consume would rotate the first one's lease); returns each
+/// task's worker and clients.
+fn assign_tasks(engine: &Engine, clients: &[Client], placement: Placement) -> Vec<(usize, Vec<Client>)> {
+    let workers = engine.workers().len();
+    let mut tasks: Vec<(usize, Vec<Client>)> =
+        (0..workers * IN_FLIGHT_PER_WORKER).map(|t| (t % workers, Vec::new())).collect();
+    let mut next_on_worker = vec![0usize; workers];
+    for (i, client) in clients.iter().enumerate() {
+        let task = match placement {
+            Placement::AnyWorker => i % tasks.len(),
+            Placement::HomeWorker => {
+                let home = engine.home_worker(client.1);
+                let slot = next_on_worker[home] % IN_FLIGHT_PER_WORKER;
+                next_on_worker[home] += 1;
+                home + slot * workers
+            }
+        };
+        tasks[task].1.push(*client);
+    }
+    tasks.retain(|(_, clients)| !clients.is_empty());
+    tasks
+}
+
+/// Runs about `total` operations over the tasks of `assign_tasks`, each task cycling through
+/// its own clients.
+fn run(engine: &Engine, clients: &[Client], work: Work, placement: Placement, total: u64) -> Duration {
+    let tasks = assign_tasks(engine, clients, placement);
+    let per_task = usize::try_from(total.div_ceil(tasks.len() as u64)).unwrap_or(usize::MAX);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let start = Instant::now();
-    for task in 0..tasks {
-        let (engine, consumers, done) = (engine.clone(), Arc::clone(consumers), done_tx.clone());
-        workers[task % workers.len()].spawn(async move {
-            let mine: Vec<ConsumerId> = consumers.iter().copied().skip(task).step_by(tasks).collect();
-            for consumer in mine.iter().copied().cycle().take(usize::try_from(per_task).unwrap_or(usize::MAX)) {
+    let task_count = tasks.len();
+    for (worker, mine) in tasks {
+        let (caller, done) = (engine.clone(), done_tx.clone());
+        engine.workers()[worker].spawn(async move {
+            let engine = caller;
+            for (consumer, _) in mine.iter().copied().cycle().take(per_task) {
                 let request = ConsumeRequest::new(consumer, PRODUCT);
                 match work {
                     Work::ConsumeRelease => {
@@ -92,7 +128,7 @@ fn run(engine: &Engine, consumers: &Arc<Vec<ConsumerId>>, work: Work, total: u64
             let _ = done.send(());
         });
     }
-    for _ in 0..tasks {
+    for _ in 0..task_count {
         done_rx.recv().expect("a bench task died");
     }
     start.elapsed()
@@ -101,17 +137,20 @@ fn run(engine: &Engine, consumers: &Arc<Vec<ConsumerId>>, work: Work, total: u64
 fn throughput(c: &mut Criterion) {
     // Enough consumers (and seats) on the hot license that every task has its own.
     let hot_consumers = 1024;
+    let hot = engine_with(1, hot_consumers as u64, hot_consumers);
+    let spread = engine_with(10_000, 1, 1);
     let shapes = [
-        ("1 license", engine_with(1, hot_consumers as u64, hot_consumers)),
-        ("10000 licenses", engine_with(10_000, 1, 1)),
+        ("1 license", &hot, Placement::AnyWorker),
+        ("10000 licenses, any worker", &spread, Placement::AnyWorker),
+        ("10000 licenses, home worker", &spread, Placement::HomeWorker),
     ];
     for (work, name) in [(Work::ConsumeRelease, "consume+release"), (Work::Check, "check")] {
         let mut group = c.benchmark_group(name);
         group.sample_size(10).measurement_time(Duration::from_secs(if quick() { 1 } else { 5 }));
         group.throughput(Throughput::Elements(1));
-        for (shape, (engine, consumers)) in &shapes {
+        for (shape, (engine, clients), placement) in &shapes {
             group.bench_with_input(BenchmarkId::from_parameter(shape), shape, |b, _| {
-                b.iter_custom(|iters| run(engine, consumers, work, iters))
+                b.iter_custom(|iters| run(engine, clients, work, *placement, iters))
             });
         }
         group.finish();
@@ -128,13 +167,13 @@ fn rss_bytes() -> u64 {
 fn memory_report() {
     let count = if quick() { 10_000 } else { 100_000 };
     let before = rss_bytes();
-    let (engine, consumers) = engine_with(count, 1, 1);
+    let (engine, clients) = engine_with(count, 1, 1);
     // Start every license's actor with a check, so an idle license is counted with its actor.
-    run(&engine, &consumers, Work::Check, count as u64);
+    run(&engine, &clients, Work::Check, Placement::AnyWorker, count as u64);
     let idle = rss_bytes();
     let leases = setup_runtime().block_on(async {
         let mut leases = Vec::with_capacity(count);
-        for consumer in consumers.iter() {
+        for (consumer, _) in clients.iter() {
             let grant = engine.consume(ConsumeRequest::new(*consumer, PRODUCT)).await.unwrap().granted().unwrap();
             leases.push(grant.lease.id);
         }

@@ -180,9 +180,38 @@ fn bench_restart(c: &mut Criterion) {
     group.finish();
 }
 
+/// Measures the one-flush-per-append baseline and group commit at 64 writers back to back,
+/// three times, and prints the median rates and their ratio (the machine is shared and noisy;
+/// a ratio from one run is what compares).
+fn print_group_commit_ratio() {
+    let entry = Arc::new(sample_entries().pop().expect("a lease entry"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (baseline_n, group_n) = if quick() { (300, 3_000) } else { (2_000, 40_000) };
+    let mut rates = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        for (max_batch, writers, n, out) in [(1, 1, baseline_n, &mut rates.0), (1_024, 64, group_n, &mut rates.1)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = JournalConfig { max_batch, snapshot_every_entries: None, ..JournalConfig::default() };
+            let journal = Arc::new(open(dir.path(), config));
+            let took = durable_appends(&rt, &journal, &entry, writers, n);
+            out.push(n as f64 / took.as_secs_f64());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (baseline, group) = (median(&mut rates.0), median(&mut rates.1));
+    eprintln!(
+        "durable appends/s: one flush per append {baseline:.0}, group commit with 64 writers {group:.0}: {:.1}x",
+        group / baseline
+    );
+}
+
 criterion_group!(benches, bench_durable_appends, bench_restart);
 
 fn main() {
+    print_group_commit_ratio();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

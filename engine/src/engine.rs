@@ -203,6 +203,13 @@ impl Engine {
         self.inner.router.workers().arbiters()
     }
 
+    /// The index in [`Engine::workers`] of the worker that hosts license `id`'s actor: callers
+    /// that can choose where to run (a load generator, a transport that knows the license) save
+    /// a thread crossing by calling from there.
+    pub fn home_worker(&self, id: LicenseId) -> usize {
+        self.inner.router.home_worker(id)
+    }
+
     /// The engine's clock.
     pub fn now(&self) -> Timestamp {
         self.inner.shared.clock.now()

@@ -13,13 +13,23 @@ pub enum EngineError {
     Overloaded,
     /// The change could not be made durable, so it was not acknowledged.
     #[error(transparent)]
-    Journal(#[from] JournalError),
+    Journal(JournalError),
     /// Signing the token failed.
     #[error(transparent)]
     Sign(#[from] SignError),
     /// The engine is shutting down.
     #[error("the engine is stopped")]
     Stopped,
+}
+
+impl From<JournalError> for EngineError {
+    fn from(e: JournalError) -> Self {
+        match e {
+            // A journal that cannot keep up is load to shed, answered like a full mailbox.
+            JournalError::Overloaded(_) => EngineError::Overloaded,
+            other => EngineError::Journal(other),
+        }
+    }
 }
 
 /// Why an administrative request was not carried out.
@@ -41,6 +51,6 @@ pub enum AdminError {
 
 impl From<JournalError> for AdminError {
     fn from(e: JournalError) -> Self {
-        AdminError::Engine(EngineError::Journal(e))
+        AdminError::Engine(EngineError::from(e))
     }
 }

@@ -43,6 +43,9 @@ pub enum JournalError {
     /// silently lose data.
     #[error("journal is poisoned by an earlier failed flush: {0}")]
     Poisoned(String),
+    /// The journal's queue stayed full: the disk is not keeping up. Nothing was appended.
+    #[error("overloaded: {0} appends are waiting for the journal writer")]
+    Overloaded(usize),
     /// The journal has shut down.
     #[error("journal is closed")]
     Closed,

@@ -6,7 +6,7 @@
 //! The path of a change:
 //!
 //! 1. A license actor calls [`Journal::append`](leasehold_engine::journal::Journal::append) on
-//!    the [`SledJournal`]; the entry is encoded ([`format`]) and queued.
+//!    the [`SledJournal`]; the entry is encoded ([`format`](mod@format)) and queued.
 //! 2. The group-commit writer (`writer.rs`) writes everything queued as one log record, flushes
 //!    once, and resolves each appender's `Durability::Pending`; the actor then answers.
 //! 3. In the background, `snapshot.rs` folds the log into a snapshot and cuts the log before it.

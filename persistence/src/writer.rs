@@ -108,10 +108,7 @@ impl GroupCommit {
         while queue.pending.len() >= self.config.queue_capacity && !queue.closed {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Durability::Failed(JournalError::Io(format!(
-                    "overloaded: {} appends are waiting for the journal writer",
-                    queue.pending.len()
-                )));
+                return Durability::Failed(JournalError::Overloaded(queue.pending.len()));
             }
             queue = self.room.wait_timeout(queue, left).unwrap_or_else(|p| p.into_inner()).0;
         }

@@ -37,6 +37,11 @@ impl Router {
         &self.workers
     }
 
+    /// The index (in [`Workers::arbiters`]) of the worker license `id`'s actor runs on.
+    pub fn home_worker(&self, id: LicenseId) -> usize {
+        self.workers.index_for(id.0.as_u64_pair().1)
+    }
+
     /// Adds a license whose actor starts on first use with `actor`'s state; at most
     /// `mailbox_capacity` requests may wait for it.
     pub fn add(&self, id: LicenseId, actor: impl FnOnce(Arc<Admission>) -> LicenseActor, mailbox_capacity: usize) {
@@ -56,7 +61,7 @@ impl Router {
         if !entry.admission.try_enter() {
             return Err(EngineError::Overloaded);
         }
-        let worker = self.workers.arbiter_for(id.0.as_u64_pair().1);
+        let worker = &self.workers.arbiters()[self.home_worker(id)];
         let started = entry.slot.get_or_start(|actor| {
             // Actix's own bound parks senders instead of refusing them, so the mailbox itself is
             // unbounded (0) and `Admission` is the bound.

@@ -39,11 +39,11 @@ impl Workers {
         &self.arbiters
     }
 
-    /// The arbiter that hosts work keyed by `key` (spreads keys evenly over the workers).
-    pub fn arbiter_for(&self, key: u64) -> &ArbiterHandle {
+    /// The index of the worker that hosts work keyed by `key` (spreads keys evenly).
+    pub fn index_for(&self, key: u64) -> usize {
         let n = self.arbiters.len() as u64;
         // `key % n` is below `n`, which came from a usize.
-        &self.arbiters[usize::try_from(key % n).unwrap_or(0)]
+        usize::try_from(key % n).unwrap_or(0)
     }
 }
 
