@@ -94,6 +94,12 @@ impl Server {
         self.child.wait().expect("the server exits")
     }
 
+    /// Kills the process with SIGKILL (no chance to flush or clean up) and waits for it.
+    pub fn kill(mut self) -> ExitStatus {
+        self.child.kill().expect("SIGKILL is sent");
+        self.child.wait().expect("the server exits")
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -252,6 +258,26 @@ fn parse(answer: &[u8]) -> Option<Reply> {
         None => rest.to_vec(),
     };
     Some(Reply { status, headers, body })
+}
+
+/// `GET path_and_query` with `headers` that never panics: `None` when the connection failed or
+/// was cut before the whole answer arrived (as when the server is killed), so an answer that
+/// comes back is one the server really gave.
+pub fn try_get(addr: SocketAddr, path_and_query: &str, headers: &[(&str, &str)]) -> Option<Reply> {
+    let mut bytes = format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").into_bytes();
+    for (name, value) in headers {
+        bytes.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    bytes.extend_from_slice(b"\r\n");
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    stream.write_all(&bytes).ok()?;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let reply = parse(&answer)?;
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let length: usize = reply.header("content-length")?.parse().ok()?;
+    (answer.len() - end - 4 >= length).then_some(reply)
 }
 
 /// The JSON payload of a compact JWS.
