@@ -273,7 +273,12 @@ impl Engine {
                     }
                     return Ok(Decision::Granted(grant));
                 }
-                Some(Decision::Denied(denial)) => best = Some(best.map_or(denial.clone(), |b| b.most_specific(denial))),
+                Some(Decision::Denied(denial)) => {
+                    best = Some(match best {
+                        Some(earlier) => earlier.most_specific(denial),
+                        None => denial,
+                    })
+                }
             }
         }
         Ok(Decision::Denied(best.unwrap_or_else(|| Denial::new(ErrorCode::NoLicenseFound, "no license for this item"))))
