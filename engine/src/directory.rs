@@ -60,17 +60,19 @@ impl Directory {
     /// Records a license's current terms (creation or any change).
     pub fn set_license(&mut self, license: Arc<License>) {
         let id = license.id;
+        match self.licenses.get(&id) {
+            Some(old) if old.license_key != license.license_key => {
+                if let Some(old_key) = &old.license_key {
+                    self.licenses_by_key.remove(old_key);
+                }
+            }
+            Some(_) => {}
+            None => self.licenses_by_licensee.entry(license.licensee).or_default().push(id),
+        }
         if let Some(key) = &license.license_key {
             self.licenses_by_key.insert(key.clone(), id);
         }
-        if let Some(old) = self.licenses.insert(id, license) {
-            if old.license_key.is_some() && old.license_key != self.licenses[&id].license_key {
-                self.licenses_by_key.remove(old.license_key.as_deref().unwrap_or_default());
-            }
-        } else {
-            let licensee = self.licenses[&id].licensee;
-            self.licenses_by_licensee.entry(licensee).or_default().push(id);
-        }
+        self.licenses.insert(id, license);
     }
 
     /// The licensee `id`.

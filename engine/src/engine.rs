@@ -18,8 +18,9 @@ use crate::decide::{
 use crate::directory::{Directory, DirectoryEvent};
 use crate::error::{AdminError, EngineError};
 use crate::hashing::ConcurrentMap;
-use crate::ids::{ConsumerId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds};
+use crate::ids::{sha256, ConsumerId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds};
 use crate::journal::{Change, EphemeralJournal, Journal, JournalEntry};
+use crate::model::catalog::{is_valid_name, MAX_NAME_CHARS};
 use crate::model::license::is_valid_license_key;
 use crate::model::{Consumer, Credit, Dimension, Enforcement, Lease, License, LicenseStatus, Licensee, Product};
 use crate::replay::Recovered;
@@ -174,18 +175,8 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
-
-const MAX_NAME_CHARS: usize = 200;
-
 fn check_name(what: &str, name: &str) -> Result<(), AdminError> {
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+    if !is_valid_name(name) {
         return Err(AdminError::Invalid(format!("{what} must be 1 to {MAX_NAME_CHARS} printable characters")));
     }
     Ok(())

@@ -54,6 +54,14 @@ uuid_id!(
     LeaseId
 );
 
+/// The SHA-256 digest of `bytes`: how secrets (API keys, the admin token) are stored.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
 /// Where new ids and secrets come from.
 pub trait IdSource: Send + Sync + 'static {
     /// A fresh random UUID (version 4).

@@ -84,11 +84,17 @@ pub enum CatalogError {
     InvalidName(String),
 }
 
-const MAX_NAME_CHARS: usize = 200;
+/// Longest name of a product, feature, tier, licensee or consumer, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Whether `name` can name something: 1 to [`MAX_NAME_CHARS`] characters, none a control.
+pub fn is_valid_name(name: &str) -> bool {
+    let chars = name.chars().count();
+    (1..=MAX_NAME_CHARS).contains(&chars) && !name.chars().any(char::is_control)
+}
 
 fn check_name(name: &str) -> Result<(), CatalogError> {
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+    if !is_valid_name(name) {
         return Err(CatalogError::InvalidName(name.to_owned()));
     }
     Ok(())

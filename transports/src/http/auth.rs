@@ -6,6 +6,7 @@
 
 use hyper::header::AUTHORIZATION;
 use hyper::HeaderMap;
+use leasehold_engine::ids::sha256;
 use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
 
@@ -19,13 +20,6 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let secret = secret.trim();
     let ok = scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty() && secret.len() <= MAX_SECRET_BYTES;
     ok.then_some(secret)
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
 }
 
 /// Why a stored admin token digest could not be read.
