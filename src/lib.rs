@@ -15,9 +15,21 @@
 //! ```
 //!
 //! The engine itself lives in [`leasehold_engine`]; this crate re-exports what embedders need.
+//! [`client`] talks to a running server over the binary TCP protocol.
 
 pub use leasehold_engine::model::{
     Anchors, ConsumerKind, Credit, Dimension, Enforcement, Feature, Lease, LeaseMode, License, LicenseModel,
     LicenseStatus, LicenseeKind, SessionAnchor, Tier, VersionRange,
 };
 pub use leasehold_engine::*;
+
+/// The Rust client of Leasehold's binary TCP protocol (SPEC section 6, `docs/PROTOCOL.md`):
+/// `Client::connect(addr, Auth::ApiKey(key))`, then pipelined async calls from any number of
+/// tasks. See `examples/tcp_client.rs`.
+pub mod client {
+    pub use leasehold_transports::tcp::client::{Auth, Client, ClientConfig, ClientError};
+    pub use leasehold_transports::tcp::messages::{
+        Anchors, Authenticated, Consume, Denied, Dialect, Failure, FailureCode, Filters, Granted, Mode, Release,
+        Released, Renew, TokenChoice, TokenOptions, Used,
+    };
+}

@@ -19,13 +19,16 @@ struct Cli {
 enum Command {
     /// Run the license server until SIGTERM or Ctrl-C.
     Serve(cli::serve::ServeArgs),
+    /// Load-test a Leasehold server and measure the baselines its numbers are compared with.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging();
     let result = match cli.command {
-        Command::Serve(args) => cli::serve::run(args),
+        Command::Serve(args) => cli::serve::run(args).map_err(|e| e.to_string()),
+        Command::Bench(args) => cli::bench::run(args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

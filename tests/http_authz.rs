@@ -293,3 +293,69 @@ fn tokens_verify_against_the_served_jwks() {
         assert_eq!(claims["ThreeDee_errorCode"], json!("maxConcurrentSessionsExceed"));
     }
 }
+
+/// What the official `@10duke/web-client-pkce` LicenseChecker sends: a POST with the query in the
+/// URL, written by URLSearchParams (`Web+Studio=`, `hw` percent-encoded), a form Content-Type and
+/// an empty body; its release carries `hw` too.
+#[test]
+fn the_license_checkers_form_encoded_consume_and_release_are_understood() {
+    let server = Server::start();
+    let (licensee, _, key) = server.party("Acme");
+    let license = server.license(&licensee, "Web Studio", seats(1), hw_model());
+    let bearer = format!("Bearer {key}");
+    let headers = [("Authorization", bearer.as_str()), ("Content-Type", "application/x-www-form-urlencoded")];
+
+    let consume =
+        request(server.addr, "POST", "/authz/.jwt?Web+Studio=&hw=laptop-7f3a%2BZq%2Fw%3D%3D", &headers, Some(b""));
+    assert_eq!((consume.status, consume.content_type()), (200, "application/jwt"), "{}", consume.text());
+    let claims = jwt_payload(&consume.text());
+    assert_eq!(claims["Web Studio"], json!(true), "{claims}");
+    assert_eq!(claims["hw"], json!("laptop-7f3a+Zq/w=="));
+    assert_eq!(claims["lic"], json!(license));
+    let lease = claims["jti"].as_str().expect("a lease id").to_owned();
+
+    let path = format!("/authz/.json?release=true&{lease}=&hw=laptop-7f3a%2BZq%2Fw%3D%3D");
+    let release = request(server.addr, "POST", &path, &headers, Some(b""));
+    assert_eq!((release.status, release.json()), (200, json!({lease: true})));
+    let usage = server.admin_ok("GET", &format!("/admin/licenses/{license}"), None, 200)["usage"].clone();
+    assert_eq!(usage["live_leases"], json!(0));
+}
+
+/// The LicenseChecker runs in a web page on another origin and sends `Authorization`, so a
+/// browser asks first (CORS preflight) and shows it only answers that allow its origin.
+#[test]
+fn a_browser_preflight_is_answered_and_authz_and_jwks_answers_allow_any_origin() {
+    let server = Server::start();
+    let (licensee, _, key) = server.party("Acme");
+    server.license(&licensee, "ThreeDee", seats(1), hw_model());
+    let origin = ("Origin", "http://licensed-app.localhost:3000");
+
+    for path in ["/authz/.jwt", "/authz/.json", "/authz/"] {
+        let preflight = request(
+            server.addr,
+            "OPTIONS",
+            path,
+            &[
+                origin,
+                ("Access-Control-Request-Method", "POST"),
+                ("Access-Control-Request-Headers", "authorization,content-type"),
+            ],
+            None,
+        );
+        assert_eq!(preflight.status, 204, "{path}: {}", preflight.text());
+        assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+        let methods = preflight.header("access-control-allow-methods").unwrap_or_default().to_ascii_lowercase();
+        assert!(methods.contains("post") && methods.contains("get"), "{methods}");
+        let allowed = preflight.header("access-control-allow-headers").unwrap_or_default().to_ascii_lowercase();
+        assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
+    }
+
+    let bearer = format!("Bearer {key}");
+    let grant = request(server.addr, "GET", "/authz/.jwt?ThreeDee&hw=a", &[origin, ("Authorization", &bearer)], None);
+    assert_eq!(grant.header("access-control-allow-origin"), Some("*"));
+    let unauthenticated = request(server.addr, "POST", "/authz/.jwt?ThreeDee", &[origin], None);
+    assert_eq!(unauthenticated.status, 401);
+    assert_eq!(unauthenticated.header("access-control-allow-origin"), Some("*"));
+    let jwks = request(server.addr, "GET", "/.well-known/jwks.json", &[origin], None);
+    assert_eq!(jwks.header("access-control-allow-origin"), Some("*"));
+}

@@ -4,7 +4,9 @@
 //!
 //! - [`Slot`]: the router's find-or-start cell for one license. Many requests may arrive for a
 //!   license whose actor is not running; exactly one of them starts it, with the license's
-//!   state, and all of them reach the same actor.
+//!   state, and all of them reach the same actor. An idle actor parks its state back in the
+//!   slot (and stops) only while no request is admitted for it, so none is ever sent to an
+//!   actor that has gone.
 //! - [`Admission`]: the bound on a license actor's mailbox. Senders take a place before they
 //!   send and the actor gives it back as it takes the message, so at most `capacity` requests
 //!   wait for one license and the next one is told `overloaded` at once.
@@ -59,6 +61,32 @@ impl<S, A: Clone> Slot<S, A> {
             SlotState::Running(_) | SlotState::Broken => None,
         }
     }
+
+    /// The running actor's address, if it runs.
+    pub fn running(&self) -> Option<A> {
+        match &*self.state.lock().unwrap_or_else(|p| p.into_inner()) {
+            SlotState::Running(addr) => Some(addr.clone()),
+            SlotState::Dormant(_) | SlotState::Broken => None,
+        }
+    }
+}
+
+impl<S, A: Clone + PartialEq> Slot<S, A> {
+    /// Parks the running actor `me`: its state `seed` goes back into the slot and the next
+    /// request starts a new actor from it. Only when `idle()` holds under the slot's lock (the
+    /// caller checks that no request is admitted: a request admitted before this point keeps
+    /// the actor running, one admitted after it finds the slot dormant). `Err(seed)` when the
+    /// actor must go on: it is busy, or it is not the one running (a stale request to park).
+    pub fn park(&self, me: &A, seed: S, idle: impl FnOnce() -> bool) -> Result<(), S> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &*state {
+            SlotState::Running(addr) if addr == me && idle() => {
+                *state = SlotState::Dormant(seed);
+                Ok(())
+            }
+            _ => Err(seed),
+        }
+    }
 }
 
 /// The live counts of one license, published by its actor.
@@ -98,12 +126,14 @@ impl LeaseGauge {
 pub struct Admission {
     waiting: AtomicUsize,
     capacity: usize,
+    /// Requests admitted so far: the idle sweep's sign of activity.
+    admitted: AtomicU64,
 }
 
 impl Admission {
     /// Admits at most `capacity` waiting requests (at least one).
     pub fn new(capacity: usize) -> Self {
-        Admission { waiting: AtomicUsize::new(0), capacity: capacity.max(1) }
+        Admission { waiting: AtomicUsize::new(0), capacity: capacity.max(1), admitted: AtomicU64::new(0) }
     }
 
     /// Takes a place; `false` when all `capacity` places are taken.
@@ -114,7 +144,10 @@ impl Admission {
                 return false;
             }
             match self.waiting.compare_exchange_weak(waiting, waiting + 1, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return true,
+                Ok(_) => {
+                    self.admitted.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
                 Err(actual) => waiting = actual,
             }
         }
@@ -129,6 +162,11 @@ impl Admission {
     /// Requests waiting now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Requests admitted so far (a count that only grows).
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::Relaxed)
     }
 
     /// The bound.

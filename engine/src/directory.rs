@@ -7,7 +7,7 @@
 use crate::decide::{Denial, ErrorCode, LicenseFilters};
 use crate::hashing::Map;
 use crate::ids::{ConsumerId, LicenseId, LicenseeId, ProductId};
-use crate::model::{Consumer, License, Licensee, Product};
+use crate::model::{Consumer, License, LicenseStatus, Licensee, Product};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -110,6 +110,20 @@ impl Directory {
         self.licenses_by_key.get(key).and_then(|id| self.licenses.get(id))
     }
 
+    /// The keyed licenses of `license`'s licensee and product that were issued before it and are
+    /// not revoked: what activating `license`'s key revokes (SPEC section 1), oldest first.
+    pub fn older_keyed_siblings(&self, license: &License) -> Vec<LicenseId> {
+        let issued = self.licenses_by_licensee.get(&license.licensee).map_or(&[][..], Vec::as_slice);
+        issued
+            .iter()
+            .take_while(|id| **id != license.id)
+            .filter_map(|id| self.licenses.get(id))
+            .filter(|s| s.product == license.product && s.license_key.is_some())
+            .filter(|s| !matches!(s.status, LicenseStatus::Revoked { .. }))
+            .map(|s| s.id)
+            .collect()
+    }
+
     /// Every license of `licensee`.
     pub fn licenses_of(&self, licensee: LicenseeId) -> impl Iterator<Item = &Arc<License>> {
         self.licenses_by_licensee.get(&licensee).into_iter().flatten().filter_map(|id| self.licenses.get(id))
@@ -166,6 +180,13 @@ impl Directory {
         found.sort_by(|a, b| crate::select::preference(a, b));
         Ok(found.into_iter().map(|l| l.id).collect())
     }
+}
+
+/// The consumer a license key checks out as: the key itself, under its license's id. Leases
+/// taken with the key belong to it, so only the key renews and releases them, and the key needs
+/// no consumer entry (or API key) in the directory.
+pub fn key_holder(license: LicenseId) -> ConsumerId {
+    ConsumerId(license.0)
 }
 
 /// Everything in a [`Directory`], as plain serializable data for snapshots; every collection is

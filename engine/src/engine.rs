@@ -15,11 +15,12 @@ use crate::concurrency::{GaugeReading, LeaseGauge};
 use crate::decide::{
     ConsumeRequest, Decision, Denial, ErrorCode, LicenseEvent, LicenseState, ReleaseRequest, RenewRequest, Usage,
 };
-use crate::directory::{Directory, DirectoryEvent};
+use crate::directory::{key_holder, Directory, DirectoryEvent};
 use crate::error::{AdminError, EngineError};
 use crate::hashing::ConcurrentMap;
 use crate::ids::{sha256, ConsumerId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds};
 use crate::journal::{Change, EphemeralJournal, Journal, JournalEntry};
+use crate::metrics::{EngineMetrics, Operation};
 use crate::model::catalog::{is_valid_name, MAX_NAME_CHARS};
 use crate::model::license::is_valid_license_key;
 use crate::model::{Consumer, Credit, Dimension, Enforcement, Lease, License, LicenseStatus, Licensee, Product};
@@ -30,10 +31,15 @@ use actix::{ArbiterHandle, Handler, Message};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Default bound on requests waiting for one license's actor.
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
+
+/// Default time between idle sweeps: an actor that admitted no request for a whole sweep
+/// interval stops and leaves its state in the router (it starts again on the next request).
+pub const DEFAULT_IDLE_SWEEP: Duration = Duration::from_secs(30);
 
 /// Configures and starts an [`Engine`].
 pub struct EngineBuilder {
@@ -44,6 +50,7 @@ pub struct EngineBuilder {
     issuer: String,
     workers: usize,
     mailbox_capacity: usize,
+    idle_sweep: Duration,
     recovered: Recovered,
 }
 
@@ -57,6 +64,7 @@ impl Default for EngineBuilder {
             issuer: "leasehold".into(),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+            idle_sweep: DEFAULT_IDLE_SWEEP,
             recovered: Recovered::default(),
         }
     }
@@ -105,6 +113,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Time between idle sweeps (default [`DEFAULT_IDLE_SWEEP`]): license actors idle for a
+    /// whole interval stop, keeping only their state.
+    pub fn idle_sweep(mut self, every: Duration) -> Self {
+        self.idle_sweep = every;
+        self
+    }
+
     /// Starts from the state a journal describes instead of an empty one.
     pub fn recovered(mut self, recovered: Recovered) -> Self {
         self.recovered = recovered;
@@ -123,12 +138,13 @@ impl EngineBuilder {
             directory: RwLock::new(directory),
         });
         let inner = Inner {
-            router: Router::new(workers),
+            router: Arc::new(Router::new(workers)),
             gauges: ConcurrentMap::default(),
             hints: ConcurrentMap::default(),
             signer: self.signer,
             issuer: self.issuer,
             mailbox_capacity: self.mailbox_capacity,
+            metrics: EngineMetrics::default(),
             shared,
         };
         let now = inner.shared.clock.now();
@@ -139,13 +155,14 @@ impl EngineBuilder {
             }
             inner.add_license(state, last_at);
         }
+        Router::start_idle_sweep(&inner.router, self.idle_sweep)?;
         Ok(Engine { inner: Arc::new(inner) })
     }
 }
 
 struct Inner {
     shared: Arc<Shared>,
-    router: Router,
+    router: Arc<Router>,
     gauges: ConcurrentMap<LicenseId, Arc<LeaseGauge>>,
     /// Which license last granted a consumer an item, tried first when several may (so that a
     /// session keeps to its license instead of opening a second one elsewhere).
@@ -153,12 +170,17 @@ struct Inner {
     signer: Arc<dyn TokenSigner>,
     issuer: String,
     mailbox_capacity: usize,
+    metrics: EngineMetrics,
 }
 
 impl Inner {
     fn add_license(&self, state: LicenseState, last_change_at: Timestamp) {
         let id = state.license().id;
         let gauge = Arc::new(LeaseGauge::default());
+        // The actor starts on first use; until then the gauge shows the state it will start from
+        // (the leases a restart recovered).
+        let usage = state.usage();
+        gauge.publish(GaugeReading { live_leases: usage.live_leases, seats_in_use: usage.seats_in_use });
         self.gauges.insert(id, Arc::clone(&gauge));
         let shared = Arc::clone(&self.shared);
         self.router.add(
@@ -201,6 +223,17 @@ impl Engine {
         self.inner.router.home_worker(id)
     }
 
+    /// License actors running now (the others are idle, their state kept by the router).
+    pub fn running_actors(&self) -> usize {
+        self.inner.router.running_actors()
+    }
+
+    /// License actors started so far: each license's first start, and one more each time an
+    /// idle one that was parked is needed again.
+    pub fn actor_starts(&self) -> u64 {
+        self.inner.router.actor_starts()
+    }
+
     /// The engine's clock.
     pub fn now(&self) -> Timestamp {
         self.inner.shared.clock.now()
@@ -230,12 +263,16 @@ impl Engine {
     /// Checks out a lease: tries the licenses the consumer may use for the item, in the SPEC's
     /// order, until one grants; otherwise answers the most specific denial.
     pub async fn consume(&self, req: ConsumeRequest) -> Result<Decision<Grant>, EngineError> {
-        self.consume_or_check(req, true).await
+        let decision = self.consume_or_check(req, true).await?;
+        self.inner.metrics.record(Operation::Consume, &decision);
+        Ok(decision)
     }
 
     /// Answers what [`Engine::consume`] would, without taking a lease (`doConsume=false`).
     pub async fn check(&self, req: ConsumeRequest) -> Result<Decision<Grant>, EngineError> {
-        self.consume_or_check(req, false).await
+        let decision = self.consume_or_check(req, false).await?;
+        self.inner.metrics.record(Operation::Check, &decision);
+        Ok(decision)
     }
 
     async fn consume_or_check(&self, req: ConsumeRequest, commit: bool) -> Result<Decision<Grant>, EngineError> {
@@ -285,14 +322,71 @@ impl Engine {
 
     /// Renews a lease (heartbeat): extends it from now under a new id.
     pub async fn renew(&self, req: RenewRequest) -> Result<Decision<Grant>, EngineError> {
-        let Some(license) = self.license_of_lease(req.lease_id) else { return Ok(Self::lease_not_found()) };
-        Ok(self.call(license, |reply| Renew { req, reply }).await?.unwrap_or_else(Self::lease_not_found))
+        let decision = match self.license_of_lease(req.lease_id) {
+            None => Self::lease_not_found(),
+            Some(license) => {
+                self.call(license, |reply| Renew { req, reply }).await?.unwrap_or_else(Self::lease_not_found)
+            }
+        };
+        self.inner.metrics.record(Operation::Renew, &decision);
+        Ok(decision)
     }
 
     /// Releases a lease: frees its seat (after the cooldown) and settles its usage.
     pub async fn release(&self, req: ReleaseRequest) -> Result<Decision<Released>, EngineError> {
-        let Some(license) = self.license_of_lease(req.lease_id) else { return Ok(Self::lease_not_found()) };
-        Ok(self.call(license, |reply| Release { req, reply }).await?.unwrap_or_else(Self::lease_not_found))
+        let decision = match self.license_of_lease(req.lease_id) {
+            None => Self::lease_not_found(),
+            Some(license) => {
+                self.call(license, |reply| Release { req, reply }).await?.unwrap_or_else(Self::lease_not_found)
+            }
+        };
+        self.inner.metrics.record(Operation::Release, &decision);
+        Ok(decision)
+    }
+
+    /// Checks out on the license whose key is `key`, as the key itself: the key is the
+    /// credential, so the lease's consumer is the key's holder ([`key_holder`]) whoever sends
+    /// it, and no other license is tried. `None` when no license has this key.
+    ///
+    /// A grant activates the key: the keyed licenses of the same licensee and product issued
+    /// before this one are revoked (SPEC section 1: one active key per customer and product),
+    /// unless the license opts out. Each revocation goes through [`Engine::revoke`], so it is
+    /// journaled, and the grant is answered once they are durable. Only older keys go: a key
+    /// issued later is the newer one and wins when it is activated in turn. After the first
+    /// activation there is nothing older left to revoke, and because every activation checks
+    /// again, a crash between the grant and the revocations is repaired by the next one.
+    pub async fn consume_by_license_key(
+        &self,
+        key: &str,
+        mut req: ConsumeRequest,
+    ) -> Result<Option<Decision<Grant>>, EngineError> {
+        let Some(license) = self.directory().license_by_key(key).map(|l| l.id) else { return Ok(None) };
+        req.consumer = key_holder(license);
+        let req = Arc::new(req);
+        let Some(decision) = self.call(license, |reply| Consume { req, commit: true, reply }).await? else {
+            return Ok(None);
+        };
+        if let Decision::Granted(grant) = &decision {
+            if grant.license.revokes_sibling_keys {
+                self.revoke_older_keys(&grant.license).await?;
+            }
+        }
+        self.inner.metrics.record(Operation::Consume, &decision);
+        Ok(Some(decision))
+    }
+
+    async fn revoke_older_keys(&self, activated: &License) -> Result<(), EngineError> {
+        let older = self.directory().older_keyed_siblings(activated);
+        for sibling in older {
+            let reason = format!("superseded by the activation of the license key of license {}", activated.id);
+            match self.revoke(sibling, reason).await {
+                Ok(_) => {}
+                Err(AdminError::Engine(e)) => return Err(e),
+                // A revocation only fails otherwise for a license that is gone: nothing to revoke.
+                Err(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// The consumer whose API key is `api_key`.
@@ -303,6 +397,17 @@ impl Engine {
     /// The latest counts license `id`'s actor published, without a message to it.
     pub fn gauge(&self, id: LicenseId) -> Option<GaugeReading> {
         self.inner.gauges.get(&id).map(|g| g.read())
+    }
+
+    /// Grants and denials answered since the engine started, for `/metrics`.
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.inner.metrics
+    }
+
+    /// Live leases over every license, as their actors last published them (see
+    /// [`Engine::gauge`]; leases that expired since a license's last request still count).
+    pub fn live_leases(&self) -> u64 {
+        self.inner.gauges.iter().map(|g| g.read().live_leases).sum()
     }
 
     /// The Enterprise token for `item`'s decision, signed by the engine's signer.

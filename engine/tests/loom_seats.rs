@@ -1,5 +1,6 @@
 //! Loom models of the state the router and the license actors share (engine::concurrency):
-//! the find-or-start slot, the mailbox admission bound, and the published lease gauge.
+//! the find-or-start slot (and an idle actor parking its state back in it), the mailbox
+//! admission bound, and the published lease gauge.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p leasehold-engine --release --test loom_seats`.
 #![cfg(loom)]
@@ -34,6 +35,48 @@ fn racing_requests_start_one_actor_and_all_reach_it() {
         }
         assert_eq!(here, Some(70));
         assert_eq!(starts.load(Ordering::SeqCst), 1, "the actor started more than once");
+    });
+}
+
+/// An idle actor (address 1) parks its latest state (8) while a request is admitted and looks
+/// for the actor: either the request reaches the running actor and the park is refused, or the
+/// park wins and the request starts a new actor (address 2) from exactly the parked state.
+#[test]
+fn parking_never_strands_an_admitted_request() {
+    loom::model(|| {
+        let slot = Arc::new(Slot::<u32, u32>::dormant(7));
+        let admission = Arc::new(Admission::new(4));
+        assert_eq!(slot.get_or_start(|_| 1), Some(1));
+        let request = {
+            let (slot, admission) = (Arc::clone(&slot), Arc::clone(&admission));
+            thread::spawn(move || {
+                assert!(admission.try_enter());
+                slot.get_or_start(|seed| {
+                    assert_eq!(seed, 8, "a new actor started from a stale state");
+                    2
+                })
+            })
+        };
+        let parked = slot.park(&1, 8, || admission.waiting() == 0);
+        let reached = request.join().unwrap();
+        match parked {
+            Ok(()) => assert_eq!(reached, Some(2), "the request was sent to the actor that parked"),
+            Err(seed) => {
+                assert_eq!(seed, 8, "a refused park must hand the state back");
+                assert_eq!(reached, Some(1));
+            }
+        }
+    });
+}
+
+/// A request to park from an actor that is no longer the running one changes nothing.
+#[test]
+fn a_stale_park_is_refused() {
+    loom::model(|| {
+        let slot = Slot::<u32, u32>::dormant(7);
+        assert_eq!(slot.get_or_start(|_| 2), Some(2));
+        assert_eq!(slot.park(&1, 0, || true), Err(0));
+        assert_eq!(slot.running(), Some(2));
     });
 }
 

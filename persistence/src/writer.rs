@@ -14,6 +14,7 @@
 use crate::config::{DurabilityMode, JournalConfig};
 use crate::format::{encode_entry, seal_batch, seq_key};
 use leasehold_engine::journal::{Durability, JournalEntry, JournalError};
+use leasehold_engine::metrics::Histogram;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -47,6 +48,8 @@ pub(crate) struct GroupCommit {
     last_written_seq: AtomicU64,
     /// Makes the next flush fail: how tests reach the poisoned state.
     fail_next_flush: AtomicBool,
+    /// How long each sled flush took (`/metrics`).
+    flush_latency: Arc<Histogram>,
     config: JournalConfig,
 }
 
@@ -65,6 +68,7 @@ impl GroupCommit {
             poison: OnceLock::new(),
             last_written_seq: AtomicU64::new(last_seq),
             fail_next_flush: AtomicBool::new(false),
+            flush_latency: Arc::new(Histogram::flush_latency()),
             config,
         }
     }
@@ -77,6 +81,11 @@ impl GroupCommit {
     /// Why the journal is poisoned, if it is.
     pub(crate) fn poisoned(&self) -> Option<&str> {
         self.poison.get().map(String::as_str)
+    }
+
+    /// The flush latency histogram.
+    pub(crate) fn flush_latency(&self) -> &Arc<Histogram> {
+        &self.flush_latency
     }
 
     pub(crate) fn fail_next_flush(&self) {
@@ -235,7 +244,11 @@ impl Writer {
         if self.shared.fail_next_flush.swap(false, Ordering::SeqCst) {
             return Err(self.poison("flush failed: injected failure".into()));
         }
-        match self.db.flush() {
+        let started = Instant::now();
+        let flushed = self.db.flush();
+        let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.shared.flush_latency.record_us(elapsed_us);
+        match flushed {
             Ok(_) => Ok(()),
             Err(e) => Err(self.poison(format!("flush failed: {e}"))),
         }

@@ -1,5 +1,5 @@
-//! Where the admin token comes from: `LEASEHOLD_ADMIN_TOKEN` when set; otherwise the one
-//! generated at first start.
+//! Where the admin token comes from: `LEASEHOLD_ADMIN_TOKEN` when set; else `admin_token` in the
+//! `--config` file; otherwise the one generated at first start.
 //!
 //! A generated token is printed once and only its SHA-256 digest is stored (in
 //! `<data dir>/admin-token.sha256`), so a copy of the data directory does not hand out admin
@@ -20,6 +20,8 @@ pub const DIGEST_FILE: &str = "admin-token.sha256";
 pub enum Source {
     /// `LEASEHOLD_ADMIN_TOKEN`.
     Environment,
+    /// `admin_token` in the configuration file.
+    ConfigFile,
     /// Generated now; the secret is shown once.
     Generated(String),
     /// Generated at an earlier start; only its digest is known.
@@ -45,12 +47,16 @@ pub enum AdminTokenError {
     Random(#[from] leasehold_transports::http::auth::NoRandomness),
 }
 
-/// The admin token for a server whose data directory is `data_dir`.
-pub fn resolve(data_dir: &Path) -> Result<(AdminToken, Source), AdminTokenError> {
+/// The admin token for a server whose data directory is `data_dir` and whose configuration
+/// file sets `from_file` (if it does).
+pub fn resolve(data_dir: &Path, from_file: Option<&str>) -> Result<(AdminToken, Source), AdminTokenError> {
     if let Ok(secret) = std::env::var(ENV_VAR) {
         if !secret.trim().is_empty() {
             return Ok((AdminToken::from_secret(secret.trim()), Source::Environment));
         }
+    }
+    if let Some(secret) = from_file {
+        return Ok((AdminToken::from_secret(secret), Source::ConfigFile));
     }
     let path = data_dir.join(DIGEST_FILE);
     let io_error = |source| AdminTokenError::Io { path: path.clone(), source };

@@ -1,47 +1,25 @@
 //! `leasehold serve`: opens the data directory (journal, signing keys, admin token), starts the
-//! engine and the HTTP server, prints what is listening and what to run next, and shuts down
+//! engine, the HTTP server and the binary TCP protocol's listener, prints what is listening and
+//! what to run next, and shuts down
 //! gracefully on SIGTERM or Ctrl-C (stop accepting, finish requests in flight, flush).
 
 use super::admin_token::{self, AdminTokenError, Source};
+use super::config::{self, ConfigError, FileConfig, Settings};
 use super::demo;
-use clap::Args;
 use leasehold_engine::time::{Clock, SystemClock};
-use leasehold_engine::tokens::{Algorithm, PoolConfig, SignerPool};
+use leasehold_engine::tokens::{Algorithm, KeyRing, PoolConfig, SignerPool};
 use leasehold_engine::{AdminError, Engine};
 use leasehold_persistence::keys::{KeyStore, KeyStoreError};
-use leasehold_persistence::{DurabilityMode, JournalConfig, PersistenceError, SledJournal};
-use leasehold_transports::http::{self, BodyLimits, HttpConfig, HttpState};
+use leasehold_persistence::{JournalConfig, PersistenceError, SledJournal};
+use leasehold_transports::http::{self, HttpState, KeyRotation, ServerMetrics};
+use leasehold_transports::tcp::{self, TcpConfig, TcpState};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// Options of `leasehold serve`.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address of the HTTP API (port 0 picks a free port; the address is printed).
-    #[arg(long = "http", value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    http: SocketAddr,
-    /// Address of the binary TCP protocol (not available yet in this build).
-    #[arg(long = "tcp", value_name = "ADDR")]
-    tcp: Option<SocketAddr>,
-    /// Where the journal, the signing keys and the admin token digest live.
-    #[arg(long = "data-dir", value_name = "DIR", default_value = "./leasehold-data")]
-    data_dir: PathBuf,
-    /// What an answered change survives: sync (flushed before answering), batched[:<ms>], none.
-    #[arg(long, value_name = "MODE", default_value = "sync", value_parser = parse_durability)]
-    durability: DurabilityMode,
-    /// A configuration file (not read yet in this build).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Seed a demo product, licensee, 3-seat license and consumer, and print commands to try.
-    #[arg(long)]
-    demo: bool,
-}
+pub use super::config::ServeArgs;
 
-fn parse_durability(text: &str) -> Result<DurabilityMode, String> {
-    text.parse()
-}
+/// Where the binary protocol listens unless `--tcp` says otherwise (SPEC section 5).
+const DEFAULT_TCP_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7070);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +44,9 @@ pub enum ServeError {
     /// Seeding the demo failed.
     #[error("seeding the demo: {0}")]
     Demo(#[from] AdminError),
+    /// The settings are wrong.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -75,6 +56,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
 
 /// Runs the server until a shutdown signal.
 pub fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let file = match &args.config {
+        Some(path) => config::read_file(path)?,
+        None => FileConfig::default(),
+    };
+    let settings = Settings::resolve(&args, file, args.config.as_deref())?;
     // The engine runs its own worker threads (and the signer pool its own); this runtime only
     // accepts connections, waits for signals and seeds the demo.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -82,58 +68,79 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         .thread_name("leasehold-main")
         .build()
         .map_err(io("starting the runtime"))?;
-    runtime.block_on(serve(args))
+    runtime.block_on(serve(settings))
 }
 
-async fn serve(args: ServeArgs) -> Result<(), ServeError> {
-    let data_dir = &args.data_dir;
+/// Rotation through the key store, so that the new key and the retired ones survive a restart.
+fn key_rotation(store: KeyStore, keys: Arc<KeyRing>) -> KeyRotation {
+    Arc::new(move |alg: Algorithm| store.rotate(&keys, alg, SystemClock.now()).map_err(|e| e.to_string()))
+}
+
+async fn serve(settings: Settings) -> Result<(), ServeError> {
+    let data_dir = &settings.data_dir;
     std::fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
-    if args.tcp.is_some() {
-        tracing::warn!("the binary TCP protocol is not available in this build yet; --tcp is ignored");
-    }
-    if let Some(config) = &args.config {
-        tracing::warn!(file = %config.display(), "configuration files are not read yet; --config is ignored");
-    }
 
     let journal_dir = data_dir.join("journal");
-    let (journal, recovered) = SledJournal::open(&journal_dir, JournalConfig::with_durability(args.durability))?;
+    let (journal, recovered) = SledJournal::open(&journal_dir, JournalConfig::with_durability(settings.durability))?;
     let journal = Arc::new(journal);
     let recovered_licenses = recovered.licenses.len();
 
     let key_store = KeyStore::new(data_dir);
-    let keys = Arc::new(key_store.open_or_create(Algorithm::RS256, SystemClock.now())?);
+    let keys = Arc::new(key_store.open_or_create(settings.signing_alg, SystemClock.now())?);
     let signer =
         Arc::new(SignerPool::start(Arc::clone(&keys), PoolConfig::default()).map_err(io("starting the signer"))?);
 
-    let listener =
-        tokio::net::TcpListener::bind(args.http).await.map_err(io(format!("listening for HTTP on {}", args.http)))?;
+    let listener = tokio::net::TcpListener::bind(settings.http)
+        .await
+        .map_err(io(format!("listening for HTTP on {}", settings.http)))?;
     let http_addr = listener.local_addr().map_err(io("reading the HTTP address"))?;
     let base = format!("http://{http_addr}");
+    let issuer = settings.public_url.clone().unwrap_or_else(|| base.clone());
+    let tcp_wanted = settings.tcp.unwrap_or(DEFAULT_TCP_ADDR);
+    let tcp_listener =
+        tokio::net::TcpListener::bind(tcp_wanted).await.map_err(io(format!("listening for TCP on {tcp_wanted}")))?;
+    let tcp_addr = tcp_listener.local_addr().map_err(io("reading the TCP address"))?;
 
     let engine = Engine::builder()
         .journal(Arc::clone(&journal) as _)
         .recovered(recovered)
         .signer(Arc::clone(&signer) as _)
-        .issuer(base.clone())
+        .issuer(issuer.clone())
         .build()
         .map_err(io("starting the engine"))?;
 
-    let (admin_token, admin_source) = admin_token::resolve(data_dir)?;
-    let demo = if args.demo { Some(demo::seed(&engine).await?) } else { None };
+    let (admin_token, admin_source) = admin_token::resolve(data_dir, settings.file_admin_token.as_deref())?;
+    let demo = if settings.demo { Some(demo::seed(&engine).await?) } else { None };
 
-    tracing::info!(addr = %http_addr, data_dir = %data_dir.display(), durability = %args.durability, "serving");
+    tracing::info!(
+        http = %http_addr,
+        tcp = %tcp_addr,
+        issuer,
+        data_dir = %data_dir.display(),
+        durability = %settings.durability,
+        config = settings.config_file.as_deref().map_or_else(|| "none".into(), |f| f.display().to_string()),
+        "serving"
+    );
     println!("Leasehold {} is running.", env!("CARGO_PKG_VERSION"));
-    println!("HTTP listening on {base}  (/authz/, /admin/, /.well-known/jwks.json, /healthz)");
+    println!("HTTP listening on {base}  (/authz/, /licensing/, /admin/, /openapi.json, /metrics, /healthz)");
+    println!("TCP listening on {tcp_addr}  (the binary protocol, docs/PROTOCOL.md)");
+    if let Some(file) = &settings.config_file {
+        println!("Settings from {} (flags and LEASEHOLD_* variables win over it)", file.display());
+    }
     println!(
         "Data in {} (durability {}, {recovered_licenses} licenses recovered); signing with {} key {}",
         data_dir.display(),
-        args.durability,
+        settings.durability,
         keys.current().key().alg(),
         keys.current().kid(),
     );
     let admin_secret = match &admin_source {
         Source::Environment => {
             println!("Admin token: from {}", admin_token::ENV_VAR);
+            None
+        }
+        Source::ConfigFile => {
+            println!("Admin token: from the configuration file");
             None
         }
         Source::Generated(secret) => {
@@ -163,12 +170,36 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let state = Arc::new(HttpState {
         engine,
         signer: Arc::clone(&signer) as _,
-        issuer: base,
+        issuer,
         admin_token,
-        limits: BodyLimits { max_bytes: 64 * 1024, read_timeout: Duration::from_secs(10) },
+        limits: settings.body_limits,
+        keys: Some(Arc::clone(&keys)),
+        public_url: settings.public_url.clone(),
+        metrics: ServerMetrics::new(Some(journal.flush_latency()), Some(Arc::clone(&signer))),
+        key_rotation: Some(key_rotation(key_store.clone(), Arc::clone(&keys))),
+    });
+    let tcp_state = Arc::new(TcpState {
+        engine: state.engine.clone(),
+        signer: Arc::clone(&signer) as _,
+        issuer: state.issuer.clone(),
         keys: Some(Arc::clone(&keys)),
     });
-    http::serve(listener, state, HttpConfig::default(), shutdown_signal()).await.map_err(io("serving HTTP"))?;
+    // One signal stops both listeners; each drains its own connections.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    let (_, http_served, tcp_served) = tokio::join!(
+        signal,
+        http::serve(listener, state, settings.http_config, stopped(stop_rx.clone())),
+        tcp::serve(tcp_listener, tcp_state, TcpConfig::default(), stopped(stop_rx)),
+    );
+    http_served.map_err(io("serving HTTP"))?;
+    tcp_served.map_err(io("serving TCP"))?;
 
     if let Err(e) = key_store.save(&keys) {
         tracing::warn!(error = %e, "could not record the signing keys' lifetimes");

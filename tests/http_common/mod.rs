@@ -19,6 +19,8 @@ pub struct Server {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its binary TCP protocol listens.
+    pub tcp_addr: SocketAddr,
     /// What it printed on stdout before it started serving.
     pub banner: Vec<String>,
     dir: PathBuf,
@@ -44,7 +46,7 @@ impl Server {
     pub fn start_in(dir: &Path, args: &[&str], admin_env: bool) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_leasehold"));
         command
-            .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(args)
             .env("LEASEHOLD_LOG", "warn")
@@ -68,9 +70,13 @@ impl Server {
                 break addr.parse().expect("a socket address");
             }
         };
+        let mut tcp_addr = None;
         for line in lines.by_ref() {
             let line = line.expect("stdout is UTF-8");
             let done = line.starts_with("Stop with");
+            if let Some(rest) = line.strip_prefix("TCP listening on ") {
+                tcp_addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
             banner.push(line);
             if done {
                 break;
@@ -78,7 +84,8 @@ impl Server {
         }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Server { child, addr, banner, dir: dir.to_path_buf(), _scratch: None }
+        let tcp_addr = tcp_addr.expect("the server prints its TCP address");
+        Server { child, addr, tcp_addr, banner, dir: dir.to_path_buf(), _scratch: None }
     }
 
     /// The data directory.

@@ -12,5 +12,10 @@
 //!    ([`http::admin`]) or `/healthz`.
 //! 3. [`http::authz::query`] parses the 10Duke query grammar into `ConsumeRequest`s; the engine
 //!    decides each; the claims are signed and written as JWT, JSON or text.
+//!
+//! The binary protocol ([`tcp`]) takes the same path without the text: [`tcp::serve`] places
+//! each connection on a worker, [`tcp::frame`] cuts frames, [`tcp::messages`] decodes bincode
+//! requests and [`tcp::operations`] asks the engine and signs the answer.
 
 pub mod http;
+pub mod tcp;

@@ -5,6 +5,7 @@
 //! per license ([`Admission`]), so a full mailbox turns into an `overloaded` answer instead of
 //! an unbounded queue or a stalled caller. The actor gives the place back as it takes a message.
 
+use super::router::LicenseEntry;
 use crate::answer::{Grant, Released};
 use crate::concurrency::{Admission, GaugeReading, LeaseGauge};
 use crate::decide::{
@@ -18,7 +19,7 @@ use crate::ids::{ConsumerId, IdSource, LeaseId, LicenseId};
 use crate::journal::{Change, Durability, Journal, JournalEntry};
 use crate::model::{Lease, License, LicenseStatus};
 use crate::time::{Clock, Timestamp};
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 
@@ -100,10 +101,16 @@ pub struct Admin {
     pub reply: oneshot::Sender<Result<AdminAnswer, AdminError>>,
 }
 
+/// Stop and leave the state in the router's slot, if no request waits (sent by the idle sweep).
+pub struct Park {
+    /// Where this license's actor lives.
+    pub entry: Arc<LicenseEntry>,
+}
+
 macro_rules! unit_message {
     ($($t:ty),*) => { $(impl Message for $t { type Result = (); })* };
 }
-unit_message!(Consume, Renew, Release, Admin);
+unit_message!(Consume, Renew, Release, Admin, Park);
 
 /// One license's actor.
 pub struct LicenseActor {
@@ -328,6 +335,27 @@ impl Handler<Admin> for LicenseActor {
                     let _ = msg.reply.send(result);
                 });
             }
+        }
+    }
+}
+
+impl Handler<Park> for LicenseActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Park, ctx: &mut Self::Context) {
+        // The state moves into the slot; this actor keeps an empty one until it stops, which it
+        // does before taking another message (none is admitted once the slot holds the state).
+        let license = Arc::clone(self.state.license());
+        let seed = Box::new(LicenseActor {
+            state: std::mem::replace(&mut self.state, LicenseState::new(license)),
+            shared: Arc::clone(&self.shared),
+            gauge: Arc::clone(&self.gauge),
+            admission: Arc::clone(&self.admission),
+            last_change_at: self.last_change_at,
+        });
+        match msg.entry.park(&ctx.address(), seed) {
+            Ok(()) => ctx.stop(),
+            Err(seed) => self.state = seed.state,
         }
     }
 }

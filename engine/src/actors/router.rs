@@ -4,8 +4,13 @@
 //!
 //! When licenses are partitioned across nodes, this is the seam: `send` is where a request would
 //! be forwarded to another node.
+//!
+//! Actors of idle licenses stop: an idle sweep (a thread of its own) finds running actors that
+//! admitted no request since the previous sweep and asks them to park, which puts their state
+//! back in the slot (see [`Slot::park`]). A million licenses then cost a million states, not a
+//! million running actors with their tasks and mailboxes.
 
-use super::license::LicenseActor;
+use super::license::{LicenseActor, Park};
 use super::workers::Workers;
 use crate::concurrency::{Admission, Slot};
 use crate::error::EngineError;
@@ -13,23 +18,38 @@ use crate::hashing::ConcurrentMap;
 use crate::ids::LicenseId;
 use actix::dev::channel;
 use actix::{Addr, Context, Handler, Message};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-struct LicenseEntry {
+/// Where one license's actor lives; shared with the actor, which parks itself through it.
+pub struct LicenseEntry {
     slot: Slot<Box<LicenseActor>, Addr<LicenseActor>>,
     admission: Arc<Admission>,
+    /// [`Admission::admitted`] at the previous idle sweep.
+    admitted_at_last_sweep: AtomicU64,
+}
+
+impl LicenseEntry {
+    /// Parks actor `me` with its state `seed` if no request waits for it; `Err(seed)` when it
+    /// must go on running.
+    pub fn park(&self, me: &Addr<LicenseActor>, seed: Box<LicenseActor>) -> Result<(), Box<LicenseActor>> {
+        self.slot.park(me, seed, || self.admission.waiting() == 0)
+    }
 }
 
 /// Finds or starts the actor of a license and sends it messages.
 pub struct Router {
-    entries: ConcurrentMap<LicenseId, LicenseEntry>,
+    entries: ConcurrentMap<LicenseId, Arc<LicenseEntry>>,
     workers: Workers,
+    /// Actors started so far (a license's first start, and one more after each park).
+    starts: AtomicU64,
 }
 
 impl Router {
     /// A router over `workers` with no licenses.
     pub fn new(workers: Workers) -> Self {
-        Router { entries: ConcurrentMap::default(), workers }
+        Router { entries: ConcurrentMap::default(), workers, starts: AtomicU64::new(0) }
     }
 
     /// The workers actors run on.
@@ -47,7 +67,47 @@ impl Router {
     pub fn add(&self, id: LicenseId, actor: impl FnOnce(Arc<Admission>) -> LicenseActor, mailbox_capacity: usize) {
         let admission = Arc::new(Admission::new(mailbox_capacity));
         let actor = Box::new(actor(Arc::clone(&admission)));
-        self.entries.insert(id, LicenseEntry { slot: Slot::dormant(actor), admission });
+        let entry = LicenseEntry { slot: Slot::dormant(actor), admission, admitted_at_last_sweep: AtomicU64::new(0) };
+        self.entries.insert(id, Arc::new(entry));
+    }
+
+    /// Actors started so far: each license's first start, and one more after each park.
+    pub fn actor_starts(&self) -> u64 {
+        self.starts.load(Ordering::Relaxed)
+    }
+
+    /// Actors running now.
+    pub fn running_actors(&self) -> usize {
+        self.entries.iter().filter(|entry| entry.slot.running().is_some()).count()
+    }
+
+    /// Asks every running actor that admitted no request since the previous sweep to park.
+    fn sweep_idle(&self) {
+        for entry in self.entries.iter() {
+            let admitted = entry.admission.admitted();
+            let before = entry.admitted_at_last_sweep.swap(admitted, Ordering::Relaxed);
+            if admitted != before {
+                continue;
+            }
+            if let Some(addr) = entry.slot.running() {
+                // Not a client request: it takes no place in the admission, and a full or
+                // closed mailbox only means the actor is busy or gone.
+                let _ = addr.try_send(Park { entry: Arc::clone(entry.value()) });
+            }
+        }
+    }
+
+    /// Sweeps for idle actors every `every` on a thread of its own, until the router is gone.
+    pub fn start_idle_sweep(router: &Arc<Router>, every: Duration) -> std::io::Result<()> {
+        let router: Weak<Router> = Arc::downgrade(router);
+        std::thread::Builder::new().name("leasehold-idle-sweep".into()).spawn(move || loop {
+            std::thread::sleep(every);
+            match router.upgrade() {
+                Some(router) => router.sweep_idle(),
+                None => return,
+            }
+        })?;
+        Ok(())
     }
 
     /// Sends `msg` to license `id`'s actor without waiting; a full mailbox is `Overloaded`.
@@ -63,6 +123,7 @@ impl Router {
         }
         let worker = &self.workers.arbiters()[self.home_worker(id)];
         let started = entry.slot.get_or_start(|actor| {
+            self.starts.fetch_add(1, Ordering::Relaxed);
             // Actix's own bound parks senders instead of refusing them, so the mailbox itself is
             // unbounded (0) and `Admission` is the bound.
             let (tx, rx) = channel::channel(0);

@@ -5,13 +5,13 @@
 //! event: it follows from time, and [`LicenseState::expire_until`] applies it the same way live
 //! and on replay.
 
-use crate::hashing::Map;
+use crate::compact::{SmallMap, SmallSet};
 use crate::ids::{ConsumerId, LeaseId};
 use crate::model::lease::SessionKey;
 use crate::model::{Dimension, Lease, License};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// A change to one license's state, as journaled.
@@ -69,15 +69,15 @@ struct CoolingSeat {
 #[derive(Debug, Clone)]
 pub struct LicenseState {
     license: Arc<License>,
-    leases: Map<LeaseId, Lease>,
-    sessions: Map<SessionKey, Session>,
-    expiries: BTreeSet<(Timestamp, LeaseId)>,
+    leases: SmallMap<LeaseId, Lease>,
+    sessions: SmallMap<SessionKey, Session>,
+    expiries: SmallSet<(Timestamp, LeaseId)>,
     cooling: VecDeque<CoolingSeat>,
-    leases_by_consumer: Map<ConsumerId, u32>,
-    seats_by_consumer: Map<ConsumerId, u32>,
-    assignments: BTreeSet<ConsumerId>,
+    leases_by_consumer: SmallMap<ConsumerId, u32>,
+    seats_by_consumer: SmallMap<ConsumerId, u32>,
+    assignments: SmallSet<ConsumerId>,
     pool_seats_in_use: u64,
-    hardware: BTreeSet<Arc<str>>,
+    hardware: SmallSet<Arc<str>>,
     consumed: u64,
     preallocated: u64,
 }
@@ -87,15 +87,15 @@ impl LicenseState {
     pub fn new(license: Arc<License>) -> Self {
         LicenseState {
             license,
-            leases: Map::default(),
-            sessions: Map::default(),
-            expiries: BTreeSet::new(),
+            leases: SmallMap::default(),
+            sessions: SmallMap::default(),
+            expiries: SmallSet::default(),
             cooling: VecDeque::new(),
-            leases_by_consumer: Map::default(),
-            seats_by_consumer: Map::default(),
-            assignments: BTreeSet::new(),
+            leases_by_consumer: SmallMap::default(),
+            seats_by_consumer: SmallMap::default(),
+            assignments: SmallSet::default(),
             pool_seats_in_use: 0,
-            hardware: BTreeSet::new(),
+            hardware: SmallSet::default(),
             consumed: 0,
             preallocated: 0,
         }
@@ -264,7 +264,7 @@ impl LicenseState {
                 self.sessions.insert(lease.session.clone(), session);
             }
         }
-        *self.leases_by_consumer.entry(consumer).or_insert(0) += 1;
+        *self.leases_by_consumer.get_or_insert_with(consumer, || 0) += 1;
         self.preallocated = self.preallocated.saturating_add(lease.qty_prealloc);
         self.expiries.insert((lease.expires_at, lease.id));
         if self.license.model.max_hardware.is_some() {
@@ -318,7 +318,7 @@ impl LicenseState {
     }
 
     fn occupy_seat(&mut self, consumer: ConsumerId) {
-        let seats = self.seats_by_consumer.entry(consumer).or_insert(0);
+        let seats = self.seats_by_consumer.get_or_insert_with(consumer, || 0);
         let uses_reservation = *seats == 0 && self.assignments.contains(&consumer);
         *seats += 1;
         if !uses_reservation {
@@ -439,7 +439,7 @@ impl LicenseState {
         let mut state = LicenseState::new(snapshot.license);
         for lease in snapshot.leases {
             state.expiries.insert((lease.expires_at, lease.id));
-            *state.leases_by_consumer.entry(lease.consumer).or_insert(0) += 1;
+            *state.leases_by_consumer.get_or_insert_with(lease.consumer, || 0) += 1;
             state.leases.insert(lease.id, lease);
         }
         state.sessions = snapshot

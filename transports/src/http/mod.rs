@@ -1,18 +1,26 @@
 //! The HTTP transport: a hyper 1 HTTP/1.1 server with the Enterprise `/authz/` API, the admin
-//! API, the signing keys' JWKS and `/healthz`.
+//! API, the signing keys' JWKS, the discovery document, `/openapi.json`, `/metrics` and
+//! `/healthz`.
 //!
 //! [`serve`] owns sockets and connections (limits, timeouts, graceful shutdown); [`routes`]
-//! picks a handler by path; [`authz`] and [`admin`] turn requests into engine calls; [`reply`]
-//! writes answers and errors; [`auth`] reads the bearer credentials.
+//! picks a handler by path; [`authz`], [`scale`] (the Scale `/licensing/actions/` API) and
+//! [`admin`] turn requests into engine calls; [`reply`] writes answers and errors; [`auth`]
+//! reads the bearer credentials.
 
 pub mod admin;
 pub mod auth;
 pub mod authz;
+pub mod discovery;
+pub mod metrics;
+pub mod openapi;
 pub mod reply;
 pub mod routes;
+pub mod scale;
 mod server;
 
+pub use admin::tokens::KeyRotation;
 pub use auth::AdminToken;
+pub use metrics::ServerMetrics;
 pub use reply::{ApiError, BodyLimits};
 pub use server::{serve, HttpConfig};
 
@@ -36,4 +44,11 @@ pub struct HttpState {
     /// The signing keys whose public halves are served as a JWKS (`None`: tokens are not
     /// signed with published keys, and the JWKS paths answer 404).
     pub keys: Option<Arc<KeyRing>>,
+    /// The URL clients reach the server at, for the discovery document (`None`: `http://` and
+    /// each request's `Host`).
+    pub public_url: Option<String>,
+    /// Request counters and the sources `/metrics` reads.
+    pub metrics: ServerMetrics,
+    /// Rotates the signing key durably (`POST /admin/keys/rotate`; `None`: not possible here).
+    pub key_rotation: Option<KeyRotation>,
 }

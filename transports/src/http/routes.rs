@@ -4,8 +4,9 @@
 //! request goes unanswered and none can take the connection down.
 
 use crate::http::authz::{self, Format};
+use crate::http::metrics::RouteFamily;
 use crate::http::reply::{self, ApiError, Body};
-use crate::http::{admin, HttpState};
+use crate::http::{admin, discovery, metrics, openapi, scale, HttpState};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
@@ -17,12 +18,15 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr)
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let response = route(state, req, peer).await.unwrap_or_else(ApiError::into_response);
+    let family = RouteFamily::of_path(&path);
+    state.metrics.record_request(family, response.status());
     let status = response.status().as_u16();
+    let route = family.as_str();
     let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     if response.status().is_server_error() {
-        tracing::warn!(%peer, %method, path, status, elapsed_us, "request failed");
+        tracing::warn!(%peer, %method, route, path, status, elapsed_us, "request failed");
     } else {
-        tracing::debug!(%peer, %method, path, status, elapsed_us, "request");
+        tracing::debug!(%peer, %method, route, path, status, elapsed_us, "request");
     }
     response
 }
@@ -40,10 +44,24 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
             return Err(ApiError::method_not_allowed("GET"));
         }
         let keys = state.keys.as_ref().ok_or_else(|| ApiError::not_found("this server publishes no signing keys"))?;
-        return Ok(reply::json(StatusCode::OK, &keys.jwks(state.engine.now())));
+        let mut response = reply::json(StatusCode::OK, &keys.jwks(state.engine.now()));
+        // Public keys, read by browser clients (the official LicenseChecker) from any origin.
+        response
+            .headers_mut()
+            .insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, hyper::header::HeaderValue::from_static("*"));
+        return Ok(response);
     }
     if let Some(format) = Format::of_path(&path) {
         return authz::handle(state, req, format, peer.ip()).await;
+    }
+    match path.as_str() {
+        "/.well-known/license-configuration" => return discovery::license_configuration_document(state, &req),
+        "/openapi.json" => return openapi::handle(&req),
+        "/metrics" => return metrics::handle(state, &req),
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix(scale::PREFIX) {
+        return scale::handle(state, req, rest, peer.ip()).await;
     }
     if let Some(rest) = path.strip_prefix("/admin/") {
         let rest = percent_encoding::percent_decode_str(rest)
@@ -52,5 +70,72 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
             .into_owned();
         return admin::handle(state, req, &rest).await;
     }
-    Err(ApiError::not_found(format!("nothing at {path}; try /authz/, /admin/, /.well-known/jwks.json or /healthz")))
+    Err(ApiError::not_found(format!("nothing at {path}; the API is described at /openapi.json")))
 }
+
+/// Every operation the router answers, as `(method, OpenAPI path template)`. `HEAD` is answered
+/// wherever `GET` is and not listed. `tests/http_openapi.rs` checks that `/openapi.json`
+/// documents exactly these and that a live server answers each of them: a route added here or
+/// in a handler must be added to the other and to the document.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/authz/"),
+    ("POST", "/authz/"),
+    ("GET", "/authz"),
+    ("POST", "/authz"),
+    ("GET", "/authz/.jwt"),
+    ("POST", "/authz/.jwt"),
+    ("GET", "/authz/.json"),
+    ("POST", "/authz/.json"),
+    ("GET", "/authz/.txt"),
+    ("POST", "/authz/.txt"),
+    ("POST", "/licensing/actions/checkout"),
+    ("POST", "/licensing/actions/checkout/{licenseKey}"),
+    ("POST", "/licensing/actions/heartbeat"),
+    ("POST", "/licensing/actions/heartbeat/{licenseKey}"),
+    ("POST", "/licensing/actions/release"),
+    ("POST", "/licensing/actions/release/{licenseKey}"),
+    ("POST", "/licensing/actions/start-metered-use"),
+    ("POST", "/licensing/actions/start-metered-use/{licenseKey}"),
+    ("POST", "/licensing/actions/heartbeat-metered-use"),
+    ("POST", "/licensing/actions/heartbeat-metered-use/{licenseKey}"),
+    ("POST", "/licensing/actions/end-metered-use"),
+    ("POST", "/licensing/actions/end-metered-use/{licenseKey}"),
+    ("GET", "/licensing/actions/describe-license-consumer-licensees"),
+    ("GET", "/licensing/actions/describe-license-consumer-licenses"),
+    ("GET", "/licensing/actions/describe-license-consumer-client-bindings"),
+    ("GET", "/licensing/actions/describe-license-client-bindings"),
+    ("GET", "/licensing/actions/find-license-client-binding"),
+    ("GET", "/licensing/actions/describe-as-feature-flags"),
+    ("GET", "/licensing/actions/describe-as-feature-flags-jwt"),
+    ("GET", "/licensing/actions/describe-license-key"),
+    ("GET", "/licensing/actions/describe-license-key-client-bindings"),
+    ("GET", "/admin/licensees"),
+    ("POST", "/admin/licensees"),
+    ("GET", "/admin/licensees/{id}"),
+    ("GET", "/admin/consumers"),
+    ("POST", "/admin/consumers"),
+    ("GET", "/admin/consumers/{id}"),
+    ("GET", "/admin/products"),
+    ("POST", "/admin/products"),
+    ("GET", "/admin/products/{name}"),
+    ("GET", "/admin/licenses"),
+    ("POST", "/admin/licenses"),
+    ("GET", "/admin/licenses/{id}"),
+    ("GET", "/admin/licenses/{id}/leases"),
+    ("POST", "/admin/licenses/{id}/revoke"),
+    ("POST", "/admin/licenses/{id}/deactivate"),
+    ("POST", "/admin/licenses/{id}/reactivate"),
+    ("POST", "/admin/licenses/{id}/assignments"),
+    ("DELETE", "/admin/licenses/{id}/assignments/{consumer}"),
+    ("POST", "/admin/licenses/{id}/offline-token"),
+    ("DELETE", "/admin/leases/{lease_id}"),
+    ("POST", "/admin/tokens/audit"),
+    ("POST", "/admin/tokens/regenerate"),
+    ("POST", "/admin/keys/rotate"),
+    ("GET", "/.well-known/jwks.json"),
+    ("GET", "/licensing-signing-keys/.well-known/jwks.json"),
+    ("GET", "/.well-known/license-configuration"),
+    ("GET", "/openapi.json"),
+    ("GET", "/metrics"),
+    ("GET", "/healthz"),
+];

@@ -1,11 +1,13 @@
 //! The admin API under `/admin/` (SPEC section 9): licensees, consumers, products, licenses and
-//! their leases, behind `Authorization: Bearer <admin token>`.
+//! their leases, and the token and key actions ([`tokens`]), behind
+//! `Authorization: Bearer <admin token>`.
 //!
 //! Each route is one small function that parses its body into a [`shapes`] type, makes one
 //! engine call and writes the answer; engine refusals map onto 400 (invalid), 404 (unknown id)
 //! and 409 (conflict).
 
 pub mod shapes;
+pub mod tokens;
 
 use crate::http::reply::{self, ApiError, Body};
 use crate::http::{auth, HttpState};
@@ -84,7 +86,11 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
             state.engine.unassign(id, consumer).await?;
             Ok(reply::json(StatusCode::OK, &json!({"license": id, "consumer": consumer, "assigned": false})))
         }
+        (["licenses", id, "offline-token"], &Method::POST) => tokens::offline_token(state, req, id).await,
         (["leases", id], &Method::DELETE) => force_release(state, path_id("lease", id)?).await,
+        (["tokens", "audit"], &Method::POST) => tokens::audit_token(state, req).await,
+        (["tokens", "regenerate"], &Method::POST) => tokens::regenerate_token(state, req).await,
+        (["keys", "rotate"], &Method::POST) => tokens::rotate_key(state, req).await,
         (known, _) if is_route(known) => Err(ApiError::method_not_allowed(allowed(known))),
         _ => Err(ApiError::not_found(format!("no admin resource at /admin/{rest}"))),
     }
@@ -98,7 +104,9 @@ fn allowed(segments: &[&str]) -> &'static str {
     match segments {
         ["licensees" | "consumers" | "products" | "licenses"] => "GET or POST",
         ["licensees" | "consumers" | "products" | "licenses", _] | ["licenses", _, "leases"] => "GET",
-        ["licenses", _, "revoke" | "deactivate" | "reactivate" | "assignments"] => "POST",
+        ["licenses", _, "revoke" | "deactivate" | "reactivate" | "assignments" | "offline-token"]
+        | ["tokens", "audit" | "regenerate"]
+        | ["keys", "rotate"] => "POST",
         ["licenses", _, "assignments", _] | ["leases", _] => "DELETE",
         _ => "",
     }

@@ -11,7 +11,10 @@ use crate::http::reply::{self, ApiError, Body, JSON, JWT, TEXT};
 use crate::http::{auth, HttpState};
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::CONTENT_TYPE;
+use hyper::header::{
+    HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_MAX_AGE, ALLOW, CONTENT_TYPE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::claims::{self, Claims};
 use leasehold_engine::tokens::ClientPublicKey;
@@ -65,14 +68,47 @@ async fn full_query(state: &HttpState, req: Request<Incoming>) -> Result<String,
 }
 
 /// Answers one `/authz/` request from a client at `client_ip`.
+///
+/// Browsers may call from any origin (the official `@10duke/web-client-pkce` LicenseChecker runs
+/// in a web page and sends `Authorization`, so the browser asks first with a CORS preflight):
+/// `OPTIONS` answers the preflight, and every answer, errors included, allows any origin. That
+/// is safe because a consumer authenticates with its bearer key, never with cookies.
 pub async fn handle(
     state: &HttpState,
     req: Request<Incoming>,
     format: Format,
     client_ip: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
+    if req.method() == Method::OPTIONS {
+        return Ok(cors_preflight());
+    }
+    let mut response = answer(state, req, format, client_ip).await.unwrap_or_else(ApiError::into_response);
+    response.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    Ok(response)
+}
+
+/// The answer to a browser's CORS preflight: any origin may `GET` or `POST` with a bearer key and
+/// a form body, and may cache that for ten minutes.
+fn cors_preflight() -> Response<Body> {
+    let mut response = Response::new(Body::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+    headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization, Content-Type"));
+    headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    headers.insert(ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
+    response
+}
+
+async fn answer(
+    state: &HttpState,
+    req: Request<Incoming>,
+    format: Format,
+    client_ip: IpAddr,
+) -> Result<Response<Body>, ApiError> {
     if req.method() != Method::GET && req.method() != Method::POST {
-        return Err(ApiError::method_not_allowed("GET or POST"));
+        return Err(ApiError::method_not_allowed("GET, POST or OPTIONS"));
     }
     let consumer = auth::bearer(req.headers())
         .and_then(|key| state.engine.authenticate(key))

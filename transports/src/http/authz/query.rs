@@ -6,11 +6,13 @@
 //! `process[;name=..]`, `version`, `leaseId`, the license filters, `publicKey`); every other
 //! name is a licensed item, written `item`, `item=` or `item=;leaseId=..;licenseId=..`. A
 //! `release` parameter turns the query into a release whose other names are lease ids
-//! (`?release&<leaseId>&<leaseId>=`).
+//! (`?release&<leaseId>&<leaseId>=`; the client's `hw`, `process` and `version` may come along
+//! and are ignored).
 //!
 //! Values are percent-decoded; `+` is kept as `+` (hardware ids are often base64, where `+` is
-//! a digit, not a space). Anything malformed is a [`QueryError`], answered 400: the engine is
-//! never asked about a request it cannot have meant.
+//! a digit, not a space). Names are form-decoded, `+` being a space, as browsers encode them.
+//! Anything malformed is a [`QueryError`], answered 400: the engine is never asked about a
+//! request it cannot have meant.
 
 use leasehold_engine::model::{Anchors, LeaseMode};
 use leasehold_engine::{ConsumeRequest, ConsumerId, LeaseId, LicenseFilters, LicenseId, LicenseeId};
@@ -149,7 +151,9 @@ fn params(query: &str) -> Result<Vec<Param>, QueryError> {
             Some((n, v)) => (n, Some(v)),
             None => (part, None),
         };
-        let name = decode(raw_name, raw_name)?;
+        // Names are form-decoded (`+` is a space): browsers' URLSearchParams, which the official
+        // LicenseChecker uses, writes an item "Three Dee" as `Three+Dee=`.
+        let name = decode(&raw_name.replace('+', " "), raw_name)?;
         let value = raw_value.map(|v| decode(v, &name)).transpose()?;
         out.push(Param { name, value });
         if out.len() > 2 * MAX_ITEMS + 16 {
@@ -246,7 +250,9 @@ fn release(params: Vec<Param>) -> Result<AuthzQuery, QueryError> {
     let mut leases = Vec::new();
     for Param { name, value } in params {
         let id = match (name.as_str(), value.as_deref()) {
-            ("release", _) => continue,
+            // The client's anchors ride along on every call it makes (the official
+            // LicenseChecker sends `hw` with its releases too); a release is by lease id alone.
+            ("release" | "hw" | "process" | "version", _) => continue,
             ("leaseId", Some(v)) => v,
             (n, None | Some("")) => n,
             (n, Some(_)) => return Err(bad(n, "a release names lease ids: ?release&<leaseId>&<leaseId>")),
@@ -386,7 +392,22 @@ mod tests {
             assert_eq!(parse(&query), Ok(AuthzQuery::Release(vec![LEASE.parse().unwrap(), other.parse().unwrap()])));
         }
         assert_eq!(parse("release"), Err(QueryError::NoLease));
+        assert_eq!(parse("release=true&hw=abc"), Err(QueryError::NoLease));
         assert!(matches!(parse("release&not-a-uuid"), Err(QueryError::BadValue { .. })));
+    }
+
+    #[test]
+    fn a_plus_in_a_name_is_a_space_and_in_a_value_is_a_plus() {
+        let q = consume("Three+Dee=&C%2B%2B+Tools&hw=a+b%2Bc");
+        let names: Vec<_> = q.items.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["Three Dee", "C++ Tools"]);
+        assert_eq!(q.anchors.hw.as_deref(), Some("a+b+c"));
+    }
+
+    #[test]
+    fn a_release_ignores_the_anchors_the_client_sends_with_it() {
+        let query = format!("release=true&{LEASE}=&hw=T29q+b1Rh;name=laptop&process=42&version=1.0");
+        assert_eq!(parse(&query), Ok(AuthzQuery::Release(vec![LEASE.parse().unwrap()])));
     }
 
     #[test]

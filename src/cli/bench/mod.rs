@@ -1,0 +1,353 @@
+//! `leasehold bench`: the load generator. It drives Leasehold over HTTP (the Enterprise
+//! `/authz/` dialect) and over its binary TCP protocol (pipelined) with the workloads consume,
+//! check, renew and cycle, and measures the
+//! baselines that make its numbers comparable across noisy machines: a hyper hello-world
+//! server, raw RS256 signing on every core, and a Redis server running the same seat lease in
+//! Lua, all in the same run and at the same concurrency.
+//!
+//! The server under test is either started by the bench (a `leasehold serve` child process on a
+//! fresh data directory) or a running one (`--server`, with its admin token for seeding).
+
+mod baselines;
+mod driver;
+mod http;
+mod report;
+mod seed;
+mod server;
+mod tcp;
+
+use clap::Args;
+use driver::{drive, Plan};
+use http::{AuthzWorker, HelloWorker, Workload};
+use indicatif::ProgressBar;
+use report::{Ceiling, Ratio, Report, Run};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the bench talks to Leasehold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// The Enterprise `/authz/` API over HTTP/1.1, one request in flight per connection.
+    Authz,
+    /// The binary TCP protocol, `--pipeline` requests in flight per connection.
+    Tcp,
+}
+
+/// Options of `leasehold bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Protocols to drive, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "authz,tcp")]
+    protocol: Vec<Protocol>,
+    /// Workloads to run, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "check,consume,renew,cycle")]
+    workload: Vec<Workload>,
+    /// Licenses to seed (each with its own licensee).
+    #[arg(long, default_value_t = 1_000)]
+    licenses: usize,
+    /// Consumers to seed, spread over the licensees (default: one per license).
+    #[arg(long)]
+    consumers: Option<usize>,
+    /// Client connections (HTTP: each with one request in flight).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Requests in flight on each TCP connection (and on each Redis connection).
+    #[arg(long, default_value_t = 16)]
+    pipeline: usize,
+    /// The running server's TCP protocol address (with --server; default: none, TCP skipped).
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<SocketAddr>,
+    /// How long to measure each run, e.g. `10s`, `500ms`, `1m`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up before each run.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Stop each run after this many measured requests (if sooner than --duration).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Send at this total rate instead of as fast as answers come (open loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Benchmark a running server at this address (`host:port` or `http://host:port`) instead of
+    /// starting one; seeding needs its admin token (--admin-token or LEASEHOLD_ADMIN_TOKEN).
+    #[arg(long, value_name = "ADDR")]
+    server: Option<String>,
+    /// The running server's admin token.
+    #[arg(long, env = "LEASEHOLD_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Durability of the server the bench starts (and of the Redis baseline's append-only file:
+    /// sync = appendfsync always, batched = everysec, none = no AOF).
+    #[arg(long, default_value = "sync")]
+    durability: String,
+    /// Skip the baselines (hello-world, RS256 ceiling, Redis).
+    #[arg(long)]
+    no_baselines: bool,
+    /// Print the report as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len()));
+    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 10s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1_000.0,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{text}`; use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// Why a bench could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The server under test could not be started or reached.
+    #[error("server under test: {0}")]
+    Server(String),
+    /// Seeding failed.
+    #[error(transparent)]
+    Seed(#[from] seed::SeedError),
+    /// A baseline could not be measured.
+    #[error("baseline: {0}")]
+    Baseline(String),
+    /// A bad option.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Runs the bench and prints its report.
+pub fn run(args: BenchArgs) -> Result<(), BenchError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Server(format!("starting the client runtime: {e}")))?;
+    let report = runtime.block_on(bench(&args))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
+    if args.connections == 0 {
+        return Err(BenchError::Usage("--connections must be at least 1".into()));
+    }
+    let plan = Plan { duration: args.duration, requests: args.requests, warmup: args.warmup, rate_per_s: args.rate };
+    let progress = ProgressBar::new(0);
+    let mut report = Report::default();
+
+    let server = match &args.server {
+        Some(addr) => {
+            let admin = args.admin_token.clone().ok_or_else(|| {
+                BenchError::Usage("--server needs the admin token (--admin-token or LEASEHOLD_ADMIN_TOKEN)".into())
+            })?;
+            server::UnderTest::running(addr, admin).map_err(BenchError::Server)?
+        }
+        None => server::UnderTest::start(&args.durability).map_err(BenchError::Server)?,
+    };
+    report.notes.push(server.describe());
+    let consumers = args.consumers.unwrap_or(args.licenses);
+    eprintln!("seeding {} licenses and {consumers} consumers ...", args.licenses);
+    let identities = Arc::new(seed::seed(server.http, &server.admin_token, args.licenses, consumers).await?);
+    if let Some(rss) = server.rss_bytes() {
+        report.notes.push(format!("server RSS after seeding: {:.1} MiB", rss as f64 / (1 << 20) as f64));
+    }
+
+    for &protocol in &args.protocol {
+        for &workload in &args.workload {
+            match protocol {
+                Protocol::Authz => {
+                    let workers: Vec<_> = (0..args.connections)
+                        .map(|i| AuthzWorker::new(server.http, workload, Arc::clone(&identities), i, args.connections))
+                        .collect();
+                    let measured = drive(&format!("authz {}", workload.name()), workers, plan, &progress).await;
+                    report.runs.push(Run::new(
+                        "leasehold",
+                        "authz",
+                        workload.name(),
+                        args.connections,
+                        args.rate,
+                        &measured,
+                    ));
+                }
+                Protocol::Tcp => {
+                    let Some(addr) = server.tcp.or(args.tcp) else {
+                        report.notes.push("TCP skipped: the server under test has no TCP address (--tcp)".into());
+                        break;
+                    };
+                    let workers = tcp::workers(addr, &identities, args.connections, args.pipeline, workload)
+                        .await
+                        .map_err(BenchError::Server)?;
+                    let in_flight = workers.len();
+                    let measured = drive(&format!("tcp {}", workload.name()), workers, plan, &progress).await;
+                    report.runs.push(Run::new("leasehold", "tcp", workload.name(), in_flight, args.rate, &measured));
+                }
+            }
+        }
+    }
+    // The latency target is held at half the saturating load of unsigned decisions.
+    if let (Some(check), None) = (report.find("leasehold", "authz", "check").cloned(), args.rate) {
+        let half = Plan { rate_per_s: Some(check.throughput_per_s / 2.0), ..plan };
+        let workers: Vec<_> = (0..args.connections)
+            .map(|i| AuthzWorker::new(server.http, Workload::Check, Arc::clone(&identities), i, args.connections))
+            .collect();
+        let measured = drive("authz check @ half load", workers, half, &progress).await;
+        report.runs.push(Run::new("leasehold", "authz", "check", args.connections, half.rate_per_s, &measured));
+    }
+
+    if !args.no_baselines {
+        run_baselines(args, plan, &progress, &mut report).await?;
+    }
+    if let Some(rss) = server.rss_bytes() {
+        report.notes.push(format!("server RSS at the end: {:.1} MiB", rss as f64 / (1 << 20) as f64));
+    }
+    add_ratios(&mut report);
+    Ok(report)
+}
+
+async fn run_baselines(
+    args: &BenchArgs,
+    plan: Plan,
+    progress: &ProgressBar,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let hello =
+        baselines::HelloServer::start().map_err(|e| BenchError::Baseline(format!("hello-world server: {e}")))?;
+    let workers: Vec<_> = (0..args.connections).map(|_| HelloWorker::new(hello.addr)).collect();
+    let measured = drive("hello-world", workers, plan, progress).await;
+    report.runs.push(Run::new("hello-world", "http", "hello", args.connections, args.rate, &measured));
+    drop(hello);
+
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!("measuring the RS256 signing ceiling on {threads} threads ...");
+    let duration = plan.duration;
+    let per_s = tokio::task::spawn_blocking(move || baselines::rs256_ceiling(threads, duration))
+        .await
+        .map_err(|e| BenchError::Baseline(e.to_string()))?
+        .map_err(BenchError::Baseline)?;
+    report.ceilings.push(Ceiling { name: "rs256-sign".into(), threads, per_s });
+
+    let fsync = match args.durability.split(':').next() {
+        Some("sync") => "always",
+        Some("batched") => "everysec",
+        _ => "none",
+    };
+    let dir = tempfile::tempdir().map_err(|e| BenchError::Baseline(e.to_string()))?;
+    match baselines::RedisServer::start(fsync, dir.path()) {
+        Ok(redis) => {
+            report
+                .notes
+                .push(format!("redis-server with appendfsync {fsync} (Leasehold durability {})", args.durability));
+            // The same shape as the TCP runs: `connections` connections, `pipeline` in flight on each.
+            for &workload in &args.workload {
+                let workers =
+                    baselines::redis_workers(&redis.url(), workload, args.licenses, args.connections, args.pipeline)
+                        .await
+                        .map_err(BenchError::Baseline)?;
+                let in_flight = workers.len();
+                let measured = drive(&format!("redis-lua {}", workload.name()), workers, plan, progress).await;
+                report.runs.push(Run::new("redis-lua", "resp", workload.name(), in_flight, args.rate, &measured));
+            }
+        }
+        Err(why) => report.notes.push(format!("Redis baseline skipped: {why}")),
+    }
+    Ok(())
+}
+
+fn add_ratios(report: &mut Report) {
+    let mut ratios = Vec::new();
+    let rsa = report.ceiling("rs256-sign").map(|c| c.per_s);
+    let hello = report.find("hello-world", "http", "hello").map(|r| r.throughput_per_s);
+    if let (Some(consume), Some(rsa)) = (report.find("leasehold", "authz", "consume"), rsa) {
+        ratios.push(Ratio {
+            name: "signed checkouts over HTTP ÷ RS256 ceiling".into(),
+            value: consume.throughput_per_s / rsa,
+            at_least: Some(0.8),
+            at_most: None,
+        });
+    }
+    if let (Some(check), Some(hello)) = (report.find("leasehold", "authz", "check"), hello) {
+        ratios.push(Ratio {
+            name: "unsigned decisions over HTTP ÷ hello-world".into(),
+            value: check.throughput_per_s / hello,
+            at_least: Some(0.5),
+            at_most: None,
+        });
+    }
+    if let Some(half) =
+        report.runs.iter().find(|r| r.protocol == "authz" && r.workload == "check" && r.rate_per_s.is_some())
+    {
+        ratios.push(Ratio {
+            name: "p99 of unsigned decisions at half load, ms".into(),
+            value: half.latency_us.p99 as f64 / 1_000.0,
+            at_least: None,
+            at_most: Some(5.0),
+        });
+    }
+    if let (Some(tcp), Some(http)) =
+        (report.find("leasehold", "tcp", "check"), report.find("leasehold", "authz", "check"))
+    {
+        ratios.push(Ratio {
+            name: "pipelined TCP checks ÷ HTTP checks".into(),
+            value: tcp.throughput_per_s / http.throughput_per_s,
+            at_least: Some(3.0),
+            at_most: None,
+        });
+    }
+    for workload in ["consume", "check", "renew", "cycle"] {
+        if let (Some(ours), Some(redis)) =
+            (report.find("leasehold", "tcp", workload), report.find("redis-lua", "resp", workload))
+        {
+            // Signed workloads sign an RS256 token per request, which Redis does not: only the
+            // unsigned check compares like with like, so only it carries the target.
+            ratios.push(Ratio {
+                name: format!("TCP {workload} ÷ Redis + Lua {workload} (same in-flight requests)"),
+                value: ours.throughput_per_s / redis.throughput_per_s,
+                at_least: (workload == "check").then_some(1.0),
+                at_most: None,
+            });
+        }
+    }
+    report.ratios = ratios;
+}
+
+/// The address part of `http://host:port` or `host:port`.
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    let trimmed = text.trim_start_matches("http://").trim_end_matches('/');
+    use std::net::ToSocketAddrs;
+    trimmed
+        .to_socket_addrs()
+        .map_err(|e| format!("`{text}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_their_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("10h").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn server_addresses_read_with_or_without_a_scheme() {
+        assert_eq!(socket_addr("http://127.0.0.1:8080/"), Ok(SocketAddr::from(([127, 0, 0, 1], 8080))));
+        assert_eq!(socket_addr("127.0.0.1:7070"), Ok(SocketAddr::from(([127, 0, 0, 1], 7070))));
+        assert!(socket_addr("nowhere").is_err());
+    }
+}

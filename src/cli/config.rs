@@ -1,0 +1,339 @@
+//! The settings of `leasehold serve` and where they come from: command-line flags, then
+//! `LEASEHOLD_*` environment variables, then the TOML file of `--config`, then the embedded
+//! defaults (the first that sets a value wins). `examples/leasehold.toml` documents every key.
+//!
+//! The file is read strictly: an unknown key, a value of the wrong type or a malformed address
+//! is an error that names the key and its line, because a misspelt setting silently left at its
+//! default is worse than a server that does not start.
+
+use clap::Args;
+use leasehold_engine::tokens::Algorithm;
+use leasehold_persistence::DurabilityMode;
+use leasehold_transports::http::{BodyLimits, HttpConfig};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest configuration file read.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The default HTTP address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./leasehold-data";
+/// The default largest request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// The default longest time a request body may take to arrive.
+pub const DEFAULT_BODY_READ_TIMEOUT_S: u64 = 10;
+
+/// Options of `leasehold serve`. Each may also come from the environment variable named in its
+/// help, or from the `--config` file; a flag wins over both.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API [default: 127.0.0.1:8080] (port 0 picks a free port; the address is printed).
+    #[arg(long = "http", value_name = "ADDR", env = "LEASEHOLD_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Address of the binary TCP protocol.
+    #[arg(long = "tcp", value_name = "ADDR", env = "LEASEHOLD_TCP")]
+    pub tcp: Option<SocketAddr>,
+    /// Where the journal, the signing keys and the admin token digest live [default: ./leasehold-data].
+    #[arg(long = "data-dir", value_name = "DIR", env = "LEASEHOLD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What an answered change survives: sync (flushed before answering), batched[:<ms>], none [default: sync].
+    #[arg(long, value_name = "MODE", env = "LEASEHOLD_DURABILITY", value_parser = parse_durability)]
+    pub durability: Option<DurabilityMode>,
+    /// A TOML configuration file (see examples/leasehold.toml); flags and environment win over it.
+    #[arg(long, value_name = "FILE", env = "LEASEHOLD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Seed a demo product, licensee, 3-seat license and consumer, and print commands to try.
+    #[arg(long, env = "LEASEHOLD_DEMO", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub demo: Option<bool>,
+    /// The URL clients reach the server at (issuer and discovery URLs) [default: http://<HTTP address>].
+    #[arg(long, value_name = "URL", env = "LEASEHOLD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Algorithm of the signing key created at first start: RS256, ES256 or EdDSA [default: RS256].
+    #[arg(long, value_name = "ALG", env = "LEASEHOLD_SIGNING_ALG", value_parser = parse_algorithm)]
+    pub signing_alg: Option<Algorithm>,
+    /// Largest request body in bytes [default: 65536].
+    #[arg(long, value_name = "BYTES", env = "LEASEHOLD_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Longest a request body may take to arrive, in seconds [default: 10].
+    #[arg(long, value_name = "SECONDS", env = "LEASEHOLD_BODY_READ_TIMEOUT_S")]
+    pub body_read_timeout_s: Option<u64>,
+    /// Most HTTP connections open at once [default: 10000].
+    #[arg(long, value_name = "N", env = "LEASEHOLD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Largest request line plus headers in bytes [default: 16384].
+    #[arg(long, value_name = "BYTES", env = "LEASEHOLD_MAX_HEAD_BYTES")]
+    pub max_head_bytes: Option<usize>,
+    /// Longest a request head may take to arrive, in seconds [default: 10].
+    #[arg(long, value_name = "SECONDS", env = "LEASEHOLD_HEADER_READ_TIMEOUT_S")]
+    pub header_read_timeout_s: Option<u64>,
+    /// Seconds an HTTP connection may stay open with no request in flight [default: 60].
+    #[arg(long, value_name = "SECONDS", env = "LEASEHOLD_IDLE_TIMEOUT_S")]
+    pub idle_timeout_s: Option<u64>,
+    /// Longest shutdown waits for requests in flight, in seconds [default: 30].
+    #[arg(long, value_name = "SECONDS", env = "LEASEHOLD_SHUTDOWN_GRACE_S")]
+    pub shutdown_grace_s: Option<u64>,
+}
+
+fn parse_durability(text: &str) -> Result<DurabilityMode, String> {
+    text.parse()
+}
+
+fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
+    Algorithm::parse(text).ok_or_else(|| format!("the signing algorithm is RS256, ES256 or EdDSA, not {text:?}"))
+}
+
+/// The `--config` file, as written. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    http: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    durability: Option<String>,
+    admin_token: Option<String>,
+    demo: Option<bool>,
+    public_url: Option<String>,
+    signing_alg: Option<String>,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+/// The `[limits]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_body_bytes: Option<usize>,
+    body_read_timeout_s: Option<u64>,
+    max_connections: Option<usize>,
+    max_head_bytes: Option<usize>,
+    header_read_timeout_s: Option<u64>,
+    idle_timeout_s: Option<u64>,
+    shutdown_grace_s: Option<u64>,
+}
+
+/// Why the settings could not be worked out.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The file is larger than any configuration needs.
+    #[error("{0}: larger than {MAX_FILE_BYTES} bytes; is this the configuration file?")]
+    TooLarge(PathBuf),
+    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where (toml names the key and the line).
+        message: String,
+    },
+    /// A value has the right type but is not allowed.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// A setting from the command line or the environment is not allowed.
+    #[error("{0}")]
+    Setting(String),
+}
+
+/// What `leasehold serve` runs with, every source merged.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// TCP address, when one is configured.
+    pub tcp: Option<SocketAddr>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The journal's durability.
+    pub durability: DurabilityMode,
+    /// The admin token's secret from the file (the environment's is read with the token).
+    pub file_admin_token: Option<String>,
+    /// Seed the demo data.
+    pub demo: bool,
+    /// The URL clients reach the server at, without a trailing slash.
+    pub public_url: Option<String>,
+    /// Algorithm of a signing key created at first start.
+    pub signing_alg: Algorithm,
+    /// Request body limits.
+    pub body_limits: BodyLimits,
+    /// Connection limits and timeouts.
+    pub http_config: HttpConfig,
+    /// The file the settings were read from, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Reads the configuration file at `path`.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let io = |source| ConfigError::Io { path: path.to_path_buf(), source };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(ConfigError::TooLarge(path.to_path_buf()));
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    parse_file(path, &text)
+}
+
+/// Parses the text of a configuration file (`path` names it in errors).
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+}
+
+fn check_public_url(url: &str) -> Result<String, String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let host = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://"));
+    match host {
+        Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => Ok(trimmed.to_owned()),
+        _ => Err(format!("a public URL is http(s)://host[:port][/path], not {url:?}")),
+    }
+}
+
+impl Settings {
+    /// Merges the flags and environment (`args`; clap has already put flags over environment)
+    /// over the file (`file`, read from `file_path`) over the defaults.
+    pub fn resolve(args: &ServeArgs, file: FileConfig, file_path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let path = file_path.map(Path::to_path_buf).unwrap_or_default();
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { path: path.clone(), key, message };
+        let file_durability = match &file.durability {
+            Some(text) => Some(text.parse::<DurabilityMode>().map_err(|m| invalid("durability", m))?),
+            None => None,
+        };
+        let file_alg = match &file.signing_alg {
+            Some(text) => Some(parse_algorithm(text).map_err(|m| invalid("signing_alg", m))?),
+            None => None,
+        };
+        let public_url = match (&args.public_url, &file.public_url) {
+            (Some(url), _) => Some(check_public_url(url).map_err(ConfigError::Setting)?),
+            (None, Some(url)) => Some(check_public_url(url).map_err(|m| invalid("public_url", m))?),
+            (None, None) => None,
+        };
+        if file.admin_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(invalid("admin_token", "must not be empty (leave it out to generate one)".into()));
+        }
+        let limits = &file.limits;
+        let defaults = HttpConfig::default();
+        let secs = Duration::from_secs;
+        let default_http: SocketAddr = DEFAULT_HTTP.parse().map_err(|_| ConfigError::Setting(DEFAULT_HTTP.into()))?;
+        let settings = Settings {
+            http: args.http.or(file.http).unwrap_or(default_http),
+            tcp: args.tcp.or(file.tcp),
+            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            durability: args.durability.or(file_durability).unwrap_or_default(),
+            file_admin_token: file.admin_token.map(|t| t.trim().to_owned()),
+            demo: args.demo.or(file.demo).unwrap_or(false),
+            public_url,
+            signing_alg: args.signing_alg.or(file_alg).unwrap_or(Algorithm::RS256),
+            body_limits: BodyLimits {
+                max_bytes: args.max_body_bytes.or(limits.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+                read_timeout: secs(
+                    args.body_read_timeout_s.or(limits.body_read_timeout_s).unwrap_or(DEFAULT_BODY_READ_TIMEOUT_S),
+                ),
+            },
+            http_config: HttpConfig {
+                max_connections: args.max_connections.or(limits.max_connections).unwrap_or(defaults.max_connections),
+                max_head_bytes: args.max_head_bytes.or(limits.max_head_bytes).unwrap_or(defaults.max_head_bytes),
+                header_read_timeout: args
+                    .header_read_timeout_s
+                    .or(limits.header_read_timeout_s)
+                    .map_or(defaults.header_read_timeout, secs),
+                idle_timeout: args.idle_timeout_s.or(limits.idle_timeout_s).map_or(defaults.idle_timeout, secs),
+                shutdown_grace: args.shutdown_grace_s.or(limits.shutdown_grace_s).map_or(defaults.shutdown_grace, secs),
+            },
+            config_file: file_path.map(Path::to_path_buf),
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Refuses limits that would make the server useless.
+    fn check(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_body_bytes", self.body_limits.max_bytes == 0),
+            ("body_read_timeout_s", self.body_limits.read_timeout.is_zero()),
+            ("max_connections", self.http_config.max_connections == 0),
+            ("max_head_bytes", self.http_config.max_head_bytes == 0),
+            ("header_read_timeout_s", self.http_config.header_read_timeout.is_zero()),
+            ("idle_timeout_s", self.http_config.idle_timeout.is_zero()),
+        ];
+        match positive.iter().find(|(_, zero)| *zero) {
+            Some((key, _)) => Err(ConfigError::Setting(format!("{key} must be positive"))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(std::iter::once("serve").chain(flags.iter().copied())).expect("valid flags").args
+    }
+
+    fn file(text: &str) -> Result<FileConfig, ConfigError> {
+        parse_file(Path::new("leasehold.toml"), text)
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_that_names_it() {
+        let err = file("htp = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        assert!(err.contains("htp"), "{err}");
+        let err = file("[limits]\nmax_body = 3\n").unwrap_err().to_string();
+        assert!(err.contains("max_body"), "{err}");
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_sets_what_it_says() {
+        let text = include_str!("../../examples/leasehold.toml");
+        let settings = Settings::resolve(&args(&[]), file(text).expect("the example parses"), None).unwrap();
+        assert_eq!(settings.http, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(settings.durability, DurabilityMode::Sync);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let parsed =
+            file("http = \"127.0.0.1:9001\"\ndurability = \"none\"\n[limits]\nmax_body_bytes = 1000\n").unwrap();
+        let settings = Settings::resolve(&args(&["--durability", "batched:5"]), parsed, None).unwrap();
+        assert_eq!(settings.http, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(settings.durability, DurabilityMode::Batched { every_ms: 5 });
+        assert_eq!(settings.body_limits.max_bytes, 1000);
+        assert_eq!(settings.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(settings.signing_alg, Algorithm::RS256);
+    }
+
+    #[test]
+    fn bad_values_in_the_file_name_their_key() {
+        let err = Settings::resolve(&args(&[]), file("durability = \"sometimes\"\n").unwrap(), None).unwrap_err();
+        assert!(err.to_string().contains("durability"), "{err}");
+        let err = Settings::resolve(&args(&[]), file("signing_alg = \"HS256\"\n").unwrap(), None).unwrap_err();
+        assert!(err.to_string().contains("signing_alg"), "{err}");
+        let err = file("http = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(err.contains("http"), "{err}");
+        let err = Settings::resolve(&args(&[]), file("public_url = \"ftp://x\"\n").unwrap(), None).unwrap_err();
+        assert!(err.to_string().contains("public_url"), "{err}");
+    }
+}

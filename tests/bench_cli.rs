@@ -1,0 +1,62 @@
+//! `leasehold bench` end to end, judged on what it counted, never on how fast: it starts a
+//! server, seeds it through the admin API, drives every workload over HTTP and TCP, and every
+//! request of a healthy server succeeds (a grant, a renewal, a release), so the report shows
+//! requests and no errors.
+
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn every_workload_runs_over_http_and_tcp_without_errors() {
+    let output = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .args([
+            "bench",
+            "--licenses",
+            "6",
+            "--connections",
+            "3",
+            "--pipeline",
+            "2",
+            "--duration",
+            "600ms",
+            "--warmup",
+            "100ms",
+            "--no-baselines",
+            "--json",
+        ])
+        .env_remove("LEASEHOLD_ADMIN_TOKEN")
+        .output()
+        .expect("leasehold bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "leasehold bench failed: {stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the report is JSON");
+    let runs = report["runs"].as_array().expect("runs");
+
+    for protocol in ["authz", "tcp"] {
+        for workload in ["check", "consume", "renew", "cycle"] {
+            let run = runs
+                .iter()
+                .find(|r| r["protocol"] == protocol && r["workload"] == workload && r["rate_per_s"].is_null())
+                .unwrap_or_else(|| panic!("no {protocol} {workload} run in {report}"));
+            assert!(run["requests"].as_u64().unwrap_or(0) > 0, "{protocol} {workload} sent nothing: {run}");
+            assert_eq!(run["errors"], 0, "{protocol} {workload} had errors: {run}");
+            let p50 = run["latency_us"]["p50"].as_u64().unwrap_or(0);
+            let max = run["latency_us"]["max"].as_u64().unwrap_or(0);
+            assert!(0 < p50 && p50 <= max, "{protocol} {workload} percentiles are not ordered: {run}");
+        }
+    }
+    // The latency target's run at half the measured check rate is there too.
+    assert!(runs.iter().any(|r| r["protocol"] == "authz" && r["workload"] == "check" && r["rate_per_s"].is_number()));
+    assert!(report["ratios"].as_array().is_some_and(|r| !r.is_empty()), "no ratios in {report}");
+}
+
+#[test]
+fn a_running_server_needs_its_admin_token() {
+    let output = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .args(["bench", "--server", "127.0.0.1:9", "--duration", "100ms"])
+        .env_remove("LEASEHOLD_ADMIN_TOKEN")
+        .output()
+        .expect("leasehold bench runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("admin token"));
+}

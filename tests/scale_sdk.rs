@@ -1,0 +1,58 @@
+//! The official `tenduke-scale` Python SDK (2.3.0), unchanged, against a real `leasehold serve`:
+//! `tests/python/scale_sdk_suite.py` checks out, heartbeats and releases, uses license keys and
+//! metered use, reads every `describe-*` the SDK calls and verifies every token it gets through
+//! the server's JWKS.
+//!
+//! The interpreter is `$LEASEHOLD_TEST_PYTHON` with `tenduke-scale==2.3.0`, PyJWT, cryptography
+//! and jwcrypto installed (`scripts/test-all` makes that venv). Without it the test fails: a
+//! missing client is not a reason to skip the compatibility suite.
+
+mod http_common;
+
+use http_common::{Server, ADMIN};
+use std::path::Path;
+use std::process::Command;
+
+/// The suite's scenarios, each of which must report `PASS`.
+const SCENARIOS: [&str; 9] = [
+    "checkout_heartbeat_and_release",
+    "seats_run_out_and_the_refusal_is_a_signed_token",
+    "a_heartbeat_before_hbnbf_is_refused_by_the_sdk_and_by_the_server",
+    "license_keys_check_out_renew_and_release_without_an_api_key",
+    "activating_the_newer_key_revoked_the_older_one",
+    "metered_use_starts_heartbeats_and_ends",
+    "the_describe_reads",
+    "errors_are_raised_with_the_servers_code",
+    "a_client_public_key_gets_a_jwe_only_it_can_open",
+];
+
+fn python() -> String {
+    let python = std::env::var("LEASEHOLD_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("set LEASEHOLD_TEST_PYTHON to a Python with tenduke-scale==2.3.0 (scripts/test-all installs one)")
+    });
+    // A relative path (`target/pyenv/bin/python`) is taken from the workspace root.
+    if python.contains('/') && Path::new(&python).is_relative() {
+        return Path::new(env!("CARGO_MANIFEST_DIR")).join(&python).to_string_lossy().into_owned();
+    }
+    python
+}
+
+#[test]
+fn the_official_scale_sdk_works_unchanged_against_leasehold() {
+    let server = Server::start();
+    let python = python();
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/scale_sdk_suite.py");
+    let output = Command::new(&python)
+        .arg(&suite)
+        .arg(format!("http://{}", server.addr))
+        .arg(ADMIN)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the SDK suite failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    for scenario in SCENARIOS {
+        assert!(stdout.lines().any(|l| l == format!("PASS {scenario}")), "{scenario} did not pass:\n{stdout}");
+    }
+    assert!(stdout.contains("tokens through the JWKS"), "{stdout}");
+}
