@@ -270,9 +270,8 @@ fn every_enterprise_error_code_reachable_over_http_comes_back_as_a_signed_denial
     server.license(&licensee, "Versioned", seats(5), with_model(json!({"version_range": {"min": "2.0.0"}})));
     expect("unallowedClientVersion", denial_code(&server, &key, "Versioned", "&version=1.9"));
 
-    // `heartbeatTooEarly` belongs to the Scale heartbeat (the /authz/ renewal has no hbnbf) and
-    // `overloaded` to a full queue, which a test cannot cause without timing: neither is
-    // reachable through /authz/ deterministically.
+    // `heartbeatTooEarly` belongs to the Scale heartbeat (the /authz/ renewal has no hbnbf);
+    // `overloaded` is a 503 of the whole request, driven by tests/overload.rs.
     assert_eq!(seen.len(), 18);
 }
 

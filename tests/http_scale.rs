@@ -3,8 +3,8 @@
 //! older sibling keys, across a kill -9), JWE, the `describe-*` reads, every denial code a Scale
 //! client can meet (each a signed token in the 200 array) and every whole-request error.
 //!
-//! `overloaded` is the one code not driven here: it needs a license's mailbox to be full, which
-//! no deterministic HTTP test can arrange (`engine/tests/overload.rs` covers it in the engine).
+//! `overloaded` is the one code not driven here: `tests/overload.rs` fills a license's queue
+//! (`--license-queue 1`) and checks its token.
 
 mod http_common;
 

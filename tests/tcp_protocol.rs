@@ -221,10 +221,13 @@ fn a_license_key_connection_checks_out_renews_and_releases_on_its_license() {
         let renewed = granted(client.renew(Renew::new(grant.lease_id)).await);
         client.release(Release::new(renewed.lease_id)).await.expect("an answer").expect("released");
         assert_eq!(live_leases(&server, &license), json!(0));
-        match client.check(Consume::new("Keyed").hw("a")).await {
-            Err(ClientError::Failure(failure)) => assert_eq!(failure.code, FailureCode::BadRequest),
-            other => panic!("the engine has no check by license key: {other:?}"),
-        }
+        // A check is the decision alone: granted while the seat is free, taking nothing.
+        let check = granted(client.check(Consume::new("Keyed").hw("a")).await);
+        client.verify(check.token.as_deref().expect("a token")).await.expect("verifies");
+        assert_eq!(live_leases(&server, &license), json!(0));
+        let held = granted(client.consume(Consume::new("Keyed").hw("a")).await);
+        assert_eq!(denied(client.check(Consume::new("Keyed").hw("b")).await).code, "maxConcurrentSessionsExceed");
+        client.release(Release::new(held.lease_id)).await.expect("an answer").expect("released");
         match Client::connect(server.tcp_addr, Auth::LicenseKey("NO-SUCH-KEY-0000-0000".into())).await {
             Err(ClientError::Failure(failure)) => assert_eq!(failure.code, FailureCode::BadCredentials),
             other => panic!("an unknown license key is refused: {:?}", other.map(|_| ())),
@@ -328,8 +331,20 @@ fn every_error_code_reachable_over_tcp_comes_back_with_a_signed_denial() {
         };
         assert_eq!(early.code, "heartbeatTooEarly");
         seen.push(early.code);
-        // `overloaded` needs a full queue, which a test cannot cause without timing; it travels
-        // as `FailureCode::Overloaded` (see docs/PROTOCOL.md).
+        // In the Scale dialect a refused heartbeat is signed, as the Scale API's is: a denial
+        // that names no product.
+        let mut scale_renew = Renew::new(paced.lease_id);
+        scale_renew.token.choice = TokenChoice::Scale;
+        let early = match client.renew(scale_renew).await {
+            Ok(Err(denied)) => denied,
+            other => panic!("a heartbeat before hbnbf is refused: {other:?}"),
+        };
+        let claims = client.verify(early.token.as_deref().expect("a signed Scale denial")).await.expect("verifies");
+        assert_eq!(claims["errorCode"], json!("heartbeatTooEarly"));
+        assert_eq!(claims["status"], json!("error"));
+        assert!(!claims.contains_key("productName"), "{claims:?}");
+        // `overloaded` travels as `FailureCode::Overloaded` (see docs/PROTOCOL.md); it needs a
+        // full license queue, which tests/overload.rs arranges.
         assert_eq!(seen.len(), 19, "{seen:?}");
     });
 }

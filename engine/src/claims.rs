@@ -135,6 +135,14 @@ pub fn scale_grant(grant: &Grant, issuer: &str, now: Timestamp) -> Claims {
     claims
 }
 
+/// Scale claims for a refused heartbeat at `now`: a denial that names no product (the lease it
+/// names may not exist); `jti` is a fresh id for the token.
+pub fn scale_heartbeat_denial(denial: &Denial, issuer: &str, now: Timestamp, jti: &str) -> Claims {
+    let mut claims = scale_denial("", denial, issuer, now, jti);
+    claims.remove("productName");
+    claims
+}
+
 /// Scale claims for a denial of `item` at `now`; `jti` is a fresh id for the token.
 pub fn scale_denial(item: &str, denial: &Denial, issuer: &str, now: Timestamp, jti: &str) -> Claims {
     let mut claims = Claims::new();

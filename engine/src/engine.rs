@@ -358,14 +358,9 @@ impl Engine {
     pub async fn consume_by_license_key(
         &self,
         key: &str,
-        mut req: ConsumeRequest,
+        req: ConsumeRequest,
     ) -> Result<Option<Decision<Grant>>, EngineError> {
-        let Some(license) = self.directory().license_by_key(key).map(|l| l.id) else { return Ok(None) };
-        req.consumer = key_holder(license);
-        let req = Arc::new(req);
-        let Some(decision) = self.call(license, |reply| Consume { req, commit: true, reply }).await? else {
-            return Ok(None);
-        };
+        let Some(decision) = self.decide_by_license_key(key, req, true).await? else { return Ok(None) };
         if let Decision::Granted(grant) = &decision {
             if grant.license.revokes_sibling_keys {
                 self.revoke_older_keys(&grant.license).await?;
@@ -373,6 +368,34 @@ impl Engine {
         }
         self.inner.metrics.record(Operation::Consume, &decision);
         Ok(Some(decision))
+    }
+
+    /// [`Engine::check`] for the holder of license key `key`: the decision a key checkout would
+    /// get now, with no lease and no activation. `Ok(None)` when no license has the key.
+    pub async fn check_by_license_key(
+        &self,
+        key: &str,
+        req: ConsumeRequest,
+    ) -> Result<Option<Decision<Grant>>, EngineError> {
+        let decision = self.decide_by_license_key(key, req, false).await?;
+        if let Some(decision) = &decision {
+            self.inner.metrics.record(Operation::Check, decision);
+        }
+        Ok(decision)
+    }
+
+    /// Consumes (`commit`) or checks `req` on the license whose key is `key`, as the key's
+    /// holder; `Ok(None)` when no license has the key.
+    async fn decide_by_license_key(
+        &self,
+        key: &str,
+        mut req: ConsumeRequest,
+        commit: bool,
+    ) -> Result<Option<Decision<Grant>>, EngineError> {
+        let Some(license) = self.directory().license_by_key(key).map(|l| l.id) else { return Ok(None) };
+        req.consumer = key_holder(license);
+        let req = Arc::new(req);
+        self.call(license, |reply| Consume { req, commit, reply }).await
     }
 
     async fn revoke_older_keys(&self, activated: &License) -> Result<(), EngineError> {

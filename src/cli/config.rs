@@ -7,6 +7,7 @@
 //! default is worse than a server that does not start.
 
 use clap::Args;
+use leasehold_engine::engine::DEFAULT_MAILBOX_CAPACITY;
 use leasehold_engine::tokens::Algorithm;
 use leasehold_persistence::DurabilityMode;
 use leasehold_transports::http::{BodyLimits, HttpConfig};
@@ -76,6 +77,9 @@ pub struct ServeArgs {
     /// Longest shutdown waits for requests in flight, in seconds [default: 30].
     #[arg(long, value_name = "SECONDS", env = "LEASEHOLD_SHUTDOWN_GRACE_S")]
     pub shutdown_grace_s: Option<u64>,
+    /// Most requests waiting for one license; the next is answered `overloaded` [default: 4096].
+    #[arg(long, value_name = "N", env = "LEASEHOLD_LICENSE_QUEUE")]
+    pub license_queue: Option<usize>,
 }
 
 fn parse_durability(text: &str) -> Result<DurabilityMode, String> {
@@ -113,6 +117,7 @@ struct FileLimits {
     header_read_timeout_s: Option<u64>,
     idle_timeout_s: Option<u64>,
     shutdown_grace_s: Option<u64>,
+    license_queue: Option<usize>,
 }
 
 /// Why the settings could not be worked out.
@@ -175,6 +180,8 @@ pub struct Settings {
     pub body_limits: BodyLimits,
     /// Connection limits and timeouts.
     pub http_config: HttpConfig,
+    /// Most requests waiting for one license.
+    pub license_queue: usize,
     /// The file the settings were read from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -255,6 +262,7 @@ impl Settings {
                 idle_timeout: args.idle_timeout_s.or(limits.idle_timeout_s).map_or(defaults.idle_timeout, secs),
                 shutdown_grace: args.shutdown_grace_s.or(limits.shutdown_grace_s).map_or(defaults.shutdown_grace, secs),
             },
+            license_queue: args.license_queue.or(limits.license_queue).unwrap_or(DEFAULT_MAILBOX_CAPACITY),
             config_file: file_path.map(Path::to_path_buf),
         };
         settings.check()?;
@@ -270,6 +278,7 @@ impl Settings {
             ("max_head_bytes", self.http_config.max_head_bytes == 0),
             ("header_read_timeout_s", self.http_config.header_read_timeout.is_zero()),
             ("idle_timeout_s", self.http_config.idle_timeout.is_zero()),
+            ("license_queue", self.license_queue == 0),
         ];
         match positive.iter().find(|(_, zero)| *zero) {
             Some((key, _)) => Err(ConfigError::Setting(format!("{key} must be positive"))),

@@ -106,6 +106,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         .recovered(recovered)
         .signer(Arc::clone(&signer) as _)
         .issuer(issuer.clone())
+        .mailbox_capacity(settings.license_queue)
         .build()
         .map_err(io("starting the engine"))?;
 
@@ -159,10 +160,12 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     match &demo {
         Some(demo) => println!("\n{}", demo::instructions(demo, &base, admin_secret)),
         None => println!(
-            "\nNext: create a licensee, product, license and consumer with the admin API, e.g.\n  \
-             curl -s -H 'Authorization: Bearer <admin token>' -H 'Content-Type: application/json' \
+            "\nNext: create a licensee, product, license and consumer with the admin API \
+             (every call is in {base}/openapi.json), e.g.\n  \
+             curl -s -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \
              -d '{{\"name\":\"Acme\",\"kind\":\"organization\"}}' {base}/admin/licensees\n\
-             or restart with --demo for a ready-made data set.\n"
+             or restart with --demo for a ready-made data set and commands to try.\n",
+            admin_secret.unwrap_or("<admin token>")
         ),
     }
     println!("Stop with Ctrl-C (or SIGTERM): requests in flight are finished first.");

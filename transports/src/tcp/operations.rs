@@ -275,17 +275,15 @@ async fn consume_or_check(
     let decision = match (&session.principal, commit) {
         (Principal::Consumer(_), Commit::Check) => state.engine.check(req).await,
         (Principal::Consumer(_), Commit::Consume | Commit::Metered) => state.engine.consume(req).await,
-        (Principal::LicenseKey { .. }, Commit::Check) => {
-            return Err(Failure::new(
-                FailureCode::BadRequest,
-                "a license key can consume, renew and release, not check",
-            ))
-        }
         (Principal::LicenseKey { license, .. }, _) if req.filters.license.is_some_and(|named| named != *license) => {
             Ok(Decision::Denied(Denial::new(ErrorCode::NoLicenseFound, "the license key is for another license")))
         }
-        (Principal::LicenseKey { key, .. }, Commit::Consume | Commit::Metered) => {
-            state.engine.consume_by_license_key(key, req).await.map(|found| {
+        (Principal::LicenseKey { key, .. }, commit) => {
+            let found = match commit {
+                Commit::Check => state.engine.check_by_license_key(key, req).await,
+                Commit::Consume | Commit::Metered => state.engine.consume_by_license_key(key, req).await,
+            };
+            found.map(|found| {
                 found.unwrap_or_else(|| {
                     Decision::Denied(Denial::new(ErrorCode::NoLicenseFound, "no license has this license key"))
                 })
@@ -308,9 +306,20 @@ async fn renew(state: &TcpState, session: &Session, renew: Renew) -> Result<Resp
         extra_qty: renew.extra_qty,
     };
     match state.engine.renew(req).await.map_err(engine_failure)? {
-        // A renewal names no item, so its denial has no item to sign claims about: code and
+        // A renewal names no item. The Scale API signs a heartbeat's denial without a product,
+        // and so does this; an Enterprise denial is about an item, so there it is code and
         // message only, as for releases.
-        Decision::Denied(denial) => Ok(denied(&denial, None)),
+        Decision::Denied(denial) => {
+            let token = match dialect {
+                Some(Dialect::Scale) => {
+                    let jti = uuid::Uuid::new_v4().to_string();
+                    let claims = claims::scale_heartbeat_denial(&denial, &state.issuer, state.engine.now(), &jti);
+                    Some(sign(state, claims, encrypt_to).await?)
+                }
+                Some(Dialect::Enterprise) | None => None,
+            };
+            Ok(denied(&denial, token))
+        }
         Decision::Granted(grant) => {
             let item = grant.lease.item.to_string();
             decision_answer(state, &item, Decision::Granted(grant), (dialect, encrypt_to)).await

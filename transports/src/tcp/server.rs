@@ -201,8 +201,8 @@ impl Connection {
             }
         };
         if let Some(home) = self.better_worker(&session) {
-            // Every request of a license-key connection goes to one license: served from that
-            // license's worker, none of them crosses threads to reach the license's actor.
+            // Every request of this connection goes to licenses of one worker: served from that
+            // worker, none of them crosses threads to reach a license's actor.
             match stream.into_std() {
                 Ok(stream) => {
                     let peer = self.peer;
@@ -217,11 +217,26 @@ impl Connection {
         self.serve(stream, buf, session).await;
     }
 
-    /// The worker to move to, when the session would be served better elsewhere.
+    /// The worker to move to, when the session would be served better elsewhere: the home
+    /// worker of a license key's license, or of every license a consumer may use when they all
+    /// live on one worker (a consumer with a single license, most often).
     fn better_worker(&self, session: &Session) -> Option<actix::ArbiterHandle> {
-        let Principal::LicenseKey { license, .. } = &session.principal else { return None };
-        let home = self.state.engine.home_worker(*license);
-        let handle = self.state.engine.workers().get(home).cloned()?;
+        let engine = &self.state.engine;
+        let home = match &session.principal {
+            Principal::LicenseKey { license, .. } => engine.home_worker(*license),
+            Principal::Consumer(consumer) => {
+                let directory = engine.directory();
+                let licensees = &directory.consumer(*consumer)?.licensees;
+                let mut homes =
+                    licensees.iter().flat_map(|l| directory.licenses_of(*l)).map(|l| engine.home_worker(l.id));
+                let first = homes.next()?;
+                if !homes.all(|home| home == first) {
+                    return None;
+                }
+                first
+            }
+        };
+        let handle = engine.workers().get(home).cloned()?;
         (home != self.worker).then_some(handle)
     }
 

@@ -165,11 +165,10 @@ fn token_claims(state: &HttpState, item: Option<&str>, decision: &Decision<Grant
         Decision::Granted(grant) => claims::scale_grant(grant, &state.issuer, now),
         Decision::Denied(denial) => {
             let jti = uuid::Uuid::new_v4().to_string();
-            let mut claims = claims::scale_denial(item.unwrap_or_default(), denial, &state.issuer, now, &jti);
-            if item.is_none() {
-                claims.remove("productName");
+            match item {
+                Some(item) => claims::scale_denial(item, denial, &state.issuer, now, &jti),
+                None => claims::scale_heartbeat_denial(denial, &state.issuer, now, &jti),
             }
-            claims
         }
     }
 }
