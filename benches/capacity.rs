@@ -206,6 +206,11 @@ fn restart(dir: &Path) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
     let (journal, engine, (recovered_in, started_in)) = open(dir);
     let licenses = engine.directory().licenses().count();
+    let report = journal.recovery_report();
+    println!(
+        "capacity: recovery: sled open {} ms, snapshot {} ms, replaying {} entries {} ms",
+        report.open_ms, report.snapshot_ms, report.replayed_entries, report.replay_ms
+    );
     let usage = runtime.block_on(async {
         let license = engine.directory().licenses().next().map(|l| l.id).expect("a license");
         engine.usage(license).await.expect("usage")

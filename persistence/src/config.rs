@@ -75,7 +75,9 @@ pub struct JournalConfig {
     /// How long an append waits for room in a full queue before it fails as overloaded.
     pub queue_full_wait: Duration,
     /// Take a snapshot in the background once this many entries were appended since the last
-    /// one; `None` only snapshots on [`crate::SledJournal::snapshot_now`].
+    /// one, and at least as many as that snapshot held licenses and live leases (so a large
+    /// state is not rewritten more often than it changes); `None` only snapshots on
+    /// [`crate::SledJournal::snapshot_now`].
     pub snapshot_every_entries: Option<u64>,
 }
 

@@ -56,6 +56,7 @@ impl SledJournal {
             DurabilityMode::Sync | DurabilityMode::Batched { .. } => None,
             DurabilityMode::None => Some(NONE_MODE_SLED_FLUSH_MS),
         };
+        let open_started = std::time::Instant::now();
         let db = open_db(
             &sled::Config::new()
                 .path(dir.as_ref())
@@ -64,14 +65,20 @@ impl SledJournal {
                 .cache_capacity(SLED_CACHE_BYTES),
         )?;
         let stores = Stores { log: db.open_tree(LOG_TREE)?, snapshots: db.open_tree(SNAPSHOT_TREE)?, db };
-        let (recovered, report) = recover(&stores.db, &stores.log, &stores.snapshots)?;
+        let open_ms = crate::recovery::elapsed_ms(open_started);
+        let (recovered, mut report) = recover(&stores.db, &stores.log, &stores.snapshots)?;
+        report.open_ms = open_ms;
         tracing::info!(
             snapshot_seq = ?report.snapshot_seq,
             replayed = report.replayed_entries,
             last_seq = report.last_seq,
+            open_ms = report.open_ms,
+            snapshot_ms = report.snapshot_ms,
+            replay_ms = report.replay_ms,
             "journal recovered"
         );
         let commit = Arc::new(GroupCommit::new(config, report.last_seq));
+        commit.set_snapshot_size(snapshot::state_size(&recovered));
         let snapshot_lock = Arc::new(Mutex::new(()));
         let (requests_tx, requests_rx) = mpsc::sync_channel(1);
         let writer = Writer {
@@ -125,7 +132,7 @@ impl SledJournal {
             return Err(leasehold_engine::journal::JournalError::Poisoned(why.to_owned()).into());
         }
         let _one_at_a_time = self.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
-        snapshot::take_snapshot(&self.stores, self.commit.last_written_seq())
+        snapshot::take_snapshot(&self.stores, &self.commit, self.commit.last_written_seq())
     }
 
     /// Stops taking appends, writes and flushes what is queued, and stops the background

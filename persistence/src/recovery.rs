@@ -11,6 +11,7 @@
 use crate::error::{FormatError, PersistenceError};
 use crate::format::{decode_batch, decode_snapshot, key_seq, seq_key};
 use leasehold_engine::replay::Recovered;
+use std::time::Instant;
 
 /// Damaged records cut off the end of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,12 @@ pub struct RecoveryReport {
     pub cut_tail: Option<CutTail>,
     /// The sequence number of the last entry in the recovered state.
     pub last_seq: u64,
+    /// Time spent opening sled (its own recovery of pages and segments), in milliseconds.
+    pub open_ms: u64,
+    /// Time spent reading and decoding the snapshot, in milliseconds.
+    pub snapshot_ms: u64,
+    /// Time spent replaying the log after it, in milliseconds.
+    pub replay_ms: u64,
 }
 
 /// The state recovery starts from: the newest snapshot that decodes.
@@ -106,6 +113,7 @@ pub(crate) fn recover(
     log: &sled::Tree,
     snapshots: &sled::Tree,
 ) -> Result<(Recovered, RecoveryReport), PersistenceError> {
+    let started = Instant::now();
     let Base { seq: base_seq, mut state, damaged } = newest_snapshot(snapshots)?;
     for (seq, error) in &damaged {
         tracing::warn!(snapshot_seq = seq, %error, "snapshot is damaged; falling back to the one before it");
@@ -114,8 +122,10 @@ pub(crate) fn recover(
     let mut report = RecoveryReport {
         snapshot_seq: (base_seq > 0).then_some(base_seq),
         discarded_snapshots: damaged,
+        snapshot_ms: elapsed_ms(started),
         ..RecoveryReport::default()
     };
+    let replay_started = Instant::now();
     let mut expected = base_seq + 1;
     // Damaged records seen so far (their keys, and the first one's reason): cut if nothing valid
     // follows them. How many entries a damaged record held is unknown, so after one the
@@ -165,5 +175,11 @@ pub(crate) fn recover(
         report.cut_tail = Some(CutTail { from_seq, records, reason });
     }
     report.last_seq = expected - 1;
+    report.replay_ms = elapsed_ms(replay_started);
     Ok((state, report))
+}
+
+/// Milliseconds since `since`.
+pub(crate) fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

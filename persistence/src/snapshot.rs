@@ -13,6 +13,7 @@ use crate::error::PersistenceError;
 use crate::format::{encode_snapshot, key_seq, seq_key};
 use crate::recovery::{fold_log, newest_snapshot, Base};
 use crate::writer::GroupCommit;
+use leasehold_engine::replay::Recovered;
 use std::sync::{mpsc, Arc, Mutex};
 
 /// How many snapshots are kept.
@@ -29,15 +30,16 @@ pub(crate) struct Stores {
     pub(crate) snapshots: sled::Tree,
 }
 
-/// Takes a snapshot of the state after entry `upto` and cuts the log it makes unnecessary.
+/// Takes a snapshot of the state after entry `upto` and cuts the log it makes unnecessary,
+/// recording the state's size (licenses and live leases) in `commit` for the next trigger.
 /// `Ok(None)` when the newest snapshot is already that recent.
-pub(crate) fn take_snapshot(stores: &Stores, upto: u64) -> Result<Option<u64>, PersistenceError> {
-    let taken = build_snapshot(stores, upto);
+pub(crate) fn take_snapshot(stores: &Stores, commit: &GroupCommit, upto: u64) -> Result<Option<u64>, PersistenceError> {
+    let taken = build_snapshot(stores, commit, upto);
     release_freed_memory();
     taken
 }
 
-fn build_snapshot(stores: &Stores, upto: u64) -> Result<Option<u64>, PersistenceError> {
+fn build_snapshot(stores: &Stores, commit: &GroupCommit, upto: u64) -> Result<Option<u64>, PersistenceError> {
     let Base { seq: base_seq, mut state, damaged } = newest_snapshot(&stores.snapshots)?;
     for (seq, error) in damaged {
         tracing::warn!(snapshot_seq = seq, %error, "snapshot is damaged; building on the one before it");
@@ -50,6 +52,7 @@ fn build_snapshot(stores: &Stores, upto: u64) -> Result<Option<u64>, Persistence
     if reached != upto {
         return Err(PersistenceError::MissingEntries { expected: reached + 1, found: upto });
     }
+    commit.set_snapshot_size(state_size(&state));
     let value = encode_snapshot(upto, &state.to_snapshot())
         .map_err(|e| PersistenceError::Encode { what: "snapshot", reason: e.to_string() })?;
     stores.snapshots.insert(seq_key(upto), value)?;
@@ -57,6 +60,12 @@ fn build_snapshot(stores: &Stores, upto: u64) -> Result<Option<u64>, Persistence
     stores.db.flush()?;
     prune(stores)?;
     Ok(Some(upto))
+}
+
+/// The size of a state as the snapshot trigger counts it: licenses plus live leases.
+pub(crate) fn state_size(state: &Recovered) -> u64 {
+    let leases: usize = state.licenses.values().map(|(license, _)| license.leases().count()).sum();
+    u64::try_from(state.licenses.len() + leases).unwrap_or(u64::MAX)
 }
 
 /// Removes all but the newest [`KEEP_SNAPSHOTS`] snapshots, and the log up to the oldest kept.
@@ -103,7 +112,7 @@ pub(crate) fn run_background(
         }
         let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
         let upto = commit.last_written_seq();
-        match take_snapshot(&stores, upto) {
+        match take_snapshot(&stores, &commit, upto) {
             Ok(Some(seq)) => tracing::info!(snapshot_seq = seq, "snapshot written"),
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "snapshot failed; the log keeps growing until one succeeds"),

@@ -50,6 +50,9 @@ pub(crate) struct GroupCommit {
     fail_next_flush: AtomicBool,
     /// How long each sled flush took (`/metrics`).
     flush_latency: Arc<Histogram>,
+    /// Licenses and live leases in the newest snapshot: the next one waits for at least as many
+    /// new entries, so that snapshotting a large state costs a bounded share of the writes.
+    snapshot_size: AtomicU64,
     config: JournalConfig,
 }
 
@@ -69,6 +72,7 @@ impl GroupCommit {
             last_written_seq: AtomicU64::new(last_seq),
             fail_next_flush: AtomicBool::new(false),
             flush_latency: Arc::new(Histogram::flush_latency()),
+            snapshot_size: AtomicU64::new(0),
             config,
         }
     }
@@ -81,6 +85,11 @@ impl GroupCommit {
     /// Why the journal is poisoned, if it is.
     pub(crate) fn poisoned(&self) -> Option<&str> {
         self.poison.get().map(String::as_str)
+    }
+
+    /// Records the size of the newest snapshot's state (licenses and live leases).
+    pub(crate) fn set_snapshot_size(&self, size: u64) {
+        self.snapshot_size.store(size, Ordering::Relaxed);
     }
 
     /// The flush latency histogram.
@@ -266,7 +275,12 @@ impl Writer {
             return;
         };
         let written = self.next_seq - 1;
-        if written.saturating_sub(self.last_snapshot_request_seq) >= every.max(1) {
+        // A snapshot rewrites the whole state: with a million licenses that is seconds of work
+        // and a second copy in memory. Waiting for as many new entries as the state holds keeps
+        // its cost proportional to the writes, while the log to replay on restart stays at most
+        // about the size of the snapshot itself.
+        let every = every.max(1).max(self.shared.snapshot_size.load(Ordering::Relaxed));
+        if written.saturating_sub(self.last_snapshot_request_seq) >= every {
             // Full means a request is already waiting; the snapshot it takes will be newer anyway.
             if requests.try_send(()).is_ok() {
                 self.last_snapshot_request_seq = written;

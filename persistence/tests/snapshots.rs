@@ -148,3 +148,32 @@ fn background_snapshots_follow_the_configured_interval() {
     assert!(journal.recovery_report().snapshot_seq.is_some(), "no background snapshot was taken");
     assert_eq!(recovered.to_snapshot(), replayed(&entries));
 }
+
+#[test]
+fn background_snapshots_wait_for_as_many_entries_as_the_state_holds() {
+    let entries = workload_entries(23, 400);
+    let cut = entries.len() * 3 / 4;
+    let (first, rest) = entries.split_at(cut);
+    let state = Recovered::from_entries(first);
+    let size = state.licenses.len() + state.licenses.values().map(|(l, _)| l.leases().count()).sum::<usize>();
+    assert!(size > 2 && rest.len() > size / 2, "the workload is too small for this test ({size} items)");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    {
+        let (journal, _) = open(dir.path());
+        append_all(&journal, first);
+        let newest = journal.snapshot_now().unwrap_or_else(|e| panic!("snapshot: {e}"));
+        assert_eq!(newest, Some(cut as u64));
+    }
+    {
+        // Asked to snapshot after every entry: only the state's size (known from the snapshot
+        // the journal opens with) holds the next one back.
+        let config = JournalConfig { snapshot_every_entries: Some(1), ..JournalConfig::default() };
+        let (journal, _) = SledJournal::open(dir.path(), config).unwrap_or_else(|e| panic!("open: {e}"));
+        append_all(&journal, &rest[..size / 2]);
+        journal.close();
+    }
+    let (journal, recovered) = open(dir.path());
+    let report = journal.recovery_report();
+    assert_eq!(report.snapshot_seq, Some(cut as u64), "a snapshot came before the state's size in entries");
+    assert_eq!(recovered.to_snapshot(), replayed(&entries[..cut + size / 2]));
+}
