@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -56,12 +57,27 @@ impl Connection {
         bearer: Option<&str>,
         json_body: Option<Bytes>,
     ) -> Result<Answer, Failure> {
+        self.send_with(method, path_and_query, bearer, &[], json_body).await
+    }
+
+    /// Sends one request with `headers` besides the usual ones and reads the whole answer.
+    pub async fn send_with(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        json_body: Option<Bytes>,
+    ) -> Result<Answer, Failure> {
         let mut builder = Request::builder().method(method).uri(path_and_query).header("host", &self.host);
         if let Some(bearer) = bearer {
             builder = builder.header("authorization", format!("Bearer {bearer}"));
         }
         if json_body.is_some() {
             builder = builder.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
         }
         let request =
             builder.body(Full::new(json_body.unwrap_or_default())).map_err(|_| Failure::new("bad request"))?;
@@ -141,38 +157,42 @@ impl Workload {
 /// The item every seeded license grants.
 pub const ITEM: &str = "bench";
 
-/// Drives the Enterprise `/authz/` API as one consumer on one hardware id.
-pub struct AuthzWorker {
-    connection: Connection,
+/// One HTTP dialect's lease operations, as one worker's client on its own hardware id.
+pub trait LeaseApi: Send + 'static {
+    /// The decision alone for `key`'s consumer; `Err` when refused.
+    fn check(&mut self, key: &str) -> impl Future<Output = Outcome> + Send;
+    /// A signed checkout; the lease id.
+    fn checkout(&mut self, key: &str) -> impl Future<Output = Result<String, Failure>> + Send;
+    /// A signed heartbeat of `lease`; the new lease id.
+    fn renew(&mut self, key: &str, lease: &str) -> impl Future<Output = Result<String, Failure>> + Send;
+    /// Ends `lease`.
+    fn release(&mut self, key: &str, lease: &str) -> impl Future<Output = Outcome> + Send;
+}
+
+/// Runs a workload through a [`LeaseApi`], stepping through the seeded consumers so that every
+/// license is used.
+pub struct ApiWorker<A> {
+    api: A,
     workload: Workload,
     identities: Arc<Vec<Identity>>,
-    /// Which identity the next checkout uses; workers step through them so that every license
-    /// is used.
     next_identity: usize,
     stride: usize,
-    hw: String,
     /// The lease held, with the identity that holds it.
     lease: Option<(usize, String)>,
     /// For `cycle`: whether the held lease was already renewed.
     renewed: bool,
 }
 
-impl AuthzWorker {
-    /// Worker number `index` of `workers`, taking identities `index`, `index + workers`, ...
-    pub fn new(
-        addr: SocketAddr,
-        workload: Workload,
-        identities: Arc<Vec<Identity>>,
-        index: usize,
-        workers: usize,
-    ) -> Self {
-        AuthzWorker {
-            connection: Connection::new(addr),
+impl<A: LeaseApi> ApiWorker<A> {
+    /// Worker number `index` of `workers` on `api`, taking identities `index`, `index +
+    /// workers`, ...
+    pub fn new(api: A, workload: Workload, identities: Arc<Vec<Identity>>, index: usize, workers: usize) -> Self {
+        ApiWorker {
+            api,
             workload,
             identities,
             next_identity: index,
             stride: workers.max(1),
-            hw: format!("bench-hw-{index}"),
             lease: None,
             renewed: false,
         }
@@ -185,19 +205,61 @@ impl AuthzWorker {
         chosen
     }
 
-    async fn checkout(&mut self, identity: usize, lease: Option<&str>) -> Result<String, Failure> {
-        let key = &self.identities[identity].api_key;
-        let path = match lease {
-            Some(lease) => format!("/authz/.jwt?{ITEM}=;leaseId={lease}&hw={}", self.hw),
-            None => format!("/authz/.jwt?{ITEM}&hw={}", self.hw),
-        };
-        let token = expect_ok(self.connection.send(Method::GET, &path, Some(key), None).await?)?;
-        lease_of_enterprise_token(&token)
+    async fn checkout(&mut self) -> Outcome {
+        let identity = self.take_identity();
+        self.renewed = false;
+        let key = Arc::clone(&self.identities);
+        let lease = self.api.checkout(&key[identity].api_key).await?;
+        self.lease = Some((identity, lease));
+        Ok(())
     }
 
-    async fn check(&mut self) -> Outcome {
-        let identity = self.take_identity();
-        let key = &self.identities[identity].api_key;
+    async fn renew(&mut self, identity: usize, lease: &str) -> Outcome {
+        let key = Arc::clone(&self.identities);
+        // A failed heartbeat leaves no lease: the next step checks out anew.
+        let next = self.api.renew(&key[identity].api_key, lease).await?;
+        self.lease = Some((identity, next));
+        Ok(())
+    }
+}
+
+impl<A: LeaseApi> Worker for ApiWorker<A> {
+    async fn step(&mut self) -> Outcome {
+        match (self.workload, self.lease.take()) {
+            (Workload::Check, _) => {
+                let identity = self.take_identity();
+                let key = Arc::clone(&self.identities);
+                self.api.check(&key[identity].api_key).await
+            }
+            (Workload::Consume, _) | (Workload::Renew | Workload::Cycle, None) => self.checkout().await,
+            (Workload::Renew, Some((identity, lease))) => self.renew(identity, &lease).await,
+            (Workload::Cycle, Some((identity, lease))) if !self.renewed => {
+                self.renewed = true;
+                self.renew(identity, &lease).await
+            }
+            (Workload::Cycle, Some((identity, lease))) => {
+                let key = Arc::clone(&self.identities);
+                self.api.release(&key[identity].api_key, &lease).await
+            }
+        }
+    }
+}
+
+/// The Enterprise `/authz/` API.
+pub struct Authz {
+    connection: Connection,
+    hw: String,
+}
+
+impl Authz {
+    /// A client of the server at `addr` on hardware id `hw`.
+    pub fn new(addr: SocketAddr, hw: String) -> Authz {
+        Authz { connection: Connection::new(addr), hw }
+    }
+}
+
+impl LeaseApi for Authz {
+    async fn check(&mut self, key: &str) -> Outcome {
         let path = format!("/authz/.txt?{ITEM}&doConsume=false&hw={}", self.hw);
         let body = expect_ok(self.connection.send(Method::GET, &path, Some(key), None).await?)?;
         if body.as_ref() == b"true" {
@@ -207,8 +269,19 @@ impl AuthzWorker {
         }
     }
 
-    async fn release(&mut self, identity: usize, lease: &str) -> Outcome {
-        let key = &self.identities[identity].api_key;
+    async fn checkout(&mut self, key: &str) -> Result<String, Failure> {
+        let path = format!("/authz/.jwt?{ITEM}&hw={}", self.hw);
+        let token = expect_ok(self.connection.send(Method::GET, &path, Some(key), None).await?)?;
+        lease_of_enterprise_token(&token)
+    }
+
+    async fn renew(&mut self, key: &str, lease: &str) -> Result<String, Failure> {
+        let path = format!("/authz/.jwt?{ITEM}=;leaseId={lease}&hw={}", self.hw);
+        let token = expect_ok(self.connection.send(Method::GET, &path, Some(key), None).await?)?;
+        lease_of_enterprise_token(&token)
+    }
+
+    async fn release(&mut self, key: &str, lease: &str) -> Outcome {
         let path = format!("/authz/.json?release&{lease}");
         let body = expect_ok(self.connection.send(Method::GET, &path, Some(key), None).await?)?;
         let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|_| Failure::new("bad answer"))?;
@@ -220,47 +293,78 @@ impl AuthzWorker {
     }
 }
 
-impl Worker for AuthzWorker {
-    async fn step(&mut self) -> Outcome {
-        match self.workload {
-            Workload::Check => self.check().await,
-            Workload::Consume => {
-                let identity = self.take_identity();
-                self.checkout(identity, None).await.map(drop)
-            }
-            Workload::Renew => match self.lease.take() {
-                Some((identity, lease)) => {
-                    let renewed = self.checkout(identity, Some(&lease)).await;
-                    // A failed heartbeat leaves no lease: the next step checks out anew.
-                    renewed.map(|next| self.lease = Some((identity, next)))
-                }
-                None => {
-                    let identity = self.take_identity();
-                    self.checkout(identity, None).await.map(|lease| self.lease = Some((identity, lease)))
-                }
-            },
-            Workload::Cycle => match self.lease.take() {
-                None => {
-                    let identity = self.take_identity();
-                    self.renewed = false;
-                    self.checkout(identity, None).await.map(|lease| self.lease = Some((identity, lease)))
-                }
-                Some((identity, lease)) if !self.renewed => {
-                    self.renewed = true;
-                    self.checkout(identity, Some(&lease)).await.map(|next| self.lease = Some((identity, next)))
-                }
-                Some((identity, lease)) => self.release(identity, &lease).await,
-            },
+/// The Scale License Checkout API (`/licensing/actions/...`). It has no check without a
+/// lease, so its `check` is refused as a usage error before any request is sent.
+pub struct Scale {
+    connection: Connection,
+    hw: String,
+}
+
+impl Scale {
+    /// A client of the server at `addr` on hardware id `hw`.
+    pub fn new(addr: SocketAddr, hw: String) -> Scale {
+        Scale { connection: Connection::new(addr), hw }
+    }
+
+    /// POSTs `body` to action `action` with the client's claims; the answer's one element.
+    async fn action(&mut self, key: &str, action: &str, body: serde_json::Value) -> Result<serde_json::Value, Failure> {
+        let path = format!("/licensing/actions/{action}");
+        let headers = [("cliHwId", self.hw.as_str())];
+        let answer =
+            self.connection.send_with(Method::POST, &path, Some(key), &headers, Some(Bytes::from(body.to_string())));
+        let body = expect_ok(answer.await?)?;
+        let mut list: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|_| Failure::new("bad answer"))?;
+        list.pop().ok_or_else(|| Failure::new("empty answer"))
+    }
+
+    async fn lease_action(&mut self, key: &str, action: &str, body: serde_json::Value) -> Result<String, Failure> {
+        let token = self.action(key, action, body).await?;
+        lease_of_scale_token(token.as_str().ok_or_else(|| Failure::new("not a token"))?.as_bytes())
+    }
+}
+
+impl LeaseApi for Scale {
+    async fn check(&mut self, _key: &str) -> Outcome {
+        Err(Failure::new("the Scale API has no check"))
+    }
+
+    async fn checkout(&mut self, key: &str) -> Result<String, Failure> {
+        self.lease_action(key, "checkout", serde_json::json!([{"productName": ITEM}])).await
+    }
+
+    async fn renew(&mut self, key: &str, lease: &str) -> Result<String, Failure> {
+        self.lease_action(key, "heartbeat", serde_json::json!([{"leaseId": lease}])).await
+    }
+
+    async fn release(&mut self, key: &str, lease: &str) -> Outcome {
+        let result = self.action(key, "release", serde_json::json!([{"leaseId": lease}])).await?;
+        if result["released"] == serde_json::Value::Bool(true) {
+            Ok(())
+        } else {
+            Err(Failure::new(result["errorCode"].as_str().unwrap_or("release refused")))
         }
     }
 }
 
-/// The lease id (`jti`) of a signed Enterprise grant, or the denial's error code as a failure.
-fn lease_of_enterprise_token(token: &[u8]) -> Result<String, Failure> {
+/// The claims of a JWT.
+fn claims_of(token: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Failure> {
     let payload = token.split(|b| *b == b'.').nth(1).ok_or_else(|| Failure::new("not a JWT"))?;
     let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| Failure::new("not a JWT"))?;
-    let claims: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&payload).map_err(|_| Failure::new("not a JWT"))?;
+    serde_json::from_slice(&payload).map_err(|_| Failure::new("not a JWT"))
+}
+
+/// The lease id (`leaseId`) of a signed Scale grant, or the denial's error code as a failure.
+fn lease_of_scale_token(token: &[u8]) -> Result<String, Failure> {
+    let claims = claims_of(token)?;
+    if let Some(code) = claims.get("errorCode").and_then(|c| c.as_str()) {
+        return Err(Failure::new(code));
+    }
+    claims.get("leaseId").and_then(|j| j.as_str()).map(str::to_owned).ok_or_else(|| Failure::new("no leaseId"))
+}
+
+/// The lease id (`jti`) of a signed Enterprise grant, or the denial's error code as a failure.
+fn lease_of_enterprise_token(token: &[u8]) -> Result<String, Failure> {
+    let claims = claims_of(token)?;
     if let Some(code) = claims.get(&format!("{ITEM}_errorCode")).and_then(|c| c.as_str()) {
         return Err(Failure::new(code));
     }

@@ -1,6 +1,6 @@
 //! `leasehold bench`: the load generator. It drives Leasehold over HTTP (the Enterprise
-//! `/authz/` dialect) and over its binary TCP protocol (pipelined) with the workloads consume,
-//! check, renew and cycle, and measures the
+//! `/authz/` and the Scale dialects) and over its binary TCP protocol (pipelined) with the
+//! workloads consume, check, renew and cycle, and measures the
 //! baselines that make its numbers comparable across noisy machines: a hyper hello-world
 //! server, raw RS256 signing on every core, and a Redis server running the same seat lease in
 //! Lua, all in the same run and at the same concurrency.
@@ -18,7 +18,7 @@ mod tcp;
 
 use clap::Args;
 use driver::{drive, Plan};
-use http::{AuthzWorker, HelloWorker, Workload};
+use http::{ApiWorker, Authz, HelloWorker, Scale, Workload};
 use indicatif::ProgressBar;
 use report::{Ceiling, Ratio, Report, Run};
 use std::net::SocketAddr;
@@ -30,6 +30,9 @@ use std::time::Duration;
 pub enum Protocol {
     /// The Enterprise `/authz/` API over HTTP/1.1, one request in flight per connection.
     Authz,
+    /// The Scale `/licensing/actions/` API over HTTP/1.1, one request in flight per connection
+    /// (it has no check without a lease, so it runs every workload but `check`).
+    Scale,
     /// The binary TCP protocol, `--pipeline` requests in flight per connection.
     Tcp,
 }
@@ -38,7 +41,7 @@ pub enum Protocol {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Protocols to drive, in order.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "authz,tcp")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "authz,scale,tcp")]
     protocol: Vec<Protocol>,
     /// Workloads to run, in order.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "check,consume,renew,cycle")]
@@ -165,18 +168,20 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
         for &workload in &args.workload {
             match protocol {
                 Protocol::Authz => {
+                    let workers = authz_workers(&server, workload, &identities, args.connections);
+                    measure_leasehold(&mut report, "authz", workload, workers, plan, &progress).await;
+                }
+                Protocol::Scale if workload == Workload::Check => {
+                    report.notes.push("Scale check skipped: the Scale API has no check without a lease".into());
+                }
+                Protocol::Scale => {
                     let workers: Vec<_> = (0..args.connections)
-                        .map(|i| AuthzWorker::new(server.http, workload, Arc::clone(&identities), i, args.connections))
+                        .map(|i| {
+                            let api = Scale::new(server.http, format!("bench-scale-{i}"));
+                            ApiWorker::new(api, workload, Arc::clone(&identities), i, args.connections)
+                        })
                         .collect();
-                    let measured = drive(&format!("authz {}", workload.name()), workers, plan, &progress).await;
-                    report.runs.push(Run::new(
-                        "leasehold",
-                        "authz",
-                        workload.name(),
-                        args.connections,
-                        args.rate,
-                        &measured,
-                    ));
+                    measure_leasehold(&mut report, "scale", workload, workers, plan, &progress).await;
                 }
                 Protocol::Tcp => {
                     let Some(addr) = server.tcp.or(args.tcp) else {
@@ -186,9 +191,7 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
                     let workers = tcp::workers(addr, &identities, args.connections, args.pipeline, workload)
                         .await
                         .map_err(BenchError::Server)?;
-                    let in_flight = workers.len();
-                    let measured = drive(&format!("tcp {}", workload.name()), workers, plan, &progress).await;
-                    report.runs.push(Run::new("leasehold", "tcp", workload.name(), in_flight, args.rate, &measured));
+                    measure_leasehold(&mut report, "tcp", workload, workers, plan, &progress).await;
                 }
             }
         }
@@ -196,9 +199,7 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
     // The latency target is held at half the saturating load of unsigned decisions.
     if let (Some(check), None) = (report.find("leasehold", "authz", "check").cloned(), args.rate) {
         let half = Plan { rate_per_s: Some(check.throughput_per_s / 2.0), ..plan };
-        let workers: Vec<_> = (0..args.connections)
-            .map(|i| AuthzWorker::new(server.http, Workload::Check, Arc::clone(&identities), i, args.connections))
-            .collect();
+        let workers = authz_workers(&server, Workload::Check, &identities, args.connections);
         let measured = drive("authz check @ half load", workers, half, &progress).await;
         report.runs.push(Run::new("leasehold", "authz", "check", args.connections, half.rate_per_s, &measured));
     }
@@ -211,6 +212,36 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
     }
     add_ratios(&mut report);
     Ok(report)
+}
+
+/// Drives `workers` (one per request in flight) and records the run as Leasehold's over
+/// `protocol`.
+async fn measure_leasehold<W: driver::Worker>(
+    report: &mut Report,
+    protocol: &str,
+    workload: Workload,
+    workers: Vec<W>,
+    plan: Plan,
+    progress: &ProgressBar,
+) {
+    let in_flight = workers.len();
+    let measured = drive(&format!("{protocol} {}", workload.name()), workers, plan, progress).await;
+    report.runs.push(Run::new("leasehold", protocol, workload.name(), in_flight, plan.rate_per_s, &measured));
+}
+
+/// `connections` workers on the Enterprise API, each on a hardware id of its own.
+fn authz_workers(
+    server: &server::UnderTest,
+    workload: Workload,
+    identities: &Arc<Vec<seed::Identity>>,
+    connections: usize,
+) -> Vec<ApiWorker<Authz>> {
+    (0..connections)
+        .map(|i| {
+            let api = Authz::new(server.http, format!("bench-hw-{i}"));
+            ApiWorker::new(api, workload, Arc::clone(identities), i, connections)
+        })
+        .collect()
 }
 
 async fn run_baselines(
