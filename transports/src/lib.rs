@@ -18,4 +18,5 @@
 //! requests and [`tcp::operations`] asks the engine and signs the answer.
 
 pub mod http;
+pub mod listener;
 pub mod tcp;

@@ -17,6 +17,7 @@
 //! all have closed or `shutdown_grace` has passed.
 
 use crate::http::{routes, HttpState};
+use crate::listener::{accept_loop, ConnectionGuard, ListenerConfig};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,7 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 
 /// Connection-level limits of the HTTP server.
 #[derive(Debug, Clone, Copy)]
@@ -93,8 +94,7 @@ struct Connection {
     config: HttpConfig,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
-    _open: mpsc::Sender<()>,
+    _guard: ConnectionGuard,
 }
 
 impl Connection {
@@ -160,69 +160,19 @@ pub async fn serve(
     config: HttpConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     let workers = state.engine.workers().to_vec();
-    let mut next_worker = 0usize;
-    tokio::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            _ = &mut shutdown => break,
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Usually out of file descriptors: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "could not hand the connection over");
-                continue;
-            }
-        };
+    let listening =
+        ListenerConfig { name: "HTTP", max_connections: config.max_connections, shutdown_grace: config.shutdown_grace };
+    accept_loop(listener, workers, listening, shutdown, |stream, accepted| {
         let connection = Connection {
             state: Arc::clone(&state),
             config,
-            peer,
-            shutdown: stop_rx.clone(),
-            _slot: slot,
-            _open: open_tx.clone(),
+            peer: accepted.peer,
+            shutdown: accepted.shutdown,
+            _guard: accepted.guard,
         };
-        let task = connection.run(stream);
-        match workers.get(next_worker % workers.len().max(1)) {
-            Some(worker) => {
-                if !worker.spawn(task) {
-                    tracing::warn!(%peer, "a worker has stopped; connection dropped");
-                }
-            }
-            None => {
-                tokio::spawn(task);
-            }
-        }
-        next_worker = next_worker.wrapping_add(1);
-    }
-    drop(listener);
-    tracing::info!("HTTP: no longer accepting; finishing requests in flight");
-    let _ = stop_tx.send(true);
-    drop(open_tx);
-    if tokio::time::timeout(config.shutdown_grace, open_rx.recv()).await.is_err() {
-        tracing::warn!(
-            grace_s = config.shutdown_grace.as_secs(),
-            "HTTP: connections still open after the grace period"
-        );
-    }
+        connection.run(stream)
+    })
+    .await;
     Ok(())
 }

@@ -27,6 +27,7 @@
 //! reading, finishes the requests in flight, says `ShuttingDown` and closes; `serve` returns once
 //! all have closed or `shutdown_grace` has passed.
 
+use crate::listener::{accept_loop, ConnectionGuard, ListenerConfig};
 use crate::tcp::frame::{self, FrameError};
 use crate::tcp::messages::{self, Failure, FailureCode, Request, Response, PROTOCOL_VERSION};
 use crate::tcp::operations::{self, Principal, Session, TcpState};
@@ -175,8 +176,7 @@ struct Connection {
     /// The index of the worker serving it (in `Engine::workers`).
     worker: usize,
     shutdown: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
-    _open: mpsc::Sender<()>,
+    _guard: ConnectionGuard,
 }
 
 impl Connection {
@@ -386,68 +386,20 @@ pub async fn serve(
     config: TcpConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     let workers = state.engine.workers().to_vec();
-    let mut next_worker = 0usize;
-    tokio::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            _ = &mut shutdown => break,
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Usually out of file descriptors: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "TCP: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "TCP: could not hand the connection over");
-                continue;
-            }
-        };
-        let worker = next_worker % workers.len().max(1);
+    let listening =
+        ListenerConfig { name: "TCP", max_connections: config.max_connections, shutdown_grace: config.shutdown_grace };
+    accept_loop(listener, workers, listening, shutdown, |stream, accepted| {
         let connection = Connection {
             state: Arc::clone(&state),
             config,
-            peer,
-            worker,
-            shutdown: stop_rx.clone(),
-            _slot: slot,
-            _open: open_tx.clone(),
+            peer: accepted.peer,
+            worker: accepted.worker,
+            shutdown: accepted.shutdown,
+            _guard: accepted.guard,
         };
-        let task = connection.run(stream);
-        match workers.get(worker) {
-            Some(worker) => {
-                if !worker.spawn(task) {
-                    tracing::warn!(%peer, "TCP: a worker has stopped; connection dropped");
-                }
-            }
-            None => {
-                tokio::spawn(task);
-            }
-        }
-        next_worker = next_worker.wrapping_add(1);
-    }
-    drop(listener);
-    tracing::info!("TCP: no longer accepting; finishing requests in flight");
-    let _ = stop_tx.send(true);
-    drop(open_tx);
-    if tokio::time::timeout(config.shutdown_grace, open_rx.recv()).await.is_err() {
-        tracing::warn!(grace_s = config.shutdown_grace.as_secs(), "TCP: connections still open after the grace period");
-    }
+        connection.run(stream)
+    })
+    .await;
     Ok(())
 }
