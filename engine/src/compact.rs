@@ -6,6 +6,8 @@
 //! These start as a vector (growing one entry at a time, searched linearly, which is also the
 //! fastest lookup at that size) and switch to the hashed or ordered collection once they hold
 //! more than [`INLINE_MAX`] entries; they switch back when they shrink to a quarter of that.
+//! The large form is boxed, so that each collection is only a vector's 24 bytes in the license
+//! state: a license state holds seven of them.
 
 use crate::hashing::Map;
 use std::collections::BTreeSet;
@@ -34,7 +36,7 @@ pub enum SmallMap<K, V> {
     /// At most [`INLINE_MAX`] entries, in insertion order.
     Inline(Vec<(K, V)>),
     /// More entries.
-    Hashed(Map<K, V>),
+    Hashed(Box<Map<K, V>>),
 }
 
 impl<K, V> Default for SmallMap<K, V> {
@@ -92,7 +94,7 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
                 }
                 let mut map: Map<K, V> = std::mem::take(v).into_iter().collect();
                 map.insert(key, value);
-                *self = SmallMap::Hashed(map);
+                *self = SmallMap::Hashed(Box::new(map));
                 None
             }
             SmallMap::Hashed(m) => m.insert(key, value),
@@ -103,7 +105,7 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         if let SmallMap::Inline(v) = self {
             if v.len() >= INLINE_MAX && !v.iter().any(|(k, _)| *k == key) {
-                *self = SmallMap::Hashed(std::mem::take(v).into_iter().collect());
+                *self = SmallMap::Hashed(Box::new(std::mem::take(v).into_iter().collect()));
             }
         }
         match self {
@@ -134,7 +136,7 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
             SmallMap::Hashed(m) => {
                 let value = m.remove(key)?;
                 if m.len() <= INLINE_MAX / 4 {
-                    *self = SmallMap::Inline(std::mem::take(m).into_iter().collect());
+                    *self = SmallMap::Inline(std::mem::take(&mut **m).into_iter().collect());
                 }
                 Some(value)
             }
@@ -172,7 +174,7 @@ pub enum SmallSet<T> {
     /// At most [`INLINE_MAX`] values, sorted.
     Inline(Vec<T>),
     /// More values.
-    Tree(BTreeSet<T>),
+    Tree(Box<BTreeSet<T>>),
 }
 
 impl<T> Default for SmallSet<T> {
@@ -219,7 +221,7 @@ impl<T: Ord> SmallSet<T> {
                 }
                 let mut tree: BTreeSet<T> = std::mem::take(v).into_iter().collect();
                 tree.insert(value);
-                *self = SmallSet::Tree(tree);
+                *self = SmallSet::Tree(Box::new(tree));
                 true
             }
             SmallSet::Tree(t) => t.insert(value),
@@ -238,7 +240,7 @@ impl<T: Ord> SmallSet<T> {
             SmallSet::Tree(t) => {
                 let removed = t.remove(value);
                 if t.len() <= INLINE_MAX / 4 {
-                    *self = SmallSet::Inline(std::mem::take(t).into_iter().collect());
+                    *self = SmallSet::Inline(std::mem::take(&mut **t).into_iter().collect());
                 }
                 removed
             }
@@ -263,7 +265,7 @@ impl<T: Ord> SmallSet<T> {
         match self {
             SmallSet::Inline(v) => shrink_after_remove(v),
             SmallSet::Tree(t) if t.len() <= INLINE_MAX / 4 => {
-                *self = SmallSet::Inline(std::mem::take(t).into_iter().collect())
+                *self = SmallSet::Inline(std::mem::take(&mut **t).into_iter().collect())
             }
             SmallSet::Tree(_) => {}
         }

@@ -6,12 +6,12 @@
 //! router) until one grants; the actor decides with the pure rules, applies the change,
 //! journals it and answers once it is durable.
 
-use crate::actors::license::{Admin, AdminAnswer, AdminOp, Consume, Release, Renew, Reply, Shared};
+use crate::actors::license::{Admin, AdminAnswer, AdminOp, Consume, DormantLicense, Release, Renew, Reply, Shared};
 use crate::actors::{LicenseActor, Router, Workers};
 use crate::admin::{LicenseKeyRequest, NewConsumer, NewLicense, NewLicensee, NewProduct};
 use crate::answer::{Grant, Released};
 use crate::claims;
-use crate::concurrency::{GaugeReading, LeaseGauge};
+use crate::concurrency::GaugeReading;
 use crate::decide::{
     ConsumeRequest, Decision, Denial, ErrorCode, LicenseEvent, LicenseState, ReleaseRequest, RenewRequest, Usage,
 };
@@ -130,16 +130,16 @@ impl EngineBuilder {
     pub fn build(self) -> std::io::Result<Engine> {
         let workers = Workers::start(self.workers)?;
         let Recovered { directory, licenses } = self.recovered;
+        let leases = licenses.values().map(|(state, _)| state.leases().count()).sum();
         let shared = Arc::new(Shared {
             journal: self.journal,
             clock: self.clock,
             ids: self.ids,
-            lease_index: ConcurrentMap::default(),
+            lease_index: ConcurrentMap::with_capacity_and_hasher(leases, Default::default()),
             directory: RwLock::new(directory),
         });
         let inner = Inner {
-            router: Arc::new(Router::new(workers)),
-            gauges: ConcurrentMap::default(),
+            router: Arc::new(Router::new(workers, Arc::clone(&shared), licenses.len())),
             hints: ConcurrentMap::default(),
             signer: self.signer,
             issuer: self.issuer,
@@ -163,7 +163,6 @@ impl EngineBuilder {
 struct Inner {
     shared: Arc<Shared>,
     router: Arc<Router>,
-    gauges: ConcurrentMap<LicenseId, Arc<LeaseGauge>>,
     /// Which license last granted a consumer an item, tried first when several may (so that a
     /// session keeps to its license instead of opening a second one elsewhere).
     hints: ConcurrentMap<(ConsumerId, Arc<str>), LicenseId>,
@@ -175,19 +174,7 @@ struct Inner {
 
 impl Inner {
     fn add_license(&self, state: LicenseState, last_change_at: Timestamp) {
-        let id = state.license().id;
-        let gauge = Arc::new(LeaseGauge::default());
-        // The actor starts on first use; until then the gauge shows the state it will start from
-        // (the leases a restart recovered).
-        let usage = state.usage();
-        gauge.publish(GaugeReading { live_leases: usage.live_leases, seats_in_use: usage.seats_in_use });
-        self.gauges.insert(id, Arc::clone(&gauge));
-        let shared = Arc::clone(&self.shared);
-        self.router.add(
-            id,
-            move |admission| LicenseActor::new(state, shared, gauge, admission).resumed_at(last_change_at),
-            self.mailbox_capacity,
-        );
+        self.router.add(DormantLicense { state, last_change_at }, self.mailbox_capacity);
     }
 }
 
@@ -419,7 +406,7 @@ impl Engine {
 
     /// The latest counts license `id`'s actor published, without a message to it.
     pub fn gauge(&self, id: LicenseId) -> Option<GaugeReading> {
-        self.inner.gauges.get(&id).map(|g| g.read())
+        self.inner.router.gauge(id)
     }
 
     /// Grants and denials answered since the engine started, for `/metrics`.
@@ -430,7 +417,7 @@ impl Engine {
     /// Live leases over every license, as their actors last published them (see
     /// [`Engine::gauge`]; leases that expired since a license's last request still count).
     pub fn live_leases(&self) -> u64 {
-        self.inner.gauges.iter().map(|g| g.read().live_leases).sum()
+        self.inner.router.live_leases()
     }
 
     /// The Enterprise token for `item`'s decision, signed by the engine's signer.
@@ -559,7 +546,7 @@ impl Engine {
             id: LicenseId(self.inner.shared.ids.uuid()),
             licensee: new.licensee,
             product: product.id,
-            product_name: product.name.clone(),
+            product_name: crate::interning::name(&product.name),
             tier: new.tier,
             features,
             valid_from: new.valid_from.unwrap_or_else(|| self.now()),
@@ -569,7 +556,7 @@ impl Engine {
             revokes_sibling_keys: new.revokes_sibling_keys,
             properties: new.properties,
             credit,
-            model: new.model,
+            model: new.model.interned(),
         };
         license.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
         Ok(license)

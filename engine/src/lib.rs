@@ -31,6 +31,7 @@ pub mod engine;
 pub mod error;
 pub mod hashing;
 pub mod ids;
+pub mod interning;
 pub mod journal;
 pub mod metrics;
 pub mod model;

@@ -67,7 +67,7 @@ fn license(credit: Credit, model: LicenseModel) -> License {
         revokes_sibling_keys: false,
         properties: BTreeMap::new(),
         credit,
-        model,
+        model: model.interned(),
     }
 }
 

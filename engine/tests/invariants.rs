@@ -273,7 +273,7 @@ fn terms(credit: Credit, model: LicenseModel) -> License {
         revokes_sibling_keys: false,
         properties: BTreeMap::new(),
         credit,
-        model,
+        model: model.interned(),
     }
 }
 

@@ -42,7 +42,7 @@ fn seat_grant(now: leasehold_engine::Timestamp) -> Grant {
         revokes_sibling_keys: false,
         properties: BTreeMap::new(),
         credit: Credit { dimension: Dimension::Seats, qty: 5, enforcement: Enforcement::Enforced },
-        model: LicenseModel::default(),
+        model: LicenseModel::default().interned(),
     };
     let consumer = ConsumerId(Uuid::new_v4());
     let anchors = Anchors {

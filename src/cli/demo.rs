@@ -42,7 +42,7 @@ fn product() -> NewProduct {
 
 /// Seeds the demo data (or reuses the license of an earlier `--demo`).
 pub async fn seed(engine: &Engine) -> Result<Demo, AdminError> {
-    let existing = engine.directory().licenses().find(|l| l.product_name == PRODUCT).map(|l| (l.id, l.licensee));
+    let existing = engine.directory().licenses().find(|l| *l.product_name == *PRODUCT).map(|l| (l.id, l.licensee));
     let (license, licensee) = match existing {
         Some(found) => found,
         None => {

@@ -7,7 +7,7 @@
 
 use super::router::LicenseEntry;
 use crate::answer::{Grant, Released};
-use crate::concurrency::{Admission, GaugeReading, LeaseGauge};
+use crate::concurrency::GaugeReading;
 use crate::decide::{
     decide_assign, decide_consume, decide_release, decide_renew, ConsumeRequest, Decision, LicenseEvent, LicenseState,
     ReleaseRequest, RenewRequest, Usage,
@@ -102,39 +102,43 @@ pub struct Admin {
 }
 
 /// Stop and leave the state in the router's slot, if no request waits (sent by the idle sweep).
-pub struct Park {
-    /// Where this license's actor lives.
-    pub entry: Arc<LicenseEntry>,
-}
+pub struct Park;
 
 macro_rules! unit_message {
     ($($t:ty),*) => { $(impl Message for $t { type Result = (); })* };
 }
 unit_message!(Consume, Renew, Release, Admin, Park);
 
+/// A license whose actor is not running: what the next actor starts from.
+#[derive(Debug)]
+pub struct DormantLicense {
+    /// The license's state.
+    pub state: LicenseState,
+    /// When the journal last changed it (the actor's clock never goes back before this).
+    pub last_change_at: Timestamp,
+}
+
+/// The counts a license's gauge shows for `state`.
+pub fn gauge_reading(state: &LicenseState) -> GaugeReading {
+    let usage = state.usage();
+    GaugeReading { live_leases: usage.live_leases, seats_in_use: usage.seats_in_use }
+}
+
 /// One license's actor.
 pub struct LicenseActor {
     state: LicenseState,
-    shared: Arc<Shared>,
-    gauge: Arc<LeaseGauge>,
-    admission: Arc<Admission>,
     last_change_at: Timestamp,
+    shared: Arc<Shared>,
+    /// Its place in the router: the admission it takes messages through, the gauge it publishes
+    /// on, the slot it parks in.
+    entry: Arc<LicenseEntry>,
 }
 
 impl LicenseActor {
-    /// An actor for `state`, publishing its counts on `gauge`, admitting requests through
-    /// `admission`.
-    pub fn new(state: LicenseState, shared: Arc<Shared>, gauge: Arc<LeaseGauge>, admission: Arc<Admission>) -> Self {
-        let actor = LicenseActor { state, shared, gauge, admission, last_change_at: Timestamp::from_millis(0) };
-        actor.publish();
-        actor
-    }
-
-    /// The same actor, continuing from a journal whose last change to this license was at
-    /// `last_change_at`.
-    pub fn resumed_at(mut self, last_change_at: Timestamp) -> Self {
-        self.last_change_at = last_change_at;
-        self
+    /// An actor continuing from `dormant`, living in the router's `entry`.
+    pub fn new(dormant: DormantLicense, shared: Arc<Shared>, entry: Arc<LicenseEntry>) -> Self {
+        let DormantLicense { state, last_change_at } = dormant;
+        LicenseActor { state, last_change_at, shared, entry }
     }
 
     fn id(&self) -> LicenseId {
@@ -144,7 +148,7 @@ impl LicenseActor {
     /// Takes a message out of the bounded mailbox and reads the current time, never earlier than the last change (a wall clock may step back, the
     /// journal's order must not), with expired leases and cooldowns ended.
     fn begin_message(&mut self) -> Timestamp {
-        self.admission.leave();
+        self.entry.admission().leave();
         let now = self.shared.clock.now().max(self.last_change_at);
         let index = &self.shared.lease_index;
         self.state.expire_until(now, |id| {
@@ -154,8 +158,7 @@ impl LicenseActor {
     }
 
     fn publish(&self) {
-        let usage = self.state.usage();
-        self.gauge.publish(GaugeReading { live_leases: usage.live_leases, seats_in_use: usage.seats_in_use });
+        self.entry.gauge().publish(gauge_reading(&self.state));
     }
 
     /// Applies `event`, journals it, and answers `answer(state, event)` once it is durable.
@@ -342,20 +345,17 @@ impl Handler<Admin> for LicenseActor {
 impl Handler<Park> for LicenseActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Park, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Park, ctx: &mut Self::Context) {
         // The state moves into the slot; this actor keeps an empty one until it stops, which it
         // does before taking another message (none is admitted once the slot holds the state).
         let license = Arc::clone(self.state.license());
-        let seed = Box::new(LicenseActor {
+        let dormant = DormantLicense {
             state: std::mem::replace(&mut self.state, LicenseState::new(license)),
-            shared: Arc::clone(&self.shared),
-            gauge: Arc::clone(&self.gauge),
-            admission: Arc::clone(&self.admission),
             last_change_at: self.last_change_at,
-        });
-        match msg.entry.park(&ctx.address(), seed) {
+        };
+        match self.entry.park(&ctx.address(), dormant) {
             Ok(()) => ctx.stop(),
-            Err(seed) => self.state = seed.state,
+            Err(dormant) => self.state = dormant.state,
         }
     }
 }

@@ -10,9 +10,9 @@
 //! back in the slot (see [`Slot::park`]). A million licenses then cost a million states, not a
 //! million running actors with their tasks and mailboxes.
 
-use super::license::{LicenseActor, Park};
+use super::license::{gauge_reading, DormantLicense, LicenseActor, Park, Shared};
 use super::workers::Workers;
-use crate::concurrency::{Admission, Slot};
+use crate::concurrency::{Admission, GaugeReading, LeaseGauge, Slot};
 use crate::error::EngineError;
 use crate::hashing::ConcurrentMap;
 use crate::ids::LicenseId;
@@ -22,19 +22,49 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-/// Where one license's actor lives; shared with the actor, which parks itself through it.
+/// Everything the engine keeps for one license, in one allocation (a million licenses are a
+/// million of these): its state while no actor runs (or the actor's address), the bound on the
+/// requests waiting for it, and the counts its actor publishes. Shared with the actor, which
+/// takes messages, publishes and parks through it.
 pub struct LicenseEntry {
-    slot: Slot<Box<LicenseActor>, Addr<LicenseActor>>,
-    admission: Arc<Admission>,
+    slot: Slot<DormantLicense, Addr<LicenseActor>>,
+    admission: Admission,
+    gauge: LeaseGauge,
     /// [`Admission::admitted`] at the previous idle sweep.
     admitted_at_last_sweep: AtomicU64,
 }
 
 impl LicenseEntry {
-    /// Parks actor `me` with its state `seed` if no request waits for it; `Err(seed)` when it
-    /// must go on running.
-    pub fn park(&self, me: &Addr<LicenseActor>, seed: Box<LicenseActor>) -> Result<(), Box<LicenseActor>> {
-        self.slot.park(me, seed, || self.admission.waiting() == 0)
+    fn new(dormant: DormantLicense, mailbox_capacity: usize) -> Self {
+        let gauge = LeaseGauge::default();
+        // Until an actor starts, the gauge shows the state it will start from (the leases a
+        // restart recovered).
+        gauge.publish(gauge_reading(&dormant.state));
+        LicenseEntry {
+            slot: Slot::dormant(dormant),
+            admission: Admission::new(mailbox_capacity),
+            gauge,
+            admitted_at_last_sweep: AtomicU64::new(0),
+        }
+    }
+
+    /// The bound on the requests waiting for this license's actor.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// The counts this license's actor publishes.
+    pub fn gauge(&self) -> &LeaseGauge {
+        &self.gauge
+    }
+
+    /// Parks actor `me` with its state `dormant` if no request waits for it; `Err(dormant)` when
+    /// it must go on running.
+    // The state goes back to the actor in the `Err`; boxing it would cost every dormant license
+    // an allocation, and parking happens once per idle sweep at most.
+    #[allow(clippy::result_large_err)]
+    pub fn park(&self, me: &Addr<LicenseActor>, dormant: DormantLicense) -> Result<(), DormantLicense> {
+        self.slot.park(me, dormant, || self.admission.waiting() == 0)
     }
 }
 
@@ -42,14 +72,17 @@ impl LicenseEntry {
 pub struct Router {
     entries: ConcurrentMap<LicenseId, Arc<LicenseEntry>>,
     workers: Workers,
+    /// What every actor shares with the rest of the engine.
+    shared: Arc<Shared>,
     /// Actors started so far (a license's first start, and one more after each park).
     starts: AtomicU64,
 }
 
 impl Router {
-    /// A router over `workers` with no licenses.
-    pub fn new(workers: Workers) -> Self {
-        Router { entries: ConcurrentMap::default(), workers, starts: AtomicU64::new(0) }
+    /// A router over `workers` with no licenses, sized for `licenses` of them.
+    pub fn new(workers: Workers, shared: Arc<Shared>, licenses: usize) -> Self {
+        let entries = ConcurrentMap::with_capacity_and_hasher(licenses, Default::default());
+        Router { entries, workers, shared, starts: AtomicU64::new(0) }
     }
 
     /// The workers actors run on.
@@ -62,13 +95,21 @@ impl Router {
         self.workers.index_for(id.0.as_u64_pair().1)
     }
 
-    /// Adds a license whose actor starts on first use with `actor`'s state; at most
+    /// Adds a license whose actor starts on first use from `dormant`; at most
     /// `mailbox_capacity` requests may wait for it.
-    pub fn add(&self, id: LicenseId, actor: impl FnOnce(Arc<Admission>) -> LicenseActor, mailbox_capacity: usize) {
-        let admission = Arc::new(Admission::new(mailbox_capacity));
-        let actor = Box::new(actor(Arc::clone(&admission)));
-        let entry = LicenseEntry { slot: Slot::dormant(actor), admission, admitted_at_last_sweep: AtomicU64::new(0) };
-        self.entries.insert(id, Arc::new(entry));
+    pub fn add(&self, dormant: DormantLicense, mailbox_capacity: usize) {
+        let id = dormant.state.license().id;
+        self.entries.insert(id, Arc::new(LicenseEntry::new(dormant, mailbox_capacity)));
+    }
+
+    /// The counts license `id`'s actor last published.
+    pub fn gauge(&self, id: LicenseId) -> Option<GaugeReading> {
+        self.entries.get(&id).map(|entry| entry.gauge.read())
+    }
+
+    /// Live leases over every license, as their actors last published them.
+    pub fn live_leases(&self) -> u64 {
+        self.entries.iter().map(|entry| entry.gauge.read().live_leases).sum()
     }
 
     /// Actors started so far: each license's first start, and one more after each park.
@@ -92,7 +133,7 @@ impl Router {
             if let Some(addr) = entry.slot.running() {
                 // Not a client request: it takes no place in the admission, and a full or
                 // closed mailbox only means the actor is busy or gone.
-                let _ = addr.try_send(Park { entry: Arc::clone(entry.value()) });
+                let _ = addr.try_send(Park);
             }
         }
     }
@@ -122,13 +163,14 @@ impl Router {
             return Err(EngineError::Overloaded);
         }
         let worker = &self.workers.arbiters()[self.home_worker(id)];
-        let started = entry.slot.get_or_start(|actor| {
+        let started = entry.slot.get_or_start(|dormant| {
             self.starts.fetch_add(1, Ordering::Relaxed);
+            let actor = LicenseActor::new(dormant, Arc::clone(&self.shared), Arc::clone(entry.value()));
             // Actix's own bound parks senders instead of refusing them, so the mailbox itself is
             // unbounded (0) and `Admission` is the bound.
             let (tx, rx) = channel::channel(0);
             worker.spawn_fn(move || {
-                Context::with_receiver(rx).run(*actor);
+                Context::with_receiver(rx).run(actor);
             });
             Addr::new(tx)
         });

@@ -5,7 +5,7 @@ use crate::model::license::SessionAnchor;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// How a client uses a lease: online (short, refreshed often) or offline (long).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -46,6 +46,18 @@ pub struct Anchors {
 }
 
 impl Anchors {
+    /// These claims in a shared allocation. A lease keeps its checkout's claims for renewals and
+    /// tokens; clients that make none (the common case for user-anchored sessions) all share one
+    /// empty copy instead of each lease holding its own.
+    pub fn shared(&self) -> Arc<Anchors> {
+        static NONE: LazyLock<Arc<Anchors>> = LazyLock::new(|| Arc::new(Anchors::default()));
+        if *self == Anchors::default() {
+            Arc::clone(&NONE)
+        } else {
+            Arc::new(self.clone())
+        }
+    }
+
     /// Whether a renewal's claims agree with the checkout's: every claim the renewal makes must
     /// equal the checkout's; claims it leaves out are taken from the lease.
     pub fn agree_with(&self, renewal: &Anchors) -> bool {
@@ -105,6 +117,10 @@ impl SessionKey {
     }
 }
 
+fn deserialize_shared_anchors<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Arc<Anchors>, D::Error> {
+    Anchors::deserialize(deserializer).map(|anchors| anchors.shared())
+}
+
 /// A granted lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -114,11 +130,14 @@ pub struct Lease {
     pub license: LicenseId,
     /// Who holds it.
     pub consumer: ConsumerId,
-    /// The item asked for (the product or one of its features).
+    /// The item asked for (the product or one of its features), shared
+    /// ([`crate::model::License::shared_item`]).
+    #[serde(deserialize_with = "crate::interning::deserialize_name")]
     pub item: Arc<str>,
     /// The session it belongs to.
     pub session: SessionKey,
-    /// The client's claims at checkout.
+    /// The client's claims at checkout ([`Anchors::shared`]).
+    #[serde(deserialize_with = "deserialize_shared_anchors")]
     pub anchors: Arc<Anchors>,
     /// Online or offline.
     pub mode: LeaseMode,

@@ -6,8 +6,10 @@ use crate::ids::{LicenseId, LicenseeId, ProductId};
 use crate::time::Timestamp;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use crate::interning::Interner;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// What a credit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,7 +85,7 @@ pub enum SessionAnchor {
 }
 
 /// Allowed client versions, both ends inclusive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct VersionRange {
     /// Lowest allowed version.
     #[serde(default)]
@@ -113,7 +115,7 @@ impl VersionRange {
 }
 
 /// Client IP ranges a license accepts or refuses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct IpRules {
     /// When not empty, only these ranges may consume.
     #[serde(default)]
@@ -136,7 +138,7 @@ impl IpRules {
 }
 
 /// The rules every lease of a license follows. Every field has a default.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LicenseModel {
     /// Longest online (`cache`) lease.
@@ -191,6 +193,23 @@ impl Default for LicenseModel {
             ip_rules: IpRules::default(),
         }
     }
+}
+
+impl LicenseModel {
+    /// This model as a shared copy: the same `Arc` as every other license with equal rules.
+    ///
+    /// Most licenses share a handful of models (a product's default, a few custom ones), and a
+    /// model is a fifth of a license's terms; with a million licenses, one copy per license is
+    /// a sixth of a gigabyte of identical rules. Models no license uses any more are dropped
+    /// from the shared set as it grows.
+    pub fn interned(self) -> Arc<LicenseModel> {
+        static MODELS: Interner<LicenseModel> = Interner::new();
+        MODELS.get(&self, || Arc::new(self.clone()))
+    }
+}
+
+fn deserialize_interned_model<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Arc<LicenseModel>, D::Error> {
+    LicenseModel::deserialize(deserializer).map(LicenseModel::interned)
 }
 
 /// Whether a license may be used.
@@ -276,8 +295,10 @@ pub struct License {
     pub licensee: LicenseeId,
     /// The product.
     pub product: ProductId,
-    /// The product's name (`productName` in tokens).
-    pub product_name: String,
+    /// The product's name (`productName` in tokens), shared with every license of the product
+    /// ([`crate::interning::name`]).
+    #[serde(deserialize_with = "crate::interning::deserialize_name")]
+    pub product_name: Arc<str>,
     /// The tier it was sold at, when the product has tiers.
     pub tier: Option<String>,
     /// The features it grants (resolved from the tier; display-only ones left out).
@@ -297,8 +318,10 @@ pub struct License {
     pub properties: BTreeMap<String, String>,
     /// Its one credit.
     pub credit: Credit,
-    /// Its rules.
-    pub model: LicenseModel,
+    /// Its rules, shared with every license that has the same ones
+    /// ([`LicenseModel::interned`]).
+    #[serde(deserialize_with = "deserialize_interned_model")]
+    pub model: Arc<LicenseModel>,
 }
 
 /// Why license terms are not acceptable.
@@ -347,9 +370,19 @@ impl License {
         Ok(())
     }
 
+    /// `item` as a shared string: the license's own product name when it is that, so that the
+    /// leases of a license do not each hold a copy of it.
+    pub fn shared_item(&self, item: &str) -> Arc<str> {
+        if *self.product_name == *item {
+            Arc::clone(&self.product_name)
+        } else {
+            crate::interning::name(item)
+        }
+    }
+
     /// Whether `item` is something this license grants: its product or one of its features.
     pub fn grants_item(&self, item: &str) -> bool {
-        self.product_name == item || self.features.iter().any(|f| f == item)
+        *self.product_name == *item || self.features.iter().any(|f| f == item)
     }
 }
 

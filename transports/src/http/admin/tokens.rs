@@ -94,7 +94,7 @@ pub async fn offline_token(state: &HttpState, req: Request<Incoming>, id: &str) 
         return Err(ApiError::not_found(format!("consumer {}", body.consumer)));
     }
     let hw = body.hw.unwrap_or_else(|| format!("generated-{}", uuid::Uuid::new_v4().simple()));
-    let mut request = ConsumeRequest::new(body.consumer, license.product_name.clone()).on_hardware(hw.clone());
+    let mut request = ConsumeRequest::new(body.consumer, license.product_name.to_string()).on_hardware(hw.clone());
     request.anchors.version = body.version;
     request.mode = LeaseMode::Offline;
     request.duration_s = body.duration_s;
@@ -137,7 +137,7 @@ async fn expected_claims(state: &HttpState, token_claims: &Claims) -> Result<(Cl
     // The actor's terms are the latest (a revocation lands there first).
     let license = state.engine.license(license_id).unwrap_or(license);
     let now = state.engine.now();
-    let item = subject.item.clone().unwrap_or_else(|| license.product_name.clone());
+    let item = subject.item.clone().unwrap_or_else(|| license.product_name.to_string());
     let mut ignored = HISTORICAL_CLAIMS.to_vec();
     let expected = match (check_in_force(&license, now), live) {
         (Ok(()), Some(lease)) => {

@@ -415,7 +415,7 @@ fn feature_flags(
         {
             continue;
         }
-        let features = flags.entry(license.product_name.clone()).or_default();
+        let features = flags.entry(license.product_name.to_string()).or_default();
         for feature in &license.features {
             if !features.contains(feature) {
                 features.push(feature.clone());

@@ -60,7 +60,7 @@ pub fn license(l: &License, with_key: bool) -> Value {
     let range = l.model.version_range.as_ref();
     let display_name = match &l.tier {
         Some(tier) => format!("{} {tier}", l.product_name),
-        None => l.product_name.clone(),
+        None => l.product_name.to_string(),
     };
     let qty = if l.credit.is_enforced() { json!(l.credit.qty) } else { json!(-1) };
     let features: Vec<Value> = l.features.iter().map(|f| json!({"feature": f})).collect();
