@@ -11,6 +11,7 @@ use crate::model::lease::SessionKey;
 use crate::model::{Dimension, Lease, License};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
+use smallvec::{smallvec, SmallVec};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -55,7 +56,15 @@ pub struct Usage {
 #[derive(Debug, Clone)]
 struct Session {
     opened_by: ConsumerId,
-    leases: Vec<LeaseId>,
+    leases: SmallVec<[LeaseId; 1]>,
+}
+
+/// The live leases and the seats (sessions and cooling seats) one consumer holds; a consumer
+/// with neither has no entry.
+#[derive(Debug, Clone, Copy, Default)]
+struct ConsumerCounts {
+    leases: u32,
+    seats: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -73,8 +82,7 @@ pub struct LicenseState {
     sessions: SmallMap<SessionKey, Session>,
     expiries: SmallSet<(Timestamp, LeaseId)>,
     cooling: VecDeque<CoolingSeat>,
-    leases_by_consumer: SmallMap<ConsumerId, u32>,
-    seats_by_consumer: SmallMap<ConsumerId, u32>,
+    by_consumer: SmallMap<ConsumerId, ConsumerCounts>,
     assignments: SmallSet<ConsumerId>,
     pool_seats_in_use: u64,
     hardware: SmallSet<Arc<str>>,
@@ -91,8 +99,7 @@ impl LicenseState {
             sessions: SmallMap::default(),
             expiries: SmallSet::default(),
             cooling: VecDeque::new(),
-            leases_by_consumer: SmallMap::default(),
-            seats_by_consumer: SmallMap::default(),
+            by_consumer: SmallMap::default(),
             assignments: SmallSet::default(),
             pool_seats_in_use: 0,
             hardware: SmallSet::default(),
@@ -139,12 +146,12 @@ impl LicenseState {
 
     /// Live leases `consumer` holds.
     pub fn leases_of(&self, consumer: ConsumerId) -> u32 {
-        self.leases_by_consumer.get(&consumer).copied().unwrap_or(0)
+        self.by_consumer.get(&consumer).map_or(0, |n| n.leases)
     }
 
     /// Seats (sessions and cooling seats) `consumer` opened.
     pub fn seats_of(&self, consumer: ConsumerId) -> u32 {
-        self.seats_by_consumer.get(&consumer).copied().unwrap_or(0)
+        self.by_consumer.get(&consumer).map_or(0, |n| n.seats)
     }
 
     /// Seats taken: live sessions and seats cooling down.
@@ -260,11 +267,11 @@ impl LicenseState {
                         consumer
                     }
                 };
-                let session = Session { opened_by, leases: vec![lease.id] };
+                let session = Session { opened_by, leases: smallvec![lease.id] };
                 self.sessions.insert(lease.session.clone(), session);
             }
         }
-        *self.leases_by_consumer.get_or_insert_with(consumer, || 0) += 1;
+        self.counts_of(consumer).leases += 1;
         self.preallocated = self.preallocated.saturating_add(lease.qty_prealloc);
         self.expiries.insert((lease.expires_at, lease.id));
         if self.license.model.max_hardware.is_some() {
@@ -290,11 +297,9 @@ impl LicenseState {
     fn remove_lease(&mut self, id: LeaseId) -> Option<Lease> {
         let lease = self.leases.remove(&id)?;
         self.preallocated = self.preallocated.saturating_sub(lease.qty_prealloc);
-        if let Some(n) = self.leases_by_consumer.get_mut(&lease.consumer) {
-            *n -= 1;
-            if *n == 0 {
-                self.leases_by_consumer.remove(&lease.consumer);
-            }
+        if let Some(n) = self.by_consumer.get_mut(&lease.consumer) {
+            n.leases = n.leases.saturating_sub(1);
+            self.forget_if_idle(lease.consumer);
         }
         Some(lease)
     }
@@ -317,9 +322,20 @@ impl LicenseState {
         }
     }
 
+    fn counts_of(&mut self, consumer: ConsumerId) -> &mut ConsumerCounts {
+        self.by_consumer.get_or_insert_with(consumer, ConsumerCounts::default)
+    }
+
+    fn forget_if_idle(&mut self, consumer: ConsumerId) {
+        if self.by_consumer.get(&consumer).is_some_and(|n| n.leases == 0 && n.seats == 0) {
+            self.by_consumer.remove(&consumer);
+        }
+    }
+
     fn occupy_seat(&mut self, consumer: ConsumerId) {
-        let seats = self.seats_by_consumer.get_or_insert_with(consumer, || 0);
-        let uses_reservation = *seats == 0 && self.assignments.contains(&consumer);
+        let reserved = self.assignments.contains(&consumer);
+        let seats = &mut self.counts_of(consumer).seats;
+        let uses_reservation = *seats == 0 && reserved;
         *seats += 1;
         if !uses_reservation {
             self.pool_seats_in_use += 1;
@@ -327,12 +343,13 @@ impl LicenseState {
     }
 
     fn vacate_seat(&mut self, consumer: ConsumerId) {
-        let Some(seats) = self.seats_by_consumer.get_mut(&consumer) else { return };
-        *seats -= 1;
-        let frees_reservation = *seats == 0 && self.assignments.contains(&consumer);
-        if *seats == 0 {
-            self.seats_by_consumer.remove(&consumer);
+        let Some(counts) = self.by_consumer.get_mut(&consumer) else { return };
+        if counts.seats == 0 {
+            return;
         }
+        counts.seats -= 1;
+        let frees_reservation = counts.seats == 0 && self.assignments.contains(&consumer);
+        self.forget_if_idle(consumer);
         if !frees_reservation {
             self.pool_seats_in_use = self.pool_seats_in_use.saturating_sub(1);
         }
@@ -410,11 +427,11 @@ impl LicenseState {
         let mut sessions: Vec<SessionSnapshot> = self
             .sessions
             .iter()
-            .map(|(key, s)| SessionSnapshot { key: key.clone(), opened_by: s.opened_by, leases: s.leases.clone() })
+            .map(|(key, s)| SessionSnapshot { key: key.clone(), opened_by: s.opened_by, leases: s.leases.to_vec() })
             .collect();
         sessions.sort_by_key(|s| s.leases.first().copied());
         let mut seats_by_consumer: Vec<(ConsumerId, u32)> =
-            self.seats_by_consumer.iter().map(|(c, n)| (*c, *n)).collect();
+            self.by_consumer.iter().filter(|(_, n)| n.seats > 0).map(|(c, n)| (*c, n.seats)).collect();
         seats_by_consumer.sort();
         LicenseStateSnapshot {
             license: Arc::clone(&self.license),
@@ -439,20 +456,22 @@ impl LicenseState {
         let mut state = LicenseState::new(snapshot.license);
         for lease in snapshot.leases {
             state.expiries.insert((lease.expires_at, lease.id));
-            *state.leases_by_consumer.get_or_insert_with(lease.consumer, || 0) += 1;
+            state.counts_of(lease.consumer).leases += 1;
             state.leases.insert(lease.id, lease);
         }
         state.sessions = snapshot
             .sessions
             .into_iter()
-            .map(|s| (s.key, Session { opened_by: s.opened_by, leases: s.leases }))
+            .map(|s| (s.key, Session { opened_by: s.opened_by, leases: s.leases.into_iter().collect() }))
             .collect();
         state.cooling = snapshot
             .cooling
             .into_iter()
             .map(|c| CoolingSeat { session: c.session, consumer: c.consumer, until: c.until })
             .collect();
-        state.seats_by_consumer = snapshot.seats_by_consumer.into_iter().collect();
+        for (consumer, seats) in snapshot.seats_by_consumer {
+            state.counts_of(consumer).seats = seats;
+        }
         state.assignments = snapshot.assignments.into_iter().collect();
         state.pool_seats_in_use = snapshot.pool_seats_in_use;
         state.hardware = snapshot.hardware.into_iter().collect();
