@@ -8,7 +8,9 @@
 //! with about a thousand requests in flight), in a scratch directory.
 //!
 //! `cargo bench --bench capacity` runs the full million (about a minute of seeding);
-//! `LEASEHOLD_CAPACITY_LICENSES=<n>` picks another size. In `cargo test --benches` it runs a
+//! `LEASEHOLD_CAPACITY_LICENSES=<n>` picks another size; `LEASEHOLD_CAPACITY_KEEP_DIR=1` keeps
+//! the data directory (its path is printed) to time restarts from it again with
+//! `LEASEHOLD_CAPACITY_RESTART_FROM=<dir>`. In `cargo test --benches` it runs a
 //! small data set as a smoke test and judges nothing.
 
 use leasehold_engine::journal::Journal;
@@ -25,14 +27,36 @@ const PRODUCTS: usize = 10;
 const IN_FLIGHT: usize = 1_024;
 
 fn rss_bytes() -> u64 {
+    status_kib("VmRSS:") * 1024
+}
+
+/// The process's peak RSS so far.
+fn peak_rss_bytes() -> u64 {
+    status_kib("VmHWM:") * 1024
+}
+
+/// A `/proc/self/status` field given in KiB.
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: u64 = status
+    status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    kib * 1024
+        .unwrap_or(0)
+}
+
+/// Bytes the allocator has handed out and not had back: the live data, without the free
+/// memory the allocator keeps mapped (fragmentation) that RSS also counts.
+fn heap_in_use_bytes() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `mallinfo2` only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        (info.uordblks + info.hblkhd) as u64
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    0
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -160,7 +184,13 @@ fn main() {
     let seeded = rss_bytes();
     // A snapshot waits for any background one to finish, so the state measured next is the
     // steady one: everything recorded, nothing being copied.
+    let snapshot_started = Instant::now();
     journal.snapshot_now().expect("a snapshot");
+    println!(
+        "capacity: a snapshot after seeding in {:.2} s; RSS {:.0} MiB",
+        snapshot_started.elapsed().as_secs_f64(),
+        mib(rss_bytes())
+    );
     let running = engine.running_actors();
     let deadline = Instant::now() + Duration::from_secs(60);
     while engine.running_actors() > 0 && Instant::now() < deadline {
@@ -172,16 +202,18 @@ fn main() {
         mib(rss_bytes())
     );
     let full = rss_bytes();
+    println!("capacity: heap in use {:.0} MiB of RSS {:.0} MiB", mib(heap_in_use_bytes()), mib(full));
     println!(
         "capacity: {} licenses, {leases} live leases, {licensees} licensees and consumers: RSS {:.0} MiB \
          ({:.0} MiB over the empty process; {:.0} bytes per license with its lease); seeded in {:.1} s \
-         (RSS {:.0} MiB at the end of seeding, snapshots running)",
+         (RSS {:.0} MiB at the end of seeding, snapshots running; peak RSS {:.0} MiB)",
         licensees * PRODUCTS,
         mib(full),
         mib(full.saturating_sub(before)),
         full.saturating_sub(before) as f64 / leases.max(1) as f64,
         seeded_in.as_secs_f64(),
         mib(seeded),
+        mib(peak_rss_bytes()),
     );
     if std::env::var_os("LEASEHOLD_CAPACITY_NO_RESTART").is_some() {
         return;
@@ -197,6 +229,9 @@ fn main() {
         .status()
         .expect("the restart process runs");
     assert!(status.success(), "the restart failed");
+    if std::env::var_os("LEASEHOLD_CAPACITY_KEEP_DIR").is_some() {
+        println!("capacity: data directory kept at {}", dir.keep().display());
+    }
 }
 
 /// Set in the child process that measures a restart from this data directory.
@@ -208,8 +243,14 @@ fn restart(dir: &Path) {
     let licenses = engine.directory().licenses().count();
     let report = journal.recovery_report();
     println!(
-        "capacity: recovery: sled open {} ms, snapshot {} ms, replaying {} entries {} ms",
-        report.open_ms, report.snapshot_ms, report.replayed_entries, report.replay_ms
+        "capacity: recovery: sled open {} ms, snapshot {} ms ({} parts, {:.0} MiB, {} threads), replaying {} entries {} ms",
+        report.open_ms,
+        report.snapshot_ms,
+        report.snapshot_parts,
+        mib(report.snapshot_bytes),
+        report.snapshot_threads,
+        report.replayed_entries,
+        report.replay_ms
     );
     let usage = runtime.block_on(async {
         let license = engine.directory().licenses().next().map(|l| l.id).expect("a license");
@@ -218,11 +259,17 @@ fn restart(dir: &Path) {
     assert_eq!(usage.seats_in_use, 1, "a recovered license holds its lease");
     println!(
         "capacity: restart with {licenses} licenses in {:.2} s ({:.2} s reading the snapshot and journal, \
-         {:.2} s starting the engine on it); RSS after restart {:.0} MiB",
+         {:.2} s starting the engine on it); RSS after restart {:.0} MiB (peak {:.0} MiB)",
         (recovered_in + started_in).as_secs_f64(),
         recovered_in.as_secs_f64(),
         started_in.as_secs_f64(),
         mib(rss_bytes()),
+        mib(peak_rss_bytes()),
+    );
+    println!(
+        "capacity: after restart, heap in use {:.0} MiB of RSS {:.0} MiB",
+        mib(heap_in_use_bytes()),
+        mib(rss_bytes())
     );
     drop(engine);
     journal.close();

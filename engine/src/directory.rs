@@ -189,8 +189,12 @@ pub fn key_holder(license: LicenseId) -> ConsumerId {
     ConsumerId(license.0)
 }
 
-/// Everything in a [`Directory`], as plain serializable data for snapshots; every collection is
-/// sorted by key so that equal directories give equal snapshots.
+/// Everything in a [`Directory`] but the license terms, as plain serializable data for
+/// snapshots; every collection is sorted by key so that equal directories give equal snapshots.
+///
+/// The terms are left out because a snapshot stores each license's terms once, with its live
+/// state ([`crate::replay::LicenseSnapshot`]), and the restored directory shares them with the
+/// restored state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DirectorySnapshot {
     /// Licensees.
@@ -199,8 +203,6 @@ pub struct DirectorySnapshot {
     pub consumers: Vec<Consumer>,
     /// Products.
     pub products: Vec<Product>,
-    /// License terms.
-    pub licenses: Vec<Arc<License>>,
     /// Each licensee's licenses in the order they were created: that order breaks ties when
     /// licenses are ranked, so it is stored rather than rebuilt.
     pub licenses_by_licensee: Vec<(LicenseeId, Vec<LicenseId>)>,
@@ -208,8 +210,36 @@ pub struct DirectorySnapshot {
     pub licenses_by_key: Vec<(String, LicenseId)>,
 }
 
+/// The directory as a version-1 snapshot stored it: [`DirectorySnapshot`] with the license terms
+/// (a second copy of the terms each license's state holds). Only read, to restart from a journal
+/// an older build wrote; the field order is the encoding and must not change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectorySnapshotV1 {
+    /// Licensees.
+    pub licensees: Vec<Licensee>,
+    /// Consumers.
+    pub consumers: Vec<Consumer>,
+    /// Products.
+    pub products: Vec<Product>,
+    /// License terms.
+    pub licenses: Vec<Arc<License>>,
+    /// Each licensee's licenses in the order they were created.
+    pub licenses_by_licensee: Vec<(LicenseeId, Vec<LicenseId>)>,
+    /// License keys.
+    pub licenses_by_key: Vec<(String, LicenseId)>,
+}
+
+impl DirectorySnapshotV1 {
+    /// The same directory as a [`DirectorySnapshot`], and the license terms it held.
+    pub fn split(self) -> (DirectorySnapshot, Vec<Arc<License>>) {
+        let DirectorySnapshotV1 { licensees, consumers, products, licenses, licenses_by_licensee, licenses_by_key } =
+            self;
+        (DirectorySnapshot { licensees, consumers, products, licenses_by_licensee, licenses_by_key }, licenses)
+    }
+}
+
 impl Directory {
-    /// This directory as snapshot data.
+    /// This directory as snapshot data, without the license terms (see [`DirectorySnapshot`]).
     pub fn to_snapshot(&self) -> DirectorySnapshot {
         fn sorted<T, K: Ord>(mut items: Vec<T>, key: impl FnMut(&T) -> K) -> Vec<T> {
             items.sort_by_key(key);
@@ -219,7 +249,6 @@ impl Directory {
             licensees: sorted(self.licensees.values().cloned().collect(), |l| l.id),
             consumers: sorted(self.consumers.values().cloned().collect(), |c| c.id),
             products: sorted(self.products.values().cloned().collect(), |p| p.id),
-            licenses: sorted(self.licenses.values().cloned().collect(), |l| l.id),
             licenses_by_licensee: sorted(
                 self.licenses_by_licensee.iter().map(|(k, v)| (*k, v.clone())).collect(),
                 |(k, _)| *k,
@@ -230,9 +259,11 @@ impl Directory {
         }
     }
 
-    /// The directory a snapshot describes (the inverse of [`Directory::to_snapshot`]); the
-    /// lookup indexes by API key and product name are rebuilt.
-    pub fn from_snapshot(snapshot: DirectorySnapshot) -> Self {
+    /// The directory a snapshot describes, with the license terms `licenses` (the inverse of
+    /// [`Directory::to_snapshot`] plus [`Directory::licenses`]); the `Arc`s are kept, so the
+    /// directory shares the terms with whoever else holds them. The lookup indexes by API key and
+    /// product name are rebuilt.
+    pub fn from_snapshot(snapshot: DirectorySnapshot, licenses: Vec<Arc<License>>) -> Self {
         let mut directory = Directory::default();
         for licensee in snapshot.licensees {
             directory.apply(&DirectoryEvent::Licensee(licensee));
@@ -243,7 +274,8 @@ impl Directory {
         for product in snapshot.products {
             directory.apply(&DirectoryEvent::Product(product));
         }
-        directory.licenses = snapshot.licenses.into_iter().map(|l| (l.id, l)).collect();
+        directory.licenses = Map::with_capacity_and_hasher(licenses.len(), Default::default());
+        directory.licenses.extend(licenses.into_iter().map(|l| (l.id, l)));
         directory.licenses_by_licensee = snapshot.licenses_by_licensee.into_iter().collect();
         directory.licenses_by_key = snapshot.licenses_by_key.into_iter().collect();
         directory

@@ -3,12 +3,14 @@
 
 use crate::decide::state::LicenseStateSnapshot;
 use crate::decide::{LicenseEvent, LicenseState};
-use crate::directory::{Directory, DirectorySnapshot};
+use crate::directory::{Directory, DirectorySnapshot, DirectorySnapshotV1};
 use crate::ids::LicenseId;
 use crate::journal::{Change, JournalEntry};
+use crate::model::License;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The state a journal describes.
 #[derive(Debug, Default)]
@@ -49,34 +51,112 @@ impl Recovered {
     }
 }
 
-/// A [`Recovered`] state as plain serializable data: what a snapshot stores. Restoring it gives
-/// exactly the state that replaying the same journal prefix gives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One license as a snapshot stores it: its id, its live state with its terms (the only copy
+/// of the terms in a snapshot: the restored directory shares them) and the time of its last
+/// change.
+pub type LicenseSnapshot = (LicenseId, LicenseStateSnapshot, Timestamp);
+
+/// A [`Recovered`] state as plain data: what a snapshot stores, in pieces (the directory, and
+/// the licenses in chunks), and what tests compare states by. Restoring it gives exactly the
+/// state that replaying the same journal prefix gives.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecoveredSnapshot {
-    /// The directory.
+    /// The directory, without the license terms.
     pub directory: DirectorySnapshot,
-    /// Each license's state and the time of its last change, sorted by license id.
-    pub licenses: Vec<(LicenseId, LicenseStateSnapshot, Timestamp)>,
+    /// Each license's terms, state and the time of its last change, sorted by license id.
+    pub licenses: Vec<LicenseSnapshot>,
 }
 
+/// A whole state as a version-1 snapshot stored it, in one value, with every license's terms
+/// twice (in the directory and in the license's state). Only read, to restart from a journal an
+/// older build wrote; the field order is the encoding and must not change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveredSnapshotV1 {
+    /// The directory, with the license terms.
+    pub directory: DirectorySnapshotV1,
+    /// Each license's state and the time of its last change, sorted by license id.
+    pub licenses: Vec<LicenseSnapshot>,
+}
+
+/// A license whose terms the directory does not hold as its state does (or a directory license
+/// without a state): a state a snapshot, which stores the terms once, cannot describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("license {0} has different terms in the directory and in its state")]
+pub struct TermsDisagree(pub LicenseId);
+
 impl Recovered {
-    /// This state as snapshot data.
+    /// The licenses' ids in snapshot order (sorted), once checked that the directory holds
+    /// exactly the terms the states hold, so that storing each license's terms once, with its
+    /// state, loses nothing. [`Recovered::apply`] keeps it so (one `Terms` event sets both to
+    /// the same `Arc`), and so does restoring a snapshot.
+    pub fn snapshot_order(&self) -> Result<Vec<LicenseId>, TermsDisagree> {
+        for (id, (state, _)) in &self.licenses {
+            match self.directory.license(*id) {
+                Some(terms) if Arc::ptr_eq(terms, state.license()) || terms == state.license() => {}
+                _ => return Err(TermsDisagree(*id)),
+            }
+        }
+        if self.directory.licenses().count() != self.licenses.len() {
+            // Every state has its directory entry (checked above), so one entry has no state.
+            if let Some(orphan) = self.directory.licenses().find(|terms| !self.licenses.contains_key(&terms.id)) {
+                return Err(TermsDisagree(orphan.id));
+            }
+        }
+        let mut ids: Vec<LicenseId> = self.licenses.keys().copied().collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// License `id` as snapshot data.
+    pub fn license_snapshot(&self, id: LicenseId) -> Option<LicenseSnapshot> {
+        self.licenses.get(&id).map(|(state, at)| (id, state.to_snapshot(), *at))
+    }
+
+    /// This whole state as snapshot data, to compare states. Snapshots themselves are written a
+    /// chunk at a time, from [`Recovered::snapshot_order`] and [`Recovered::license_snapshot`].
     pub fn to_snapshot(&self) -> RecoveredSnapshot {
-        let mut licenses: Vec<(LicenseId, LicenseStateSnapshot, Timestamp)> =
-            self.licenses.iter().map(|(id, (state, at))| (*id, state.to_snapshot(), *at)).collect();
-        licenses.sort_by_key(|(id, _, _)| *id);
-        RecoveredSnapshot { directory: self.directory.to_snapshot(), licenses }
+        let mut ids: Vec<LicenseId> = self.licenses.keys().copied().collect();
+        ids.sort_unstable();
+        RecoveredSnapshot {
+            directory: self.directory.to_snapshot(),
+            licenses: ids.into_iter().filter_map(|id| self.license_snapshot(id)).collect(),
+        }
     }
 
     /// The state a snapshot describes (the inverse of [`Recovered::to_snapshot`]).
     pub fn from_snapshot(snapshot: RecoveredSnapshot) -> Self {
-        Recovered {
-            directory: Directory::from_snapshot(snapshot.directory),
-            licenses: snapshot
-                .licenses
-                .into_iter()
-                .map(|(id, state, at)| (id, (LicenseState::from_snapshot(state), at)))
-                .collect(),
-        }
+        let licenses = snapshot
+            .licenses
+            .into_iter()
+            .map(|(id, state, at)| (id, (LicenseState::from_snapshot(state), at)))
+            .collect();
+        Recovered::from_parts(snapshot.directory, licenses)
+    }
+
+    /// The state of a snapshot's directory and its licenses' restored states (restored apart,
+    /// possibly in parallel, chunk by chunk). The directory takes each license's terms from its
+    /// state: one copy of each.
+    pub fn from_parts(directory: DirectorySnapshot, licenses: HashMap<LicenseId, (LicenseState, Timestamp)>) -> Self {
+        let terms = licenses.values().map(|(state, _)| Arc::clone(state.license())).collect();
+        Recovered { directory: Directory::from_snapshot(directory, terms), licenses }
+    }
+
+    /// The state a version-1 snapshot describes. Its terms were stored twice; each state takes
+    /// the directory's copy when they are equal (always, for a snapshot of [`Recovered::apply`]'s
+    /// making), so the restored state holds one copy, as a restored version-2 snapshot does.
+    pub fn from_snapshot_v1(snapshot: RecoveredSnapshotV1) -> Self {
+        let (directory, terms) = snapshot.directory.split();
+        let terms_by_id: HashMap<LicenseId, Arc<License>> = terms.iter().map(|t| (t.id, Arc::clone(t))).collect();
+        let licenses: HashMap<LicenseId, (LicenseState, Timestamp)> = snapshot
+            .licenses
+            .into_iter()
+            .map(|(id, mut state, at)| {
+                if let Some(shared) = terms_by_id.get(&id).filter(|shared| **shared == state.license) {
+                    state.license = Arc::clone(shared);
+                }
+                (id, (LicenseState::from_snapshot(state), at))
+            })
+            .collect();
+        Recovered { directory: Directory::from_snapshot(directory, terms), licenses }
     }
 }

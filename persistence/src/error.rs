@@ -45,6 +45,17 @@ pub enum FormatError {
     /// A key is not an 8-byte sequence number.
     #[error("key of {0} bytes is not a sequence number")]
     BadKey(usize),
+    /// A part of a snapshot its manifest lists is not there (the file is missing or short).
+    #[error("snapshot part {0} is missing")]
+    MissingPart(u32),
+    /// A snapshot's parts hold another number of licenses than its manifest says.
+    #[error("snapshot parts hold {found} licenses, its manifest says {expected}")]
+    LicenseCount {
+        /// The count in the manifest.
+        expected: u64,
+        /// The count in the parts.
+        found: u64,
+    },
 }
 
 /// Why a journal could not be opened, recovered or snapshotted.
@@ -85,6 +96,14 @@ pub enum PersistenceError {
     /// The journal refuses work (poisoned or closed).
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A snapshot's file could not be written, read or removed.
+    #[error("snapshot file {path}: {source}")]
+    SnapshotFile {
+        /// The file (or directory).
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A background thread could not be started.
     #[error("could not start the journal's {name} thread: {source}")]
     Thread {

@@ -4,7 +4,7 @@
 
 use crate::config::{DurabilityMode, JournalConfig};
 use crate::error::PersistenceError;
-use crate::format::{LOG_TREE, SNAPSHOT_TREE};
+use crate::format::{LOG_TREE, SNAPSHOT_DIR, SNAPSHOT_TREE};
 use crate::recovery::{recover, RecoveryReport};
 use crate::snapshot::{self, Stores};
 use crate::writer::{GroupCommit, Writer};
@@ -64,9 +64,12 @@ impl SledJournal {
                 .flush_every_ms(sled_flush_ms)
                 .cache_capacity(SLED_CACHE_BYTES),
         )?;
-        let stores = Stores { log: db.open_tree(LOG_TREE)?, snapshots: db.open_tree(SNAPSHOT_TREE)?, db };
+        let snapshot_dir = dir.as_ref().join(SNAPSHOT_DIR);
+        std::fs::create_dir_all(&snapshot_dir)
+            .map_err(|source| PersistenceError::SnapshotFile { path: snapshot_dir.clone(), source })?;
+        let stores = Stores { log: db.open_tree(LOG_TREE)?, snapshots: db.open_tree(SNAPSHOT_TREE)?, snapshot_dir, db };
         let open_ms = crate::recovery::elapsed_ms(open_started);
-        let (recovered, mut report) = recover(&stores.db, &stores.log, &stores.snapshots)?;
+        let (recovered, mut report) = recover(&stores)?;
         report.open_ms = open_ms;
         tracing::info!(
             snapshot_seq = ?report.snapshot_seq,
@@ -74,6 +77,8 @@ impl SledJournal {
             last_seq = report.last_seq,
             open_ms = report.open_ms,
             snapshot_ms = report.snapshot_ms,
+            snapshot_parts = report.snapshot_parts,
+            snapshot_threads = report.snapshot_threads,
             replay_ms = report.replay_ms,
             "journal recovered"
         );

@@ -9,12 +9,13 @@
 //!    the [`SledJournal`]; the entry is encoded ([`format`](mod@format)) and queued.
 //! 2. The group-commit writer (`writer.rs`) writes everything queued as one log record, flushes
 //!    once, and resolves each appender's `Durability::Pending`; the actor then answers.
-//! 3. In the background, `snapshot.rs` folds the log into a snapshot and cuts the log before it.
-//! 4. [`SledJournal::open`] runs [`recovery`]: newest valid snapshot + log tail, a torn tail cut
-//!    off, and the result handed to `EngineBuilder::recovered`.
+//! 3. In the background, `snapshot.rs` folds the log into a snapshot (a file of parts, and a
+//!    manifest in sled) and cuts the log before it.
+//! 4. [`SledJournal::open`] runs [`recovery`]: newest valid snapshot (its parts decoded on all
+//!    cores) + log tail, a torn tail cut off, and the result handed to `EngineBuilder::recovered`.
 //!
-//! Files: `config.rs` (durability modes, bounds), `error.rs`, `format.rs` (the on-disk
-//! envelope), `writer.rs` (group commit), `snapshot.rs`, `recovery.rs` (the reader), and
+//! Files: `config.rs` (durability modes, bounds), `error.rs`, `format.rs` (the on-disk layout
+//! and envelope), `writer.rs` (group commit), `snapshot.rs`, `recovery.rs` (the reader), and
 //! `journal.rs` (ties them together).
 
 pub mod config;

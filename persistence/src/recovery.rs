@@ -2,15 +2,31 @@
 //! damaged tail, so that the engine restarts with exactly the state it had acknowledged.
 //!
 //! What recovery tolerates and what it refuses:
-//! - a damaged snapshot: warned about, deleted, and the previous one used (two are kept);
+//! - a damaged snapshot (its manifest or any of its parts, or its file missing or short): warned
+//!   about, deleted, and the previous one used (two are kept);
+//! - a snapshot file without a manifest (its writer stopped midway): not a snapshot, ignored;
 //! - damaged records at the very end of the log (a torn last write): warned about and cut off,
 //!   since no acknowledged change can follow them;
 //! - a damaged record followed by a valid one, or a gap in the sequence numbers: an error. Going
 //!   on would silently drop acknowledged changes in the middle of the history.
 
 use crate::error::{FormatError, PersistenceError};
-use crate::format::{decode_batch, decode_snapshot, key_seq, seq_key};
+use crate::format::{
+    decode_batch, decode_directory_part, decode_licenses_part, decode_snapshot_head, key_seq, seq_key,
+    snapshot_file_name, Manifest, SnapshotHead, DIRECTORY_PART,
+};
+use crate::snapshot::{remove_snapshot, Stores};
+use leasehold_engine::decide::LicenseState;
+use leasehold_engine::directory::DirectorySnapshot;
+use leasehold_engine::ids::LicenseId;
 use leasehold_engine::replay::Recovered;
+use leasehold_engine::Timestamp;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::Instant;
 
 /// Damaged records cut off the end of the log.
@@ -41,6 +57,12 @@ pub struct RecoveryReport {
     pub open_ms: u64,
     /// Time spent reading and decoding the snapshot, in milliseconds.
     pub snapshot_ms: u64,
+    /// Parts of the snapshot's file read and decoded (0 for a version-1 snapshot, one value).
+    pub snapshot_parts: u64,
+    /// Bytes the snapshot was read from (its manifest and parts, or the whole version-1 value).
+    pub snapshot_bytes: u64,
+    /// Threads that decoded the snapshot.
+    pub snapshot_threads: usize,
     /// Time spent replaying the log after it, in milliseconds.
     pub replay_ms: u64,
 }
@@ -53,12 +75,39 @@ pub(crate) struct Base {
     pub(crate) state: Recovered,
     /// Newer snapshots that are damaged, newest first, with the reason.
     pub(crate) damaged: Vec<(u64, FormatError)>,
+    /// What reading the snapshot took.
+    pub(crate) read: ReadStats,
 }
 
-/// The newest snapshot that decodes, and the damaged ones found on the way.
-pub(crate) fn newest_snapshot(snapshots: &sled::Tree) -> Result<Base, PersistenceError> {
+/// What reading a snapshot took.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ReadStats {
+    /// Parts read.
+    pub(crate) parts: u64,
+    /// Bytes read.
+    pub(crate) bytes: u64,
+    /// Threads that decoded them.
+    pub(crate) threads: usize,
+}
+
+/// Why a snapshot could not be read: it is damaged or incomplete (recovery falls back to an older
+/// one), or storage failed (recovery stops).
+enum ReadError {
+    Damaged(FormatError),
+    Storage(PersistenceError),
+}
+
+impl From<FormatError> for ReadError {
+    fn from(e: FormatError) -> Self {
+        ReadError::Damaged(e)
+    }
+}
+
+/// The newest snapshot that decodes, and the damaged ones found on the way. A version-2
+/// snapshot's parts are decoded on `threads` threads.
+pub(crate) fn newest_snapshot(stores: &Stores, threads: usize) -> Result<Base, PersistenceError> {
     let mut damaged = Vec::new();
-    for item in snapshots.iter().rev() {
+    for item in stores.snapshots.iter().rev() {
         let (key, value) = item?;
         let seq = match key_seq(&key) {
             Ok(seq) => seq,
@@ -67,12 +116,161 @@ pub(crate) fn newest_snapshot(snapshots: &sled::Tree) -> Result<Base, Persistenc
                 continue;
             }
         };
-        match decode_snapshot(seq, &value) {
-            Ok(snapshot) => return Ok(Base { seq, state: Recovered::from_snapshot(snapshot), damaged }),
-            Err(e) => damaged.push((seq, e)),
+        let read = match decode_snapshot_head(seq, &value) {
+            Ok(SnapshotHead::Whole(snapshot)) => {
+                let read = ReadStats { parts: 0, bytes: value.len() as u64, threads: 1 };
+                drop(value);
+                Ok((Recovered::from_snapshot_v1(*snapshot), read))
+            }
+            Ok(SnapshotHead::Manifest(manifest)) => read_parts(&stores.snapshot_dir, seq, &manifest, threads)
+                .map(|(state, read)| (state, ReadStats { bytes: read.bytes + value.len() as u64, ..read })),
+            Err(e) => Err(ReadError::Damaged(e)),
+        };
+        match read {
+            Ok((state, read)) => return Ok(Base { seq, state, damaged, read }),
+            Err(ReadError::Damaged(e)) => damaged.push((seq, e)),
+            Err(ReadError::Storage(e)) => return Err(e),
         }
     }
-    Ok(Base { seq: 0, state: Recovered::default(), damaged })
+    Ok(Base { seq: 0, state: Recovered::default(), damaged, read: ReadStats::default() })
+}
+
+/// One part of a snapshot, decoded (and its licenses' states restored).
+enum DecodedPart {
+    Directory(DirectorySnapshot),
+    Licenses(Vec<(LicenseId, LicenseState, Timestamp)>),
+}
+
+/// Where each part of a snapshot's file starts, and its length.
+fn part_extents(manifest: &Manifest) -> Vec<(u64, u64)> {
+    let mut offset = 0;
+    manifest
+        .part_lengths
+        .iter()
+        .map(|len| {
+            let extent = (offset, *len);
+            offset += len;
+            extent
+        })
+        .collect()
+}
+
+/// Reads the parts of the version-2 snapshot at `seq` (from its file in `dir`) and assembles its
+/// state. `threads` threads take parts in turn (the directory, the largest, first), each reading,
+/// decoding and restoring its part's license states, so the work is spread however the parts
+/// vary in size; meanwhile this thread puts the restored licenses in the map as they come, so
+/// that little is left to do once the last part is decoded. The first damaged or missing part
+/// stops them all.
+fn read_parts(dir: &Path, seq: u64, manifest: &Manifest, threads: usize) -> Result<(Recovered, ReadStats), ReadError> {
+    let path = dir.join(snapshot_file_name(seq));
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(FormatError::MissingPart(DIRECTORY_PART).into())
+        }
+        Err(source) => return Err(ReadError::Storage(PersistenceError::SnapshotFile { path, source })),
+    };
+    let extents = part_extents(manifest);
+    let bytes: u64 = manifest.part_lengths.iter().sum();
+    let file_len = file
+        .metadata()
+        .map_err(|source| ReadError::Storage(PersistenceError::SnapshotFile { path: path.clone(), source }))?
+        .len();
+    // A file cut short is found before any part is read (or a buffer allocated for one).
+    if let Some(cut) = extents.iter().position(|(offset, len)| offset + len > file_len) {
+        return Err(FormatError::MissingPart(u32::try_from(cut).unwrap_or(u32::MAX)).into());
+    }
+    let threads = threads.clamp(1, extents.len().max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    // Every license takes at least a byte: a manifest cannot make this allocate more than that.
+    let mut licenses = HashMap::with_capacity(usize::try_from(manifest.licenses.min(bytes)).unwrap_or(0));
+    let mut directory = None;
+    let mut first_error = None;
+    std::thread::scope(|scope| {
+        // A few decoded parts may wait for this thread; more would only hold memory.
+        let (decoded_tx, decoded) = mpsc::sync_channel(threads);
+        for _ in 0..threads {
+            let decoded_tx = decoded_tx.clone();
+            let (file, path, extents, next, failed) = (&file, &path, &extents, &next, &failed);
+            scope.spawn(move || decode_parts_in_turn(file, path, seq, extents, next, failed, &decoded_tx));
+        }
+        drop(decoded_tx);
+        for part in decoded {
+            match part {
+                Ok(DecodedPart::Directory(part)) => directory = Some(part),
+                Ok(DecodedPart::Licenses(part)) => {
+                    licenses.extend(part.into_iter().map(|(id, state, at)| (id, (state, at))));
+                }
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    });
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let directory = directory.ok_or(FormatError::MissingPart(DIRECTORY_PART))?;
+    if licenses.len() as u64 != manifest.licenses {
+        return Err(FormatError::LicenseCount { expected: manifest.licenses, found: licenses.len() as u64 }.into());
+    }
+    let read = ReadStats { parts: extents.len() as u64, bytes, threads };
+    Ok((Recovered::from_parts(directory, licenses), read))
+}
+
+/// One thread's share of [`read_parts`]: parts taken from `next`, decoded and sent to `decoded`,
+/// until none is left or a part is damaged (here or on another thread: `failed`).
+fn decode_parts_in_turn(
+    file: &File,
+    path: &Path,
+    seq: u64,
+    extents: &[(u64, u64)],
+    next: &AtomicUsize,
+    failed: &AtomicBool,
+    decoded: &mpsc::SyncSender<Result<DecodedPart, ReadError>>,
+) {
+    while !failed.load(Ordering::Relaxed) {
+        let position = next.fetch_add(1, Ordering::Relaxed);
+        let Some(&(offset, len)) = extents.get(position) else { return };
+        let part = decode_part(file, path, seq, position, offset, len);
+        if part.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        // Sending fails only once the reader has stopped listening: nothing left to do then.
+        if decoded.send(part).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads and decodes the part at `position` of a snapshot's file, `len` bytes from `offset`.
+fn decode_part(
+    file: &File,
+    path: &Path,
+    seq: u64,
+    position: usize,
+    offset: u64,
+    len: u64,
+) -> Result<DecodedPart, ReadError> {
+    let index = u32::try_from(position).map_err(|_| FormatError::MissingPart(u32::MAX))?;
+    let mut value = vec![0; usize::try_from(len).map_err(|_| FormatError::MissingPart(index))?];
+    match file.read_exact_at(&mut value, offset) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FormatError::MissingPart(index).into()),
+        Err(source) => {
+            return Err(ReadError::Storage(PersistenceError::SnapshotFile { path: path.to_owned(), source }))
+        }
+    }
+    if index == DIRECTORY_PART {
+        return Ok(DecodedPart::Directory(decode_directory_part(seq, &value)?));
+    }
+    let licenses = decode_licenses_part(seq, index, &value)?;
+    drop(value);
+    Ok(DecodedPart::Licenses(
+        licenses.into_iter().map(|(id, state, at)| (id, LicenseState::from_snapshot(state), at)).collect(),
+    ))
 }
 
 /// Applies the log records starting after `after` and at or before `upto` to `state`, strictly:
@@ -106,25 +304,26 @@ pub(crate) fn fold_log(
     Ok(expected - 1)
 }
 
-/// Recovers the state of the journal in `log` and `snapshots`, repairing what may be repaired
-/// (see the module comment).
-pub(crate) fn recover(
-    db: &sled::Db,
-    log: &sled::Tree,
-    snapshots: &sled::Tree,
-) -> Result<(Recovered, RecoveryReport), PersistenceError> {
+/// Recovers the state of the journal in `stores`, repairing what may be repaired (see the
+/// module comment). The snapshot is decoded on all cores: nothing else runs yet.
+pub(crate) fn recover(stores: &Stores) -> Result<(Recovered, RecoveryReport), PersistenceError> {
     let started = Instant::now();
-    let Base { seq: base_seq, mut state, damaged } = newest_snapshot(snapshots)?;
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let Base { seq: base_seq, mut state, damaged, read } = newest_snapshot(stores, threads)?;
     for (seq, error) in &damaged {
         tracing::warn!(snapshot_seq = seq, %error, "snapshot is damaged; falling back to the one before it");
-        snapshots.remove(seq_key(*seq))?;
+        remove_snapshot(stores, *seq)?;
     }
     let mut report = RecoveryReport {
         snapshot_seq: (base_seq > 0).then_some(base_seq),
         discarded_snapshots: damaged,
         snapshot_ms: elapsed_ms(started),
+        snapshot_parts: read.parts,
+        snapshot_bytes: read.bytes,
+        snapshot_threads: read.threads,
         ..RecoveryReport::default()
     };
+    let (db, log) = (&stores.db, &stores.log);
     let replay_started = Instant::now();
     let mut expected = base_seq + 1;
     // Damaged records seen so far (their keys, and the first one's reason): cut if nothing valid

@@ -8,12 +8,24 @@
 //! The two newest snapshots are kept: if the newest one is damaged, recovery falls back to the
 //! one before and replays the log from there. So the log is cut only up to the older of the two,
 //! once a newer one is safely on disk.
+//!
+//! Memory: building a snapshot holds the folded state (one copy of the engine's state, its
+//! license terms shared between the directory and the license states) and one encoded chunk of
+//! licenses at a time; the file is written chunk by chunk (see `format.rs` for the layout). The
+//! previous snapshot is decoded on this one thread: the server is running, and a background job
+//! should not take every core from it.
 
 use crate::error::PersistenceError;
-use crate::format::{encode_snapshot, key_seq, seq_key};
+use crate::format::{
+    encode_directory_part, encode_licenses_part, encode_manifest, key_seq, partial_snapshot_file_name, seq_key,
+    snapshot_file_name, snapshot_file_seq, Manifest, LICENSES_PER_CHUNK,
+};
 use crate::recovery::{fold_log, newest_snapshot, Base};
 use crate::writer::GroupCommit;
-use leasehold_engine::replay::Recovered;
+use leasehold_engine::replay::{LicenseSnapshot, Recovered};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 /// How many snapshots are kept.
@@ -28,6 +40,8 @@ pub(crate) struct Stores {
     pub(crate) db: sled::Db,
     pub(crate) log: sled::Tree,
     pub(crate) snapshots: sled::Tree,
+    /// Where version-2 snapshots' files are.
+    pub(crate) snapshot_dir: PathBuf,
 }
 
 /// Takes a snapshot of the state after entry `upto` and cuts the log it makes unnecessary,
@@ -40,10 +54,10 @@ pub(crate) fn take_snapshot(stores: &Stores, commit: &GroupCommit, upto: u64) ->
 }
 
 fn build_snapshot(stores: &Stores, commit: &GroupCommit, upto: u64) -> Result<Option<u64>, PersistenceError> {
-    let Base { seq: base_seq, mut state, damaged } = newest_snapshot(&stores.snapshots)?;
+    let Base { seq: base_seq, mut state, damaged, .. } = newest_snapshot(stores, 1)?;
     for (seq, error) in damaged {
         tracing::warn!(snapshot_seq = seq, %error, "snapshot is damaged; building on the one before it");
-        stores.snapshots.remove(seq_key(seq))?;
+        remove_snapshot(stores, seq)?;
     }
     if upto <= base_seq {
         return Ok(None);
@@ -53,13 +67,54 @@ fn build_snapshot(stores: &Stores, commit: &GroupCommit, upto: u64) -> Result<Op
         return Err(PersistenceError::MissingEntries { expected: reached + 1, found: upto });
     }
     commit.set_snapshot_size(state_size(&state));
-    let value = encode_snapshot(upto, &state.to_snapshot())
-        .map_err(|e| PersistenceError::Encode { what: "snapshot", reason: e.to_string() })?;
-    stores.snapshots.insert(seq_key(upto), value)?;
-    // The snapshot must be on disk before anything it replaces is removed.
-    stores.db.flush()?;
+    write_snapshot(stores, upto, &state)?;
+    drop(state);
     prune(stores)?;
     Ok(Some(upto))
+}
+
+/// Writes `state` as the snapshot at `seq`: its parts to its file, a chunk of licenses at a time
+/// (so only one chunk is ever encoded in memory, not the whole state), then its manifest. The
+/// file is written under a temporary name, synced and renamed, and only then the manifest
+/// written and flushed (with the log it folds), so a snapshot with a manifest is whole on disk;
+/// a file without one (a crash midway) is not read, and the next prune removes it.
+fn write_snapshot(stores: &Stores, seq: u64, state: &Recovered) -> Result<(), PersistenceError> {
+    let encode_error = |reason: String| PersistenceError::Encode { what: "snapshot", reason };
+    let order = state.snapshot_order().map_err(|e| encode_error(e.to_string()))?;
+    let partial = stores.snapshot_dir.join(partial_snapshot_file_name(seq));
+    let file_error = |source| PersistenceError::SnapshotFile { path: partial.clone(), source };
+    let mut file = File::create(&partial).map_err(file_error)?;
+    let mut part_lengths = Vec::with_capacity(order.len().div_ceil(LICENSES_PER_CHUNK) + 1);
+    let directory =
+        encode_directory_part(seq, &state.directory.to_snapshot()).map_err(|e| encode_error(e.to_string()))?;
+    file.write_all(&directory).map_err(file_error)?;
+    part_lengths.push(directory.len() as u64);
+    drop(directory);
+    for (index, ids) in (1..).zip(order.chunks(LICENSES_PER_CHUNK)) {
+        let licenses: Vec<LicenseSnapshot> = ids.iter().filter_map(|id| state.license_snapshot(*id)).collect();
+        let part = encode_licenses_part(seq, index, &licenses).map_err(|e| encode_error(e.to_string()))?;
+        drop(licenses);
+        file.write_all(&part).map_err(file_error)?;
+        part_lengths.push(part.len() as u64);
+    }
+    file.sync_all().map_err(file_error)?;
+    drop(file);
+    let complete = stores.snapshot_dir.join(snapshot_file_name(seq));
+    std::fs::rename(&partial, &complete).map_err(file_error)?;
+    sync_dir(&stores.snapshot_dir)?;
+    let manifest = Manifest { licenses: order.len() as u64, part_lengths };
+    let manifest = encode_manifest(seq, &manifest).map_err(|e| encode_error(e.to_string()))?;
+    stores.snapshots.insert(seq_key(seq), manifest)?;
+    // The snapshot must be on disk before anything it replaces is removed.
+    stores.db.flush()?;
+    Ok(())
+}
+
+/// Makes the entries of directory `dir` (a file created or renamed in it) durable.
+fn sync_dir(dir: &Path) -> Result<(), PersistenceError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| PersistenceError::SnapshotFile { path: dir.to_owned(), source })
 }
 
 /// The size of a state as the snapshot trigger counts it: licenses plus live leases.
@@ -68,7 +123,25 @@ pub(crate) fn state_size(state: &Recovered) -> u64 {
     u64::try_from(state.licenses.len() + leases).unwrap_or(u64::MAX)
 }
 
-/// Removes all but the newest [`KEEP_SNAPSHOTS`] snapshots, and the log up to the oldest kept.
+/// Removes the snapshot at `seq`: its manifest first, so that a crash midway leaves a file no
+/// manifest lists rather than a manifest without its file.
+pub(crate) fn remove_snapshot(stores: &Stores, seq: u64) -> Result<(), PersistenceError> {
+    stores.snapshots.remove(seq_key(seq))?;
+    remove_file(&stores.snapshot_dir.join(snapshot_file_name(seq)))
+}
+
+/// Removes the file at `path`, if there is one.
+fn remove_file(path: &Path) -> Result<(), PersistenceError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(PersistenceError::SnapshotFile { path: path.to_owned(), source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Removes all but the newest [`KEEP_SNAPSHOTS`] snapshots (and the files of unfinished ones),
+/// and the log up to the oldest kept.
 fn prune(stores: &Stores) -> Result<(), PersistenceError> {
     let mut kept = Vec::new();
     for key in stores.snapshots.iter().keys().rev() {
@@ -77,6 +150,15 @@ fn prune(stores: &Stores) -> Result<(), PersistenceError> {
             kept.push(key_seq(&key).unwrap_or(0));
         } else {
             stores.snapshots.remove(key)?;
+        }
+    }
+    let dir_error = |source| PersistenceError::SnapshotFile { path: stores.snapshot_dir.clone(), source };
+    for entry in std::fs::read_dir(&stores.snapshot_dir).map_err(dir_error)? {
+        let name = entry.map_err(dir_error)?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let complete = |seq| name == snapshot_file_name(seq);
+        if snapshot_file_seq(name).is_some_and(|seq| !(kept.contains(&seq) && complete(seq))) {
+            remove_file(&stores.snapshot_dir.join(name))?;
         }
     }
     if kept.len() < KEEP_SNAPSHOTS {

@@ -1,14 +1,21 @@
-//! Snapshots: restoring one gives exactly the state replaying the log gives, a damaged one falls
-//! back to the one before it, and the log before the older kept snapshot is cut.
+//! Snapshots: restoring one gives exactly the state replaying the log gives, a damaged or
+//! incomplete one falls back to the one before it, a version-1 one still restores, and the log
+//! before the older kept snapshot is cut.
 
 mod common;
 
-use common::{append_all, replayed, workload_entries};
+use common::{append_all, append_together, encode_snapshot_v1, many_licenses_entries, replayed, workload_entries};
 use leasehold_engine::decide::LicenseEvent;
-use leasehold_engine::journal::Change;
-use leasehold_engine::replay::Recovered;
-use leasehold_persistence::format::{decode_snapshot, encode_snapshot, seq_key, LOG_TREE, SNAPSHOT_TREE};
+use leasehold_engine::journal::{Change, JournalEntry};
+use leasehold_engine::replay::{Recovered, RecoveredSnapshot};
+use leasehold_persistence::format::{
+    decode_directory_part, decode_licenses_part, decode_snapshot_head, encode_directory_part, encode_licenses_part,
+    partial_snapshot_file_name, seq_key, snapshot_file_name, snapshot_file_seq, SnapshotHead, LICENSES_PER_CHUNK,
+    LOG_TREE, SNAPSHOT_DIR, SNAPSHOT_TREE,
+};
 use leasehold_persistence::{JournalConfig, SledJournal};
+use std::path::Path;
+use std::sync::Arc;
 
 fn config() -> JournalConfig {
     JournalConfig { snapshot_every_entries: None, ..JournalConfig::default() }
@@ -18,13 +25,32 @@ fn open(dir: &std::path::Path) -> (SledJournal, Recovered) {
     SledJournal::open(dir, config()).unwrap_or_else(|e| panic!("open: {e}"))
 }
 
+/// `state` through a snapshot's directory part and one license part, encoded and decoded.
+fn through_parts(seq: u64, state: &Recovered) -> Recovered {
+    let RecoveredSnapshot { directory, licenses } = state.to_snapshot();
+    let directory = encode_directory_part(seq, &directory).unwrap_or_else(|e| panic!("encode: {e}"));
+    let licenses = encode_licenses_part(seq, 1, &licenses).unwrap_or_else(|e| panic!("encode: {e}"));
+    Recovered::from_snapshot(RecoveredSnapshot {
+        directory: decode_directory_part(seq, &directory).unwrap_or_else(|e| panic!("decode: {e}")),
+        licenses: decode_licenses_part(seq, 1, &licenses).unwrap_or_else(|e| panic!("decode: {e}")),
+    })
+}
+
+/// Whether every license's state holds the very terms (the same allocation) the directory
+/// does.
+fn terms_shared(state: &Recovered) -> bool {
+    state.licenses.iter().all(|(id, (license, _))| {
+        state.directory.license(*id).is_some_and(|terms| Arc::ptr_eq(terms, license.license()))
+    })
+}
+
 #[test]
 fn a_snapshot_survives_encoding_and_restores_the_same_state() {
     let entries = workload_entries(7, 400);
     let state = Recovered::from_entries(&entries);
-    let bytes = encode_snapshot(9, &state.to_snapshot()).unwrap_or_else(|e| panic!("encode: {e}"));
-    let decoded = decode_snapshot(9, &bytes).unwrap_or_else(|e| panic!("decode: {e}"));
-    assert_eq!(Recovered::from_snapshot(decoded).to_snapshot(), state.to_snapshot());
+    let restored = through_parts(9, &state);
+    assert_eq!(restored.to_snapshot(), state.to_snapshot());
+    assert!(terms_shared(&restored), "the directory and the states hold separate copies of the terms");
 }
 
 #[test]
@@ -39,16 +65,35 @@ fn a_snapshot_at_any_point_plus_the_rest_of_the_log_equals_a_full_replay() {
         assert!(kinds(|e| matches!(e, LicenseEvent::SeatAssigned(_))) > 0, "no seat assignment");
         let full = replayed(&entries);
         for cut in 0..=entries.len() {
-            let prefix = Recovered::from_entries(&entries[..cut]);
-            let bytes = encode_snapshot(cut as u64, &prefix.to_snapshot()).unwrap_or_else(|e| panic!("encode: {e}"));
-            let decoded = decode_snapshot(cut as u64, &bytes).unwrap_or_else(|e| panic!("decode: {e}"));
-            let mut restored = Recovered::from_snapshot(decoded);
+            let mut restored = through_parts(cut as u64, &Recovered::from_entries(&entries[..cut]));
             for entry in &entries[cut..] {
                 restored.apply(entry);
             }
             assert_eq!(restored.to_snapshot(), full, "seed {seed}: snapshot at {cut} + the rest differs from replay");
         }
     }
+}
+
+#[test]
+fn a_snapshot_in_many_parts_restores_exactly_the_state_it_was_taken_from() {
+    let entries = many_licenses_entries(2 * LICENSES_PER_CHUNK + 100);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    {
+        let (journal, _) = open(dir.path());
+        append_together(&journal, &entries);
+        assert_eq!(journal.snapshot_now().ok().flatten(), Some(entries.len() as u64));
+    }
+    let (journal, recovered) = open(dir.path());
+    let report = journal.recovery_report();
+    assert_eq!(report.snapshot_seq, Some(entries.len() as u64));
+    assert_eq!(report.replayed_entries, 0);
+    // The directory, and three parts of licenses.
+    assert_eq!(report.snapshot_parts, 4);
+    assert!(report.snapshot_threads >= 1);
+    let folded = Recovered::from_entries(&entries);
+    assert_eq!(recovered.licenses.len(), 2 * LICENSES_PER_CHUNK + 100);
+    assert_eq!(recovered.to_snapshot(), folded.to_snapshot());
+    assert!(terms_shared(&recovered), "the directory and the states hold separate copies of the terms");
 }
 
 #[test]
@@ -70,33 +115,160 @@ fn snapshot_plus_tail_equals_full_replay() {
     }
 }
 
+/// A journal in `dir` holding `entries`, with snapshots after the first third and two thirds of
+/// them; their sequence numbers.
+fn two_snapshots(dir: &Path, entries: &[JournalEntry]) -> (u64, u64) {
+    let (a, b) = (entries.len() / 3, 2 * entries.len() / 3);
+    let (journal, _) = open(dir);
+    append_together(&journal, &entries[..a]);
+    assert_eq!(journal.snapshot_now().ok().flatten(), Some(a as u64));
+    append_together(&journal, &entries[a..b]);
+    assert_eq!(journal.snapshot_now().ok().flatten(), Some(b as u64));
+    append_together(&journal, &entries[b..]);
+    (a as u64, b as u64)
+}
+
+/// Changes the snapshot tree of the sled database in `dir` with `change`.
+fn tamper(dir: &Path, change: impl FnOnce(&sled::Tree)) {
+    let db = sled::open(dir).unwrap_or_else(|e| panic!("sled: {e}"));
+    change(&db.open_tree(SNAPSHOT_TREE).unwrap_or_else(|e| panic!("tree: {e}")));
+    db.flush().unwrap_or_else(|e| panic!("flush: {e}"));
+}
+
+/// Where each part of the snapshot at `seq` in `dir` starts in its file, and how long it is.
+fn part_extents(dir: &Path, seq: u64) -> Vec<(usize, usize)> {
+    let db = sled::open(dir).unwrap_or_else(|e| panic!("sled: {e}"));
+    let snapshots = db.open_tree(SNAPSHOT_TREE).unwrap_or_else(|e| panic!("tree: {e}"));
+    let value = snapshots.get(seq_key(seq)).ok().flatten().unwrap_or_else(|| panic!("no manifest at {seq}"));
+    let Ok(SnapshotHead::Manifest(manifest)) = decode_snapshot_head(seq, &value) else { panic!("not a manifest") };
+    let mut offset = 0;
+    manifest
+        .part_lengths
+        .iter()
+        .map(|len| {
+            let extent = (offset, *len as usize);
+            offset += *len as usize;
+            extent
+        })
+        .collect()
+}
+
+/// Changes the file of the snapshot at `seq` in `dir` with `change` (given its parts' extents).
+fn tamper_file(dir: &Path, seq: u64, change: impl FnOnce(&mut Vec<u8>, &[(usize, usize)])) {
+    let extents = part_extents(dir, seq);
+    let path = dir.join(SNAPSHOT_DIR).join(snapshot_file_name(seq));
+    let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read: {e}"));
+    change(&mut bytes, &extents);
+    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("write: {e}"));
+}
+
+/// Flips a bit in the middle of `bytes[from..from + len]`.
+fn flip_a_bit(bytes: &mut [u8], (from, len): (usize, usize)) {
+    bytes[from + len / 2] ^= 0x40;
+}
+
+/// The snapshots whose files (complete or not) are in `dir`, in order.
+fn snapshot_files(dir: &Path) -> Vec<u64> {
+    let entries = std::fs::read_dir(dir.join(SNAPSHOT_DIR)).unwrap_or_else(|e| panic!("read_dir: {e}"));
+    let mut seqs: Vec<u64> =
+        entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().and_then(snapshot_file_seq)).collect();
+    seqs.sort_unstable();
+    seqs
+}
+
+/// Damage done to the snapshot at a sequence number in a journal's directory.
+type Damage = fn(&Path, u64);
+
 #[test]
 fn a_damaged_snapshot_falls_back_to_the_previous_one() {
-    let entries = workload_entries(13, 500);
-    let (a, b) = (entries.len() / 3, 2 * entries.len() / 3);
+    let entries = many_licenses_entries(2 * LICENSES_PER_CHUNK);
+    let damages: [(&str, Damage); 5] = [
+        ("manifest", |dir, seq| {
+            tamper(dir, |snapshots| {
+                let mut value = snapshots.get(seq_key(seq)).ok().flatten().map(|v| v.to_vec()).unwrap_or_default();
+                let whole = (0, value.len());
+                flip_a_bit(&mut value, whole);
+                snapshots.insert(seq_key(seq), value).unwrap_or_else(|e| panic!("insert: {e}"));
+            })
+        }),
+        ("directory", |dir, seq| tamper_file(dir, seq, |bytes, extents| flip_a_bit(bytes, extents[0]))),
+        ("licenses", |dir, seq| tamper_file(dir, seq, |bytes, extents| flip_a_bit(bytes, extents[2]))),
+        ("a part cut off", |dir, seq| tamper_file(dir, seq, |bytes, extents| bytes.truncate(extents[2].0 + 1))),
+        ("no file", |dir, seq| {
+            std::fs::remove_file(dir.join(SNAPSHOT_DIR).join(snapshot_file_name(seq)))
+                .unwrap_or_else(|e| panic!("remove: {e}"))
+        }),
+    ];
+    for (what, damage) in damages {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let (a, b) = two_snapshots(dir.path(), &entries);
+        assert_eq!(part_extents(dir.path(), b).len(), 3, "the snapshot should have a directory and two license parts");
+        damage(dir.path(), b);
+        {
+            let (journal, recovered) = open(dir.path());
+            let report = journal.recovery_report();
+            assert_eq!(report.snapshot_seq, Some(a), "{what}");
+            assert_eq!(report.discarded_snapshots.len(), 1, "{what}");
+            assert_eq!(report.discarded_snapshots[0].0, b, "{what}");
+            assert_eq!(report.replayed_entries, entries.len() as u64 - a, "{what}");
+            assert_eq!(recovered.to_snapshot(), replayed(&entries), "{what}");
+        }
+        assert_eq!(snapshot_files(dir.path()), vec![a], "{what}: the damaged snapshot's file is left");
+    }
+}
+
+#[test]
+fn a_snapshot_without_its_manifest_is_ignored() {
+    let entries = many_licenses_entries(2 * LICENSES_PER_CHUNK);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (a, b) = two_snapshots(dir.path(), &entries);
+    // What a crash between writing the file and writing the manifest leaves, and what a crash
+    // while writing the file leaves.
+    tamper(dir.path(), |snapshots| {
+        assert!(snapshots.remove(seq_key(b)).ok().flatten().is_some(), "no manifest");
+    });
+    let unfinished = dir.path().join(SNAPSHOT_DIR).join(partial_snapshot_file_name(b + 1));
+    std::fs::write(&unfinished, b"cut short").unwrap_or_else(|e| panic!("write: {e}"));
+    assert_eq!(snapshot_files(dir.path()), vec![a, b, b + 1]);
+    {
+        let (journal, recovered) = open(dir.path());
+        let report = journal.recovery_report();
+        assert_eq!(report.snapshot_seq, Some(a));
+        assert_eq!(report.discarded_snapshots, vec![]);
+        assert_eq!(recovered.to_snapshot(), replayed(&entries));
+        // The next snapshot removes the unfinished ones' files.
+        assert_eq!(journal.snapshot_now().ok().flatten(), Some(entries.len() as u64));
+    }
+    assert_eq!(snapshot_files(dir.path()), vec![a, entries.len() as u64]);
+}
+
+#[test]
+fn a_version_1_snapshot_still_restores() {
+    let entries = workload_entries(29, 400);
+    let cut = entries.len() / 2;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     {
         let (journal, _) = open(dir.path());
-        append_all(&journal, &entries[..a]);
-        assert_eq!(journal.snapshot_now().ok().flatten(), Some(a as u64));
-        append_all(&journal, &entries[a..b]);
-        assert_eq!(journal.snapshot_now().ok().flatten(), Some(b as u64));
-        append_all(&journal, &entries[b..]);
+        append_all(&journal, &entries);
     }
+    let v1 = encode_snapshot_v1(cut as u64, &Recovered::from_entries(&entries[..cut]));
+    tamper(dir.path(), |snapshots| {
+        snapshots.insert(seq_key(cut as u64), v1).unwrap_or_else(|e| panic!("insert: {e}"));
+    });
     {
-        let db = sled::open(dir.path()).unwrap_or_else(|e| panic!("sled: {e}"));
-        let snapshots = db.open_tree(SNAPSHOT_TREE).unwrap_or_else(|e| panic!("tree: {e}"));
-        let mut value = snapshots.get(seq_key(b as u64)).ok().flatten().map(|v| v.to_vec()).unwrap_or_default();
-        let middle = value.len() / 2;
-        value[middle] ^= 0x40;
-        snapshots.insert(seq_key(b as u64), value).unwrap_or_else(|e| panic!("insert: {e}"));
-        db.flush().unwrap_or_else(|e| panic!("flush: {e}"));
+        let (journal, recovered) = open(dir.path());
+        let report = journal.recovery_report();
+        assert_eq!(report.snapshot_seq, Some(cut as u64));
+        assert_eq!(report.snapshot_parts, 0);
+        assert_eq!(report.replayed_entries, (entries.len() - cut) as u64);
+        assert_eq!(recovered.to_snapshot(), replayed(&entries));
+        assert!(terms_shared(&recovered), "restoring a version-1 snapshot kept two copies of the terms");
+        // The next snapshot is a version-2 one, kept alongside.
+        assert_eq!(journal.snapshot_now().ok().flatten(), Some(entries.len() as u64));
     }
+    assert_eq!(snapshot_files(dir.path()), vec![entries.len() as u64]);
     let (journal, recovered) = open(dir.path());
-    let report = journal.recovery_report();
-    assert_eq!(report.snapshot_seq, Some(a as u64));
-    assert_eq!(report.discarded_snapshots.len(), 1);
-    assert_eq!(report.discarded_snapshots[0].0, b as u64);
+    assert_eq!(journal.recovery_report().snapshot_seq, Some(entries.len() as u64));
     assert_eq!(recovered.to_snapshot(), replayed(&entries));
 }
 
@@ -126,6 +298,7 @@ fn the_log_is_cut_up_to_the_older_of_the_two_kept_snapshots() {
             .filter_map(|k| <[u8; 8]>::try_from(&*k).ok().map(u64::from_be_bytes))
             .collect();
         assert_eq!(snapshots, vec![marks[1] as u64, marks[2] as u64]);
+        assert_eq!(snapshot_files(dir.path()), snapshots, "files of pruned snapshots are left");
         let log = db.open_tree(LOG_TREE).unwrap_or_else(|e| panic!("tree: {e}"));
         let first = log.first().ok().flatten().and_then(|(k, _)| <[u8; 8]>::try_from(&*k).ok()).map(u64::from_be_bytes);
         assert_eq!(first, Some(marks[1] as u64 + 1));

@@ -3,10 +3,10 @@
 
 use super::version::DottedVersion;
 use crate::ids::{LicenseId, LicenseeId, ProductId};
+use crate::interning::Interner;
 use crate::time::Timestamp;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use crate::interning::Interner;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -208,7 +208,9 @@ impl LicenseModel {
     }
 }
 
-fn deserialize_interned_model<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Arc<LicenseModel>, D::Error> {
+fn deserialize_interned_model<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Arc<LicenseModel>, D::Error> {
     LicenseModel::deserialize(deserializer).map(LicenseModel::interned)
 }
 

@@ -9,7 +9,7 @@ use leasehold_engine::journal::{Journal, JournalEntry, MemoryJournal};
 use leasehold_engine::model::{
     ConsumerKind, Credit, Dimension, Enforcement, Feature, LicenseModel, LicenseeKind, SessionAnchor,
 };
-use leasehold_engine::replay::Recovered;
+use leasehold_engine::replay::{Recovered, RecoveredSnapshotV1};
 use leasehold_engine::{
     ConsumeRequest, ConsumerId, Decision, Engine, LeaseId, LicenseId, ManualClock, NewConsumer, NewLicense,
     NewLicensee, NewProduct, ReleaseRequest, RenewRequest, Timestamp,
@@ -173,6 +173,88 @@ pub fn workload_entries(seed: u64, steps: usize) -> Vec<JournalEntry> {
 /// The state a full replay of `entries` gives, in comparable form.
 pub fn replayed(entries: &[JournalEntry]) -> leasehold_engine::replay::RecoveredSnapshot {
     Recovered::from_entries(entries).to_snapshot()
+}
+
+/// The journal entries of `licenses` one-seat licenses of one licensee, every other one holding a
+/// lease and every sixth one's lease renewed: a state whose snapshot spans several parts.
+pub fn many_licenses_entries(licenses: usize) -> Vec<JournalEntry> {
+    runtime().block_on(async move {
+        let memory = Arc::new(MemoryJournal::new());
+        let engine = Engine::builder()
+            .clock(Arc::new(ManualClock::starting_at(START)))
+            .ids(Arc::new(SeededIds::new(3)))
+            .journal(Arc::clone(&memory) as Arc<dyn Journal>)
+            .workers(1)
+            .build()
+            .unwrap_or_else(|e| panic!("engine: {e}"));
+        let fixture = seat_license(&engine, 1).await;
+        let licensee = engine.license(fixture.license).map(|l| l.licensee).unwrap_or_else(|| panic!("no license"));
+        for i in 0..licenses {
+            let license = if i == 0 {
+                fixture.license
+            } else {
+                let credit = Credit { dimension: Dimension::Seats, qty: 1, enforcement: Enforcement::Enforced };
+                let mut new = NewLicense::new(licensee, PRODUCT, credit);
+                new.model = LicenseModel { session_anchors: vec![SessionAnchor::Hw], ..LicenseModel::default() };
+                engine.create_license(new).await.unwrap_or_else(|e| panic!("license: {e}")).id
+            };
+            if i % 2 == 1 {
+                continue;
+            }
+            let mut request = ConsumeRequest::new(fixture.consumer, PRODUCT).on_hardware(format!("hw-{i}"));
+            request.filters.license = Some(license);
+            let Ok(Decision::Granted(grant)) = engine.consume(request).await else { panic!("no lease on {license}") };
+            if i % 6 == 0 {
+                let renewed = engine.renew(RenewRequest::new(fixture.consumer, grant.lease.id)).await;
+                assert!(matches!(renewed, Ok(Decision::Granted(_))), "renewal on {license}: {renewed:?}");
+            }
+        }
+        memory.entries()
+    })
+}
+
+/// The envelope of a version-1 snapshot as the version-1 encoder wrote it: the state in one
+/// value, license terms in the directory and in every license's state.
+pub fn encode_snapshot_v1(seq: u64, state: &Recovered) -> Vec<u8> {
+    use leasehold_engine::directory::DirectorySnapshotV1;
+    let snapshot = state.to_snapshot();
+    let directory = snapshot.directory;
+    let v1 = RecoveredSnapshotV1 {
+        directory: DirectorySnapshotV1 {
+            licensees: directory.licensees,
+            consumers: directory.consumers,
+            products: directory.products,
+            licenses: snapshot.licenses.iter().map(|(_, state, _)| Arc::clone(&state.license)).collect(),
+            licenses_by_licensee: directory.licenses_by_licensee,
+            licenses_by_key: directory.licenses_by_key,
+        },
+        licenses: snapshot.licenses,
+    };
+    let mut bytes = vec![1, 0, 0, 0, 0];
+    bincode::serde::encode_into_std_write(&v1, &mut bytes, bincode::config::standard())
+        .unwrap_or_else(|e| panic!("encode: {e}"));
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&bytes[..1]);
+    crc.update(&bytes[5..]);
+    crc.update(b"leasehold-snapshot");
+    crc.update(&seq.to_be_bytes());
+    let crc = crc.finalize().to_le_bytes();
+    bytes[1..5].copy_from_slice(&crc);
+    bytes
+}
+
+/// Appends `entries` to `journal` and waits until all are durable, many in flight at a time so
+/// that they share log records.
+pub fn append_together(journal: &SledJournal, entries: &[JournalEntry]) {
+    let rt = runtime();
+    for window in entries.chunks(256) {
+        let pending: Vec<_> = window.iter().map(|entry| journal.append(entry)).collect();
+        for durability in pending {
+            if let Err(e) = rt.block_on(durability.wait()) {
+                panic!("append failed: {e}");
+            }
+        }
+    }
 }
 
 /// Appends `entries` to `journal` one at a time, each durable before the next, so that each
