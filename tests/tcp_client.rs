@@ -1,14 +1,15 @@
 //! The Rust client's behaviour at the edges, against an in-process server (or a fake one that
 //! misbehaves on purpose): pipelined calls from many tasks, reconnecting after the server closed
 //! an idle connection, a request that never gets an answer, a server that goes away mid-call,
-//! and the server's idle timeout and graceful shutdown as a raw client sees them.
+//! and the server's idle timeout, write timeout and graceful shutdown as a raw client sees them.
 
 use leasehold::client::{Auth, Client, ClientConfig, ClientError, Consume, Dialect, FailureCode, Release, TokenChoice};
 use leasehold::{
     ConsumerKind, Credit, Dimension, Enforcement, Engine, LicenseKeyRequest, LicenseeKind, NewConsumer, NewLicense,
     NewLicensee, NewProduct,
 };
-use leasehold_engine::signer::UnsignedTokens;
+use leasehold_engine::claims::Claims;
+use leasehold_engine::signer::{SignFuture, TokenSigner, UnsignedTokens};
 use leasehold_transports::tcp::messages::{self, Authenticate, Authenticated, Credential, Request, Response};
 use leasehold_transports::tcp::{self, frame, TcpConfig, TcpState};
 use std::io::{Read, Write};
@@ -22,6 +23,27 @@ const PRODUCT: &str = "ThreeDee";
 /// An in-process server with a 100-seat license of unlimited sessions and one consumer; its
 /// address, the consumer's API key, and the trigger that shuts it down.
 async fn start(config: TcpConfig) -> (SocketAddr, String, oneshot::Sender<()>) {
+    start_signing_with(config, Arc::new(UnsignedTokens)).await
+}
+
+/// Signs unsecured tokens, each after a delay: answers that stay in flight for a while.
+struct SlowSigner(Duration);
+
+impl TokenSigner for SlowSigner {
+    fn sign(&self, claims: Claims) -> SignFuture {
+        let (delay, token) = (self.0, UnsignedTokens::render(&claims));
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(token)
+        })
+    }
+}
+
+/// [`start`], with tokens signed by `signer`.
+async fn start_signing_with(
+    config: TcpConfig,
+    signer: Arc<dyn TokenSigner>,
+) -> (SocketAddr, String, oneshot::Sender<()>) {
     let engine = Engine::builder().build().expect("an engine");
     engine.create_product(NewProduct { name: PRODUCT.into(), features: vec![], tiers: vec![] }).await.unwrap();
     let licensee = engine.create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization });
@@ -33,7 +55,7 @@ async fn start(config: TcpConfig) -> (SocketAddr, String, oneshot::Sender<()>) {
     let consumer =
         NewConsumer { name: "ada".into(), kind: ConsumerKind::User, licensees: vec![licensee.id], email: None };
     let api_key = engine.create_consumer(consumer).await.unwrap().1;
-    let state = Arc::new(TcpState { engine, signer: Arc::new(UnsignedTokens), issuer: "test".into(), keys: None });
+    let state = Arc::new(TcpState { engine, signer, issuer: "test".into(), keys: None });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("an address");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -150,6 +172,87 @@ async fn an_idle_connection_is_told_why_it_is_closed() {
         (0, Response::Failure(failure)) => assert_eq!(failure.code, FailureCode::IdleTimeout),
         other => panic!("expected IdleTimeout on request id 0, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_slower_than_the_idle_timeout_is_not_cut_by_it() {
+    let config = TcpConfig { idle_timeout: Duration::from_millis(100), ..TcpConfig::default() };
+    let (addr, key, _stop) = start_signing_with(config, Arc::new(SlowSigner(Duration::from_millis(600)))).await;
+    let client = Client::connect(addr, Auth::ApiKey(key)).await.expect("connects");
+    // Nothing arrives for six idle timeouts, but a request is in flight all along.
+    let grant = client.consume(Consume::new(PRODUCT)).await.expect("an answer").expect("granted");
+    assert!(grant.token.is_some());
+    assert_eq!(client.connections_opened(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_the_requests_in_flight_before_saying_so() {
+    let (addr, key, stop) =
+        start_signing_with(TcpConfig::default(), Arc::new(SlowSigner(Duration::from_millis(500)))).await;
+    let connection = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connects");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("a timeout");
+        let hello = Authenticate { credential: Credential::ApiKey(key), dialect: Dialect::Enterprise };
+        let mut buf = bytes::BytesMut::new();
+        frame::encode(1, 1, &messages::encode(&Request::Authenticate(hello)).expect("encodes"), &mut buf);
+        frame::encode(1, 2, &messages::encode(&Request::Consume(Consume::new(PRODUCT))).expect("encodes"), &mut buf);
+        stream.write_all(&buf).expect("writes");
+        read_frame(&mut stream).expect("authenticated");
+        stream
+    });
+    let mut stream = connection.await.expect("the raw client");
+    // The consume waits for its signature while the server is told to stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send(()).expect("the server is running");
+    let frames = tokio::task::spawn_blocking(move || {
+        std::iter::from_fn(|| read_frame(&mut stream))
+            .map(|(id, payload)| (id, messages::decode::<Response>(&payload).expect("a response")))
+            .collect::<Vec<_>>()
+    });
+    let frames = frames.await.expect("the raw client");
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert!(matches!(&frames[0], (2, Response::Granted(grant)) if grant.token.is_some()), "{frames:?}");
+    assert!(matches!(&frames[1], (0, Response::Failure(f)) if f.code == FailureCode::ShuttingDown), "{frames:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_its_answers_is_disconnected_after_the_write_timeout() {
+    let config = TcpConfig { write_timeout: Duration::from_millis(200), ..TcpConfig::default() };
+    let (addr, key, _stop) = start(config).await;
+    let ending = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connects");
+        let hello = Authenticate { credential: Credential::ApiKey(key), dialect: Dialect::Enterprise };
+        let mut buf = bytes::BytesMut::new();
+        frame::encode(1, 1, &messages::encode(&Request::Authenticate(hello)).expect("encodes"), &mut buf);
+        stream.write_all(&buf).expect("writes");
+        read_frame(&mut stream).expect("authenticated");
+        // Far more checks than the socket buffers hold the answers of, pipelined and never read:
+        // the server's writes stall, and it stops reading this connection.
+        let check = messages::encode(&Request::Check(Consume::new(PRODUCT).token(TokenChoice::Omit))).expect("encodes");
+        let mut burst = bytes::BytesMut::new();
+        for id in 0..200_000u32 {
+            frame::encode(1, id + 2, &check, &mut burst);
+        }
+        stream.set_write_timeout(Some(Duration::from_millis(500))).expect("a timeout");
+        let _ = stream.write_all(&burst);
+        std::thread::sleep(Duration::from_secs(1));
+        // By now the server has given up writing: what it wrote is still there to read, then the
+        // stream ends (or is reset). An open connection would block the read until its timeout.
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a timeout");
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Err(e)
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+    });
+    let ending = ending.await.expect("the raw client");
+    assert!(ending.is_ok(), "the connection is still open: {ending:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

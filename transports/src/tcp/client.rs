@@ -27,7 +27,9 @@
 //! granted) and the next call connects and authenticates again.
 //!
 //! Threads: the client spawns a reader and a writer task on the current tokio runtime per
-//! connection; the writer sends every frame that is ready in one write.
+//! connection; the writer sends every frame that is ready in one write, after letting the callers
+//! woken by the same answers queue their next requests (one write for all of them). The reader
+//! also fails the calls that waited past their timeout: there is no timer per call.
 
 use crate::tcp::frame::{self, DEFAULT_MAX_REQUEST_FRAME_BYTES, DEFAULT_MAX_RESPONSE_FRAME_BYTES};
 use crate::tcp::messages::{
@@ -35,10 +37,12 @@ use crate::tcp::messages::{
     Response, PROTOCOL_VERSION,
 };
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use leasehold_engine::claims::Claims;
 use leasehold_engine::time::{Clock, SystemClock};
 use leasehold_engine::tokens::{Verifier, VerifyError};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,7 +62,8 @@ pub struct ClientConfig {
     pub dialect: Dialect,
     /// Longest a connect (and its authentication) may take.
     pub connect_timeout: Duration,
-    /// Longest one call waits for its answer.
+    /// Longest one call waits for its answer (up to about an eighth more: the waiting calls are
+    /// looked at eight times per timeout).
     pub request_timeout: Duration,
     /// Largest answer frame accepted, header included.
     pub max_frame_bytes: usize,
@@ -105,83 +110,119 @@ pub enum ClientError {
     Verify(#[from] VerifyError),
 }
 
-type Pending = Mutex<HashMap<u32, oneshot::Sender<Response>>>;
+/// How many times per request timeout a connection's reader looks for calls that waited too
+/// long: a call times out between its timeout and about an eighth more. (A timer armed and
+/// cancelled per call cost a pipelining client about a twentieth of its time.)
+const SWEEPS_PER_TIMEOUT: u32 = 8;
+/// Bytes set aside for a request's frame before encoding it (a check is about 60).
+const REQUEST_FRAME_BYTES_GUESS: usize = 256;
+/// Bytes the reader asks the socket for at a time.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Bytes of frames the writer gathers for one write.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
-/// One authenticated connection.
-struct Link {
-    frames: mpsc::Sender<Bytes>,
-    max_request_frame_bytes: usize,
-    pending: Arc<Pending>,
-    next_id: AtomicU32,
-    closed: Arc<AtomicBool>,
-    last_word: Arc<Mutex<Option<Failure>>>,
+/// A call waiting for its answer.
+struct Waiting {
+    answer: oneshot::Sender<Result<Response, ClientError>>,
+    /// The sweep after which it has waited too long.
+    expires_after_sweep: u64,
 }
 
-impl Link {
-    fn is_open(&self) -> bool {
-        !self.closed.load(Ordering::Acquire)
-    }
+/// What a connection's calls and its reader and writer tasks share.
+struct Shared {
+    /// The calls waiting for an answer, by request id.
+    pending: Mutex<HashMap<u32, Waiting>>,
+    /// Sweeps for timed-out calls done so far (see [`SWEEPS_PER_TIMEOUT`]).
+    sweeps: AtomicU64,
+    closed: AtomicBool,
+    last_word: Mutex<Option<Failure>>,
+}
 
-    /// A request id not 0 (the connection's own).
-    fn request_id(&self) -> u32 {
-        loop {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            if id != 0 {
-                return id;
-            }
-        }
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Waiting>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn disconnected(&self) -> ClientError {
         ClientError::Disconnected(self.last_word.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
-    async fn call(&self, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
-        let payload = messages::encode(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        if frame::HEADER_BYTES + payload.len() > self.max_request_frame_bytes {
-            return Err(ClientError::Protocol(format!(
-                "a {} request of {} bytes is over the frame limit of {} bytes",
-                request.name(),
-                frame::HEADER_BYTES + payload.len(),
-                self.max_request_frame_bytes
-            )));
+    /// Fails the calls that have waited past their timeout.
+    fn sweep(&self) {
+        let done = self.sweeps.fetch_add(1, Ordering::Relaxed) + 1;
+        let expired: Vec<Waiting> =
+            self.pending().extract_if(|_, waiting| waiting.expires_after_sweep <= done).map(|(_, w)| w).collect();
+        for waiting in expired {
+            let _ = waiting.answer.send(Err(ClientError::Timeout));
         }
-        let id = self.request_id();
-        let mut frame = BytesMut::with_capacity(frame::HEADER_BYTES + payload.len());
-        frame::encode(PROTOCOL_VERSION, id, &payload, &mut frame);
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
-        let forget = || self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+}
+
+/// One authenticated connection.
+struct Link {
+    frames: mpsc::Sender<Bytes>,
+    shared: Arc<Shared>,
+    sweep_every: Duration,
+}
+
+impl Link {
+    fn is_open(&self) -> bool {
+        !self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends the frame of request `id` and waits for its answer, at most `timeout` (and up to two
+    /// sweeps more).
+    async fn exchange(&self, id: u32, frame: Bytes, timeout: Duration) -> Result<Response, ClientError> {
+        let (answer, answered) = oneshot::channel();
+        // The next sweep may come at once: the call expires `timeout` after it, at the earliest.
+        let sweeps = u64::try_from(timeout.as_nanos().div_ceil(self.sweep_every.as_nanos().max(1))).unwrap_or(u64::MAX);
+        let expires_after_sweep = self.shared.sweeps.load(Ordering::Relaxed).saturating_add(1).saturating_add(sweeps);
+        self.shared.pending().insert(id, Waiting { answer, expires_after_sweep });
+        let forget = || self.shared.pending().remove(&id);
         // The reader marks the link closed before it clears the waiting calls: a call registered
         // after that clearing sees the mark here instead of waiting for its timeout.
         if !self.is_open() {
             forget();
-            return Err(self.disconnected());
+            return Err(self.shared.disconnected());
         }
-        let exchange = async {
-            self.frames.send(frame.freeze()).await.map_err(|_| self.disconnected())?;
-            rx.await.map_err(|_| self.disconnected())
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => {
-                forget();
-                Err(e)
+        match self.frames.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                // The writer is behind: wait for room, within the call's timeout.
+                match tokio::time::timeout(timeout, self.frames.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        forget();
+                        return Err(self.shared.disconnected());
+                    }
+                    Err(_) => {
+                        forget();
+                        return Err(ClientError::Timeout);
+                    }
+                }
             }
-            Err(_) => {
+            Err(mpsc::error::TrySendError::Closed(_)) => {
                 forget();
-                Err(ClientError::Timeout)
+                return Err(self.shared.disconnected());
             }
+        }
+        match answered.await {
+            Ok(answer) => answer,
+            Err(_) => Err(self.shared.disconnected()),
         }
     }
 }
 
 /// Writes queued frames, all that are ready in one write, until the link is dropped.
-async fn write_frames(mut socket: OwnedWriteHalf, mut frames: mpsc::Receiver<Bytes>, closed: Arc<AtomicBool>) {
-    let mut batch = BytesMut::with_capacity(64 * 1024);
+async fn write_frames(mut socket: OwnedWriteHalf, mut frames: mpsc::Receiver<Bytes>, shared: Arc<Shared>) {
+    let mut batch = BytesMut::with_capacity(WRITE_BATCH_BYTES);
     while let Some(first) = frames.recv().await {
         batch.extend_from_slice(&first);
-        while batch.len() < 64 * 1024 {
+        // The callers woken by the same batch of answers are about to send their next request:
+        // letting them run first puts theirs in this write too (fewer, fuller writes and reads
+        // on both sides).
+        tokio::task::yield_now().await;
+        while batch.len() < WRITE_BATCH_BYTES {
             match frames.try_recv() {
                 Ok(more) => batch.extend_from_slice(&more),
                 Err(_) => break,
@@ -192,20 +233,16 @@ async fn write_frames(mut socket: OwnedWriteHalf, mut frames: mpsc::Receiver<Byt
         }
         batch.clear();
     }
-    closed.store(true, Ordering::Release);
+    shared.closed.store(true, Ordering::Release);
     let _ = socket.shutdown().await;
 }
 
-/// Reads answers and hands each to its caller, until the connection ends; then fails every call
-/// still waiting.
-async fn read_answers(
-    mut socket: OwnedReadHalf,
-    pending: Arc<Pending>,
-    closed: Arc<AtomicBool>,
-    last_word: Arc<Mutex<Option<Failure>>>,
-    max_frame_bytes: usize,
-) {
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+/// Reads answers and hands each to its caller, and fails the calls that waited too long, until
+/// the connection ends; then fails every call still waiting.
+async fn read_answers(mut socket: OwnedReadHalf, shared: Arc<Shared>, max_frame_bytes: usize, sweep_every: Duration) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut sweeps = tokio::time::interval_at(tokio::time::Instant::now() + sweep_every, sweep_every);
+    sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'read: loop {
         loop {
             let frame = match frame::decode(&mut buf, max_frame_bytes) {
@@ -225,22 +262,26 @@ async fn read_answers(
             };
             if frame.request_id == 0 {
                 if let Response::Failure(failure) = response {
-                    *last_word.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
+                    *shared.last_word.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
                 }
                 continue;
             }
-            let waiting = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&frame.request_id);
+            let waiting = shared.pending().remove(&frame.request_id);
             if let Some(waiting) = waiting {
-                let _ = waiting.send(response);
+                let _ = waiting.answer.send(Ok(response));
             }
         }
-        match socket.read_buf(&mut buf).await {
-            Ok(n) if n > 0 => {}
-            _ => break,
+        buf.reserve(READ_CHUNK_BYTES);
+        tokio::select! {
+            read = socket.read_buf(&mut buf) => match read {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            },
+            _ = sweeps.tick() => shared.sweep(),
         }
     }
-    closed.store(true, Ordering::Release);
-    pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    shared.closed.store(true, Ordering::Release);
+    shared.pending().clear();
 }
 
 /// A connection to a Leasehold server's binary protocol (see the module comment). Cheap to
@@ -251,6 +292,9 @@ pub struct Client {
     config: ClientConfig,
     link: Mutex<Option<Arc<Link>>>,
     reconnecting: tokio::sync::Mutex<()>,
+    /// The last request id used (ids count up from 1 over every connection of the client; 0 is
+    /// the connection's own).
+    last_request_id: AtomicU32,
     authenticated: Mutex<Option<Authenticated>>,
     verifier: Mutex<Option<Arc<Verifier>>>,
     connections_opened: AtomicU64,
@@ -279,11 +323,12 @@ impl Client {
             config,
             link: Mutex::new(None),
             reconnecting: tokio::sync::Mutex::new(()),
+            last_request_id: AtomicU32::new(0),
             authenticated: Mutex::new(None),
             verifier: Mutex::new(None),
             connections_opened: AtomicU64::new(0),
         };
-        client.link().await?;
+        client.reconnect().await?;
         Ok(client)
     }
 
@@ -307,10 +352,7 @@ impl Client {
     }
 
     /// The open connection, connecting (again) when there is none.
-    async fn link(&self) -> Result<Arc<Link>, ClientError> {
-        if let Some(link) = self.current() {
-            return Ok(link);
-        }
+    async fn reconnect(&self) -> Result<Arc<Link>, ClientError> {
         let _one_at_a_time = self.reconnecting.lock().await;
         if let Some(link) = self.current() {
             return Ok(link);
@@ -327,24 +369,19 @@ impl Client {
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
         let (frames, queued) = mpsc::channel(self.config.max_queued.max(1));
-        let link = Arc::new(Link {
-            frames,
-            max_request_frame_bytes: self.config.max_request_frame_bytes,
-            pending: Arc::new(Mutex::new(HashMap::new())),
-            next_id: AtomicU32::new(1),
-            closed: Arc::new(AtomicBool::new(false)),
-            last_word: Arc::new(Mutex::new(None)),
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            sweeps: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            last_word: Mutex::new(None),
         });
-        tokio::spawn(write_frames(writer, queued, Arc::clone(&link.closed)));
-        tokio::spawn(read_answers(
-            reader,
-            Arc::clone(&link.pending),
-            Arc::clone(&link.closed),
-            Arc::clone(&link.last_word),
-            self.config.max_frame_bytes,
-        ));
+        let sweep_every = (self.config.request_timeout / SWEEPS_PER_TIMEOUT).max(Duration::from_millis(1));
+        let link = Arc::new(Link { frames, shared: Arc::clone(&shared), sweep_every });
+        tokio::spawn(write_frames(writer, queued, Arc::clone(&shared)));
+        tokio::spawn(read_answers(reader, shared, self.config.max_frame_bytes, sweep_every));
         let hello = Request::Authenticate(Authenticate { credential: self.auth.clone(), dialect: self.config.dialect });
-        match link.call(&hello, self.config.connect_timeout).await? {
+        let (id, frame) = self.frame_of(&hello)?;
+        match link.exchange(id, frame, self.config.connect_timeout).await? {
             Response::Authenticated(authenticated) => {
                 *self.authenticated.lock().unwrap_or_else(|p| p.into_inner()) = Some(authenticated);
                 self.connections_opened.fetch_add(1, Ordering::Relaxed);
@@ -355,66 +392,115 @@ impl Client {
         }
     }
 
-    /// Sends `request` and waits for its answer.
-    async fn call(&self, request: Request) -> Result<Response, ClientError> {
-        let link = self.link().await?;
-        match link.call(&request, self.config.request_timeout).await? {
-            Response::Failure(failure) => Err(ClientError::Failure(failure)),
-            response => Ok(response),
+    /// A request id not 0 (the connection's own).
+    fn request_id(&self) -> u32 {
+        loop {
+            let id = self.last_request_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if id != 0 {
+                return id;
+            }
         }
     }
 
-    async fn decision(&self, request: Request) -> Result<Result<Granted, Denied>, ClientError> {
+    /// A new request id and the frame of `request` under it, unless the frame is over the
+    /// server's limit (the server would close the connection, failing every call on it).
+    fn frame_of(&self, request: &Request) -> Result<(u32, Bytes), ClientError> {
+        let id = self.request_id();
+        let mut frame = BytesMut::with_capacity(REQUEST_FRAME_BYTES_GUESS);
+        frame::encode_with(PROTOCOL_VERSION, id, &mut frame, |dst| messages::encode_into(request, dst))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if frame.len() > self.config.max_request_frame_bytes {
+            return Err(ClientError::Protocol(format!(
+                "a {} request of {} bytes is over the frame limit of {} bytes",
+                request.name(),
+                frame.len(),
+                self.config.max_request_frame_bytes
+            )));
+        }
+        Ok((id, frame.freeze()))
+    }
+
+    /// Sends `request` and waits for its answer. Not an `async fn`: the request is encoded
+    /// before the future exists, so the future holds its bytes, not the request (calls' futures
+    /// are held by the caller's tasks, and moved at every layer: they are kept small).
+    fn call(&self, request: Request) -> impl Future<Output = Result<Response, ClientError>> + '_ {
+        let framed = self.frame_of(&request);
+        async move {
+            let (id, frame) = framed?;
+            let link = match self.current() {
+                Some(link) => link,
+                None => Box::pin(self.reconnect()).await?,
+            };
+            match link.exchange(id, frame, self.config.request_timeout).await? {
+                Response::Failure(failure) => Err(ClientError::Failure(failure)),
+                response => Ok(response),
+            }
+        }
+    }
+
+    fn decision(&self, request: Request) -> impl Future<Output = Result<Result<Granted, Denied>, ClientError>> + '_ {
         let name = request.name();
-        match self.call(request).await? {
+        self.call(request).map(move |answer| match answer? {
             Response::Granted(granted) => Ok(Ok(*granted)),
             Response::Denied(denied) => Ok(Err(denied)),
             other => Err(unexpected(name, &other)),
-        }
+        })
     }
 
-    async fn ending(&self, request: Request) -> Result<Result<Released, Denied>, ClientError> {
+    fn ending(&self, request: Request) -> impl Future<Output = Result<Result<Released, Denied>, ClientError>> + '_ {
         let name = request.name();
-        match self.call(request).await? {
+        self.call(request).map(move |answer| match answer? {
             Response::Released(released) => Ok(Ok(released)),
             Response::Denied(denied) => Ok(Err(denied)),
             other => Err(unexpected(name, &other)),
-        }
+        })
     }
 
     /// Checks out a lease.
-    pub async fn consume(&self, consume: Consume) -> Result<Result<Granted, Denied>, ClientError> {
-        self.decision(Request::Consume(consume)).await
+    pub fn consume(&self, consume: Consume) -> impl Future<Output = Result<Result<Granted, Denied>, ClientError>> + '_ {
+        self.decision(Request::Consume(consume))
     }
 
     /// What a consume would answer, changing nothing.
-    pub async fn check(&self, consume: Consume) -> Result<Result<Granted, Denied>, ClientError> {
-        self.decision(Request::Check(consume)).await
+    pub fn check(&self, consume: Consume) -> impl Future<Output = Result<Result<Granted, Denied>, ClientError>> + '_ {
+        self.decision(Request::Check(consume))
     }
 
     /// Renews (heartbeats) a lease; the grant carries the new lease id.
-    pub async fn renew(&self, renew: Renew) -> Result<Result<Granted, Denied>, ClientError> {
-        self.decision(Request::Renew(renew)).await
+    pub fn renew(&self, renew: Renew) -> impl Future<Output = Result<Result<Granted, Denied>, ClientError>> + '_ {
+        self.decision(Request::Renew(renew))
     }
 
     /// Releases a lease.
-    pub async fn release(&self, release: Release) -> Result<Result<Released, Denied>, ClientError> {
-        self.ending(Request::Release(release)).await
+    pub fn release(
+        &self,
+        release: Release,
+    ) -> impl Future<Output = Result<Result<Released, Denied>, ClientError>> + '_ {
+        self.ending(Request::Release(release))
     }
 
     /// Starts metered use of a metered license.
-    pub async fn start_metered(&self, consume: Consume) -> Result<Result<Granted, Denied>, ClientError> {
-        self.decision(Request::StartMetered(consume)).await
+    pub fn start_metered(
+        &self,
+        consume: Consume,
+    ) -> impl Future<Output = Result<Result<Granted, Denied>, ClientError>> + '_ {
+        self.decision(Request::StartMetered(consume))
     }
 
     /// Heartbeats metered use, reporting usage so far.
-    pub async fn heartbeat_metered(&self, renew: Renew) -> Result<Result<Granted, Denied>, ClientError> {
-        self.decision(Request::HeartbeatMetered(renew)).await
+    pub fn heartbeat_metered(
+        &self,
+        renew: Renew,
+    ) -> impl Future<Output = Result<Result<Granted, Denied>, ClientError>> + '_ {
+        self.decision(Request::HeartbeatMetered(renew))
     }
 
     /// Ends metered use, reporting the final usage.
-    pub async fn end_metered(&self, release: Release) -> Result<Result<Released, Denied>, ClientError> {
-        self.ending(Request::EndMetered(release)).await
+    pub fn end_metered(
+        &self,
+        release: Release,
+    ) -> impl Future<Output = Result<Result<Released, Denied>, ClientError>> + '_ {
+        self.ending(Request::EndMetered(release))
     }
 
     /// The server's JWKS document.
@@ -461,4 +547,27 @@ fn unexpected(operation: &str, response: &Response) -> ClientError {
         Response::Failure(_) => "Failure",
     };
     ClientError::Protocol(format!("{operation} was answered with {kind}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasehold_engine::LeaseId;
+
+    /// The size of the future `make` returns, without making one.
+    fn future_bytes<F: Future>(_make: impl Fn(&'static Client) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn a_call_in_flight_holds_its_bytes_not_its_request() {
+        // A caller holds one of these per call in flight, inside its own future.
+        for bytes in [
+            future_bytes(|client| client.check(Consume::new("ThreeDee"))),
+            future_bytes(|client| client.renew(Renew::new(LeaseId(uuid::Uuid::nil())))),
+            future_bytes(|client| client.release(Release::new(LeaseId(uuid::Uuid::nil())))),
+        ] {
+            assert!(bytes <= 1024, "a call's future takes {bytes} bytes");
+        }
+    }
 }

@@ -97,6 +97,29 @@ pub fn encode(version: u8, request_id: u32, payload: &[u8], dst: &mut BytesMut) 
     dst.put_slice(payload);
 }
 
+/// Appends a frame to `dst` whose payload `write_payload` appends in place (no intermediate
+/// buffer); on its error, `dst` is left as it was. Panics if the payload cannot be described by a
+/// u32 length, which the callers' message bounds rule out.
+pub fn encode_with<E>(
+    version: u8,
+    request_id: u32,
+    dst: &mut BytesMut,
+    write_payload: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<(), E> {
+    let start = dst.len();
+    dst.put_u32(0);
+    dst.put_u8(version);
+    dst.put_u32(request_id);
+    if let Err(e) = write_payload(dst) {
+        dst.truncate(start);
+        return Err(e);
+    }
+    let length = u32::try_from(dst.len() - start - LENGTH_BYTES)
+        .expect("a payload is far smaller than 4 GiB (messages are bounded)");
+    dst[start..start + LENGTH_BYTES].copy_from_slice(&length.to_be_bytes());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +139,30 @@ mod tests {
         let frame = decode(&mut buf, 64).unwrap().unwrap();
         assert_eq!(frame, Frame { version: 1, request_id: 0x0102_0304, payload: Bytes::from_static(b"abc") });
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_frame_written_in_place_is_the_frame_of_its_payload() {
+        let mut buf = BytesMut::from(&b"before"[..]);
+        encode_with(1, 7, &mut buf, |dst| -> Result<(), ()> {
+            dst.put_slice(b"hello");
+            Ok(())
+        })
+        .unwrap();
+        let mut expected = BytesMut::from(&b"before"[..]);
+        encode(1, 7, b"hello", &mut expected);
+        assert_eq!(buf, expected);
+    }
+
+    #[test]
+    fn a_payload_that_fails_to_write_leaves_no_trace() {
+        let mut buf = BytesMut::from(&b"before"[..]);
+        let failed = encode_with(1, 7, &mut buf, |dst| {
+            dst.put_slice(b"half a payload");
+            Err("no")
+        });
+        assert_eq!(failed, Err("no"));
+        assert_eq!(&buf[..], b"before");
     }
 
     #[test]

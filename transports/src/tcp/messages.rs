@@ -11,6 +11,7 @@
 //! the consumer (API key) or the license (license key) it authenticated as, and each operation's
 //! token comes in the connection's [`Dialect`] unless the request says otherwise.
 
+use bytes::{BufMut, BytesMut};
 use leasehold_engine::{ConsumerId, ErrorCode, LeaseId, LicenseId, LicenseeId};
 use serde::{Deserialize, Serialize};
 
@@ -438,6 +439,13 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, MessageError> {
     bincode::serde::encode_to_vec(message, config()).map_err(|e| MessageError::Encode(e.to_string()))
 }
 
+/// Appends the payload of `message` to `dst`.
+pub fn encode_into<T: Serialize>(message: &T, dst: &mut BytesMut) -> Result<(), MessageError> {
+    bincode::serde::encode_into_std_write(message, &mut dst.writer(), config())
+        .map(drop)
+        .map_err(|e| MessageError::Encode(e.to_string()))
+}
+
 /// The message in `payload`, which must hold exactly one.
 pub fn decode<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, MessageError> {
     let limited = config().with_limit::<MAX_MESSAGE_BYTES>();
@@ -512,6 +520,15 @@ mod tests {
     fn a_request_round_trips() {
         let request = Request::Consume(Consume::new("ThreeDee").hw("machine-1").token(TokenChoice::Scale));
         assert_eq!(decode::<Request>(&encode(&request).unwrap()).unwrap(), request);
+    }
+
+    #[test]
+    fn a_message_encoded_in_place_is_its_payload() {
+        let response = Response::Denied(Denied { code: "x".into(), message: "y".into(), token: None });
+        let mut buf = BytesMut::from(&b"before"[..]);
+        encode_into(&response, &mut buf).unwrap();
+        assert_eq!(&buf[..6], b"before");
+        assert_eq!(buf[6..], encode(&response).unwrap());
     }
 
     #[test]
