@@ -148,7 +148,12 @@ async fn seed(engine: &Engine, licensees: usize) -> usize {
         }
     })
     .await;
-    println!("capacity: {} licenses: RSS {:.0} MiB", licensees * PRODUCTS, mib(rss_bytes()));
+    println!(
+        "capacity: {} licenses: RSS {:.0} MiB, heap in use {:.0} MiB",
+        licensees * PRODUCTS,
+        mib(rss_bytes()),
+        mib(heap_in_use_bytes())
+    );
     let (engine_, parties_) = (engine.clone(), Arc::clone(&parties));
     let granted = all(licensees * PRODUCTS, move |i| {
         let (engine, parties) = (engine_.clone(), Arc::clone(&parties_));
@@ -182,6 +187,11 @@ fn main() {
     let seeded_in = started.elapsed();
     assert_eq!(leases, licensees * PRODUCTS, "every license holds a lease");
     let seeded = rss_bytes();
+    println!(
+        "capacity: {} actors running at the end of seeding (the idle budget bounds them); heap in use {:.0} MiB",
+        engine.running_actors(),
+        mib(heap_in_use_bytes())
+    );
     // A snapshot waits for any background one to finish, so the state measured next is the
     // steady one: everything recorded, nothing being copied.
     let snapshot_started = Instant::now();

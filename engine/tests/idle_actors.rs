@@ -82,10 +82,66 @@ fn a_parked_license_keeps_its_leases_and_seats() {
 
 #[test]
 fn parking_races_requests_without_losing_any() {
+    race_requests_with_parking(Engine::builder().idle_sweep(Duration::from_millis(1)).build().expect("an engine"));
+}
+
+#[test]
+fn parking_after_every_answer_loses_no_request() {
+    // With no idle budget every actor parks as soon as it has answered, racing the next request.
+    let engine = Engine::builder().idle_sweep(Duration::from_secs(3600)).idle_actor_budget(0).build();
+    race_requests_with_parking(engine.expect("an engine"));
+}
+
+#[test]
+fn past_the_idle_budget_actors_park_as_soon_as_they_answer() {
+    const LICENSES: usize = 8;
+    const BUDGET: usize = 2;
+    let rt = runtime();
+    // The sweep never comes in this test: only the budget parks actors.
+    let builder = || Engine::builder().idle_sweep(Duration::from_secs(3600));
+    let within_budget = builder().idle_actor_budget(LICENSES).build().expect("an engine");
+    let over_budget = builder().idle_actor_budget(BUDGET).build().expect("an engine");
+    for engine in [&within_budget, &over_budget] {
+        let leases: Vec<_> = rt.block_on(async {
+            let mut leases = Vec::new();
+            for _ in 0..LICENSES {
+                let (license, consumer) = license_with_consumer(engine, 1).await;
+                let granted = engine.consume(ConsumeRequest::new(consumer, PRODUCT).on_hardware("a")).await.unwrap();
+                leases.push((license, consumer, granted.granted().expect("a free seat").lease.id));
+            }
+            leases
+        });
+        if std::ptr::eq(engine, &within_budget) {
+            assert_eq!(engine.running_actors(), LICENSES, "within the budget every actor keeps running");
+            continue;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while engine.running_actors() > BUDGET {
+            assert!(
+                Instant::now() < deadline,
+                "{} actors still running past a budget of {BUDGET}",
+                engine.running_actors()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(engine.actor_starts() >= LICENSES as u64);
+        rt.block_on(async {
+            for (license, consumer, lease) in leases {
+                // The parked licenses kept their leases: the seat is taken, the lease renews.
+                let other = engine.consume(ConsumeRequest::new(consumer, PRODUCT).on_hardware("b")).await.unwrap();
+                assert!(matches!(other, Decision::Denied(_)), "a second seat after a park: {other:?}");
+                let renewed = engine.renew(RenewRequest::new(consumer, lease)).await.unwrap();
+                assert!(renewed.granted().is_some(), "a lease granted before the park renews after it");
+                assert_eq!(engine.usage(license).await.unwrap().live_leases, 1);
+            }
+        });
+    }
+}
+
+fn race_requests_with_parking(engine: Engine) {
     const SEATS: u64 = 3;
     const TASKS: usize = 12;
     const ROUNDS: usize = 300;
-    let engine = Engine::builder().idle_sweep(Duration::from_millis(1)).build().expect("an engine");
     let rt = runtime();
     let licenses: Vec<(LicenseId, ConsumerId)> = rt.block_on(async {
         vec![license_with_consumer(&engine, SEATS).await, license_with_consumer(&engine, SEATS).await]

@@ -5,7 +5,7 @@
 //! per license ([`Admission`]), so a full mailbox turns into an `overloaded` answer instead of
 //! an unbounded queue or a stalled caller. The actor gives the place back as it takes a message.
 
-use super::router::LicenseEntry;
+use super::router::{LicenseEntry, RunningActors};
 use crate::answer::{Grant, Released};
 use crate::concurrency::GaugeReading;
 use crate::decide::{
@@ -35,6 +35,8 @@ pub struct Shared {
     pub lease_index: ConcurrentMap<LeaseId, LicenseId>,
     /// Parties, products and license terms.
     pub directory: RwLock<Directory>,
+    /// How many license actors run, and how many may stay running idle.
+    pub running: RunningActors,
 }
 
 /// The channel an answer goes back on.
@@ -247,12 +249,48 @@ impl LicenseActor {
 
 impl Actor for LicenseActor {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.shared.running.stopped();
+    }
+}
+
+impl LicenseActor {
+    /// Moves the state into the router's slot and stops, unless a request waits for this actor.
+    fn park(&mut self, ctx: &mut Context<Self>) {
+        // The state moves into the slot; this actor keeps an empty one until it stops, which it
+        // does before taking another message (none is admitted once the slot holds the state).
+        let license = Arc::clone(self.state.license());
+        let dormant = DormantLicense {
+            state: std::mem::replace(&mut self.state, LicenseState::new(license)),
+            last_change_at: self.last_change_at,
+        };
+        match self.entry.park(&ctx.address(), dormant) {
+            Ok(()) => ctx.stop(),
+            Err(dormant) => self.state = dormant.state,
+        }
+    }
+
+    /// Parks now when more actors run than may idle: the memory of running actors stays
+    /// bounded however many licenses a burst touches.
+    fn park_if_over_budget(&mut self, ctx: &mut Context<Self>) {
+        if self.shared.running.over_budget() {
+            self.park(ctx);
+        }
+    }
 }
 
 impl Handler<Consume> for LicenseActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Consume, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Consume, ctx: &mut Self::Context) {
+        self.consume(msg);
+        self.park_if_over_budget(ctx);
+    }
+}
+
+impl LicenseActor {
+    fn consume(&mut self, msg: Consume) {
         let now = self.begin_message();
         let new_id = LeaseId(self.shared.ids.uuid());
         match decide_consume(&self.state, &msg.req, now, new_id) {
@@ -276,7 +314,14 @@ impl Handler<Consume> for LicenseActor {
 impl Handler<Renew> for LicenseActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Renew, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Renew, ctx: &mut Self::Context) {
+        self.renew(msg);
+        self.park_if_over_budget(ctx);
+    }
+}
+
+impl LicenseActor {
+    fn renew(&mut self, msg: Renew) {
         let now = self.begin_message();
         let new_id = LeaseId(self.shared.ids.uuid());
         match decide_renew(&self.state, &msg.req, now, new_id) {
@@ -291,7 +336,14 @@ impl Handler<Renew> for LicenseActor {
 impl Handler<Release> for LicenseActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Release, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
+        self.release(msg);
+        self.park_if_over_budget(ctx);
+    }
+}
+
+impl LicenseActor {
+    fn release(&mut self, msg: Release) {
         let now = self.begin_message();
         match decide_release(&self.state, &msg.req, now) {
             Err(denial) => {
@@ -317,7 +369,14 @@ impl Handler<Release> for LicenseActor {
 impl Handler<Admin> for LicenseActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Admin, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Admin, ctx: &mut Self::Context) {
+        self.administer(msg);
+        self.park_if_over_budget(ctx);
+    }
+}
+
+impl LicenseActor {
+    fn administer(&mut self, msg: Admin) {
         let now = self.begin_message();
         match self.admin(msg.op) {
             Err(e) => {
@@ -346,16 +405,6 @@ impl Handler<Park> for LicenseActor {
     type Result = ();
 
     fn handle(&mut self, _: Park, ctx: &mut Self::Context) {
-        // The state moves into the slot; this actor keeps an empty one until it stops, which it
-        // does before taking another message (none is admitted once the slot holds the state).
-        let license = Arc::clone(self.state.license());
-        let dormant = DormantLicense {
-            state: std::mem::replace(&mut self.state, LicenseState::new(license)),
-            last_change_at: self.last_change_at,
-        };
-        match self.entry.park(&ctx.address(), dormant) {
-            Ok(()) => ctx.stop(),
-            Err(dormant) => self.state = dormant.state,
-        }
+        self.park(ctx);
     }
 }

@@ -7,5 +7,5 @@ pub mod router;
 pub mod workers;
 
 pub use license::LicenseActor;
-pub use router::Router;
+pub use router::{Router, RunningActors};
 pub use workers::Workers;
