@@ -138,3 +138,45 @@ fn close_refuses_late_requests_and_drains_early_ones() {
         }
     });
 }
+
+/// The pool's worker loop: it waits for a request only while it holds no finished one; while
+/// it holds some it takes more only if they wait (`try_pop_batch`), and answers what it holds
+/// as soon as none does. Every request is answered exactly once, and the workers stop at close.
+#[test]
+fn a_worker_holding_answers_never_waits_and_answers_every_request_once() {
+    model(|| {
+        let queue = Arc::new(BatchQueue::new(4, 2));
+        let (answered, answers) = loom::sync::mpsc::channel();
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (queue, answered) = (Arc::clone(&queue), answered.clone());
+                thread::spawn(move || {
+                    let (mut next, mut held) = (Vec::new(), Vec::new());
+                    loop {
+                        if held.is_empty() {
+                            queue.pop_batch(1, &mut next);
+                        } else {
+                            queue.try_pop_batch(1, &mut next);
+                        }
+                        match next.pop() {
+                            Some(item) => held.push(item),
+                            None if held.is_empty() => return,
+                            None => held.drain(..).for_each(|item| answered.send(item).unwrap()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(answered);
+        for item in [1, 2, 3] {
+            assert_eq!(queue.push(item), Ok(()), "a queue with room refused");
+        }
+        queue.close();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        let mut all: Vec<u32> = std::iter::from_fn(|| answers.try_recv().ok()).collect();
+        all.sort_unstable();
+        assert_eq!(all, vec![1, 2, 3], "a request was lost or answered twice");
+    });
+}

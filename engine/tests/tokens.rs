@@ -286,8 +286,7 @@ fn a_worker_takes_its_fair_share_so_the_others_are_not_idle() {
 #[tokio::test]
 async fn the_pool_signs_many_requests_and_encrypts_when_asked() {
     let ring = Arc::new(KeyRing::new(key(Algorithm::EdDSA)));
-    let pool =
-        SignerPool::start(Arc::clone(&ring), PoolConfig { workers: 2, queue_capacity: 512, max_batch: 8 }).unwrap();
+    let pool = SignerPool::start(Arc::clone(&ring), PoolConfig { workers: 2, queue_capacity: 512 }).unwrap();
     let pending: Vec<_> = (0..200).map(|n| pool.sign(claims_expiring_at(NOW.as_secs() + n))).collect();
     let verifier = Verifier::from_jwks(&ring.jwks(NOW)).unwrap();
     for (n, token) in pending.into_iter().enumerate() {

@@ -74,3 +74,35 @@ fn a_closed_journal_refuses_appends() {
     let entry = &workload_entries(3, 5)[0];
     assert!(matches!(journal.append(entry), Durability::Failed(JournalError::Closed)));
 }
+
+/// The outcome of a `sync` append, or a failure after a minute (instead of hanging the test).
+fn durable_within_a_minute(durability: Durability) -> Result<(), JournalError> {
+    let Durability::Pending(rx) = durability else { panic!("sync mode answers once durable") };
+    let (tx, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(rx.blocking_recv().unwrap_or(Err(JournalError::Closed))));
+    outcome.recv_timeout(std::time::Duration::from_secs(60)).unwrap_or_else(|_| panic!("an append waited a minute"))
+}
+
+#[test]
+fn lingering_for_company_never_holds_a_lone_appender_nor_a_closing_journal() {
+    let entries = workload_entries(5, 40);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    // A linger far longer than the test: any append that waited for it would fail the test.
+    let config = JournalConfig {
+        group_linger: std::time::Duration::from_secs(3600),
+        snapshot_every_entries: None,
+        ..JournalConfig::default()
+    };
+    let (journal, _) = SledJournal::open(dir.path(), config).unwrap_or_else(|e| panic!("open: {e}"));
+    // One appender at a time: every batch holds one entry, so the writer never lingers.
+    for entry in &entries[..10] {
+        assert_eq!(durable_within_a_minute(journal.append(entry)), Ok(()));
+    }
+    // Many at once make batches of several, and the writer lingers for more; closing ends it.
+    let pending: Vec<_> = entries[10..].iter().map(|entry| journal.append(entry)).collect();
+    journal.close();
+    for durability in pending {
+        assert_eq!(durable_within_a_minute(durability), Ok(()));
+    }
+    assert_eq!(journal.last_seq(), entries.len() as u64);
+}

@@ -1,10 +1,11 @@
 //! The batching signer pool: a bounded queue in front of one worker thread per core. Callers
-//! get a future at once; a worker takes a batch of requests, signs each with the key ring's
-//! current key (and encrypts it when the client asked), and answers each caller.
+//! get a future at once; a worker takes the requests one at a time, signs each with the key
+//! ring's current key (and encrypts it when the client asked), and answers its callers in
+//! batches: the tokens it finished while more requests waited, together.
 //!
-//! Signing is the wall of the whole server (RSA-2048 is about 1,400 signatures a second per
-//! core), so the workers do nothing else, take the ring's key once per batch, and a full queue
-//! answers `overloaded` at once instead of letting callers pile up.
+//! Signing is the wall of the whole server (RSA-2048 is about 1,600 signatures a second per
+//! core here), so the workers do nothing else, and a full queue answers `overloaded` at once
+//! instead of letting callers pile up.
 
 use super::jwe::{self, ClientPublicKey};
 use super::keyring::KeyRing;
@@ -18,8 +19,6 @@ use tokio::sync::oneshot;
 
 /// Default bound on requests waiting for a worker.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
-/// Default most requests one worker takes at a time.
-pub const DEFAULT_MAX_BATCH: usize = 32;
 
 /// How a [`SignerPool`] is sized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +27,6 @@ pub struct PoolConfig {
     pub workers: usize,
     /// Requests that may wait; the next one is refused `overloaded`.
     pub queue_capacity: usize,
-    /// Most requests a worker takes at once.
-    pub max_batch: usize,
 }
 
 impl Default for PoolConfig {
@@ -37,7 +34,6 @@ impl Default for PoolConfig {
         PoolConfig {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
-            max_batch: DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -70,10 +66,8 @@ impl SignerPool {
         let pool = SignerPool { queue, keys, threads: Mutex::new(Vec::with_capacity(workers)) };
         for n in 0..workers {
             let (queue, keys) = (Arc::clone(&pool.queue), Arc::clone(&pool.keys));
-            let max_batch = config.max_batch.max(1);
-            let thread = std::thread::Builder::new()
-                .name(format!("leasehold-signer-{n}"))
-                .spawn(move || work(&queue, &keys, max_batch))?;
+            let thread =
+                std::thread::Builder::new().name(format!("leasehold-signer-{n}")).spawn(move || work(&queue, &keys))?;
             pool.threads.lock().unwrap_or_else(|p| p.into_inner()).push(thread);
         }
         Ok(pool)
@@ -125,11 +119,12 @@ impl TokenSigner for SignerPool {
     }
 }
 
-/// How long a worker may hold finished tokens before answering their callers. Each answer
-/// wakes a caller's thread, and waking a parked thread is a system call; answering the fast
-/// (ES256, EdDSA) tokens of a batch together lets one wake-up serve several of them, while an
-/// RSA token (about 700 µs) is still answered as soon as it is signed.
-const REPLY_EVERY: Duration = Duration::from_micros(200);
+/// How long a worker may hold finished tokens while more requests wait. Each answer wakes a
+/// caller's thread, and waking a parked thread costs both threads a system call and a context
+/// switch (on these VMs the HTTP workers of a signed-checkout run spent most of their CPU
+/// there); answering the tokens finished within this time together lets one wake-up serve
+/// several. A token is never held when no other request waits: then it is answered at once.
+const REPLY_EVERY: Duration = Duration::from_millis(1);
 
 type Answer = (oneshot::Sender<Result<String, SignError>>, Result<String, SignError>);
 
@@ -139,28 +134,42 @@ fn answer(finished: &mut Vec<Answer>) {
     }
 }
 
-fn work(queue: &BatchQueue<Job>, keys: &KeyRing, max_batch: usize) {
-    let mut batch = Vec::with_capacity(max_batch);
-    let mut finished: Vec<Answer> = Vec::with_capacity(max_batch);
-    while queue.pop_batch(max_batch, &mut batch) {
-        let key = keys.current();
-        let mut held_since = Instant::now();
-        for job in batch.drain(..) {
-            if job.reply.is_closed() {
-                continue; // the caller stopped waiting
-            }
-            let token = key.sign(&job.claims).map_err(|e| SignError::Key(e.to_string())).and_then(|jws| {
-                match &job.encrypt_to {
-                    None => Ok(jws),
-                    Some(client) => jwe::encrypt(&jws, client).map_err(|e| SignError::Encryption(e.to_string())),
-                }
-            });
-            finished.push((job.reply, token));
-            if held_since.elapsed() >= REPLY_EVERY {
-                answer(&mut finished);
-                held_since = Instant::now();
-            }
+fn work(queue: &BatchQueue<Job>, keys: &KeyRing) {
+    // One request at a time: a worker holding a private batch of RSA requests (~600 µs each)
+    // would leave the other workers idle while its batch waited behind it (measured: a quarter
+    // of the machine idle in a signed-checkout run with batches of up to 32).
+    let mut next = Vec::with_capacity(1);
+    let mut finished: Vec<Answer> = Vec::new();
+    let mut held_since = Instant::now();
+    loop {
+        if finished.is_empty() {
+            queue.pop_batch(1, &mut next);
+        } else {
+            queue.try_pop_batch(1, &mut next);
         }
-        answer(&mut finished);
+        let Some(job) = next.pop() else {
+            // Nothing waits: answer what is held; with nothing held, the pool is closed and drained.
+            if finished.is_empty() {
+                return;
+            }
+            answer(&mut finished);
+            continue;
+        };
+        if job.reply.is_closed() {
+            continue; // the caller stopped waiting
+        }
+        if finished.is_empty() {
+            held_since = Instant::now();
+        }
+        let token = keys.current().sign(&job.claims).map_err(|e| SignError::Key(e.to_string())).and_then(|jws| {
+            match &job.encrypt_to {
+                None => Ok(jws),
+                Some(client) => jwe::encrypt(&jws, client).map_err(|e| SignError::Encryption(e.to_string())),
+            }
+        });
+        finished.push((job.reply, token));
+        if held_since.elapsed() >= REPLY_EVERY {
+            answer(&mut finished);
+        }
     }
 }

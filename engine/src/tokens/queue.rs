@@ -77,15 +77,8 @@ impl<T> BatchQueue<T> {
     pub fn pop_batch(&self, max: usize, out: &mut Vec<T>) -> bool {
         let mut state = self.lock();
         loop {
-            let waiting = state.items.len();
-            if waiting > 0 {
-                let take = max.max(1).min(waiting.div_ceil(self.consumers));
-                out.extend(state.items.drain(..take));
-                let more = !state.items.is_empty() && state.idle > 0;
-                drop(state);
-                if more {
-                    self.ready.notify_one();
-                }
+            if !state.items.is_empty() {
+                self.take(state, max, out);
                 return true;
             }
             if state.closed {
@@ -94,6 +87,28 @@ impl<T> BatchQueue<T> {
             state.idle += 1;
             state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
             state.idle -= 1;
+        }
+    }
+
+    /// Moves up to `max` waiting items (and at most a fair share) into `out` without waiting.
+    /// Returns `false`, with nothing moved, when none waits.
+    pub fn try_pop_batch(&self, max: usize, out: &mut Vec<T>) -> bool {
+        let state = self.lock();
+        if state.items.is_empty() {
+            return false;
+        }
+        self.take(state, max, out);
+        true
+    }
+
+    /// Moves a share of what waits into `out`, and wakes an idle worker for the rest.
+    fn take(&self, mut state: MutexGuard<'_, State<T>>, max: usize, out: &mut Vec<T>) {
+        let take = max.max(1).min(state.items.len().div_ceil(self.consumers));
+        out.extend(state.items.drain(..take));
+        let more = !state.items.is_empty() && state.idle > 0;
+        drop(state);
+        if more {
+            self.ready.notify_one();
         }
     }
 
