@@ -261,7 +261,8 @@ impl Engine {
         if !self.inner.router.send(license, message(reply))? {
             return Ok(None);
         }
-        answer.await.map_err(|_| EngineError::Stopped)?.map(Some)
+        let answered = answer.await.map_err(|_| EngineError::Stopped)??;
+        answered.once_durable().await.map(Some)
     }
 
     /// Checks out a lease: tries the licenses the consumer may use for the item, in the SPEC's
@@ -608,7 +609,8 @@ impl Engine {
         if !self.inner.router.send(license, Admin { op, reply })? {
             return Err(AdminError::NotFound(format!("license {license}")));
         }
-        answer.await.map_err(|_| EngineError::Stopped)?
+        let answered = answer.await.map_err(|_| EngineError::Stopped)??;
+        Ok(answered.once_durable().await?)
     }
 
     async fn admin_terms(&self, license: LicenseId, op: AdminOp) -> Result<Arc<License>, AdminError> {
