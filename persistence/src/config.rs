@@ -74,8 +74,8 @@ pub struct JournalConfig {
     pub queue_capacity: usize,
     /// Most entries written and flushed as one batch (one log record).
     pub max_batch: usize,
-    /// Under `sync`, when the previous batch had more than one entry (appenders are arriving
-    /// together), how long the writer waits for more before writing the next one. Fewer, larger
+    /// Under `sync`, when the previous batch had more than one entry, how long the writer may
+    /// wait for as many appends as that batch held before writing the next. Fewer, larger
     /// flushes cost the writer and sled's threads less CPU per change, which under load goes to
     /// signing instead; a lone appender never waits. `Duration::ZERO` writes at once.
     pub group_linger: Duration,
