@@ -6,9 +6,7 @@
 //! router) until one grants; the actor decides with the pure rules, applies the change,
 //! journals it and answers once it is durable.
 
-use crate::actors::license::{
-    Admin, AdminAnswer, AdminOp, Answered, Consume, DormantLicense, Release, Renew, Reply, Shared,
-};
+use crate::actors::license::{Admin, AdminAnswer, AdminOp, Consume, DormantLicense, Release, Renew, Reply, Shared};
 use crate::actors::{LicenseActor, Router, RunningActors, Workers};
 use crate::admin::{LicenseKeyRequest, NewConsumer, NewLicense, NewLicensee, NewProduct};
 use crate::answer::{Grant, Released};
@@ -21,7 +19,7 @@ use crate::directory::{key_holder, Directory, DirectoryEvent};
 use crate::error::{AdminError, EngineError};
 use crate::hashing::ConcurrentMap;
 use crate::ids::{sha256, ConsumerId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds};
-use crate::journal::{Change, Durability, EphemeralJournal, Journal, JournalEntry};
+use crate::journal::{Change, EphemeralJournal, Journal, JournalEntry};
 use crate::metrics::{EngineMetrics, Operation};
 use crate::model::catalog::{is_valid_name, MAX_NAME_CHARS};
 use crate::model::license::is_valid_license_key;
@@ -263,12 +261,8 @@ impl Engine {
         if !self.inner.router.send(license, message(reply))? {
             return Ok(None);
         }
-        match answer.await.map_err(|_| EngineError::Stopped)?? {
-            // A check or a denial changed nothing: no second await (this future is on every
-            // request's path, and its size is copied with it).
-            Answered { value, durable: Durability::Now } => Ok(Some(value)),
-            answered => answered.once_durable().await.map(Some),
-        }
+        let answered = answer.await.map_err(|_| EngineError::Stopped)??;
+        answered.once_durable().await.map(Some)
     }
 
     /// Checks out a lease: tries the licenses the consumer may use for the item, in the SPEC's
