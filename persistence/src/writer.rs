@@ -202,13 +202,12 @@ pub(crate) struct Writer {
 impl Writer {
     /// The writer thread's loop: batch, write, flush, answer; until closed and drained.
     pub(crate) fn run(mut self) {
-        let every = match self.shared.config.durability {
-            DurabilityMode::Batched { every_ms } => Some(Duration::from_millis(every_ms.max(1))),
-            DurabilityMode::Sync | DurabilityMode::None => None,
-        };
-        let linger = match self.shared.config.durability {
-            DurabilityMode::Sync => self.shared.config.group_linger,
-            DurabilityMode::Batched { .. } | DurabilityMode::None => Duration::ZERO,
+        // When a flush is due on its own (`batched`), and how long a batch may wait for company
+        // (`sync`: only there does an appender wait for the flush).
+        let (every, linger) = match self.shared.config.durability {
+            DurabilityMode::Batched { every_ms } => (Some(Duration::from_millis(every_ms.max(1))), Duration::ZERO),
+            DurabilityMode::Sync => (None, self.shared.config.group_linger),
+            DurabilityMode::None => (None, Duration::ZERO),
         };
         let mut unflushed_since: Option<Instant> = None;
         let mut last_batch = 0;

@@ -76,8 +76,8 @@ struct CoolingSeat {
 
 /// What only some licenses use: seats cooling down after a release, seat reservations, and the
 /// hardware a node-locked license has seen. Kept out of line: a license that uses none of it
-/// (most do not) carries one empty pointer instead of three empty collections (80 bytes each,
-/// 76 MiB at a million licenses).
+/// (most do not) carries one empty pointer instead of three empty collections (80 bytes less
+/// per license, 76 MiB at a million licenses).
 #[derive(Debug, Clone, Default)]
 struct Rare {
     cooling: VecDeque<CoolingSeat>,
