@@ -1,16 +1,21 @@
 //! Signing keys: RS256 (RSA, 2048-bit by default), ES256 (P-256) or EdDSA (Ed25519), read once
-//! from PKCS#8 PEM into a ring key pair, and named by their `kid`.
+//! from PKCS#8 PEM into an aws-lc-rs key pair, and named by their `kid`.
 //!
 //! Parsing a key is far slower than a signature (jsonwebtoken re-parses on every call and loses
-//! half the signing rate, see MEASURED.md), so a [`SigningKey`] parses once and keeps the ring
-//! key pair, its public JWK and the base64url JWS header it signs under.
+//! half the signing rate, see MEASURED.md), so a [`SigningKey`] parses once and keeps the key
+//! pair, its public JWK and the base64url JWS header it signs under.
+//!
+//! The key pairs are aws-lc-rs's rather than ring's (same API): signing RS256 is the wall of a
+//! signed checkout, and aws-lc signs RSA-2048 2.2 times as fast on these machines (6,900 vs
+//! 3,100 signatures/s on 2 threads; it has the AVX-512 IFMA modular arithmetic that ring lacks,
+//! as `openssl speed` has).
 
 use super::discovery::Jwk;
 use super::jws::b64url;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use ring::rand::SystemRandom;
-use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -62,7 +67,7 @@ pub enum KeyError {
     /// The text is not PEM, or not a PEM block this reads.
     #[error("not a PEM private key: {0}")]
     Pem(String),
-    /// The PEM holds no RSA, P-256 or Ed25519 private key that ring accepts.
+    /// The PEM holds no RSA, P-256 or Ed25519 private key that aws-lc accepts.
     #[error("unsupported or malformed private key: {0}")]
     Rejected(String),
     /// Generating a key failed.
@@ -118,9 +123,7 @@ impl SigningKey {
     pub fn from_pkcs8_der(der: &[u8]) -> Result<SigningKey, KeyError> {
         let pair = if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
             Pair::Ed25519(pair)
-        } else if let Ok(pair) =
-            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
-        {
+        } else if let Ok(pair) = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der) {
             Pair::Ecdsa(pair)
         } else {
             Pair::Rsa(RsaKeyPair::from_pkcs8(der).map_err(|e| KeyError::Rejected(e.to_string()))?)
@@ -131,7 +134,7 @@ impl SigningKey {
     /// A new random key for `alg` (RSA keys are [`RSA_BITS`] bits).
     pub fn generate(alg: Algorithm) -> Result<SigningKey, KeyError> {
         let rng = SystemRandom::new();
-        let generated = |e: ring::error::Unspecified| KeyError::Generate(e.to_string());
+        let generated = |e: aws_lc_rs::error::Unspecified| KeyError::Generate(e.to_string());
         let der: Vec<u8> = match alg {
             Algorithm::RS256 => {
                 use rsa::pkcs8::EncodePrivateKey as _;
@@ -151,7 +154,7 @@ impl SigningKey {
     fn assemble(pair: Pair, pkcs8_pem: String) -> Result<SigningKey, KeyError> {
         let (alg, jwk) = match &pair {
             Pair::Rsa(rsa) => {
-                let parts: signature::RsaPublicKeyComponents<Vec<u8>> = rsa.public().into();
+                let parts: signature::RsaPublicKeyComponents<Vec<u8>> = rsa.public_key().into();
                 (Algorithm::RS256, Jwk::rsa(&parts.n, &parts.e))
             }
             Pair::Ecdsa(ec) => {
@@ -201,7 +204,7 @@ impl SigningKey {
     pub fn sign_raw(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         match &self.pair {
             Pair::Rsa(rsa) => {
-                let mut signature = vec![0u8; rsa.public().modulus_len()];
+                let mut signature = vec![0u8; rsa.public_modulus_len()];
                 rsa.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut signature)
                     .map_err(|_| KeyError::Sign)?;
                 Ok(signature)

@@ -18,7 +18,7 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::claims::{self, Claims};
 use leasehold_engine::tokens::ClientPublicKey;
-use leasehold_engine::{ConsumerId, Decision, LeaseId, ReleaseRequest};
+use leasehold_engine::{ConsumerId, Decision, Grant, LeaseId, ReleaseRequest};
 use query::{AuthzQuery, ConsumeQuery};
 use serde_json::{json, Value};
 use std::net::IpAddr;
@@ -134,26 +134,29 @@ async fn consume(
         (Some(_), _) => return Err(ApiError::bad_request("publicKey (JWE) needs the .jwt format")),
         (None, _) => None,
     };
-    let mut answers: Vec<(bool, Claims)> = Vec::with_capacity(q.items.len());
+    let mut decisions: Vec<(String, Decision<Grant>)> = Vec::with_capacity(q.items.len());
     for req in q.requests(consumer, Some(client_ip)) {
         let item = req.item.clone();
         let decision = if q.do_consume { state.engine.consume(req).await? } else { state.engine.check(req).await? };
-        let answer = match &decision {
-            Decision::Granted(grant) => (true, claims::enterprise_grant(grant, &state.issuer)),
-            Decision::Denied(denial) => {
-                tracing::debug!(%consumer, item, code = denial.code.as_str(), "authz denied");
-                (false, claims::enterprise_denial(&item, denial, &state.issuer, state.engine.now()))
-            }
-        };
-        answers.push(answer);
+        if let Decision::Denied(denial) = &decision {
+            tracing::debug!(%consumer, item, code = denial.code.as_str(), "authz denied");
+        }
+        decisions.push((item, decision));
     }
+    // `.txt` shows only whether each item was granted: its claims are never built (in unsigned
+    // check runs they were 6% of the server's CPU).
+    let claims_of = |(item, decision): (String, Decision<Grant>)| match decision {
+        Decision::Granted(grant) => claims::enterprise_grant(&grant, &state.issuer),
+        Decision::Denied(denial) => claims::enterprise_denial(&item, &denial, &state.issuer, state.engine.now()),
+    };
     Ok(match format {
         Format::Text => {
-            let text = answers.iter().map(|(ok, _)| if *ok { "true" } else { "false" }).collect::<Vec<_>>().join("&");
-            reply::bytes_response(StatusCode::OK, TEXT, Bytes::from(text))
+            let granted =
+                decisions.iter().map(|(_, d)| if matches!(d, Decision::Granted(_)) { "true" } else { "false" });
+            reply::bytes_response(StatusCode::OK, TEXT, Bytes::from(granted.collect::<Vec<_>>().join("&")))
         }
         Format::Json => {
-            let mut objects: Vec<Value> = answers.into_iter().map(|(_, c)| Value::Object(c)).collect();
+            let mut objects: Vec<Value> = decisions.into_iter().map(|d| Value::Object(claims_of(d))).collect();
             let body = if objects.len() == 1 { objects.remove(0) } else { Value::Array(objects) };
             reply::json(StatusCode::OK, &body)
         }
@@ -161,7 +164,7 @@ async fn consume(
             // Every token is handed to the signer before any is awaited, so the pool signs them
             // as one batch.
             let pending: Vec<_> =
-                answers.into_iter().map(|(_, c)| state.signer.sign_for(c, encrypt_to.clone())).collect();
+                decisions.into_iter().map(|d| state.signer.sign_for(claims_of(d), encrypt_to.clone())).collect();
             let mut tokens = Vec::with_capacity(pending.len());
             for token in pending {
                 tokens.push(token.await.map_err(leasehold_engine::EngineError::from)?);
