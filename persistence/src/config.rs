@@ -59,7 +59,7 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 16_384;
 /// Default most entries written and flushed as one batch.
 pub const DEFAULT_MAX_BATCH: usize = 1_024;
 /// Default longest the writer waits for company before writing a group, once groups have it.
-pub const DEFAULT_GROUP_LINGER: Duration = Duration::from_millis(1);
+pub const DEFAULT_GROUP_LINGER: Duration = Duration::from_millis(2);
 /// Default longest an append waits for room in a full queue before it fails.
 pub const DEFAULT_QUEUE_FULL_WAIT: Duration = Duration::from_millis(200);
 /// Default number of entries after which a snapshot is taken.
@@ -75,7 +75,8 @@ pub struct JournalConfig {
     /// Most entries written and flushed as one batch (one log record).
     pub max_batch: usize,
     /// Under `sync`, when the previous batch had more than one entry, how long the writer may
-    /// wait for as many appends as that batch held before writing the next. Fewer, larger
+    /// wait for company before writing the next (see `writer.rs`: a closed loop's appenders
+    /// only until they are all back, trickling appenders for the whole linger). Fewer, larger
     /// flushes cost the writer and sled's threads less CPU per change, which under load goes to
     /// signing instead; a lone appender never waits. `Duration::ZERO` writes at once.
     pub group_linger: Duration,
