@@ -20,7 +20,7 @@ use clap::Args;
 use driver::{drive, Plan};
 use http::{ApiWorker, Authz, HelloWorker, Scale, Workload};
 use indicatif::ProgressBar;
-use report::{Ceiling, Ratio, Report, Run};
+use report::{Ratio, Report, Run};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,8 +168,25 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
         for &workload in &args.workload {
             match protocol {
                 Protocol::Authz => {
+                    // A ratio's two sides are measured minutes apart otherwise, and these
+                    // machines change speed by 15% within a minute: the signing ceiling is
+                    // measured right before and right after the signed checkouts it divides,
+                    // and hello-world and the half load right after the checks.
+                    let pair_ceiling = workload == Workload::Consume && !args.no_baselines;
+                    if pair_ceiling {
+                        measure_ceiling(&mut report, plan).await?;
+                    }
                     let workers = authz_workers(&server, workload, &identities, args.connections);
                     measure_leasehold(&mut report, "authz", workload, workers, plan, &progress).await;
+                    if pair_ceiling {
+                        measure_ceiling(&mut report, plan).await?;
+                    }
+                    if workload == Workload::Check {
+                        if !args.no_baselines {
+                            measure_hello(&mut report, args, plan, &progress).await?;
+                        }
+                        measure_half_load(&mut report, &server, &identities, args, plan, &progress).await;
+                    }
                 }
                 Protocol::Scale if workload == Workload::Check => {
                     report.notes.push("Scale check skipped: the Scale API has no check without a lease".into());
@@ -196,13 +213,6 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
             }
         }
     }
-    // The latency target is held at half the saturating load of unsigned decisions.
-    if let (Some(check), None) = (report.find("leasehold", "authz", "check").cloned(), args.rate) {
-        let half = Plan { rate_per_s: Some(check.throughput_per_s / 2.0), ..plan };
-        let workers = authz_workers(&server, Workload::Check, &identities, args.connections);
-        let measured = drive("authz check @ half load", workers, half, &progress).await;
-        report.runs.push(Run::new("leasehold", "authz", "check", args.connections, half.rate_per_s, &measured));
-    }
 
     if !args.no_baselines {
         run_baselines(args, plan, &progress, &mut report).await?;
@@ -212,6 +222,53 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
     }
     add_ratios(&mut report);
     Ok(report)
+}
+
+/// The latency target is held at half the saturating load of unsigned decisions, measured
+/// right after that load (unless the whole bench runs at a `--rate` of its own).
+async fn measure_half_load(
+    report: &mut Report,
+    server: &server::UnderTest,
+    identities: &Arc<Vec<seed::Identity>>,
+    args: &BenchArgs,
+    plan: Plan,
+    progress: &ProgressBar,
+) {
+    let (Some(check), None) = (report.find("leasehold", "authz", "check").cloned(), args.rate) else { return };
+    let half = Plan { rate_per_s: Some(check.throughput_per_s / 2.0), ..plan };
+    let workers = authz_workers(server, Workload::Check, identities, args.connections);
+    let measured = drive("authz check @ half load", workers, half, progress).await;
+    report.runs.push(Run::new("leasehold", "authz", "check", args.connections, half.rate_per_s, &measured));
+}
+
+/// The hello-world baseline: a minimal hyper server driven by the same client at the same
+/// concurrency.
+async fn measure_hello(
+    report: &mut Report,
+    args: &BenchArgs,
+    plan: Plan,
+    progress: &ProgressBar,
+) -> Result<(), BenchError> {
+    let hello =
+        baselines::HelloServer::start().map_err(|e| BenchError::Baseline(format!("hello-world server: {e}")))?;
+    let workers: Vec<_> = (0..args.connections).map(|_| HelloWorker::new(hello.addr)).collect();
+    let measured = drive("hello-world", workers, plan, progress).await;
+    report.runs.push(Run::new("hello-world", "http", "hello", args.connections, args.rate, &measured));
+    Ok(())
+}
+
+/// One more measurement of the RS256 signing ceiling (on every core, no client running); the
+/// report's ceiling is the mean of all of them.
+async fn measure_ceiling(report: &mut Report, plan: Plan) -> Result<(), BenchError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!("measuring the RS256 signing ceiling on {threads} threads ...");
+    let duration = plan.duration;
+    let per_s = tokio::task::spawn_blocking(move || baselines::rs256_ceiling(threads, duration))
+        .await
+        .map_err(|e| BenchError::Baseline(e.to_string()))?
+        .map_err(BenchError::Baseline)?;
+    report.add_ceiling_sample("rs256-sign", threads, per_s);
+    Ok(())
 }
 
 /// Drives `workers` (one per request in flight) and records the run as Leasehold's over
@@ -250,21 +307,13 @@ async fn run_baselines(
     progress: &ProgressBar,
     report: &mut Report,
 ) -> Result<(), BenchError> {
-    let hello =
-        baselines::HelloServer::start().map_err(|e| BenchError::Baseline(format!("hello-world server: {e}")))?;
-    let workers: Vec<_> = (0..args.connections).map(|_| HelloWorker::new(hello.addr)).collect();
-    let measured = drive("hello-world", workers, plan, progress).await;
-    report.runs.push(Run::new("hello-world", "http", "hello", args.connections, args.rate, &measured));
-    drop(hello);
-
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    eprintln!("measuring the RS256 signing ceiling on {threads} threads ...");
-    let duration = plan.duration;
-    let per_s = tokio::task::spawn_blocking(move || baselines::rs256_ceiling(threads, duration))
-        .await
-        .map_err(|e| BenchError::Baseline(e.to_string()))?
-        .map_err(BenchError::Baseline)?;
-    report.ceilings.push(Ceiling { name: "rs256-sign".into(), threads, per_s });
+    // Measured beside the runs they divide when those ran; otherwise here, for the table.
+    if report.find("hello-world", "http", "hello").is_none() {
+        measure_hello(report, args, plan, progress).await?;
+    }
+    if report.ceiling("rs256-sign").is_none() {
+        measure_ceiling(report, plan).await?;
+    }
 
     let fsync = match args.durability.split(':').next() {
         Some("sync") => "always",

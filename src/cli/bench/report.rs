@@ -88,8 +88,11 @@ pub struct Ceiling {
     pub name: String,
     /// Threads used.
     pub threads: usize,
-    /// Operations per second.
+    /// Operations per second: the mean of `samples`.
     pub per_s: f64,
+    /// Each measurement, in the order taken (right before and right after the run the ceiling
+    /// divides, when that ran).
+    pub samples: Vec<f64>,
 }
 
 /// A figure derived from the runs (mostly a ratio between two of them), with its target.
@@ -161,6 +164,17 @@ impl Report {
         self.ceilings.iter().find(|c| c.name == name)
     }
 
+    /// Adds a measurement of the ceiling called `name`, whose figure is the mean of them all.
+    pub fn add_ceiling_sample(&mut self, name: &str, threads: usize, per_s: f64) {
+        match self.ceilings.iter_mut().find(|c| c.name == name) {
+            Some(ceiling) => ceiling.samples.push(per_s),
+            None => self.ceilings.push(Ceiling { name: name.into(), threads, per_s, samples: vec![per_s] }),
+        }
+        if let Some(ceiling) = self.ceilings.iter_mut().find(|c| c.name == name) {
+            ceiling.per_s = ceiling.samples.iter().sum::<f64>() / ceiling.samples.len() as f64;
+        }
+    }
+
     /// The report as a text table.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
@@ -210,7 +224,13 @@ impl Report {
             }
         }
         for c in &self.ceilings {
-            let _ = writeln!(out, "\nceiling {}: {:.0}/s on {} threads", c.name, c.per_s, c.threads);
+            let _ = write!(out, "\nceiling {}: {:.0}/s on {} threads", c.name, c.per_s, c.threads);
+            if c.samples.len() > 1 {
+                let samples: Vec<String> = c.samples.iter().map(|s| format!("{s:.0}")).collect();
+                let _ =
+                    write!(out, " (mean of {}, measured right before and after the signed run)", samples.join(", "));
+            }
+            let _ = writeln!(out);
         }
         if !self.ratios.is_empty() {
             let _ = writeln!(out, "\nratios:");
