@@ -45,6 +45,12 @@ struct Pending {
 struct Queue {
     pending: VecDeque<Pending>,
     closed: bool,
+    /// While the writer sleeps: how many pending entries it waits for (0 when it is awake).
+    /// Appenders wake it only when their entry makes that many: a wake-up is a system call and
+    /// a thread switch, and while the writer lingers for company every earlier one is wasted.
+    writer_wants: usize,
+    /// Appenders waiting for room in a full queue.
+    appenders_waiting: usize,
 }
 
 /// What appenders and the writer thread share.
@@ -140,14 +146,19 @@ impl GroupCommit {
             if left.is_zero() {
                 return Durability::Failed(JournalError::Overloaded(queue.pending.len()));
             }
+            queue.appenders_waiting += 1;
             queue = self.room.wait_timeout(queue, left).unwrap_or_else(|p| p.into_inner()).0;
+            queue.appenders_waiting -= 1;
         }
         if queue.closed {
             return Durability::Failed(JournalError::Closed);
         }
         queue.pending.push_back(Pending { value, reply });
+        let wake_writer = queue.writer_wants > 0 && queue.pending.len() >= queue.writer_wants;
         drop(queue);
-        self.arrived.notify_one();
+        if wake_writer {
+            self.arrived.notify_one();
+        }
         durable
     }
 
@@ -167,16 +178,19 @@ impl GroupCommit {
             if queue.closed {
                 return None;
             }
+            queue.writer_wants = 1;
             match flush_due {
                 Some(due) => {
                     let left = due.saturating_duration_since(Instant::now());
                     if left.is_zero() {
+                        queue.writer_wants = 0;
                         return Some(Gathered { batch: Vec::new(), reached: false });
                     }
                     queue = self.arrived.wait_timeout(queue, left).unwrap_or_else(|p| p.into_inner()).0;
                 }
                 None => queue = self.arrived.wait(queue).unwrap_or_else(|p| p.into_inner()),
             }
+            queue.writer_wants = 0;
         }
         let linger_until = Instant::now() + linger;
         let wanted = company.min(self.config.max_batch);
@@ -185,13 +199,18 @@ impl GroupCommit {
             if left.is_zero() {
                 break;
             }
+            queue.writer_wants = wanted;
             queue = self.arrived.wait_timeout(queue, left).unwrap_or_else(|p| p.into_inner()).0;
+            queue.writer_wants = 0;
         }
         let reached = queue.pending.len() >= wanted;
         let n = queue.pending.len().min(self.config.max_batch.max(1));
         let batch: Vec<Pending> = queue.pending.drain(..n).collect();
+        let room_awaited = queue.appenders_waiting > 0;
         drop(queue);
-        self.room.notify_all();
+        if room_awaited {
+            self.room.notify_all();
+        }
         Some(Gathered { batch, reached })
     }
 }
