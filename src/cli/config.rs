@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// Most requests waiting for one license; the next is answered `overloaded` [default: 4096].
     #[arg(long, value_name = "N", env = "LEASEHOLD_LICENSE_QUEUE")]
     pub license_queue: Option<usize>,
+    /// Worker threads for connections and license actors [default: half the cores, at least 1;
+    /// the signer has a thread per core of its own].
+    #[arg(long, value_name = "N", env = "LEASEHOLD_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 fn parse_durability(text: &str) -> Result<DurabilityMode, String> {
@@ -102,6 +106,7 @@ pub struct FileConfig {
     demo: Option<bool>,
     public_url: Option<String>,
     signing_alg: Option<String>,
+    workers: Option<usize>,
     #[serde(default)]
     limits: FileLimits,
 }
@@ -182,6 +187,8 @@ pub struct Settings {
     pub http_config: HttpConfig,
     /// Most requests waiting for one license.
     pub license_queue: usize,
+    /// Worker threads for connections and license actors.
+    pub workers: usize,
     /// The file the settings were read from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -209,6 +216,16 @@ fn check_public_url(url: &str) -> Result<String, String> {
         Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => Ok(trimmed.to_owned()),
         _ => Err(format!("a public URL is http(s)://host[:port][/path], not {url:?}")),
     }
+}
+
+/// Half the cores, at least one. The signer pool has a thread per core, and a signed checkout
+/// spends most of its CPU there; fewer workers mean a request crosses threads less often and the
+/// workers sleep and wake less (a thread switch costs about 14 µs on these VMs). On 2 cores, one
+/// worker instead of two cut the workers' CPU per signed HTTP checkout from 94 to 59 µs and gave
+/// 8-15% more signed checkouts per second, with HTTP checks unchanged within noise and
+/// pipelined TCP checks 13% fewer (232 k/s instead of 268 k/s).
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
 }
 
 impl Settings {
@@ -263,6 +280,7 @@ impl Settings {
                 shutdown_grace: args.shutdown_grace_s.or(limits.shutdown_grace_s).map_or(defaults.shutdown_grace, secs),
             },
             license_queue: args.license_queue.or(limits.license_queue).unwrap_or(DEFAULT_MAILBOX_CAPACITY),
+            workers: args.workers.or(file.workers).unwrap_or_else(default_workers),
             config_file: file_path.map(Path::to_path_buf),
         };
         settings.check()?;
@@ -279,6 +297,7 @@ impl Settings {
             ("header_read_timeout_s", self.http_config.header_read_timeout.is_zero()),
             ("idle_timeout_s", self.http_config.idle_timeout.is_zero()),
             ("license_queue", self.license_queue == 0),
+            ("workers", self.workers == 0),
         ];
         match positive.iter().find(|(_, zero)| *zero) {
             Some((key, _)) => Err(ConfigError::Setting(format!("{key} must be positive"))),
@@ -325,8 +344,14 @@ mod tests {
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let parsed =
-            file("http = \"127.0.0.1:9001\"\ndurability = \"none\"\n[limits]\nmax_body_bytes = 1000\n").unwrap();
+            file("http = \"127.0.0.1:9001\"\ndurability = \"none\"\nworkers = 3\n[limits]\nmax_body_bytes = 1000\n")
+                .unwrap();
         let settings = Settings::resolve(&args(&["--durability", "batched:5"]), parsed, None).unwrap();
+        assert_eq!(settings.workers, 3);
+        let settings_with_flag = Settings::resolve(&args(&["--workers", "2"]), file("workers = 3\n").unwrap(), None);
+        assert_eq!(settings_with_flag.unwrap().workers, 2);
+        let zero = Settings::resolve(&args(&["--workers", "0"]), file("").unwrap(), None).unwrap_err();
+        assert!(zero.to_string().contains("workers"), "{zero}");
         assert_eq!(settings.http, "127.0.0.1:9001".parse().unwrap());
         assert_eq!(settings.durability, DurabilityMode::Batched { every_ms: 5 });
         assert_eq!(settings.body_limits.max_bytes, 1000);

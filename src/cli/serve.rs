@@ -107,6 +107,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         .signer(Arc::clone(&signer) as _)
         .issuer(issuer.clone())
         .mailbox_capacity(settings.license_queue)
+        .workers(settings.workers)
         .build()
         .map_err(io("starting the engine"))?;
 
@@ -119,6 +120,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         issuer,
         data_dir = %data_dir.display(),
         durability = %settings.durability,
+        workers = settings.workers,
         config = settings.config_file.as_deref().map_or_else(|| "none".into(), |f| f.display().to_string()),
         "serving"
     );
