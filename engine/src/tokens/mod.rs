@@ -5,8 +5,8 @@
 //!
 //! The path of a token: the engine builds [`crate::claims`] for a grant or a denial and hands
 //! them to a [`crate::signer::TokenSigner`]; the [`SignerPool`] queues them in its bounded
-//! [`queue::BatchQueue`], a worker thread takes a batch, signs each with the ring's current
-//! [`SigningKey`] (a ring key pair parsed once, [`jws`]), notes the token's `exp` against the
+//! [`queue::BatchQueue`], a worker thread takes a request, signs it with the key ring's current
+//! [`SigningKey`] (an aws-lc key pair parsed once, [`jws`]), notes the token's `exp` against the
 //! key's id so rotation keeps the key published long enough, wraps it in a [`jwe`] when the
 //! client asked, and answers the waiting caller.
 
