@@ -312,3 +312,52 @@ impl Worker for RedisWorker {
         }
     }
 }
+
+/// Late wake-ups of a thread that sleeps 1 ms at a time: the machine's own stalls (a VM's
+/// pauses, a busy neighbour), which every latency measured meanwhile includes.
+pub struct StallProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Stalls>,
+}
+
+/// What a [`StallProbe`] saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stalls {
+    /// Sleeps of 1 ms.
+    pub sleeps: u64,
+    /// Wake-ups more than [`StallProbe::LATE`] late.
+    pub late: u64,
+    /// The latest wake-up, beyond the 1 ms asked for.
+    pub longest: Duration,
+}
+
+impl StallProbe {
+    /// How late a wake-up must be to count as a stall.
+    pub const LATE: Duration = Duration::from_millis(4);
+
+    /// Starts probing on a thread of its own.
+    pub fn start() -> std::io::Result<StallProbe> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new().name("stall-probe".into()).spawn(move || {
+            let mut stalls = Stalls::default();
+            let nap = Duration::from_millis(1);
+            while !stopped.load(Ordering::Relaxed) {
+                let asleep = Instant::now();
+                std::thread::sleep(nap);
+                let late = asleep.elapsed().saturating_sub(nap);
+                stalls.sleeps += 1;
+                stalls.late += u64::from(late > Self::LATE);
+                stalls.longest = stalls.longest.max(late);
+            }
+            stalls
+        })?;
+        Ok(StallProbe { stop, thread })
+    }
+
+    /// Stops probing; what it saw.
+    pub fn finish(self) -> Stalls {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}

@@ -237,8 +237,20 @@ async fn measure_half_load(
     let (Some(check), None) = (report.find("leasehold", "authz", "check").cloned(), args.rate) else { return };
     let half = Plan { rate_per_s: Some(check.throughput_per_s / 2.0), ..plan };
     let workers = authz_workers(server, Workload::Check, identities, args.connections);
+    // The p99 of this run includes the machine's own stalls; the probe says how many there were.
+    let probe = baselines::StallProbe::start().ok();
     let measured = drive("authz check @ half load", workers, half, progress).await;
     report.runs.push(Run::new("leasehold", "authz", "check", args.connections, half.rate_per_s, &measured));
+    if let Some(stalls) = probe.map(baselines::StallProbe::finish) {
+        report.notes.push(format!(
+            "during the half-load run a thread sleeping 1 ms at a time woke more than {} ms late {} times in {} \
+             sleeps (latest {:.1} ms late): the machine's own stalls, which that run's latencies include",
+            baselines::StallProbe::LATE.as_millis(),
+            stalls.late,
+            stalls.sleeps,
+            stalls.longest.as_secs_f64() * 1_000.0,
+        ));
+    }
 }
 
 /// The hello-world baseline: a minimal hyper server driven by the same client at the same
