@@ -166,6 +166,13 @@ impl SledJournal {
 /// How long opening waits for a database lock that may be about to be released.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
+/// Opens the sled database of the journal in `dir` directly, for tools and tests that read or
+/// damage the log, waiting as the journal itself does for the lock that a journal closed a
+/// moment ago may still hold (see [`open_db`]).
+pub fn open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
+    open_db(&sled::Config::new().path(dir))
+}
+
 /// Opens the sled database. sled finishes some writes on its own thread pool after its last
 /// handle is dropped and keeps the file lock until they are done, so a journal reopened right
 /// after it was closed (a restart in the same process, a test) waits briefly for the lock instead

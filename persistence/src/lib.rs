@@ -29,6 +29,6 @@ mod writer;
 
 pub use config::{DurabilityMode, JournalConfig};
 pub use error::{FormatError, PersistenceError};
-pub use journal::SledJournal;
+pub use journal::{open_sled, SledJournal};
 pub use recovery::{CutTail, RecoveryReport};
 pub use snapshot::KEEP_SNAPSHOTS;

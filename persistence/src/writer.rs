@@ -290,16 +290,13 @@ impl Writer {
         };
         let mut unflushed_since: Option<Instant> = None;
         let mut company = Company::default();
-        let mut wanted = 0;
         loop {
             let flush_due = unflushed_since.zip(every).map(|(since, every)| since + every);
-            let Some(Gathered { batch, reached }) = self.shared.next_batch(flush_due, linger, wanted) else {
+            let Some(Gathered { batch, reached }) = self.shared.next_batch(flush_due, linger, company.wanted) else {
                 break;
             };
             if !batch.is_empty() {
-                wanted = company.after(batch.len(), reached);
-            }
-            if !batch.is_empty() {
+                company.after(batch.len(), reached);
                 let written = self.write(batch);
                 if written && unflushed_since.is_none() && every.is_some() {
                     unflushed_since = Some(Instant::now());

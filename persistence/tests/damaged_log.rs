@@ -24,7 +24,7 @@ fn write_journal(dir: &Path, entries: &[leasehold_engine::journal::JournalEntry]
 
 /// Replaces the value of the log record of entry `seq` with what `damage` makes of it.
 fn damage_entry(dir: &Path, seq: u64, damage: impl FnOnce(&mut Vec<u8>)) {
-    let db = sled::open(dir).unwrap_or_else(|e| panic!("sled: {e}"));
+    let db = leasehold_persistence::open_sled(dir).unwrap_or_else(|e| panic!("sled: {e}"));
     let log = db.open_tree(LOG_TREE).unwrap_or_else(|e| panic!("tree: {e}"));
     let mut value = log.get(seq_key(seq)).ok().flatten().map(|v| v.to_vec()).unwrap_or_default();
     damage(&mut value);
@@ -127,7 +127,7 @@ fn a_missing_entry_in_the_middle_is_an_error() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     write_journal(dir.path(), &entries);
     {
-        let db = sled::open(dir.path()).unwrap_or_else(|e| panic!("sled: {e}"));
+        let db = leasehold_persistence::open_sled(dir.path()).unwrap_or_else(|e| panic!("sled: {e}"));
         let log = db.open_tree(LOG_TREE).unwrap_or_else(|e| panic!("tree: {e}"));
         log.remove(seq_key(10)).unwrap_or_else(|e| panic!("remove: {e}"));
         db.flush().unwrap_or_else(|e| panic!("flush: {e}"));
@@ -145,7 +145,7 @@ fn an_entry_moved_to_another_sequence_number_is_detected() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     write_journal(dir.path(), &entries);
     {
-        let db = sled::open(dir.path()).unwrap_or_else(|e| panic!("sled: {e}"));
+        let db = leasehold_persistence::open_sled(dir.path()).unwrap_or_else(|e| panic!("sled: {e}"));
         let log = db.open_tree(LOG_TREE).unwrap_or_else(|e| panic!("tree: {e}"));
         let third = log.get(seq_key(3)).ok().flatten().unwrap_or_default();
         log.insert(seq_key(4), third).unwrap_or_else(|e| panic!("insert: {e}"));

@@ -130,14 +130,14 @@ fn two_snapshots(dir: &Path, entries: &[JournalEntry]) -> (u64, u64) {
 
 /// Changes the snapshot tree of the sled database in `dir` with `change`.
 fn tamper(dir: &Path, change: impl FnOnce(&sled::Tree)) {
-    let db = sled::open(dir).unwrap_or_else(|e| panic!("sled: {e}"));
+    let db = leasehold_persistence::open_sled(dir).unwrap_or_else(|e| panic!("sled: {e}"));
     change(&db.open_tree(SNAPSHOT_TREE).unwrap_or_else(|e| panic!("tree: {e}")));
     db.flush().unwrap_or_else(|e| panic!("flush: {e}"));
 }
 
 /// Where each part of the snapshot at `seq` in `dir` starts in its file, and how long it is.
 fn part_extents(dir: &Path, seq: u64) -> Vec<(usize, usize)> {
-    let db = sled::open(dir).unwrap_or_else(|e| panic!("sled: {e}"));
+    let db = leasehold_persistence::open_sled(dir).unwrap_or_else(|e| panic!("sled: {e}"));
     let snapshots = db.open_tree(SNAPSHOT_TREE).unwrap_or_else(|e| panic!("tree: {e}"));
     let value = snapshots.get(seq_key(seq)).ok().flatten().unwrap_or_else(|| panic!("no manifest at {seq}"));
     let Ok(SnapshotHead::Manifest(manifest)) = decode_snapshot_head(seq, &value) else { panic!("not a manifest") };
@@ -288,7 +288,7 @@ fn the_log_is_cut_up_to_the_older_of_the_two_kept_snapshots() {
         append_all(&journal, &entries[done..]);
     }
     {
-        let db = sled::open(dir.path()).unwrap_or_else(|e| panic!("sled: {e}"));
+        let db = leasehold_persistence::open_sled(dir.path()).unwrap_or_else(|e| panic!("sled: {e}"));
         let snapshots: Vec<u64> = db
             .open_tree(SNAPSHOT_TREE)
             .unwrap_or_else(|e| panic!("tree: {e}"))
