@@ -166,13 +166,13 @@ impl Report {
 
     /// Adds a measurement of the ceiling called `name`, whose figure is the mean of them all.
     pub fn add_ceiling_sample(&mut self, name: &str, threads: usize, per_s: f64) {
-        match self.ceilings.iter_mut().find(|c| c.name == name) {
-            Some(ceiling) => ceiling.samples.push(per_s),
-            None => self.ceilings.push(Ceiling { name: name.into(), threads, per_s, samples: vec![per_s] }),
-        }
-        if let Some(ceiling) = self.ceilings.iter_mut().find(|c| c.name == name) {
-            ceiling.per_s = ceiling.samples.iter().sum::<f64>() / ceiling.samples.len() as f64;
-        }
+        let index = self.ceilings.iter().position(|c| c.name == name).unwrap_or_else(|| {
+            self.ceilings.push(Ceiling { name: name.into(), threads, per_s, samples: Vec::new() });
+            self.ceilings.len() - 1
+        });
+        let ceiling = &mut self.ceilings[index];
+        ceiling.samples.push(per_s);
+        ceiling.per_s = ceiling.samples.iter().sum::<f64>() / ceiling.samples.len() as f64;
     }
 
     /// The report as a text table.
