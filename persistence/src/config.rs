@@ -59,7 +59,7 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 16_384;
 /// Default most entries written and flushed as one batch.
 pub const DEFAULT_MAX_BATCH: usize = 1_024;
 /// Default longest the writer waits for company before writing a group, once groups have it.
-pub const DEFAULT_GROUP_LINGER: Duration = Duration::from_millis(2);
+pub const DEFAULT_GROUP_LINGER: Duration = Duration::from_millis(4);
 /// Default longest an append waits for room in a full queue before it fails.
 pub const DEFAULT_QUEUE_FULL_WAIT: Duration = Duration::from_millis(200);
 /// Default number of entries after which a snapshot is taken.

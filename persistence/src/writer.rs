@@ -7,14 +7,16 @@
 //! sled insert, atomic), flushes once (`sync`), and resolves every waiting appender. While it flushes, new
 //! appends pile up and become the next batch: the batch grows with the load, and a lone
 //! appender never waits for a timer. Once batches have more than one entry, the writer waits up
-//! to `group_linger` (2 ms) for company before the next flush ([`Company`]):
+//! to `group_linger` (4 ms) for company before the next flush ([`Company`]):
 //! - appenders that trickle in (signed checkouts, each behind its signature) are gathered in
 //!   growing batches, until a linger no longer fills them: about as many as arrive in a linger.
 //!   A flush costs the writer and sled's threads about 150 µs of CPU whatever its size (sled
 //!   wakes its whole I/O pool for each), so fewer flushes leave more CPU to the signers: in
 //!   signed-checkout runs changes per flush went from 6 to 10-11 and checkouts per second up
-//!   3-8% (with a flat 3 ms linger, 17 per flush and +8%). It costs each such change up to the
-//!   linger in latency;
+//!   3-8% (with a flat 3 ms linger, 17 per flush and +8%); a 4 ms linger (session 6, with the
+//!   signers' 3 ms answer batches) added about 4% more. It costs each such change up to the
+//!   linger in latency, which under signing load is time it would otherwise have spent in the
+//!   signers' queue;
 //! - appenders that come back together (a closed loop of N writers, each waiting for its
 //!   previous flush) are recognised when a batch stops growing at N: after that the writer waits
 //!   until all N are back, and no longer (a flat linger cut the journal bench's 64-writer rate

@@ -123,8 +123,11 @@ impl TokenSigner for SignerPool {
 /// caller's thread, and waking a parked thread costs both threads a system call and a context
 /// switch (on these VMs the HTTP workers of a signed-checkout run spent most of their CPU
 /// there); answering the tokens finished within this time together lets one wake-up serve
-/// several. A token is never held when no other request waits: then it is answered at once.
-const REPLY_EVERY: Duration = Duration::from_millis(1);
+/// several. A token is never held when no other request waits: then it is answered at once, and
+/// when others wait the held token's caller would otherwise wait in the queue behind them. 3 ms
+/// with the journal's 4 ms linger measured about 4% more signed checkouts than 1 ms and 2 ms
+/// (session 6, 4 paired runs).
+const REPLY_EVERY: Duration = Duration::from_millis(3);
 
 type Answer = (oneshot::Sender<Result<String, SignError>>, Result<String, SignError>);
 
