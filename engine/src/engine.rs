@@ -30,6 +30,7 @@ use crate::time::{Clock, SystemClock, Timestamp};
 use actix::{ArbiterHandle, Handler, Message};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use std::future::Future;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -267,20 +268,31 @@ impl Engine {
 
     /// Checks out a lease: tries the licenses the consumer may use for the item, in the SPEC's
     /// order, until one grants; otherwise answers the most specific denial.
-    pub async fn consume(&self, req: ConsumeRequest) -> Result<Decision<Grant>, EngineError> {
-        let decision = self.consume_or_check(req, true).await?;
-        self.inner.metrics.record(Operation::Consume, &decision);
-        Ok(decision)
+    pub fn consume(
+        &self,
+        req: ConsumeRequest,
+    ) -> impl Future<Output = Result<Decision<Grant>, EngineError>> + Send + '_ {
+        // The request goes into its `Arc` before the future is made, so the future holds the
+        // pointer rather than the request (an async fn keeps its arguments for its whole life).
+        let req = Arc::new(req);
+        async move {
+            let decision = self.consume_or_check(req, true).await?;
+            self.inner.metrics.record(Operation::Consume, &decision);
+            Ok(decision)
+        }
     }
 
     /// Answers what [`Engine::consume`] would, without taking a lease (`doConsume=false`).
-    pub async fn check(&self, req: ConsumeRequest) -> Result<Decision<Grant>, EngineError> {
-        let decision = self.consume_or_check(req, false).await?;
-        self.inner.metrics.record(Operation::Check, &decision);
-        Ok(decision)
+    pub fn check(&self, req: ConsumeRequest) -> impl Future<Output = Result<Decision<Grant>, EngineError>> + Send + '_ {
+        let req = Arc::new(req);
+        async move {
+            let decision = self.consume_or_check(req, false).await?;
+            self.inner.metrics.record(Operation::Check, &decision);
+            Ok(decision)
+        }
     }
 
-    async fn consume_or_check(&self, req: ConsumeRequest, commit: bool) -> Result<Decision<Grant>, EngineError> {
+    async fn consume_or_check(&self, req: Arc<ConsumeRequest>, commit: bool) -> Result<Decision<Grant>, EngineError> {
         let candidates = match self.directory().candidates(req.consumer, &req.item, &req.filters) {
             Ok(found) => found,
             Err(denial) => return Ok(Decision::Denied(denial)),
@@ -294,7 +306,6 @@ impl Engine {
             self.inner.hints.get(&(req.consumer, Arc::from(req.item.as_str()))).map(|l| *l)
         };
         let order = first.into_iter().chain(candidates.into_iter().filter(|id| Some(*id) != first));
-        let req = Arc::new(req);
         let mut best: Option<Denial> = None;
         for license in order {
             let answer = self.call(license, |reply| Consume { req: Arc::clone(&req), commit, reply }).await?;
