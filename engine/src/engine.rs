@@ -274,22 +274,23 @@ impl Engine {
     ) -> impl Future<Output = Result<Decision<Grant>, EngineError>> + Send + '_ {
         // The request goes into its `Arc` before the future is made, so the future holds the
         // pointer rather than the request (an async fn keeps its arguments for its whole life).
-        let req = Arc::new(req);
-        async move {
-            let decision = self.consume_or_check(req, true).await?;
-            self.inner.metrics.record(Operation::Consume, &decision);
-            Ok(decision)
-        }
+        self.decide_and_count(Operation::Consume, Arc::new(req), true)
     }
 
     /// Answers what [`Engine::consume`] would, without taking a lease (`doConsume=false`).
     pub fn check(&self, req: ConsumeRequest) -> impl Future<Output = Result<Decision<Grant>, EngineError>> + Send + '_ {
-        let req = Arc::new(req);
-        async move {
-            let decision = self.consume_or_check(req, false).await?;
-            self.inner.metrics.record(Operation::Check, &decision);
-            Ok(decision)
-        }
+        self.decide_and_count(Operation::Check, Arc::new(req), false)
+    }
+
+    async fn decide_and_count(
+        &self,
+        operation: Operation,
+        req: Arc<ConsumeRequest>,
+        commit: bool,
+    ) -> Result<Decision<Grant>, EngineError> {
+        let decision = self.consume_or_check(req, commit).await?;
+        self.inner.metrics.record(operation, &decision);
+        Ok(decision)
     }
 
     async fn consume_or_check(&self, req: Arc<ConsumeRequest>, commit: bool) -> Result<Decision<Grant>, EngineError> {
