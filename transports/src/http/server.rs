@@ -18,10 +18,8 @@
 
 use crate::http::{routes, HttpState};
 use crate::listener::{accept_loop, ConnectionGuard, ListenerConfig};
-use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
@@ -113,7 +111,6 @@ impl Connection {
         let activity = Arc::new(Activity::new());
         let (state, peer, service_activity) = (Arc::clone(&self.state), self.peer, Arc::clone(&activity));
         let service = service_fn(move |req| {
-            let req = detached_from_read_buffer(req);
             let (state, activity) = (Arc::clone(&state), Arc::clone(&service_activity));
             async move {
                 activity.begin();
@@ -156,28 +153,6 @@ impl Connection {
     }
 }
 
-/// `req` with its URI and header values copied out of hyper's read buffer.
-///
-/// hyper parses a request head into slices that share the connection's read buffer, then reads
-/// on while the request is in flight (to notice a client hanging up), asking for 8 KiB of room.
-/// While any slice lives, the buffer cannot be reused, so every request cost a fresh 8 KiB
-/// allocation, and glibc consolidates its fast bins on each allocation that large. Copying the
-/// few short strings a request carries, before the request's future exists, lets the buffer be
-/// reused from one request to the next.
-fn detached_from_read_buffer<B>(mut req: Request<B>) -> Request<B> {
-    let uri = req.uri().to_string();
-    // A URI that parsed once parses again; should it not, the shared one is kept.
-    if let Ok(uri) = Uri::try_from(uri) {
-        *req.uri_mut() = uri;
-    }
-    for value in req.headers_mut().values_mut() {
-        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        *value = copy;
-    }
-    req
-}
-
 /// Serves HTTP on `listener` until `shutdown` resolves, then drains (see the module comment).
 pub async fn serve(
     listener: TcpListener,
@@ -200,58 +175,4 @@ pub async fn serve(
     })
     .await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::BytesMut;
-
-    /// A request as hyper parses it: URI and header values are slices of the read buffer.
-    fn parsed_from(buffer: &mut BytesMut) -> Request<()> {
-        let head = buffer.split_to(buffer.len()).freeze();
-        let text = std::str::from_utf8(&head).unwrap();
-        let (uri_at, uri_len) = (text.find('/').unwrap(), text.find(" HTTP").unwrap() - text.find('/').unwrap());
-        let value_at = text.find("Bearer").unwrap();
-        let value_len = text[value_at..].find('\r').unwrap();
-        let mut req = Request::new(());
-        *req.uri_mut() = Uri::from_maybe_shared(head.slice(uri_at..uri_at + uri_len)).unwrap();
-        let mut value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len)).unwrap();
-        value.set_sensitive(true);
-        req.headers_mut().insert(hyper::header::AUTHORIZATION, value);
-        req
-    }
-
-    fn buffer_with_request() -> BytesMut {
-        let mut buffer = BytesMut::with_capacity(8192);
-        buffer.extend_from_slice(b"GET /authz/.jwt?app=;hw=h1 HTTP/1.1\r\nAuthorization: Bearer abc.def\r\n\r\n");
-        buffer
-    }
-
-    #[test]
-    fn a_detached_request_is_the_same_request() {
-        let req = detached_from_read_buffer(parsed_from(&mut buffer_with_request()));
-        assert_eq!(req.uri(), "/authz/.jwt?app=;hw=h1");
-        let value = &req.headers()[hyper::header::AUTHORIZATION];
-        assert_eq!(value, "Bearer abc.def");
-        assert!(value.is_sensitive(), "a credential stays out of debug output");
-    }
-
-    #[test]
-    fn the_read_buffer_is_reused_while_a_detached_request_is_in_flight() {
-        let start_of = |buffer: &mut BytesMut| {
-            buffer.reserve(8192);
-            buffer.as_ptr()
-        };
-        let mut buffer = buffer_with_request();
-        let allocation = buffer.as_ptr();
-        let in_flight = detached_from_read_buffer(parsed_from(&mut buffer));
-        assert_eq!(start_of(&mut buffer), allocation, "the next read goes into the same buffer");
-
-        let mut buffer = buffer_with_request();
-        let allocation = buffer.as_ptr();
-        let sharing = parsed_from(&mut buffer);
-        assert_ne!(start_of(&mut buffer), allocation, "a request still sharing the buffer forces a new one");
-        drop((in_flight, sharing));
-    }
 }
