@@ -157,6 +157,11 @@ impl GroupCommit {
         }
         queue.pending.push_back(Pending { value, reply });
         let wake_writer = queue.writer_wants > 0 && queue.pending.len() >= queue.writer_wants;
+        if wake_writer {
+            // Once: until the woken writer runs, the appenders after this one would each wake it
+            // again (a futex call apiece, measured at about 1,000 a second under signing load).
+            queue.writer_wants = 0;
+        }
         drop(queue);
         if wake_writer {
             self.arrived.notify_one();

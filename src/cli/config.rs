@@ -68,10 +68,11 @@ pub struct ServeArgs {
     /// Largest request line plus headers in bytes [default: 16384].
     #[arg(long, value_name = "BYTES", env = "LEASEHOLD_MAX_HEAD_BYTES")]
     pub max_head_bytes: Option<usize>,
-    /// Longest a request head may take to arrive, in seconds [default: 10].
+    /// Longest a request head may take from its first byte (a new connection's first head from
+    /// the connect), in seconds [default: 10].
     #[arg(long, value_name = "SECONDS", env = "LEASEHOLD_HEADER_READ_TIMEOUT_S")]
     pub header_read_timeout_s: Option<u64>,
-    /// Seconds an HTTP connection may stay open with no request in flight [default: 60].
+    /// Seconds a keep-alive HTTP connection may wait for its next request [default: 60].
     #[arg(long, value_name = "SECONDS", env = "LEASEHOLD_IDLE_TIMEOUT_S")]
     pub idle_timeout_s: Option<u64>,
     /// Longest shutdown waits for requests in flight, in seconds [default: 30].

@@ -24,6 +24,21 @@ struct State<T> {
     /// Workers waiting on `ready`: a push wakes one only when there is one (a wake is a
     /// system call, and under load the workers are all busy).
     idle: usize,
+    /// Of those, how many were woken and have not run yet: a push wakes another only when some
+    /// idle worker is not already on its way (measured: without this, nine in ten of the
+    /// HTTP worker's wakes under signing load found no one left to wake).
+    woken: usize,
+}
+
+impl<T> State<T> {
+    /// Counts a wake-up for a worker not yet woken; `false` when there is none.
+    fn wake_one(&mut self) -> bool {
+        let wake = self.idle > self.woken;
+        if wake {
+            self.woken += 1;
+        }
+        wake
+    }
 }
 
 /// A bounded multi-producer, multi-consumer queue that hands out batches.
@@ -41,7 +56,12 @@ impl<T> BatchQueue<T> {
     pub fn new(capacity: usize, consumers: usize) -> Self {
         assert!(capacity > 0 && consumers > 0, "a batch queue needs room and a consumer");
         BatchQueue {
-            state: Mutex::new(State { items: VecDeque::with_capacity(capacity.min(1024)), closed: false, idle: 0 }),
+            state: Mutex::new(State {
+                items: VecDeque::with_capacity(capacity.min(1024)),
+                closed: false,
+                idle: 0,
+                woken: 0,
+            }),
             ready: Condvar::new(),
             capacity,
             consumers,
@@ -64,7 +84,7 @@ impl<T> BatchQueue<T> {
         }
         state.items.push_back(item);
         debug_assert!(state.items.len() <= self.capacity);
-        let wake = state.idle > 0;
+        let wake = state.wake_one();
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -87,6 +107,9 @@ impl<T> BatchQueue<T> {
             state.idle += 1;
             state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
             state.idle -= 1;
+            // Whoever wakes takes one counted wake-up, woken for it or not: the count only ever
+            // holds back wake-ups while a worker that will look at the queue is on its way.
+            state.woken = state.woken.saturating_sub(1);
         }
     }
 
@@ -105,7 +128,7 @@ impl<T> BatchQueue<T> {
     fn take(&self, mut state: MutexGuard<'_, State<T>>, max: usize, out: &mut Vec<T>) {
         let take = max.max(1).min(state.items.len().div_ceil(self.consumers));
         out.extend(state.items.drain(..take));
-        let more = !state.items.is_empty() && state.idle > 0;
+        let more = !state.items.is_empty() && state.wake_one();
         drop(state);
         if more {
             self.ready.notify_one();
