@@ -57,6 +57,58 @@ fn every_workload_runs_over_both_http_dialects_and_tcp_without_errors() {
 }
 
 #[test]
+fn a_server_hosted_in_the_bench_process_serves_every_protocol_and_stops_with_it() {
+    let output = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .args([
+            "bench",
+            "--in-process",
+            "--protocol",
+            "authz,tcp",
+            "--workload",
+            "consume,cycle",
+            "--licenses",
+            "4",
+            "--connections",
+            "2",
+            "--duration",
+            "400ms",
+            "--warmup",
+            "100ms",
+            "--no-baselines",
+            "--json",
+        ])
+        .env_remove("LEASEHOLD_ADMIN_TOKEN")
+        .output()
+        .expect("leasehold bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The process exits only once the hosted server has drained and closed its journal.
+    assert!(output.status.success(), "leasehold bench --in-process failed: {stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the report is JSON");
+    assert!(report["notes"].to_string().contains("hosted in the bench's own process"), "{report}");
+    let runs = report["runs"].as_array().expect("runs");
+    for protocol in ["authz", "tcp"] {
+        for workload in ["consume", "cycle"] {
+            let run = runs
+                .iter()
+                .find(|r| r["protocol"] == protocol && r["workload"] == workload)
+                .unwrap_or_else(|| panic!("no {protocol} {workload} run in {report}"));
+            assert!(run["requests"].as_u64().unwrap_or(0) > 0, "{protocol} {workload} sent nothing: {run}");
+            assert_eq!(run["errors"], 0, "{protocol} {workload} had errors: {run}");
+        }
+    }
+}
+
+#[test]
+fn in_process_and_a_running_server_are_exclusive() {
+    let output = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .args(["bench", "--in-process", "--server", "127.0.0.1:9", "--admin-token", "x"])
+        .output()
+        .expect("leasehold bench runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot be used with"));
+}
+
+#[test]
 fn a_running_server_needs_its_admin_token() {
     let output = Command::new(env!("CARGO_BIN_EXE_leasehold"))
         .args(["bench", "--server", "127.0.0.1:9", "--duration", "100ms"])

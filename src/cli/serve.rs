@@ -77,6 +77,35 @@ fn key_rotation(store: KeyStore, keys: Arc<KeyRing>) -> KeyRotation {
 }
 
 async fn serve(settings: Settings) -> Result<(), ServeError> {
+    let started = start(&settings).await?;
+    print_banner(&settings, &started);
+    started.serve_until(shutdown_signal()).await
+}
+
+/// A server whose data directory is open, whose engine runs and whose listeners are bound:
+/// what `leasehold serve` runs, and what `leasehold bench --in-process` hosts in its own process.
+pub struct Started {
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// Where the binary protocol listens.
+    pub tcp_addr: SocketAddr,
+    recovered_licenses: usize,
+    admin_source: Source,
+    demo: Option<demo::Demo>,
+    listener: tokio::net::TcpListener,
+    tcp_listener: tokio::net::TcpListener,
+    state: Arc<HttpState>,
+    tcp_state: Arc<TcpState>,
+    http_config: http::HttpConfig,
+    key_store: KeyStore,
+    keys: Arc<KeyRing>,
+    signer: Arc<SignerPool>,
+    journal: Arc<SledJournal>,
+}
+
+/// Opens the data directory (journal, signing keys, admin token), starts the engine and binds
+/// both listeners.
+pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
     let data_dir = &settings.data_dir;
     std::fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
 
@@ -94,8 +123,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         .await
         .map_err(io(format!("listening for HTTP on {}", settings.http)))?;
     let http_addr = listener.local_addr().map_err(io("reading the HTTP address"))?;
-    let base = format!("http://{http_addr}");
-    let issuer = settings.public_url.clone().unwrap_or_else(|| base.clone());
+    let issuer = settings.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
     let tcp_wanted = settings.tcp.unwrap_or(DEFAULT_TCP_ADDR);
     let tcp_listener =
         tokio::net::TcpListener::bind(tcp_wanted).await.map_err(io(format!("listening for TCP on {tcp_wanted}")))?;
@@ -124,20 +152,91 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         config = settings.config_file.as_deref().map_or_else(|| "none".into(), |f| f.display().to_string()),
         "serving"
     );
+
+    let state = Arc::new(HttpState {
+        engine,
+        signer: Arc::clone(&signer) as _,
+        issuer,
+        admin_token,
+        limits: settings.body_limits,
+        keys: Some(Arc::clone(&keys)),
+        public_url: settings.public_url.clone(),
+        metrics: ServerMetrics::new(Some(journal.flush_latency()), Some(Arc::clone(&signer))),
+        key_rotation: Some(key_rotation(key_store.clone(), Arc::clone(&keys))),
+    });
+    let tcp_state = Arc::new(TcpState {
+        engine: state.engine.clone(),
+        signer: Arc::clone(&signer) as _,
+        issuer: state.issuer.clone(),
+        keys: Some(Arc::clone(&keys)),
+    });
+    Ok(Started {
+        http_addr,
+        tcp_addr,
+        recovered_licenses,
+        admin_source,
+        demo,
+        listener,
+        tcp_listener,
+        state,
+        tcp_state,
+        http_config: settings.http_config,
+        key_store,
+        keys,
+        signer,
+        journal,
+    })
+}
+
+impl Started {
+    /// Serves both protocols until `shutdown` resolves, then drains their connections, records
+    /// the keys' lifetimes, lets the signer finish and closes the journal.
+    pub async fn serve_until(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+        // One signal stops both listeners; each drains its own connections.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let signal = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        let (_, http_served, tcp_served) = tokio::join!(
+            signal,
+            http::serve(self.listener, self.state, self.http_config, stopped(stop_rx.clone())),
+            tcp::serve(self.tcp_listener, self.tcp_state, TcpConfig::default(), stopped(stop_rx)),
+        );
+        http_served.map_err(io("serving HTTP"))?;
+        tcp_served.map_err(io("serving TCP"))?;
+
+        if let Err(e) = self.key_store.save(&self.keys) {
+            tracing::warn!(error = %e, "could not record the signing keys' lifetimes");
+        }
+        self.signer.shutdown();
+        self.journal.close();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// What is listening, where the data is, the admin token's source and what to run next.
+fn print_banner(settings: &Settings, started: &Started) {
+    let base = format!("http://{}", started.http_addr);
     println!("Leasehold {} is running.", env!("CARGO_PKG_VERSION"));
     println!("HTTP listening on {base}  (/authz/, /licensing/, /admin/, /openapi.json, /metrics, /healthz)");
-    println!("TCP listening on {tcp_addr}  (the binary protocol, docs/PROTOCOL.md)");
+    println!("TCP listening on {}  (the binary protocol, docs/PROTOCOL.md)", started.tcp_addr);
     if let Some(file) = &settings.config_file {
         println!("Settings from {} (flags and LEASEHOLD_* variables win over it)", file.display());
     }
     println!(
-        "Data in {} (durability {}, {recovered_licenses} licenses recovered); signing with {} key {}",
-        data_dir.display(),
+        "Data in {} (durability {}, {} licenses recovered); signing with {} key {}",
+        settings.data_dir.display(),
         settings.durability,
-        keys.current().key().alg(),
-        keys.current().kid(),
+        started.recovered_licenses,
+        started.keys.current().key().alg(),
+        started.keys.current().kid(),
     );
-    let admin_secret = match &admin_source {
+    let admin_secret = match &started.admin_source {
         Source::Environment => {
             println!("Admin token: from {}", admin_token::ENV_VAR);
             None
@@ -159,7 +258,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
             None
         }
     };
-    match &demo {
+    match &started.demo {
         Some(demo) => println!("\n{}", demo::instructions(demo, &base, admin_secret)),
         None => println!(
             "\nNext: create a licensee, product, license and consumer with the admin API \
@@ -171,48 +270,6 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         ),
     }
     println!("Stop with Ctrl-C (or SIGTERM): requests in flight are finished first.");
-
-    let state = Arc::new(HttpState {
-        engine,
-        signer: Arc::clone(&signer) as _,
-        issuer,
-        admin_token,
-        limits: settings.body_limits,
-        keys: Some(Arc::clone(&keys)),
-        public_url: settings.public_url.clone(),
-        metrics: ServerMetrics::new(Some(journal.flush_latency()), Some(Arc::clone(&signer))),
-        key_rotation: Some(key_rotation(key_store.clone(), Arc::clone(&keys))),
-    });
-    let tcp_state = Arc::new(TcpState {
-        engine: state.engine.clone(),
-        signer: Arc::clone(&signer) as _,
-        issuer: state.issuer.clone(),
-        keys: Some(Arc::clone(&keys)),
-    });
-    // One signal stops both listeners; each drains its own connections.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let signal = async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    };
-    let (_, http_served, tcp_served) = tokio::join!(
-        signal,
-        http::serve(listener, state, settings.http_config, stopped(stop_rx.clone())),
-        tcp::serve(tcp_listener, tcp_state, TcpConfig::default(), stopped(stop_rx)),
-    );
-    http_served.map_err(io("serving HTTP"))?;
-    tcp_served.map_err(io("serving TCP"))?;
-
-    if let Err(e) = key_store.save(&keys) {
-        tracing::warn!(error = %e, "could not record the signing keys' lifetimes");
-    }
-    signer.shutdown();
-    journal.close();
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -5,8 +5,9 @@
 //! server, raw RS256 signing on every core, and a Redis server running the same seat lease in
 //! Lua, all in the same run and at the same concurrency.
 //!
-//! The server under test is either started by the bench (a `leasehold serve` child process on a
-//! fresh data directory) or a running one (`--server`, with its admin token for seeding).
+//! The server under test is started by the bench (a `leasehold serve` child process on a fresh
+//! data directory), hosted in the bench's own process (`--in-process`), or a running one
+//! (`--server`, with its admin token for seeding).
 
 mod baselines;
 mod driver;
@@ -77,6 +78,10 @@ pub struct BenchArgs {
     /// starting one; seeding needs its admin token (--admin-token or LEASEHOLD_ADMIN_TOKEN).
     #[arg(long, value_name = "ADDR")]
     server: Option<String>,
+    /// Host the server in the bench's own process (on threads of its own, as an embedder would)
+    /// instead of starting `leasehold serve` as a child process.
+    #[arg(long, conflicts_with = "server")]
+    in_process: bool,
     /// The running server's admin token.
     #[arg(long, env = "LEASEHOLD_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -155,6 +160,9 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
                 BenchError::Usage("--server needs the admin token (--admin-token or LEASEHOLD_ADMIN_TOKEN)".into())
             })?;
             server::UnderTest::running(addr, admin).map_err(BenchError::Server)?
+        }
+        None if args.in_process => {
+            server::UnderTest::host(&args.durability, args.admin_token.clone()).map_err(BenchError::Server)?
         }
         None => server::UnderTest::start(&args.durability).map_err(BenchError::Server)?,
     };

@@ -1,11 +1,17 @@
 //! The Leasehold server a bench drives: a `leasehold serve` child process the bench starts on
-//! a fresh data directory (and stops at the end), or a server already running elsewhere.
+//! a fresh data directory (and stops at the end), the same server hosted in the bench's own
+//! process (`--in-process`, as an embedder would), or a server already running elsewhere.
 
+use crate::cli::config::{FileConfig, ServeArgs, Settings};
+use crate::cli::serve;
+use clap::Parser;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// How long a started server may take to print its addresses.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -19,9 +25,36 @@ pub struct UnderTest {
     /// Its admin token (for seeding).
     pub admin_token: String,
     child: Option<Child>,
-    // Removed when the bench ends, after the child has stopped.
+    hosted: Option<Hosted>,
+    // Removed when the bench ends, after the server has stopped.
     _data_dir: Option<tempfile::TempDir>,
     durability: Option<String>,
+}
+
+/// A server running on a thread of the bench's own process.
+struct Hosted {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Hosted {
+    /// Stops the server (it drains its connections and closes its journal) and waits for it.
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `leasehold serve`'s arguments, parsed as the command line would be (so that the same
+/// `LEASEHOLD_*` variables apply to a hosted server as to a started one).
+#[derive(Parser)]
+struct HostedArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 impl UnderTest {
@@ -30,7 +63,68 @@ impl UnderTest {
         let http = super::socket_addr(addr)?;
         std::net::TcpStream::connect_timeout(&http, Duration::from_secs(5))
             .map_err(|e| format!("cannot reach {http}: {e}"))?;
-        Ok(UnderTest { http, tcp: None, admin_token, child: None, _data_dir: None, durability: None })
+        Ok(UnderTest { http, tcp: None, admin_token, child: None, hosted: None, _data_dir: None, durability: None })
+    }
+
+    /// Hosts the server in this process, on a thread with a runtime of its own (the engine
+    /// and the signer start their own threads), with a fresh data directory and durability
+    /// `durability`, and `admin_token` as its admin token.
+    pub fn host(durability: &str, admin_token: Option<String>) -> Result<UnderTest, String> {
+        let data_dir = tempfile::tempdir().map_err(|e| format!("creating a data directory: {e}"))?;
+        let admin_token = admin_token.unwrap_or_else(|| format!("bench-{}", uuid::Uuid::new_v4().simple()));
+        let dir = data_dir.path().to_str().ok_or("the data directory's path is not UTF-8")?;
+        let argv =
+            ["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--durability", durability, "--data-dir", dir];
+        let args = HostedArgs::try_parse_from(argv).map_err(|e| format!("the hosted server's settings: {e}"))?;
+        let mut settings = Settings::resolve(&args.serve, FileConfig::default(), None)
+            .map_err(|e| format!("the hosted server: {e}"))?;
+        settings.file_admin_token = Some(admin_token.clone());
+
+        let (started_tx, started_rx) = mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("leasehold-main".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(format!("starting the server's runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let started = match serve::start(&settings).await {
+                        Ok(started) => started,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    let _ = started_tx.send(Ok((started.http_addr, started.tcp_addr)));
+                    if let Err(e) = started.serve_until(async move { drop(stopped.await) }).await {
+                        tracing::warn!(error = %e, "the hosted server stopped with an error");
+                    }
+                });
+            })
+            .map_err(|e| format!("starting the server's thread: {e}"))?;
+        let mut hosted = Hosted { stop: Some(stop), thread: Some(thread) };
+        let (http, tcp) = match started_rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(addresses)) => addresses,
+            Ok(Err(e)) => {
+                hosted.stop();
+                return Err(e);
+            }
+            Err(_) => return Err("the hosted server did not start".into()),
+        };
+        Ok(UnderTest {
+            http,
+            tcp: Some(tcp),
+            admin_token,
+            child: None,
+            hosted: Some(hosted),
+            _data_dir: Some(data_dir),
+            durability: Some(durability.to_owned()),
+        })
     }
 
     /// Starts `leasehold serve` (this very executable) on loopback ports chosen by the system,
@@ -82,6 +176,7 @@ impl UnderTest {
             tcp,
             admin_token,
             child: Some(child),
+            hosted: None,
             _data_dir: Some(data_dir),
             durability: Some(durability.to_owned()),
         })
@@ -89,15 +184,19 @@ impl UnderTest {
 
     /// One line saying what is measured.
     pub fn describe(&self) -> String {
-        match (&self.child, &self.durability) {
-            (Some(child), Some(durability)) => {
+        match (&self.child, &self.hosted, &self.durability) {
+            (Some(child), _, Some(durability)) => {
                 format!("server: leasehold serve (pid {}) started by the bench, durability {durability}", child.id())
+            }
+            (None, Some(_), Some(durability)) => {
+                format!("server: hosted in the bench's own process (--in-process), durability {durability}")
             }
             _ => format!("server: running at {}", self.http),
         }
     }
 
-    /// The started server's resident memory, from `/proc` (Linux only).
+    /// The started server's resident memory, from `/proc` (Linux only); not known for a hosted
+    /// server, whose process is the load generator's too.
     pub fn rss_bytes(&self) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -112,6 +211,9 @@ impl Drop for UnderTest {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(mut hosted) = self.hosted.take() {
+            hosted.stop();
         }
     }
 }
