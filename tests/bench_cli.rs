@@ -6,30 +6,23 @@
 use serde_json::Value;
 use std::process::Command;
 
-#[test]
-fn every_workload_runs_over_both_http_dialects_and_tcp_without_errors() {
+/// Runs `leasehold bench` with `args`, short and without baselines, and returns its JSON report.
+fn bench_report(args: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_leasehold"))
-        .args([
-            "bench",
-            "--licenses",
-            "6",
-            "--connections",
-            "3",
-            "--pipeline",
-            "2",
-            "--duration",
-            "600ms",
-            "--warmup",
-            "100ms",
-            "--no-baselines",
-            "--json",
-        ])
+        .arg("bench")
+        .args(args)
+        .args(["--warmup", "100ms", "--no-baselines", "--json"])
         .env_remove("LEASEHOLD_ADMIN_TOKEN")
         .output()
         .expect("leasehold bench runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "leasehold bench failed: {stderr}");
-    let report: Value = serde_json::from_slice(&output.stdout).expect("the report is JSON");
+    assert!(output.status.success(), "leasehold bench {args:?} failed: {stderr}");
+    serde_json::from_slice(&output.stdout).expect("the report is JSON")
+}
+
+#[test]
+fn every_workload_runs_over_both_http_dialects_and_tcp_without_errors() {
+    let report = bench_report(&["--licenses", "6", "--connections", "3", "--pipeline", "2", "--duration", "600ms"]);
     let runs = report["runs"].as_array().expect("runs");
 
     for protocol in ["authz", "scale", "tcp"] {
@@ -58,32 +51,21 @@ fn every_workload_runs_over_both_http_dialects_and_tcp_without_errors() {
 
 #[test]
 fn a_server_hosted_in_the_bench_process_serves_every_protocol_and_stops_with_it() {
-    let output = Command::new(env!("CARGO_BIN_EXE_leasehold"))
-        .args([
-            "bench",
-            "--in-process",
-            "--protocol",
-            "authz,tcp",
-            "--workload",
-            "consume,cycle",
-            "--licenses",
-            "4",
-            "--connections",
-            "2",
-            "--duration",
-            "400ms",
-            "--warmup",
-            "100ms",
-            "--no-baselines",
-            "--json",
-        ])
-        .env_remove("LEASEHOLD_ADMIN_TOKEN")
-        .output()
-        .expect("leasehold bench runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    // The process exits only once the hosted server has drained and closed its journal.
-    assert!(output.status.success(), "leasehold bench --in-process failed: {stderr}");
-    let report: Value = serde_json::from_slice(&output.stdout).expect("the report is JSON");
+    // A success means the process exited, which it does only once the hosted server has
+    // drained its connections and closed its journal.
+    let report = bench_report(&[
+        "--in-process",
+        "--protocol",
+        "authz,tcp",
+        "--workload",
+        "consume,cycle",
+        "--licenses",
+        "4",
+        "--connections",
+        "2",
+        "--duration",
+        "400ms",
+    ]);
     assert!(report["notes"].to_string().contains("hosted in the bench's own process"), "{report}");
     let runs = report["runs"].as_array().expect("runs");
     for protocol in ["authz", "tcp"] {
