@@ -1,13 +1,13 @@
 //! Capacity: how much memory one process needs for a million licenses each holding a live
-//! lease, and how long a restart with that state takes (issue 7's targets: under 1.5 GiB RSS,
-//! restart under 10 s).
+//! lease, and how long a restart with that state takes (the targets: under 1.5 GiB RSS, restart
+//! under 10 s).
 //!
 //! The data set: `licenses / 10` licensees, each with one consumer and ten seat licenses, one
 //! per product (ten products); every consumer checks out all ten products, so every license
 //! holds one live lease. The journal is the real sled journal (durability `sync`, group-committed
 //! with about a thousand requests in flight), in a scratch directory.
 //!
-//! `cargo bench --bench capacity` runs the full million (about a minute of seeding);
+//! `cargo bench --bench capacity` runs the full million (most of its time is the seeding);
 //! `LEASEHOLD_CAPACITY_LICENSES=<n>` picks another size; `LEASEHOLD_CAPACITY_KEEP_DIR=1` keeps
 //! the data directory (its path is printed) to time restarts from it again with
 //! `LEASEHOLD_CAPACITY_RESTART_FROM=<dir>`. In `cargo test --benches` it runs a

@@ -1,9 +1,10 @@
 //! In-process engine throughput: consume+release pairs and checks, unsigned, with the load
 //! running on the engine's own worker threads and many requests in flight per worker. Two
-//! shapes: one hot license, and 10,000 licenses spread over both cores. For 10,000 licenses two
-//! placements of the callers: on any worker (half the requests cross to the other core and
-//! back), and on each license's home worker (no crossing: the engine's own ceiling). Before the criterion runs, it prints the memory an idle
-//! license and a live lease cost (RSS growth over 100,000 of each).
+//! shapes: one hot license, and 10,000 licenses spread over the workers. For 10,000 licenses two
+//! placements of the callers: on any worker (a request may cross to another worker and back),
+//! and on each license's home worker (no crossing: the engine's own ceiling). Before the
+//! criterion runs, it prints the memory an idle license and a live lease cost (RSS growth over
+//! 100,000 of each).
 //!
 //! Run with `cargo bench --bench engine`; `LEASEHOLD_BENCH_QUICK=1` makes it a smoke run.
 

@@ -4,7 +4,7 @@
 //!
 //! - `check, no token`: a check answered without a token (protocol + engine, no signing);
 //! - `consume+release, RS256`: a consume with a signed Enterprise token, then its release
-//!   (two round trips per element; bound by RSA signing, ~2,700/s on two cores);
+//!   (two round trips per element; bound by RSA signing);
 //! - `raw echo`: the baseline, 64-byte frames echoed by a bare tokio server, the same depth of
 //!   pipelining on one connection. The report prints each protocol bench as a ratio to it.
 //!
@@ -47,7 +47,7 @@ fn start_server(rt: &Runtime) -> (String, SocketAddr) {
     let keys = Arc::new(KeyRing::new(SigningKey::generate(Algorithm::RS256).expect("an RSA key")));
     let signer: Arc<dyn TokenSigner> =
         Arc::new(SignerPool::start(Arc::clone(&keys), PoolConfig::default()).expect("the signer pool"));
-    let engine = Engine::builder().signer(Arc::clone(&signer)).build().expect("the engine");
+    let engine = Engine::builder().build().expect("the engine");
     let api_key = rt.block_on(async {
         engine.create_product(NewProduct { name: PRODUCT.into(), features: vec![], tiers: vec![] }).await.unwrap();
         let licensee = NewLicensee { name: "Bench".into(), kind: LicenseeKind::Organization };

@@ -20,6 +20,7 @@ enum Command {
     /// Run the license server until SIGTERM or Ctrl-C.
     Serve(cli::serve::ServeArgs),
     /// Load-test a Leasehold server and measure the baselines its numbers are compared with.
+    #[cfg(feature = "bench")]
     Bench(cli::bench::BenchArgs),
 }
 
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
     cli::init_logging();
     let result = match cli.command {
         Command::Serve(args) => cli::serve::run(args).map_err(|e| e.to_string()),
+        #[cfg(feature = "bench")]
         Command::Bench(args) => cli::bench::run(args).map_err(|e| e.to_string()),
     };
     match result {

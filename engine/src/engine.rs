@@ -10,10 +10,10 @@ use crate::actors::license::{Admin, AdminAnswer, AdminOp, Consume, DormantLicens
 use crate::actors::{LicenseActor, Router, RunningActors, Workers};
 use crate::admin::{LicenseKeyRequest, NewConsumer, NewLicense, NewLicensee, NewProduct};
 use crate::answer::{Grant, Released};
-use crate::claims;
 use crate::concurrency::GaugeReading;
 use crate::decide::{
     ConsumeRequest, Decision, Denial, ErrorCode, LicenseEvent, LicenseState, ReleaseRequest, RenewRequest, Usage,
+    Violation,
 };
 use crate::directory::{key_holder, Directory, DirectoryEvent};
 use crate::error::{AdminError, EngineError};
@@ -25,7 +25,6 @@ use crate::model::catalog::{is_valid_name, MAX_NAME_CHARS};
 use crate::model::license::is_valid_license_key;
 use crate::model::{Consumer, Credit, Dimension, Enforcement, Lease, License, LicenseStatus, Licensee, Product};
 use crate::replay::Recovered;
-use crate::signer::{TokenSigner, UnsignedTokens};
 use crate::time::{Clock, SystemClock, Timestamp};
 use actix::{ArbiterHandle, Handler, Message};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -51,8 +50,6 @@ pub struct EngineBuilder {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     journal: Arc<dyn Journal>,
-    signer: Arc<dyn TokenSigner>,
-    issuer: String,
     workers: usize,
     mailbox_capacity: usize,
     idle_sweep: Duration,
@@ -66,8 +63,6 @@ impl Default for EngineBuilder {
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
             journal: Arc::new(EphemeralJournal),
-            signer: Arc::new(UnsignedTokens),
-            issuer: "leasehold".into(),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             idle_sweep: DEFAULT_IDLE_SWEEP,
@@ -93,18 +88,6 @@ impl EngineBuilder {
     /// Where changes are recorded (default: nowhere, [`EphemeralJournal`]).
     pub fn journal(mut self, journal: Arc<dyn Journal>) -> Self {
         self.journal = journal;
-        self
-    }
-
-    /// How tokens are signed (default: unsigned).
-    pub fn signer(mut self, signer: Arc<dyn TokenSigner>) -> Self {
-        self.signer = signer;
-        self
-    }
-
-    /// The `iss` of tokens.
-    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
-        self.issuer = issuer.into();
         self
     }
 
@@ -146,7 +129,7 @@ impl EngineBuilder {
     /// Starts the worker threads and the engine.
     pub fn build(self) -> std::io::Result<Engine> {
         let workers = Workers::start(self.workers)?;
-        let Recovered { directory, licenses } = self.recovered;
+        let Recovered { directory, licenses, mut halted } = self.recovered;
         let leases = licenses.values().map(|(state, _)| state.leases().count()).sum();
         let shared = Arc::new(Shared {
             journal: self.journal,
@@ -159,8 +142,6 @@ impl EngineBuilder {
         let inner = Inner {
             router: Arc::new(Router::new(workers, Arc::clone(&shared), licenses.len())),
             hints: ConcurrentMap::default(),
-            signer: self.signer,
-            issuer: self.issuer,
             mailbox_capacity: self.mailbox_capacity,
             metrics: EngineMetrics::default(),
             shared,
@@ -171,7 +152,7 @@ impl EngineBuilder {
             for lease in state.leases() {
                 inner.shared.lease_index.insert(lease.id, id);
             }
-            inner.add_license(state, last_at);
+            inner.add_license(state, last_at, halted.remove(&id));
         }
         Router::start_idle_sweep(&inner.router, self.idle_sweep)?;
         Ok(Engine { inner: Arc::new(inner) })
@@ -184,15 +165,13 @@ struct Inner {
     /// Which license last granted a consumer an item, tried first when several may (so that a
     /// session keeps to its license instead of opening a second one elsewhere).
     hints: ConcurrentMap<(ConsumerId, Arc<str>), LicenseId>,
-    signer: Arc<dyn TokenSigner>,
-    issuer: String,
     mailbox_capacity: usize,
     metrics: EngineMetrics,
 }
 
 impl Inner {
-    fn add_license(&self, state: LicenseState, last_change_at: Timestamp) {
-        self.router.add(DormantLicense { state, last_change_at }, self.mailbox_capacity);
+    fn add_license(&self, state: LicenseState, last_change_at: Timestamp, halted: Option<Violation>) {
+        self.router.add(DormantLicense { state, last_change_at, halted }, self.mailbox_capacity);
     }
 }
 
@@ -210,7 +189,7 @@ fn check_name(what: &str, name: &str) -> Result<(), AdminError> {
 }
 
 impl Engine {
-    /// A builder with the defaults: system clock, random ids, no journal, unsigned tokens.
+    /// A builder with the defaults: system clock, random ids, no journal.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
     }
@@ -242,6 +221,11 @@ impl Engine {
     /// The engine's clock.
     pub fn now(&self) -> Timestamp {
         self.inner.shared.clock.now()
+    }
+
+    /// A fresh random id from the engine's id source (seeded in tests).
+    pub fn fresh_id(&self) -> uuid::Uuid {
+        self.inner.shared.ids.uuid()
     }
 
     /// Reads the directory.
@@ -450,15 +434,6 @@ impl Engine {
         self.inner.router.live_leases()
     }
 
-    /// The Enterprise token for `item`'s decision, signed by the engine's signer.
-    pub async fn enterprise_token(&self, item: &str, decision: &Decision<Grant>) -> Result<String, EngineError> {
-        let claims = match decision {
-            Decision::Granted(grant) => claims::enterprise_grant(grant, &self.inner.issuer),
-            Decision::Denied(denial) => claims::enterprise_denial(item, denial, &self.inner.issuer, self.now()),
-        };
-        Ok(self.inner.signer.sign(claims).await?)
-    }
-
     // ---- administration ----
 
     /// Checks and applies a directory change and journals it, under the directory lock so that
@@ -604,7 +579,7 @@ impl Engine {
                 change: Change::License { license: license.id, event: LicenseEvent::Terms(Arc::clone(&license)) },
             };
             let durability = self.inner.shared.journal.append(&entry);
-            self.inner.add_license(LicenseState::new(Arc::clone(&license)), now);
+            self.inner.add_license(LicenseState::new(Arc::clone(&license)), now, None);
             (license, durability)
         };
         durability.wait().await?;
@@ -697,5 +672,115 @@ impl Engine {
     pub async fn force_release(&self, lease: LeaseId) -> Result<Decision<Released>, EngineError> {
         self.release(ReleaseRequest { by: crate::decide::Releaser::Admin, lease_id: lease, used: Default::default() })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::license::Inject;
+    use crate::journal::MemoryJournal;
+    use crate::model::{ConsumerKind, LicenseeKind, SessionAnchor};
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a runtime")
+    }
+
+    /// A one-seat license, a seat per hardware id, and a consumer of it.
+    async fn one_seat(engine: &Engine) -> (LicenseId, ConsumerId) {
+        let licensee = NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization };
+        let licensee = engine.create_licensee(licensee).await.expect("a licensee");
+        let consumer =
+            NewConsumer { name: "cad".into(), kind: ConsumerKind::Device, licensees: vec![licensee.id], email: None };
+        let (consumer, _) = engine.create_consumer(consumer).await.expect("a consumer");
+        engine.create_product(NewProduct { name: "Solo".into(), features: vec![], tiers: vec![] }).await.unwrap();
+        let seat = Credit { dimension: Dimension::Seats, qty: 1, enforcement: Enforcement::Enforced };
+        let mut new = NewLicense::new(licensee.id, "Solo", seat);
+        new.model.session_anchors = vec![SessionAnchor::Hw];
+        (engine.create_license(new).await.expect("a license").id, consumer.id)
+    }
+
+    #[test]
+    fn a_grant_past_the_seats_halts_the_license_and_is_never_journaled() {
+        let journal = Arc::new(MemoryJournal::new());
+        let engine = Engine::builder().journal(Arc::clone(&journal) as _).workers(1).build().expect("an engine");
+        runtime().block_on(async {
+            let (license, consumer) = one_seat(&engine).await;
+            // A lease for hardware "a" that the rules would grant now, not taken ...
+            let unused = engine.check(ConsumeRequest::new(consumer, "Solo").on_hardware("a")).await.unwrap();
+            let unused = unused.granted().expect("a free seat").lease;
+            // ... then the one seat goes to hardware "b".
+            let taken = engine.consume(ConsumeRequest::new(consumer, "Solo").on_hardware("b")).await.unwrap();
+            assert!(taken.granted().is_some());
+            let journaled = journal.len();
+
+            // The hook: issue the first lease anyway, a second seat on a one-seat license.
+            let event = LicenseEvent::LeaseIssued { lease: unused, replaces: None };
+            let injected = engine.call(license, |reply| Inject { event, reply }).await;
+            match injected {
+                Err(EngineError::Halted(violation)) => {
+                    assert_eq!(violation.license, license);
+                    assert!(violation.what.contains("2 seats in use on a license of 1 seats"), "{violation}");
+                }
+                other => panic!("the over-allocation was not caught: {other:?}"),
+            }
+            assert_eq!(journal.len(), journaled, "the breaking change is not journaled");
+
+            // The license answers nothing more; recovering its journal gives the state before.
+            let next = engine.consume(ConsumeRequest::new(consumer, "Solo").on_hardware("c")).await;
+            assert!(matches!(next, Err(EngineError::Halted(_))), "a halted license still answers: {next:?}");
+            let recovered = Recovered::from_entries(&journal.entries());
+            assert!(recovered.halted.is_empty());
+            assert_eq!(recovered.licenses[&license].0.usage().seats_in_use, 1);
+        });
+    }
+
+    #[test]
+    fn recovery_halts_a_license_whose_journal_over_allocates() {
+        let journal = Arc::new(MemoryJournal::new());
+        let engine = Engine::builder().journal(Arc::clone(&journal) as _).workers(1).build().expect("an engine");
+        let (license, entries) = runtime().block_on(async {
+            let (license, consumer) = one_seat(&engine).await;
+            let unused = engine.check(ConsumeRequest::new(consumer, "Solo").on_hardware("a")).await.unwrap();
+            let unused = unused.granted().expect("a free seat").lease;
+            engine.consume(ConsumeRequest::new(consumer, "Solo").on_hardware("b")).await.unwrap();
+            // A journal written by a build whose rules over-allocated.
+            let mut entries = journal.entries();
+            let event = LicenseEvent::LeaseIssued { lease: unused, replaces: None };
+            entries.push(JournalEntry { at: engine.now(), change: Change::License { license, event } });
+            (license, entries)
+        });
+        let recovered = Recovered::from_entries(&entries);
+        assert!(recovered.halted.contains_key(&license), "replay kept an over-allocated license in service");
+        let restarted = Engine::builder().recovered(recovered).workers(1).build().expect("an engine");
+        let consumer = restarted.directory().consumers().next().expect("the consumer").id;
+        let answer = runtime().block_on(restarted.consume(ConsumeRequest::new(consumer, "Solo").on_hardware("c")));
+        assert!(matches!(answer, Err(EngineError::Halted(_))), "a halted license answered: {answer:?}");
+    }
+
+    #[test]
+    fn updated_terms_reach_the_next_decision_and_the_journal() {
+        let journal = Arc::new(MemoryJournal::new());
+        let engine = Engine::builder().journal(Arc::clone(&journal) as _).workers(1).build().expect("an engine");
+        runtime().block_on(async {
+            let (license, consumer) = one_seat(&engine).await;
+            let seat = |hw: &'static str| engine.consume(ConsumeRequest::new(consumer, "Solo").on_hardware(hw));
+            assert!(seat("a").await.unwrap().granted().is_some());
+            assert!(seat("b").await.unwrap().granted().is_none(), "one seat only");
+
+            let mut terms = (*engine.license(license).expect("the license")).clone();
+            terms.credit.qty = 2;
+            let updated = engine.update_license(terms).await.expect("the terms change");
+            assert_eq!(updated.credit.qty, 2);
+            assert!(seat("b").await.unwrap().granted().is_some(), "the second seat is granted at once");
+
+            let recovered = Recovered::from_entries(&journal.entries());
+            assert_eq!(recovered.directory.license(license).expect("the license").credit.qty, 2);
+            assert_eq!(recovered.licenses[&license].0.usage().seats_in_use, 2);
+
+            let mut other = (*updated).clone();
+            other.id = LicenseId(uuid::Uuid::nil());
+            assert!(matches!(engine.update_license(other).await, Err(AdminError::NotFound(_))));
+        });
     }
 }

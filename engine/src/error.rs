@@ -2,8 +2,9 @@
 //!
 //! Client refusals are not here: they are [`crate::Decision::Denied`] values.
 
+use crate::decide::Violation;
 use crate::journal::JournalError;
-use crate::signer::SignError;
+use crate::tokens::signer::SignError;
 
 /// The engine could not answer: overload, a failed journal, or shutdown.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +21,10 @@ pub enum EngineError {
     /// The engine is shutting down.
     #[error("the engine is stopped")]
     Stopped,
+    /// The license broke an invariant (a bug): it answers nothing until the server restarts
+    /// from its journal, which never recorded the breaking change.
+    #[error("{0}; the license is halted")]
+    Halted(Violation),
 }
 
 impl From<JournalError> for EngineError {

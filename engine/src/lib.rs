@@ -13,8 +13,9 @@
 //! 3. The actor decides with [`decide::decide_consume`] (pure: state, request, time in; event or
 //!    denial out), applies the event to its [`decide::LicenseState`], appends it to the
 //!    [`journal::Journal`] and answers once the journal says it is durable.
-//! 4. Transports turn the [`Grant`] into a token with the [`claims`] builders and a
-//!    [`signer::TokenSigner`].
+//! 4. Transports turn the decision into a token with a [`tokens::TokenIssuer`] (claims of the
+//!    client's dialect, signed by a [`signer::TokenSigner`], encrypted when asked): the engine
+//!    itself never signs.
 //!
 //! Time ([`time::Clock`]) and ids ([`ids::IdSource`]) are injected, so the whole engine runs
 //! deterministically in tests.
@@ -22,7 +23,6 @@
 pub mod actors;
 pub mod admin;
 pub mod answer;
-pub mod claims;
 pub mod compact;
 pub mod concurrency;
 pub mod decide;
@@ -37,7 +37,6 @@ pub mod metrics;
 pub mod model;
 pub mod replay;
 pub mod select;
-pub mod signer;
 pub mod time;
 pub mod tokens;
 
@@ -50,3 +49,4 @@ pub use engine::{Engine, EngineBuilder};
 pub use error::{AdminError, EngineError};
 pub use ids::{ConsumerId, LeaseId, LicenseId, LicenseeId, ProductId};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use tokens::{claims, signer};

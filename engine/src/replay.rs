@@ -2,7 +2,7 @@
 //! exactly as they were when the last entry was acknowledged.
 
 use crate::decide::state::LicenseStateSnapshot;
-use crate::decide::{LicenseEvent, LicenseState};
+use crate::decide::{LicenseEvent, LicenseState, Violation};
 use crate::directory::{Directory, DirectorySnapshot, DirectorySnapshotV1};
 use crate::ids::LicenseId;
 use crate::journal::{Change, JournalEntry};
@@ -19,6 +19,10 @@ pub struct Recovered {
     pub directory: Directory,
     /// Each license's live state and the time of its last change.
     pub licenses: HashMap<LicenseId, (LicenseState, Timestamp)>,
+    /// The licenses whose rebuilt state breaks an invariant (a bug that wrote the journal, or a
+    /// damaged journal): they start halted, answering nothing, instead of granting from a state
+    /// that cannot be trusted.
+    pub halted: HashMap<LicenseId, Violation>,
 }
 
 impl Recovered {
@@ -34,11 +38,28 @@ impl Recovered {
                 }
                 if let Some((state, last_at)) = self.licenses.get_mut(license) {
                     state.expire_until(entry.at, |_| {});
-                    state.apply(entry.at, event);
+                    if let Err(violation) = state.apply(entry.at, event) {
+                        self.halted.entry(*license).or_insert(violation);
+                    }
                     *last_at = (*last_at).max(entry.at);
                 }
             }
         }
+    }
+
+    /// Checks every license's whole state ([`LicenseState::check_consistency`]) and halts the
+    /// ones that break an invariant; returns how many are halted. Run once recovery has rebuilt
+    /// the state, whether from a snapshot, a replay or both.
+    pub fn check(&mut self) -> usize {
+        for (id, (state, _)) in &self.licenses {
+            if self.halted.contains_key(id) {
+                continue;
+            }
+            if let Err(violation) = state.check_consistency() {
+                self.halted.insert(*id, violation);
+            }
+        }
+        self.halted.len()
     }
 
     /// Replays `entries` in order.
@@ -138,7 +159,7 @@ impl Recovered {
     /// state: one copy of each.
     pub fn from_parts(directory: DirectorySnapshot, licenses: HashMap<LicenseId, (LicenseState, Timestamp)>) -> Self {
         let terms = licenses.values().map(|(state, _)| Arc::clone(state.license())).collect();
-        Recovered { directory: Directory::from_snapshot(directory, terms), licenses }
+        Recovered { directory: Directory::from_snapshot(directory, terms), licenses, halted: HashMap::new() }
     }
 
     /// The state a version-1 snapshot describes. Its terms were stored twice; each state takes
@@ -157,6 +178,6 @@ impl Recovered {
                 (id, (LicenseState::from_snapshot(state), at))
             })
             .collect();
-        Recovered { directory: Directory::from_snapshot(directory, terms), licenses }
+        Recovered { directory: Directory::from_snapshot(directory, terms), licenses, halted: HashMap::new() }
     }
 }

@@ -99,7 +99,7 @@ impl Desk {
 
     fn apply(&mut self, event: &LicenseEvent) {
         self.state.expire_until(self.now, |_| {});
-        self.state.apply(self.now, event);
+        self.state.apply(self.now, event).expect("a decided change keeps the invariants");
     }
 
     fn issued(&mut self, event: Result<LicenseEvent, Denial>) -> Result<Lease, Denial> {
@@ -1203,7 +1203,7 @@ fn replaying_the_applied_events_rebuilds_the_same_state() {
     let mut replayed = LicenseState::new(Arc::new(license(use_count(10), model(|m| m.lease_time_online_s = 100))));
     for (at, event) in &journal {
         replayed.expire_until(*at, |_| {});
-        replayed.apply(*at, event);
+        replayed.apply(*at, event).expect("a replayed change keeps the invariants");
     }
     replayed.expire_until(desk.now, |_| {});
     assert_eq!(replayed.usage(), desk.state.usage());

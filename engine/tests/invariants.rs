@@ -318,7 +318,7 @@ impl Run {
     }
 
     fn commit(&mut self, event: LicenseEvent) {
-        self.state.apply(self.now, &event);
+        self.state.apply(self.now, &event).expect("a decided change keeps the invariants");
         if let LicenseEvent::LeaseIssued { lease, .. } = &event {
             self.issued.push((lease.id, lease.consumer));
         }

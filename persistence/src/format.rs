@@ -27,12 +27,12 @@
 //! snapshot's parts are a `DirectorySnapshot` and lists of `LicenseSnapshot`s; a version-1
 //! snapshot was one `RecoveredSnapshotV1`, in the snapshot tree.
 //!
-//! One record per batch, not one per entry: sled's cost is per key (about 9 µs an insert here),
-//! so a batch of 64 entries costs one insert instead of 64. The checksum covers the key and a
-//! kind tag as well as the payload, so a value that ends up under the wrong key or in the wrong
-//! place is detected too (a part moved to another snapshot or index, say). sled already makes
-//! each insert atomic; the envelope guards against damage sled does not see (bit rot, a bad
-//! copy, a bug) and lets the format evolve: a reader dispatches on the version byte.
+//! One record per batch, not one per entry: sled's cost is per key, so a batch of 64 entries
+//! costs one insert instead of 64. The checksum covers the key and a kind tag as well as the
+//! payload, so a value that ends up under the wrong key or in the wrong place is detected too (a
+//! part moved to another snapshot or index, say). sled already makes each insert atomic; the
+//! envelope guards against damage sled does not see (bit rot, a bad copy, a bug) and lets the
+//! format evolve: a reader dispatches on the version byte.
 //!
 //! Why version 2. Version 1 wrote the whole state as one sled value (hundreds of megabytes with
 //! a million licenses) that one thread decoded, holding every license's terms twice. Version 2
@@ -41,11 +41,10 @@
 //!
 //! Why the parts are in a file rather than in sled: when sled opens, it reads back and checks
 //! every value written since it last opened, and reading one value reads the whole tree node
-//! that holds it. Measured with 200,000 licenses: with the snapshot as one sled value, sled's
-//! open took 580-680 ms and reading the snapshot 1.2-1.6 s; as 50 sled values of 1.5 MB, the
-//! open took 160 ms but reading 780 ms, 30-40 ms of it per part in sled alone (more than
-//! decoding the part); as a file, the open takes 60 ms and reading 490-670 ms. With a million
-//! licenses sled's open went from 3.0 s to 0.14 s.
+//! that holds it. A snapshot stored as one sled value made both sled's open and reading the
+//! snapshot slow; stored as many sled values, the open was quicker but each part cost more in
+//! sled than decoding it did. In a file, sled's open no longer grows with the state, and the
+//! parts are read as fast as the disk gives them.
 
 use crate::error::FormatError;
 use leasehold_engine::directory::DirectorySnapshot;

@@ -65,6 +65,9 @@ pub struct RecoveryReport {
     pub snapshot_threads: usize,
     /// Time spent replaying the log after it, in milliseconds.
     pub replay_ms: u64,
+    /// Licenses whose rebuilt state breaks an invariant: they start halted (see
+    /// [`leasehold_engine::replay::Recovered::halted`]).
+    pub halted_licenses: usize,
 }
 
 /// The state recovery starts from: the newest snapshot that decodes.
@@ -375,6 +378,10 @@ pub(crate) fn recover(stores: &Stores) -> Result<(Recovered, RecoveryReport), Pe
     }
     report.last_seq = expected - 1;
     report.replay_ms = elapsed_ms(replay_started);
+    report.halted_licenses = state.check();
+    for violation in state.halted.values() {
+        tracing::error!(%violation, "license halted: its recovered state breaks an invariant");
+    }
     Ok((state, report))
 }
 

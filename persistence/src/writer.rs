@@ -3,24 +3,22 @@
 //!
 //! Appenders encode their entry themselves (the CPU work spreads over the actors' threads) and
 //! push it on a bounded queue. The writer takes everything waiting (up to `max_batch`), gives
-//! the entries consecutive sequence numbers in queue order, writes them as one log record (one
-//! sled insert, atomic), flushes once (`sync`), and resolves every waiting appender. While it flushes, new
-//! appends pile up and become the next batch: the batch grows with the load, and a lone
-//! appender never waits for a timer. Once batches have more than one entry, the writer waits up
-//! to `group_linger` (4 ms) for company before the next flush ([`Company`]):
+//! the entries consecutive sequence numbers in queue order (and refuses to write a batch that
+//! would not follow the last one: recovery treats a gap as damage), writes them as one log
+//! record (one sled insert, atomic), flushes once (`sync`), and resolves every waiting appender.
+//! While it flushes, new appends pile up and become the next batch: the batch grows with the
+//! load, and a lone appender never waits for a timer. Once batches have more than one entry,
+//! the writer waits up to `group_linger` for company before the next flush ([`Company`]):
 //! - appenders that trickle in (signed checkouts, each behind its signature) are gathered in
 //!   growing batches, until a linger no longer fills them: about as many as arrive in a linger.
-//!   A flush costs the writer and sled's threads about 150 µs of CPU whatever its size (sled
-//!   wakes its whole I/O pool for each), so fewer flushes leave more CPU to the signers: in
-//!   signed-checkout runs changes per flush went from 6 to 10-11 and checkouts per second up
-//!   3-8% (with a flat 3 ms linger, 17 per flush and +8%); a 4 ms linger (session 6, with the
-//!   signers' 3 ms answer batches) added about 4% more. It costs each such change up to the
-//!   linger in latency, which under signing load is time it would otherwise have spent in the
-//!   signers' queue;
+//!   A flush costs the writer and sled's threads CPU whatever its size (sled wakes its whole
+//!   I/O pool for each), so fewer flushes leave more CPU to the signers. It costs each such
+//!   change up to the linger in latency, which under signing load is time it would otherwise
+//!   have spent in the signers' queue;
 //! - appenders that come back together (a closed loop of N writers, each waiting for its
 //!   previous flush) are recognised when a batch stops growing at N: after that the writer waits
-//!   until all N are back, and no longer (a flat linger cut the journal bench's 64-writer rate
-//!   to a third).
+//!   until all N are back, and no longer (a flat linger would hold each round for the whole
+//!   linger).
 //!
 //! A failed write or flush poisons the journal for good: retrying a failed fsync can report
 //! success while the data is lost (the "fsyncgate" lesson), so every later append fails.
@@ -159,7 +157,7 @@ impl GroupCommit {
         let wake_writer = queue.writer_wants > 0 && queue.pending.len() >= queue.writer_wants;
         if wake_writer {
             // Once: until the woken writer runs, the appenders after this one would each wake it
-            // again (a futex call apiece, measured at about 1,000 a second under signing load).
+            // again (a futex call apiece).
             queue.writer_wants = 0;
         }
         drop(queue);
@@ -345,6 +343,11 @@ impl Writer {
     fn store(&mut self, values: Vec<Vec<u8>>) -> Result<(), JournalError> {
         let first = self.next_seq;
         let next = first + values.len() as u64;
+        // Recovery refuses a log with a gap in its sequence numbers; never write one.
+        let last_written = self.shared.last_written_seq.load(Ordering::Acquire);
+        if first != last_written + 1 {
+            return Err(self.poison(format!("entries {first}..{next} would not follow entry {last_written}")));
+        }
         let Some(record) = seal_batch(first, &values) else {
             return Err(self.poison(format!("entries {first}..{next} do not fit a log record")));
         };

@@ -221,10 +221,9 @@ fn check_public_url(url: &str) -> Result<String, String> {
 
 /// Half the cores, at least one. The signer pool has a thread per core, and a signed checkout
 /// spends most of its CPU there; fewer workers mean a request crosses threads less often and the
-/// workers sleep and wake less (a thread switch costs about 14 µs on these VMs). On 2 cores, one
-/// worker instead of two cut the workers' CPU per signed HTTP checkout from 94 to 59 µs and gave
-/// 8-15% more signed checkouts per second, with HTTP checks unchanged within noise and
-/// pipelined TCP checks 13% fewer (232 k/s instead of 268 k/s).
+/// workers sleep and wake less (a thread switch is costly, on a VM most of all). On a small
+/// machine that leaves more of the cores to the signers, so more signed checkouts get through;
+/// what it costs is pipelined TCP checks, which one worker thread serves alone.
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
 }

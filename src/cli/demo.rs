@@ -66,25 +66,28 @@ pub async fn seed(engine: &Engine) -> Result<Demo, AdminError> {
     Ok(Demo { license, api_key })
 }
 
-/// The commands to try the demo with, against `base` (`http://host:port`).
+/// The commands to try the demo with, against `base` (`http://host:port`), ready to paste into a
+/// shell: every header is in double quotes, so the admin token's variable expands.
 pub fn instructions(demo: &Demo, base: &str, admin_secret: Option<&str>) -> String {
     let admin = admin_secret.unwrap_or("$LEASEHOLD_ADMIN_TOKEN");
     let key = &demo.api_key;
     let license = demo.license;
+    let admin_note = if admin_secret.is_some() { "" } else { " (with the admin token in $LEASEHOLD_ADMIN_TOKEN)" };
     format!(
         "Demo data: license {license} ({PRODUCT} Pro, {SEATS} seats, one per hardware id)\n\
          Demo consumer API key: {key}\n\
          \n\
          Try it:\n\
          \x20 # take a seat on laptop-1 (JSON shows the claims; .jwt gives the signed token):\n\
-         \x20 curl -s -H 'Authorization: Bearer {key}' '{base}/authz/.json?{PRODUCT}&hw=laptop-1'\n\
-         \x20 curl -s -H 'Authorization: Bearer {key}' '{base}/authz/.jwt?render&hw=laptop-1'\n\
-         \x20 # fill the other seats; the fourth hardware id is refused (maxConcurrentSessionsExceed or licenseQuotaExceeded):\n\
-         \x20 for hw in laptop-2 laptop-3 laptop-4; do curl -s -H 'Authorization: Bearer {key}' \"{base}/authz/.txt?{PRODUCT}&hw=$hw\"; echo; done\n\
-         \x20 # release a lease (its id is the \"jti\" of an answer):\n\
-         \x20 curl -s -H 'Authorization: Bearer {key}' '{base}/authz/.json?release&<jti>'\n\
-         \x20 # the license and its usage, as an administrator:\n\
-         \x20 curl -s -H 'Authorization: Bearer {admin}' '{base}/admin/licenses/{license}'\n\
-         \x20 curl -s -H 'Authorization: Bearer {admin}' '{base}/admin/licenses/{license}/leases'\n"
+         \x20 curl -s -H \"Authorization: Bearer {key}\" \"{base}/authz/.json?{PRODUCT}&hw=laptop-1\"; echo\n\
+         \x20 curl -s -H \"Authorization: Bearer {key}\" \"{base}/authz/.jwt?render&hw=laptop-1\"; echo\n\
+         \x20 # fill the other seats; the fourth hardware id is refused (maxConcurrentSessionsExceed):\n\
+         \x20 for hw in laptop-2 laptop-3 laptop-4; do curl -s -H \"Authorization: Bearer {key}\" \"{base}/authz/.txt?{PRODUCT}&hw=$hw\"; echo; done\n\
+         \x20 # release laptop-1's lease (a lease's id is the \"jti\" of its answer):\n\
+         \x20 jti=$(curl -s -H \"Authorization: Bearer {key}\" \"{base}/authz/.json?{PRODUCT}&hw=laptop-1\" | sed -n 's/.*\"jti\":\"\\([^\"]*\\)\".*/\\1/p')\n\
+         \x20 curl -s -H \"Authorization: Bearer {key}\" \"{base}/authz/.json?release&$jti\"; echo\n\
+         \x20 # the license and its live leases, as an administrator{admin_note}:\n\
+         \x20 curl -s -H \"Authorization: Bearer {admin}\" \"{base}/admin/licenses/{license}\"; echo\n\
+         \x20 curl -s -H \"Authorization: Bearer {admin}\" \"{base}/admin/licenses/{license}/leases\"; echo\n"
     )
 }

@@ -2,6 +2,7 @@
 //! admin API with, and the `--demo` data set.
 
 pub mod admin_token;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod config;
 pub mod demo;

@@ -132,8 +132,6 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
     let engine = Engine::builder()
         .journal(Arc::clone(&journal) as _)
         .recovered(recovered)
-        .signer(Arc::clone(&signer) as _)
-        .issuer(issuer.clone())
         .mailbox_capacity(settings.license_queue)
         .workers(settings.workers)
         .build()
@@ -263,10 +261,13 @@ fn print_banner(settings: &Settings, started: &Started) {
         None => println!(
             "\nNext: create a licensee, product, license and consumer with the admin API \
              (every call is in {base}/openapi.json), e.g.\n  \
-             curl -s -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \
+             curl -s -H \"Authorization: Bearer {}\" -H 'Content-Type: application/json' \
              -d '{{\"name\":\"Acme\",\"kind\":\"organization\"}}' {base}/admin/licensees\n\
              or restart with --demo for a ready-made data set and commands to try.\n",
-            admin_secret.unwrap_or("<admin token>")
+            match started.admin_source {
+                Source::Environment => "$LEASEHOLD_ADMIN_TOKEN",
+                _ => admin_secret.unwrap_or("<admin token>"),
+            }
         ),
     }
     println!("Stop with Ctrl-C (or SIGTERM): requests in flight are finished first.");

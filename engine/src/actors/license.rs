@@ -10,7 +10,7 @@ use crate::answer::{Grant, Released};
 use crate::concurrency::GaugeReading;
 use crate::decide::{
     decide_assign, decide_consume, decide_release, decide_renew, ConsumeRequest, Decision, LicenseEvent, LicenseState,
-    ReleaseRequest, RenewRequest, Usage,
+    ReleaseRequest, RenewRequest, Usage, Violation,
 };
 use crate::directory::Directory;
 use crate::error::{AdminError, EngineError};
@@ -41,8 +41,8 @@ pub struct Shared {
 
 /// An actor's answer and the durability of the change it made. The caller waits for the
 /// durability itself, so the journal's acknowledgement goes straight to the caller's task
-/// instead of through a task spawned on the actor's worker for every change (in signed-checkout
-/// runs the throughput was the same within the machine's noise; one task per change less).
+/// instead of through a task spawned on the actor's worker for every change (one task per change
+/// less).
 pub struct Answered<T> {
     /// The answer: given to the client only once `durable` resolves.
     pub value: T,
@@ -130,6 +130,31 @@ pub struct Admin {
 /// Stop and leave the state in the router's slot, if no request waits (sent by the idle sweep).
 pub struct Park;
 
+/// Applies an event no rule decided, as if one had (tests only): how a test breaks an invariant
+/// on purpose and sees the license halt.
+#[cfg(test)]
+pub struct Inject {
+    /// The event.
+    pub event: LicenseEvent,
+    /// The answer: the change's durability, or why it was refused.
+    pub reply: Reply<()>,
+}
+
+#[cfg(test)]
+impl Message for Inject {
+    type Result = ();
+}
+
+#[cfg(test)]
+impl Handler<Inject> for LicenseActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inject, _ctx: &mut Self::Context) {
+        let answer = self.begin_message().and_then(|now| self.commit(now, msg.event, |_, _| ()));
+        let _ = msg.reply.send(answer);
+    }
+}
+
 macro_rules! unit_message {
     ($($t:ty),*) => { $(impl Message for $t { type Result = (); })* };
 }
@@ -142,6 +167,9 @@ pub struct DormantLicense {
     pub state: LicenseState,
     /// When the journal last changed it (the actor's clock never goes back before this).
     pub last_change_at: Timestamp,
+    /// The invariant the license broke, if it did: it answers every request with
+    /// [`EngineError::Halted`].
+    pub halted: Option<Violation>,
 }
 
 /// The counts a license's gauge shows for `state`.
@@ -154,6 +182,9 @@ pub fn gauge_reading(state: &LicenseState) -> GaugeReading {
 pub struct LicenseActor {
     state: LicenseState,
     last_change_at: Timestamp,
+    /// The invariant a change broke: the state is not to be trusted, so the actor answers
+    /// nothing from it (the journal never recorded the change; a restart recovers).
+    halted: Option<Violation>,
     shared: Arc<Shared>,
     /// Its place in the router: the admission it takes messages through, the gauge it publishes
     /// on, the slot it parks in.
@@ -163,24 +194,28 @@ pub struct LicenseActor {
 impl LicenseActor {
     /// An actor continuing from `dormant`, living in the router's `entry`.
     pub fn new(dormant: DormantLicense, shared: Arc<Shared>, entry: Arc<LicenseEntry>) -> Self {
-        let DormantLicense { state, last_change_at } = dormant;
-        LicenseActor { state, last_change_at, shared, entry }
+        let DormantLicense { state, last_change_at, halted } = dormant;
+        LicenseActor { state, last_change_at, halted, shared, entry }
     }
 
     fn id(&self) -> LicenseId {
         self.state.license().id
     }
 
-    /// Takes a message out of the bounded mailbox and reads the current time, never earlier than the last change (a wall clock may step back, the
-    /// journal's order must not), with expired leases and cooldowns ended.
-    fn begin_message(&mut self) -> Timestamp {
+    /// Takes a message out of the bounded mailbox and reads the current time, never earlier than
+    /// the last change (a wall clock may step back, the journal's order must not), with expired
+    /// leases and cooldowns ended; refuses at once when the license is halted.
+    fn begin_message(&mut self) -> Result<Timestamp, EngineError> {
         self.entry.admission().leave();
+        if let Some(violation) = &self.halted {
+            return Err(EngineError::Halted(violation.clone()));
+        }
         let now = self.shared.clock.now().max(self.last_change_at);
         let index = &self.shared.lease_index;
         self.state.expire_until(now, |id| {
             index.remove(&id);
         });
-        now
+        Ok(now)
     }
 
     fn publish(&self) {
@@ -188,15 +223,19 @@ impl LicenseActor {
     }
 
     /// Applies `event` and journals it; returns `answer(state, event)` and when the change will
-    /// be durable.
+    /// be durable. A change that breaks an invariant is neither journaled nor answered: the
+    /// license halts.
     fn commit<T>(
         &mut self,
         at: Timestamp,
         event: LicenseEvent,
         answer: impl FnOnce(&LicenseState, &LicenseEvent) -> T,
-    ) -> Answered<T> {
+    ) -> Result<Answered<T>, EngineError> {
+        if let Err(violation) = self.state.apply(at, &event) {
+            self.halted = Some(violation.clone());
+            return Err(EngineError::Halted(violation));
+        }
         self.last_change_at = at;
-        self.state.apply(at, &event);
         match &event {
             LicenseEvent::LeaseIssued { lease, replaces } => {
                 if let Some(old) = replaces {
@@ -215,7 +254,7 @@ impl LicenseActor {
         self.publish();
         let value = answer(&self.state, &event);
         let entry = JournalEntry { at, change: Change::License { license: self.id(), event } };
-        Answered { value, durable: self.shared.journal.append(&entry) }
+        Ok(Answered { value, durable: self.shared.journal.append(&entry) })
     }
 
     fn grant_of(state: &LicenseState, event: &LicenseEvent) -> Grant {
@@ -277,10 +316,14 @@ impl LicenseActor {
         let dormant = DormantLicense {
             state: std::mem::replace(&mut self.state, LicenseState::new(license)),
             last_change_at: self.last_change_at,
+            halted: self.halted.take(),
         };
         match self.entry.park(&ctx.address(), dormant) {
             Ok(()) => ctx.stop(),
-            Err(dormant) => self.state = dormant.state,
+            Err(dormant) => {
+                self.state = dormant.state;
+                self.halted = dormant.halted;
+            }
         }
     }
 
@@ -298,7 +341,7 @@ impl Handler<Consume> for LicenseActor {
 
     fn handle(&mut self, msg: Consume, ctx: &mut Self::Context) {
         let answer = self.consume(&msg.req, msg.commit);
-        let _ = msg.reply.send(Ok(answer)); // a caller that stopped waiting undoes nothing
+        let _ = msg.reply.send(answer); // a caller that stopped waiting undoes nothing
         self.park_if_over_budget(ctx);
     }
 }
@@ -308,7 +351,7 @@ impl Handler<Renew> for LicenseActor {
 
     fn handle(&mut self, msg: Renew, ctx: &mut Self::Context) {
         let answer = self.renew(&msg.req);
-        let _ = msg.reply.send(Ok(answer));
+        let _ = msg.reply.send(answer);
         self.park_if_over_budget(ctx);
     }
 }
@@ -318,7 +361,7 @@ impl Handler<Release> for LicenseActor {
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
         let answer = self.release(&msg.req);
-        let _ = msg.reply.send(Ok(answer));
+        let _ = msg.reply.send(answer);
         self.park_if_over_budget(ctx);
     }
 }
@@ -334,35 +377,35 @@ impl Handler<Admin> for LicenseActor {
 }
 
 impl LicenseActor {
-    fn consume(&mut self, req: &ConsumeRequest, commit: bool) -> Answered<Decision<Grant>> {
-        let now = self.begin_message();
+    fn consume(&mut self, req: &ConsumeRequest, commit: bool) -> Result<Answered<Decision<Grant>>, EngineError> {
+        let now = self.begin_message()?;
         let new_id = LeaseId(self.shared.ids.uuid());
         match decide_consume(&self.state, req, now, new_id) {
-            Err(denial) => Answered::now(Decision::Denied(denial)),
+            Err(denial) => Ok(Answered::now(Decision::Denied(denial))),
             Ok(event) if commit => self.commit(now, event, |s, e| Decision::Granted(Self::grant_of(s, e))),
             Ok(event) => {
                 let mut grant = Self::grant_of(&self.state, &event);
                 let freed = grant.replaced.and_then(|id| self.state.lease(id)).map_or(0, |l| l.qty_prealloc);
                 let remaining = self.state.remaining_credit() + freed;
                 grant.remaining_qty = grant.remaining_qty.map(|_| remaining.saturating_sub(grant.lease.qty_prealloc));
-                Answered::now(Decision::Granted(grant))
+                Ok(Answered::now(Decision::Granted(grant)))
             }
         }
     }
 
-    fn renew(&mut self, req: &RenewRequest) -> Answered<Decision<Grant>> {
-        let now = self.begin_message();
+    fn renew(&mut self, req: &RenewRequest) -> Result<Answered<Decision<Grant>>, EngineError> {
+        let now = self.begin_message()?;
         let new_id = LeaseId(self.shared.ids.uuid());
         match decide_renew(&self.state, req, now, new_id) {
-            Err(denial) => Answered::now(Decision::Denied(denial)),
+            Err(denial) => Ok(Answered::now(Decision::Denied(denial))),
             Ok(event) => self.commit(now, event, |s, e| Decision::Granted(Self::grant_of(s, e))),
         }
     }
 
-    fn release(&mut self, req: &ReleaseRequest) -> Answered<Decision<Released>> {
-        let now = self.begin_message();
+    fn release(&mut self, req: &ReleaseRequest) -> Result<Answered<Decision<Released>>, EngineError> {
+        let now = self.begin_message()?;
         match decide_release(&self.state, req, now) {
-            Err(denial) => Answered::now(Decision::Denied(denial)),
+            Err(denial) => Ok(Answered::now(Decision::Denied(denial))),
             Ok(event) => {
                 let license = self.id();
                 let answer = move |state: &LicenseState, event: &LicenseEvent| match event {
@@ -380,10 +423,10 @@ impl LicenseActor {
     }
 
     fn administer(&mut self, op: AdminOp) -> Result<Answered<AdminAnswer>, AdminError> {
-        let now = self.begin_message();
+        let now = self.begin_message()?;
         Ok(match self.admin(op)? {
             (None, answer) => Answered::now(answer),
-            (Some(event), answer) => self.commit(now, event, |_, _| answer),
+            (Some(event), answer) => self.commit(now, event, |_, _| answer)?,
         })
     }
 }

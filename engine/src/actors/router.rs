@@ -13,10 +13,9 @@
 //! Past a budget of running actors ([`RunningActors`]), an actor parks as soon as it has
 //! answered and no request waits for it, without waiting for the sweep: a burst over many
 //! licenses (a million checkouts in a minute) then holds a bounded number of running actors.
-//! Measured at 200 k licenses checked out in a burst: without the budget some 140 k actors ran
-//! at once and the process kept 500 MiB RSS for 317 MiB of heap in use (the allocator keeps the
-//! freed actors' memory, split by the leases allocated meanwhile); with a budget of 1,000 it
-//! kept 315 MiB.
+//! Without the budget, such a burst runs an actor for most of the licenses it touches at once,
+//! and when they park the allocator keeps their freed memory (split up by the leases allocated
+//! meanwhile): the process's RSS stays far above the heap it uses.
 
 use super::license::{gauge_reading, DormantLicense, LicenseActor, Park, Shared};
 use super::workers::Workers;

@@ -5,6 +5,7 @@
 //! event: it follows from time, and [`LicenseState::expire_until`] applies it the same way live
 //! and on replay.
 
+use super::invariants::{allotment_check, Allotment, Violation};
 use crate::compact::{SmallMap, SmallSet};
 use crate::ids::{ConsumerId, LeaseId};
 use crate::model::lease::SessionKey;
@@ -238,8 +239,12 @@ impl LicenseState {
         }
     }
 
-    /// Applies one journaled change made at `at`.
-    pub fn apply(&mut self, at: Timestamp, event: &LicenseEvent) {
+    /// Applies one journaled change made at `at`, then checks the invariants it may break
+    /// ([`super::invariants`]): always that it raised no use past an enforced limit, and under
+    /// debug assertions that the whole state is consistent. On a violation the state is left as
+    /// the change made it: the caller stops using this license (it is a bug, not a refusal).
+    pub fn apply(&mut self, at: Timestamp, event: &LicenseEvent) -> Result<(), Violation> {
+        let before = Allotment::of(self);
         match event {
             LicenseEvent::Terms(license) => self.license = Arc::clone(license),
             LicenseEvent::LeaseIssued { lease, replaces } => self.issue(lease, *replaces),
@@ -247,11 +252,68 @@ impl LicenseState {
             LicenseEvent::SeatAssigned(consumer) => self.assign(*consumer),
             LicenseEvent::SeatUnassigned(consumer) => self.unassign(*consumer),
         }
-        debug_assert_eq!(
-            self.seats_in_use(),
-            self.pool_seats_in_use + self.assignments().filter(|c| self.seats_of(*c) > 0).count() as u64,
-            "seat accounting drifted"
-        );
+        allotment_check(before, self)?;
+        if cfg!(debug_assertions) {
+            self.check_consistency()?;
+        }
+        Ok(())
+    }
+
+    /// Checks that every part of the state agrees with the others: the lease table with the
+    /// expiry queue, the sessions and the per-consumer counts; the seats with the sessions, the
+    /// cooling seats and the reservations; the preallocated credit with the leases. Linear in the
+    /// license's leases: run after every change only under debug assertions, and on recovery.
+    pub fn check_consistency(&self) -> Result<(), Violation> {
+        let broken = |what: String| Err(Violation { license: self.license.id, what });
+        if self.expiries.len() != self.leases.len() {
+            return broken(format!("{} leases but {} expiries", self.leases.len(), self.expiries.len()));
+        }
+        let mut leases_by_consumer: SmallMap<ConsumerId, u32> = SmallMap::default();
+        let mut preallocated = 0u64;
+        for (id, lease) in self.leases.iter() {
+            if lease.id != *id || !self.expiries.contains(&(lease.expires_at, lease.id)) {
+                return broken(format!("lease {id} is not in the expiry queue under its own id and expiry"));
+            }
+            let in_session = self.sessions.get(&lease.session).is_some_and(|s| s.leases.contains(id));
+            if !in_session {
+                return broken(format!("lease {id} is not in its session"));
+            }
+            *leases_by_consumer.get_or_insert_with(lease.consumer, || 0) += 1;
+            preallocated = preallocated.saturating_add(lease.qty_prealloc);
+        }
+        if preallocated != self.preallocated {
+            return broken(format!("{} preallocated, but the leases hold {preallocated}", self.preallocated));
+        }
+        for (key, session) in self.sessions.iter() {
+            if session.leases.is_empty()
+                || session.leases.iter().any(|id| self.leases.get(id).map(|l| &l.session) != Some(key))
+            {
+                return broken("a session is empty or holds a lease of another session".into());
+            }
+        }
+        let mut seats = 0u64;
+        for (consumer, counts) in self.by_consumer.iter() {
+            let leases = leases_by_consumer.get(consumer).copied().unwrap_or(0);
+            if counts.leases != leases {
+                return broken(format!("consumer {consumer} is counted {} leases, holds {leases}", counts.leases));
+            }
+            seats += u64::from(counts.seats);
+        }
+        if leases_by_consumer.iter().any(|(consumer, _)| self.by_consumer.get(consumer).is_none()) {
+            return broken("a consumer holding leases is not counted".into());
+        }
+        if seats != self.seats_in_use() {
+            return broken(format!("consumers hold {seats} seats, sessions and cooling seats {}", self.seats_in_use()));
+        }
+        let reserved_in_use = self.assignments().filter(|c| self.seats_of(*c) > 0).count() as u64;
+        if self.seats_in_use() != self.pool_seats_in_use + reserved_in_use {
+            return broken(format!(
+                "{} seats in use, but {} in the pool and {reserved_in_use} reserved",
+                self.seats_in_use(),
+                self.pool_seats_in_use
+            ));
+        }
+        Ok(())
     }
 
     fn issue(&mut self, lease: &Lease, replaces: Option<LeaseId>) {

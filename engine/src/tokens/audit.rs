@@ -5,7 +5,8 @@
 //! Reading a token here checks no signature: an audit asks "is this still right?", not "is this
 //! genuine?" (that is [`super::verify`]).
 
-use crate::claims::Claims;
+use crate::tokens::claims::Claims;
+pub use crate::tokens::issue::Dialect;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Serialize;
@@ -46,15 +47,6 @@ pub struct AuditReport {
     pub encrypted: bool,
     /// The differing claims, by name.
     pub drift: Vec<Drift>,
-}
-
-/// Which API dialect a token is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Dialect {
-    /// Enterprise `/authz/`: `jti` is the lease, `lic` the license, the item a `true` claim.
-    Enterprise,
-    /// Scale: `status`, `leaseId`, `licenseId`, `productName`.
-    Scale,
 }
 
 /// What a token is about: enough to rebuild its claims from the current state.

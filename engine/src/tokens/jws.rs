@@ -2,7 +2,7 @@
 //! built by hand around a [`SigningKey`] whose header is encoded once.
 
 use super::keys::{KeyError, SigningKey};
-use crate::claims::Claims;
+use crate::tokens::claims::Claims;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 

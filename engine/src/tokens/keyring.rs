@@ -8,8 +8,8 @@
 use super::discovery::Jwks;
 use super::jws;
 use super::keys::{Algorithm, KeyError, SigningKey};
-use crate::claims::Claims;
 use crate::time::Timestamp;
+use crate::tokens::claims::Claims;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 

@@ -1,14 +1,13 @@
 //! Signing keys: RS256 (RSA, 2048-bit by default), ES256 (P-256) or EdDSA (Ed25519), read once
 //! from PKCS#8 PEM into an aws-lc-rs key pair, and named by their `kid`.
 //!
-//! Parsing a key is far slower than a signature (jsonwebtoken re-parses on every call and loses
-//! half the signing rate, see MEASURED.md), so a [`SigningKey`] parses once and keeps the key
-//! pair, its public JWK and the base64url JWS header it signs under.
+//! Parsing a key is far slower than a signature (jsonwebtoken re-parses on every call), so a
+//! [`SigningKey`] parses once and keeps the key pair, its public JWK and the base64url JWS header
+//! it signs under.
 //!
 //! The key pairs are aws-lc-rs's rather than ring's (same API): signing RS256 is the wall of a
-//! signed checkout, and aws-lc signs RSA-2048 2.2 times as fast on these machines (6,900 vs
-//! 3,100 signatures/s on 2 threads; it has the AVX-512 IFMA modular arithmetic that ring lacks,
-//! as `openssl speed` has).
+//! signed checkout, and aws-lc signs RSA-2048 much faster where the CPU has AVX-512 IFMA, whose
+//! modular arithmetic ring lacks (`openssl speed` shows the same).
 
 use super::discovery::Jwk;
 use super::jws::b64url;
@@ -30,7 +29,7 @@ pub const MAX_PEM_BYTES: usize = 16 * 1024;
 pub enum Algorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256: what every 10Duke client verifies.
     RS256,
-    /// ECDSA P-256 with SHA-256: about 30 times faster to sign.
+    /// ECDSA P-256 with SHA-256: far cheaper to sign than RSA.
     ES256,
     /// Ed25519.
     EdDSA,

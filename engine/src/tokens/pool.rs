@@ -3,15 +3,15 @@
 //! ring's current key (and encrypts it when the client asked), and answers its callers in
 //! batches: the tokens it finished while more requests waited, together.
 //!
-//! Signing is the wall of the whole server (RSA-2048 is about 3,400 signatures a second per
-//! core here), so the workers do nothing else, and a full queue answers `overloaded` at once
-//! instead of letting callers pile up.
+//! Signing RSA is the wall of the whole server (docs/PERFORMANCE.md has the rate), so the workers
+//! do nothing else, and a full queue answers `overloaded` at once instead of letting callers pile
+//! up.
 
 use super::jwe::{self, ClientPublicKey};
 use super::keyring::KeyRing;
 use super::queue::{BatchQueue, Refused};
-use crate::claims::Claims;
-use crate::signer::{SignError, SignFuture, TokenSigner};
+use crate::tokens::claims::Claims;
+use crate::tokens::signer::{SignError, SignFuture, TokenSigner};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -121,13 +121,12 @@ impl TokenSigner for SignerPool {
 
 /// How long a worker may hold finished tokens while more requests wait. Each answer wakes a
 /// caller's thread, and waking a parked thread costs both threads a system call and a context
-/// switch (on these VMs the HTTP workers of a signed-checkout run spent most of their CPU
-/// there); answering the tokens finished within this time together lets one wake-up serve
-/// several. A token is never held when no other request waits: then it is answered at once, and
-/// when others wait the held token's caller would otherwise wait in the queue behind them. With
-/// the journal's 4 ms linger, 3 ms measured about 4% more signed checkouts than 1 ms with a 2 ms
-/// linger; 2 ms with 3 ms the same, 5 ms with 6 ms 7% fewer: what the batches hold is taken from
-/// the requests that keep the signers' queue from running dry (session 6, alternating runs).
+/// switch (under signing load, where the HTTP workers spend much of their CPU); answering the
+/// tokens finished within this time together lets one wake-up serve several. A token is never
+/// held when no other request waits: then it is answered at once, and when others wait the held
+/// token's caller would otherwise wait in the queue behind them. It is chosen together with the
+/// journal's group-commit linger: longer holds take from the requests that keep the signers'
+/// queue from running dry.
 const REPLY_EVERY: Duration = Duration::from_millis(3);
 
 type Answer = (oneshot::Sender<Result<String, SignError>>, Result<String, SignError>);
@@ -139,9 +138,8 @@ fn answer(finished: &mut Vec<Answer>) {
 }
 
 fn work(queue: &BatchQueue<Job>, keys: &KeyRing) {
-    // One request at a time: a worker holding a private batch of RSA requests (~600 µs each)
-    // would leave the other workers idle while its batch waited behind it (measured: a quarter
-    // of the machine idle in a signed-checkout run with batches of up to 32).
+    // One request at a time: a worker holding a private batch of slow RSA requests would leave
+    // the other workers idle while its batch waited behind it.
     let mut next = Vec::with_capacity(1);
     let mut finished: Vec<Answer> = Vec::new();
     let mut held_since = Instant::now();

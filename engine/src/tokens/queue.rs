@@ -25,8 +25,8 @@ struct State<T> {
     /// system call, and under load the workers are all busy).
     idle: usize,
     /// Of those, how many were woken and have not run yet: a push wakes another only when some
-    /// idle worker is not already on its way (measured: without this, nine in ten of the
-    /// HTTP worker's wakes under signing load found no one left to wake).
+    /// idle worker is not already on its way (without this, under signing load most wakes find
+    /// no one left to wake).
     woken: usize,
 }
 

@@ -5,8 +5,8 @@
 //! the ring code that signs; time is passed in, so expiry is checked against the caller's clock.
 
 use super::discovery::Jwks;
-use crate::claims::Claims;
 use crate::time::Timestamp;
+use crate::tokens::claims::Claims;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::Value;
 

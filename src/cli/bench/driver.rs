@@ -7,7 +7,8 @@
 //! that stalls is charged for the requests that queued behind the stall (no coordinated
 //! omission). A request sent on schedule is measured from when it was sent: the runtime's
 //! timer wakes a sleeping worker up to a millisecond late, and that delay is the load
-//! generator's, not the server's (it put 0.5–1 ms into every half-load request before).
+//! generator's, not the server's (counted from the due time, it would be in every request of
+//! an open-loop run).
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};

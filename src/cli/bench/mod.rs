@@ -131,7 +131,7 @@ pub enum BenchError {
 pub fn run(args: BenchArgs) -> Result<(), BenchError> {
     // One client thread: the load generator shares the cores with the server it measures, and a
     // multi-threaded runtime's workers wake each other to steal the answers' tasks. It costs the
-    // client less CPU per request (signed checkouts: a lighter client got about 3% more of them).
+    // client less CPU per request, which leaves more of the machine to the server it measures.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("bench-client")
         .enable_all()
@@ -178,10 +178,10 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
         for &workload in &args.workload {
             match protocol {
                 Protocol::Authz => {
-                    // A ratio's two sides are measured minutes apart otherwise, and these
-                    // machines change speed by 15% within a minute: the signing ceiling is
-                    // measured right before and right after the signed checkouts it divides,
-                    // and hello-world and the half load right after the checks.
+                    // A ratio's two sides are measured minutes apart otherwise, and a shared
+                    // machine changes speed within a minute: the signing ceiling is measured
+                    // right before and right after the signed checkouts it divides, and
+                    // hello-world and the half load right after the checks.
                     let pair_ceiling = workload == Workload::Consume && !args.no_baselines;
                     if pair_ceiling {
                         measure_ceiling(&mut report, plan).await?;

@@ -25,7 +25,7 @@ pub use reply::{ApiError, BodyLimits};
 pub use server::{serve, HttpConfig};
 
 use leasehold_engine::signer::TokenSigner;
-use leasehold_engine::tokens::KeyRing;
+use leasehold_engine::tokens::{KeyRing, TokenIssuer};
 use leasehold_engine::Engine;
 use std::sync::Arc;
 
@@ -33,9 +33,9 @@ use std::sync::Arc;
 pub struct HttpState {
     /// The engine that decides.
     pub engine: Engine,
-    /// Signs the tokens of `/authz/.jwt` (the engine's own signer, shared).
+    /// Signs the tokens of every answer (see [`HttpState::tokens`]).
     pub signer: Arc<dyn TokenSigner>,
-    /// The `iss` of tokens (the same one the engine was built with).
+    /// The `iss` of tokens.
     pub issuer: String,
     /// The administrator's token.
     pub admin_token: AdminToken,
@@ -51,4 +51,11 @@ pub struct HttpState {
     pub metrics: ServerMetrics,
     /// Rotates the signing key durably (`POST /admin/keys/rotate`; `None`: not possible here).
     pub key_rotation: Option<KeyRotation>,
+}
+
+impl HttpState {
+    /// Where every token this server answers with is made.
+    pub fn tokens(&self) -> TokenIssuer<'_> {
+        TokenIssuer::new(&self.engine, &*self.signer, &self.issuer)
+    }
 }

@@ -15,10 +15,10 @@
 //!
 //! Both timeouts are checked by the connection's own periodic tick rather than by hyper's
 //! header-read timer: hyper starts that timer when it begins waiting for the next head, right
-//! after each answer, so it also closed idle keep-alive connections after `header_read_timeout`
-//! (10 s, not the 60 s of `idle_timeout`), and it registered and cancelled a timer for every
-//! request (a boxed sleep, the timer wheel's lock twice, and for about four requests in ten a
-//! write to the runtime's wake-up descriptor, measured in a signed-checkout run).
+//! after each answer, so it would also close idle keep-alive connections after
+//! `header_read_timeout` instead of `idle_timeout`, and it registers and cancels a timer for
+//! every request (a boxed sleep, the timer wheel's lock twice, and often a write to the
+//! runtime's wake-up descriptor).
 //!
 //! Shutdown: when the `shutdown` future resolves, the listener is dropped (no new connections),
 //! every connection is told to finish its current request and close, and `serve` returns once

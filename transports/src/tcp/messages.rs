@@ -37,15 +37,9 @@ pub enum Credential {
     LicenseKey(String),
 }
 
-/// Which token claims an answer carries (SPEC section 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum Dialect {
-    /// The Enterprise `/authz/` claims: `<item>: true`, `jti`, `rfr`, `<item>_errorCode`, ...
-    #[default]
-    Enterprise,
-    /// The Scale claims: `leaseId`, `hbnbf`, `qty*`, `status`, `errorCode`, ...
-    Scale,
-}
+/// Which token claims an answer carries (SPEC section 4): the engine's token dialects, encoded
+/// on the wire by their order (Enterprise 0, Scale 1).
+pub use leasehold_engine::tokens::Dialect;
 
 /// Whether and how an answer is signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -18,12 +18,11 @@ use crate::tcp::messages::{
     Released, Renew, Request, Response, TokenOptions, Used,
 };
 use futures_util::future::{self, Either, FutureExt};
-use leasehold_engine::claims::{self, Claims};
 use leasehold_engine::directory::key_holder;
 use leasehold_engine::model::license::is_valid_license_key;
 use leasehold_engine::model::{self, LeaseMode};
-use leasehold_engine::signer::TokenSigner;
-use leasehold_engine::tokens::{ClientPublicKey, KeyRing};
+use leasehold_engine::signer::{SignFuture, TokenSigner};
+use leasehold_engine::tokens::{ClientPublicKey, KeyRing, Subject, TokenIssuer};
 use leasehold_engine::{
     ConsumeRequest, ConsumerId, Decision, Denial, Engine, EngineError, ErrorCode, Grant, LicenseFilters, LicenseId,
     ReleaseRequest, RenewRequest, UsedQty,
@@ -38,13 +37,20 @@ use std::task::{ready, Context, Poll};
 pub struct TcpState {
     /// The engine that decides.
     pub engine: Engine,
-    /// Signs tokens (the engine's own signer, shared).
+    /// Signs the tokens of every answer (see [`TcpState::tokens`]).
     pub signer: Arc<dyn TokenSigner>,
-    /// The `iss` of tokens (the same one the engine was built with).
+    /// The `iss` of tokens.
     pub issuer: String,
     /// The signing keys whose public halves [`Request::Jwks`] answers (`None`: tokens are not
     /// signed with published keys, and the request fails).
     pub keys: Option<Arc<KeyRing>>,
+}
+
+impl TcpState {
+    /// Where every token this server answers with is made.
+    pub fn tokens(&self) -> TokenIssuer<'_> {
+        TokenIssuer::new(&self.engine, &*self.signer, &self.issuer)
+    }
 }
 
 /// Who a connection authenticated as.
@@ -251,21 +257,6 @@ fn token_plan(options: &TokenOptions, session: &Session) -> Result<TokenPlan, Fa
     Ok(TokenPlan { dialect, encrypt_to })
 }
 
-fn grant_claims(state: &TcpState, dialect: Dialect, grant: &Grant) -> Claims {
-    match dialect {
-        Dialect::Enterprise => claims::enterprise_grant(grant, &state.issuer),
-        Dialect::Scale => claims::scale_grant(grant, &state.issuer, state.engine.now()),
-    }
-}
-
-fn denial_claims(state: &TcpState, dialect: Dialect, item: &str, denial: &Denial) -> Claims {
-    let now = state.engine.now();
-    match dialect {
-        Dialect::Enterprise => claims::enterprise_denial(item, denial, &state.issuer, now),
-        Dialect::Scale => claims::scale_denial(item, denial, &state.issuer, now, &uuid::Uuid::new_v4().to_string()),
-    }
-}
-
 fn granted(grant: &Grant, token: Option<String>) -> Response {
     let lease = &grant.lease;
     Response::Granted(Box::new(Granted {
@@ -290,32 +281,30 @@ fn denied(denial: &Denial, token: Option<String>) -> Response {
 enum Answer {
     /// Nothing to sign: the answer itself.
     Now(Result<Response, Failure>),
-    /// The answer to `decision`, once `claims` are signed (and encrypted to `encrypt_to`); boxed,
-    /// as signing is the slow path anyway.
-    Signed { decision: Box<Decision<Grant>>, claims: Claims, encrypt_to: Option<ClientPublicKey> },
+    /// The answer to `decision` once its token, being signed, is ready; boxed, as signing is the
+    /// slow path anyway.
+    Signed { decision: Box<Decision<Grant>>, token: SignFuture },
 }
 
-/// `answer`, signing its token first when it has one.
-fn answered(state: &TcpState, answer: Answer) -> impl Future<Output = Result<Response, Failure>> + Send + 'static {
+/// `answer`, once its token is signed when it has one.
+fn answered(answer: Answer) -> impl Future<Output = Result<Response, Failure>> + Send + 'static {
     match answer {
         Answer::Now(response) => Either::Left(future::ready(response)),
-        Answer::Signed { decision, claims, encrypt_to } => {
-            Either::Right(state.signer.sign_for(claims, encrypt_to).map(move |token| {
-                let token = token.map_err(|e| engine_failure(EngineError::from(e)))?;
-                Ok(match &*decision {
-                    Decision::Granted(grant) => granted(grant, Some(token)),
-                    Decision::Denied(denial) => denied(denial, Some(token)),
-                })
-            }))
-        }
+        Answer::Signed { decision, token } => Either::Right(token.map(move |token| {
+            let token = token.map_err(|e| engine_failure(EngineError::from(e)))?;
+            Ok(match &*decision {
+                Decision::Granted(grant) => granted(grant, Some(token)),
+                Decision::Denied(denial) => denied(denial, Some(token)),
+            })
+        })),
     }
 }
 
-/// What to answer to the engine's decision on `item` (`None` when no token is planned, which
-/// needs no item), signed as planned.
+/// What to answer to the engine's decision on `subject`, signed as planned. A decision with no
+/// token planned, or none in its dialect (an Enterprise renewal's denial), is answered at once.
 fn decision_answer(
     state: &TcpState,
-    item: Option<&str>,
+    subject: Subject<'_>,
     decided: Result<Decision<Grant>, EngineError>,
     plan: TokenPlan,
 ) -> Answer {
@@ -323,17 +312,14 @@ fn decision_answer(
         Ok(decision) => decision,
         Err(e) => return Answer::Now(Err(engine_failure(e))),
     };
-    let Some(dialect) = plan.dialect else {
-        return Answer::Now(Ok(match &decision {
+    let token = plan.dialect.and_then(|dialect| state.tokens().issue(dialect, subject, &decision, plan.encrypt_to));
+    match token {
+        Some(token) => Answer::Signed { decision: Box::new(decision), token },
+        None => Answer::Now(Ok(match &decision {
             Decision::Granted(grant) => granted(grant, None),
             Decision::Denied(denial) => denied(denial, None),
-        }));
-    };
-    let claims = match &decision {
-        Decision::Granted(grant) => grant_claims(state, dialect, grant),
-        Decision::Denied(denial) => denial_claims(state, dialect, item.unwrap_or_default(), denial),
-    };
-    Answer::Signed { decision: Box::new(decision), claims, encrypt_to: plan.encrypt_to }
+        })),
+    }
 }
 
 /// The engine's request for a consume-shaped request, and how its answer is signed.
@@ -407,14 +393,14 @@ fn consume_or_check<'a>(
     commit: Commit,
 ) -> impl Future<Output = Result<Response, Failure>> + Send + 'a {
     // The item is only needed again to sign a denial.
-    let item = consume.token.choice.dialect(session.dialect).map(|_| consume.item.clone());
+    let item = consume.token.choice.dialect(session.dialect).map(|_| consume.item.clone()).unwrap_or_default();
     let (req, plan) = match consume_request(session, consume, commit) {
         Ok(prepared) => prepared,
         Err(failure) => return Either::Left(future::ready(Err(failure))),
     };
     Either::Right(
         decide(state, session, req, commit)
-            .then(move |decided| answered(state, decision_answer(state, item.as_deref(), decided, plan))),
+            .then(move |decided| answered(decision_answer(state, Subject::Item(&item), decided, plan))),
     )
 }
 
@@ -435,24 +421,9 @@ fn renew<'a>(
         duration_s: renew.duration_s,
         extra_qty: renew.extra_qty,
     };
-    Either::Right(state.engine.renew(req).then(move |decided| answered(state, renewal_answer(state, decided, plan))))
-}
-
-/// What to answer to a renewal. A renewal names no item: the Scale API signs a heartbeat's
-/// denial without a product, and so does this; an Enterprise denial is about an item, so there
-/// it is code and message only, as for releases.
-fn renewal_answer(state: &TcpState, decided: Result<Decision<Grant>, EngineError>, plan: TokenPlan) -> Answer {
-    match decided {
-        Ok(Decision::Denied(denial)) => match plan.dialect {
-            Some(Dialect::Scale) => {
-                let jti = uuid::Uuid::new_v4().to_string();
-                let claims = claims::scale_heartbeat_denial(&denial, &state.issuer, state.engine.now(), &jti);
-                Answer::Signed { decision: Box::new(Decision::Denied(denial)), claims, encrypt_to: plan.encrypt_to }
-            }
-            Some(Dialect::Enterprise) | None => Answer::Now(Ok(denied(&denial, None))),
-        },
-        granted_or_failed => decision_answer(state, None, granted_or_failed, plan),
-    }
+    Either::Right(
+        state.engine.renew(req).then(move |decided| answered(decision_answer(state, Subject::Renewal, decided, plan))),
+    )
 }
 
 fn release_request(session: &Session, release: Release) -> ReleaseRequest {

@@ -5,14 +5,15 @@
 //! the engine's worker arbiters ([`leasehold_engine::Engine::workers`], round robin), as the HTTP
 //! server does. A connection whose requests all go to licenses of one worker (a license key's, or
 //! a consumer's whose licenses live together) then moves to that worker
-//! ([`leasehold_engine::Engine::home_worker`]): a thread crossing costs ~17 µs.
+//! ([`leasehold_engine::Engine::home_worker`]): a thread crossing costs a wake-up and a thread
+//! switch per request.
 //!
 //! A connection is one task, with no task per request: it reads frames, starts each request as a
 //! future of its own (`operations::apply`) and polls them all together (`Answers`); every answer
 //! ready at once goes out in one write, so answers overtake each other (a check does not wait
 //! for a consume's RSA signature). The request futures run in boxes the connection reuses and
-//! are kept small (see `operations::apply`): a task per request of ~3 KiB each made `memmove`
-//! (12%) and glibc's large-block allocation (~12%) the top of a profile of pipelined checks.
+//! are kept small (see `operations::apply`): a task per request of a few KiB each put `memmove`
+//! and glibc's large-block allocation at the top of a profile of pipelined checks.
 //!
 //! Bounds, so that a slow or hostile client only ever stalls itself: frames of at most
 //! `max_frame_bytes` (refused from the length prefix); at most `max_in_flight` requests of one
@@ -369,7 +370,7 @@ impl Connection {
 
 /// A box a request's future runs in. Boxes are reused, request after request: a check's future
 /// is ~1.3 KiB (mostly the engine's), and allocating and freeing that much per request takes
-/// glibc's slow path for large blocks (with malloc's consolidation, about a tenth of the
+/// glibc's slow path for large blocks (with malloc's consolidation, a visible share of the
 /// server's time in a profile of pipelined checks).
 type Slot<F> = Pin<Box<Option<F>>>;
 

@@ -13,11 +13,11 @@ use crate::http::reply::{self, ApiError, Body};
 use crate::http::HttpState;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use leasehold_engine::claims::{self, Claims};
+use leasehold_engine::claims::Claims;
 use leasehold_engine::decide::check_in_force;
 use leasehold_engine::model::LeaseMode;
-use leasehold_engine::tokens::audit::{self, AuditReport, Dialect};
-use leasehold_engine::tokens::Algorithm;
+use leasehold_engine::tokens::audit::{self, AuditReport};
+use leasehold_engine::tokens::{Algorithm, Dialect, Subject};
 use leasehold_engine::{ConsumeRequest, ConsumerId, Decision, Denial, ErrorCode, Grant, LeaseId, LicenseId};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -93,18 +93,24 @@ pub async fn offline_token(state: &HttpState, req: Request<Incoming>, id: &str) 
     if state.engine.directory().consumer(body.consumer).is_none() {
         return Err(ApiError::not_found(format!("consumer {}", body.consumer)));
     }
-    let hw = body.hw.unwrap_or_else(|| format!("generated-{}", uuid::Uuid::new_v4().simple()));
+    let hw = body.hw.unwrap_or_else(|| format!("generated-{}", state.engine.fresh_id().simple()));
     let mut request = ConsumeRequest::new(body.consumer, license.product_name.to_string()).on_hardware(hw.clone());
     request.anchors.version = body.version;
     request.mode = LeaseMode::Offline;
     request.duration_s = body.duration_s;
     request.filters.license = Some(id);
-    let grant = match state.engine.consume(request).await? {
+    let decision = state.engine.consume(request).await?;
+    let grant = match &decision {
         Decision::Granted(grant) => grant,
-        Decision::Denied(denial) => return Err(denied(&denial)),
+        Decision::Denied(denial) => return Err(denied(denial)),
     };
-    let claims = claims::enterprise_grant(&grant, &state.issuer);
-    let token = state.signer.sign(claims).await.map_err(leasehold_engine::EngineError::from)?;
+    let item = grant.lease.item.to_string();
+    let token = state
+        .tokens()
+        .issue(Dialect::Enterprise, Subject::Item(&item), &decision, None)
+        .expect("a grant has a token")
+        .await
+        .map_err(leasehold_engine::EngineError::from)?;
     Ok(reply::json(
         StatusCode::OK,
         &json!({
@@ -136,16 +142,14 @@ async fn expected_claims(state: &HttpState, token_claims: &Claims) -> Result<(Cl
     };
     // The actor's terms are the latest (a revocation lands there first).
     let license = state.engine.license(license_id).unwrap_or(license);
-    let now = state.engine.now();
+    let tokens = state.tokens();
+    let dialect = subject.dialect;
     let item = subject.item.clone().unwrap_or_else(|| license.product_name.to_string());
     let mut ignored = HISTORICAL_CLAIMS.to_vec();
-    let expected = match (check_in_force(&license, now), live) {
+    let expected = match (check_in_force(&license, state.engine.now()), live) {
         (Ok(()), Some(lease)) => {
-            let grant = Grant { lease, license, replaced: None, remaining_qty: None };
-            match subject.dialect {
-                Dialect::Enterprise => claims::enterprise_grant(&grant, &state.issuer),
-                Dialect::Scale => claims::scale_grant(&grant, &state.issuer, now),
-            }
+            let grant = Decision::Granted(Grant { lease, license, replaced: None, remaining_qty: None });
+            tokens.claims(dialect, Subject::Item(&item), &grant).expect("a grant has claims")
         }
         (in_force, _) => {
             let denial = in_force
@@ -154,13 +158,10 @@ async fn expected_claims(state: &HttpState, token_claims: &Claims) -> Result<(Cl
             // A denial expires a fixed time after it is made, so its `exp` is not state.
             ignored.push("exp");
             let jti = token_claims.get("jti").and_then(Value::as_str).unwrap_or_default();
-            let mut claims = match subject.dialect {
-                Dialect::Enterprise => claims::enterprise_denial(&item, &denial, &state.issuer, now),
-                Dialect::Scale => claims::scale_denial(&item, &denial, &state.issuer, now, jti),
-            };
+            let mut claims = tokens.denial_claims(dialect, &item, &denial, jti);
             // The denial is about the token's license and lease: it keeps naming them, so that
             // a regenerated denial can be audited in turn.
-            let (license_claim, lease_claim) = match subject.dialect {
+            let (license_claim, lease_claim) = match dialect {
                 Dialect::Enterprise => ("lic", "jti"),
                 Dialect::Scale => ("licenseId", "leaseId"),
             };
@@ -209,7 +210,7 @@ pub async fn regenerate_token(state: &HttpState, req: Request<Incoming>) -> Resu
     let claims = decode(&token)?;
     let (expected, _) = expected_claims(state, &claims).await?;
     let regenerated = audit::regenerated_claims(&claims, expected);
-    let token = state.signer.sign(regenerated).await.map_err(leasehold_engine::EngineError::from)?;
+    let token = state.tokens().sign(regenerated, None).await.map_err(leasehold_engine::EngineError::from)?;
     Ok(reply::json(StatusCode::OK, &json!({"token": token})))
 }
 

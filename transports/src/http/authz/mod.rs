@@ -16,11 +16,11 @@ use hyper::header::{
     ACCESS_CONTROL_MAX_AGE, ALLOW, CONTENT_TYPE,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use leasehold_engine::claims::{self, Claims};
-use leasehold_engine::tokens::ClientPublicKey;
+use leasehold_engine::claims::Claims;
+use leasehold_engine::tokens::{ClientPublicKey, Dialect, Subject};
 use leasehold_engine::{ConsumerId, Decision, Grant, LeaseId, ReleaseRequest};
 use query::{AuthzQuery, ConsumeQuery};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::net::IpAddr;
 
 /// How answers are written, chosen by the path's suffix.
@@ -143,11 +143,10 @@ async fn consume(
         }
         decisions.push((item, decision));
     }
-    // `.txt` shows only whether each item was granted: its claims are never built (in unsigned
-    // check runs they were 6% of the server's CPU).
-    let claims_of = |(item, decision): (String, Decision<Grant>)| match decision {
-        Decision::Granted(grant) => claims::enterprise_grant(&grant, &state.issuer),
-        Decision::Denied(denial) => claims::enterprise_denial(&item, &denial, &state.issuer, state.engine.now()),
+    let tokens = state.tokens();
+    // `.txt` shows only whether each item was granted: its claims are never built.
+    let claims_of = |(item, decision): &(String, Decision<Grant>)| {
+        tokens.claims(Dialect::Enterprise, Subject::Item(item), decision).unwrap_or_default()
     };
     Ok(match format {
         Format::Text => {
@@ -156,20 +155,19 @@ async fn consume(
             reply::bytes_response(StatusCode::OK, TEXT, Bytes::from(granted.collect::<Vec<_>>().join("&")))
         }
         Format::Json => {
-            let mut objects: Vec<Value> = decisions.into_iter().map(|d| Value::Object(claims_of(d))).collect();
+            let mut objects: Vec<Value> = decisions.iter().map(|d| Value::Object(claims_of(d))).collect();
             let body = if objects.len() == 1 { objects.remove(0) } else { Value::Array(objects) };
             reply::json(StatusCode::OK, &body)
         }
         Format::Jwt => {
             // Every token is handed to the signer before any is awaited, so the pool signs them
             // as one batch.
-            let pending: Vec<_> =
-                decisions.into_iter().map(|d| state.signer.sign_for(claims_of(d), encrypt_to.clone())).collect();
-            let mut tokens = Vec::with_capacity(pending.len());
+            let pending: Vec<_> = decisions.iter().map(|d| tokens.sign(claims_of(d), encrypt_to.clone())).collect();
+            let mut signed = Vec::with_capacity(pending.len());
             for token in pending {
-                tokens.push(token.await.map_err(leasehold_engine::EngineError::from)?);
+                signed.push(token.await.map_err(leasehold_engine::EngineError::from)?);
             }
-            reply::bytes_response(StatusCode::OK, JWT, Bytes::from(tokens.join("&")))
+            reply::bytes_response(StatusCode::OK, JWT, Bytes::from(signed.join("&")))
         }
     })
 }
@@ -185,22 +183,19 @@ async fn release(
         let decision = state.engine.release(ReleaseRequest::new(consumer, *lease)).await?;
         released.push((*lease, matches!(decision, Decision::Granted(_))));
     }
-    let mut object = Claims::new();
-    for (lease, ok) in &released {
-        object.insert(lease.to_string(), Value::Bool(*ok));
-    }
     Ok(match format {
         Format::Text => {
             let text = released.iter().map(|(_, ok)| if *ok { "true" } else { "false" }).collect::<Vec<_>>().join("&");
             reply::bytes_response(StatusCode::OK, TEXT, Bytes::from(text))
         }
-        Format::Json => reply::bytes_response(StatusCode::OK, JSON, Bytes::from(Value::Object(object).to_string())),
+        Format::Json => {
+            let object: Claims = released.iter().map(|(lease, ok)| (lease.to_string(), Value::Bool(*ok))).collect();
+            reply::bytes_response(StatusCode::OK, JSON, Bytes::from(Value::Object(object).to_string()))
+        }
         Format::Jwt => {
-            let now = state.engine.now();
-            object.insert("iss".into(), json!(state.issuer));
-            object.insert("iat".into(), json!(now.as_secs()));
-            object.insert("exp".into(), json!(now.plus_secs(claims::DENIAL_LIFETIME_S).as_secs()));
-            let token = state.signer.sign(object).await.map_err(leasehold_engine::EngineError::from)?;
+            let tokens = state.tokens();
+            let token =
+                tokens.sign(tokens.released(&released), None).await.map_err(leasehold_engine::EngineError::from)?;
             reply::bytes_response(StatusCode::OK, JWT, Bytes::from(token))
         }
     })

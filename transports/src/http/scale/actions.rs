@@ -22,8 +22,8 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Request, Response, StatusCode};
-use leasehold_engine::claims::{self, Claims};
 use leasehold_engine::model::Dimension;
+use leasehold_engine::tokens::{Dialect, Subject};
 use leasehold_engine::{
     ConsumeRequest, Decision, Denial, EngineError, ErrorCode, Grant, LeaseId, LicenseId, ReleaseRequest, Releaser,
     RenewRequest, UsedQty,
@@ -116,13 +116,13 @@ pub async fn handle(
     match action {
         Action::Start { metered } => {
             let args: Vec<StartArgs> = batch(content_type.as_deref(), &body)?;
-            let tokens = start(state, &caller, &client, args, metered, client_ip).await?;
-            sign_all(state, tokens, &client).await
+            let answers = start(state, &caller, &client, args, metered, client_ip).await?;
+            sign_all(state, answers, &client).await
         }
         Action::Heartbeat => {
             let args: Vec<HeartbeatArgs> = batch(content_type.as_deref(), &body)?;
-            let tokens = heartbeat(state, &caller, &client, args).await?;
-            sign_all(state, tokens, &client).await
+            let answers = heartbeat(state, &caller, &client, args).await?;
+            sign_all(state, answers, &client).await
         }
         Action::End => {
             let args: Vec<EndArgs> = batch(content_type.as_deref(), &body)?;
@@ -157,21 +157,9 @@ fn denied<T>(code: ErrorCode, message: &'static str) -> Decision<T> {
     Decision::Denied(Denial::new(code, message))
 }
 
-/// The claims of a checkout or heartbeat answer. A denial of a heartbeat has no product to
-/// name (`item` is `None`).
-fn token_claims(state: &HttpState, item: Option<&str>, decision: &Decision<Grant>) -> Claims {
-    let now = state.engine.now();
-    match decision {
-        Decision::Granted(grant) => claims::scale_grant(grant, &state.issuer, now),
-        Decision::Denied(denial) => {
-            let jti = uuid::Uuid::new_v4().to_string();
-            match item {
-                Some(item) => claims::scale_denial(item, denial, &state.issuer, now, &jti),
-                None => claims::scale_heartbeat_denial(denial, &state.issuer, now, &jti),
-            }
-        }
-    }
-}
+/// A decision to answer with a Scale token, and what it was about (the product of a checkout;
+/// `None` for a heartbeat, whose denial names no product).
+type Answer = (Option<String>, Decision<Grant>);
 
 async fn start(
     state: &HttpState,
@@ -180,8 +168,8 @@ async fn start(
     args: Vec<StartArgs>,
     metered: bool,
     client_ip: IpAddr,
-) -> Result<Vec<Claims>, ApiError> {
-    let mut tokens = Vec::with_capacity(args.len());
+) -> Result<Vec<Answer>, ApiError> {
+    let mut answers = Vec::with_capacity(args.len());
     for arg in args {
         let mut req = ConsumeRequest::new(caller.consumer(), arg.product_name.clone());
         req.anchors = client.anchors.clone();
@@ -207,9 +195,9 @@ async fn start(
         if let Decision::Denied(denial) = &decision {
             tracing::debug!(consumer = %caller.consumer(), item = arg.product_name, code = denial.code.as_str(), "scale checkout denied");
         }
-        tokens.push(token_claims(state, Some(&arg.product_name), &decision));
+        answers.push((Some(arg.product_name), decision));
     }
-    Ok(tokens)
+    Ok(answers)
 }
 
 /// The lease id an entry names; `None` when it cannot be one of ours (then no live lease has it).
@@ -222,8 +210,8 @@ async fn heartbeat(
     caller: &Caller,
     client: &ClientHeaders,
     args: Vec<HeartbeatArgs>,
-) -> Result<Vec<Claims>, ApiError> {
-    let mut tokens = Vec::with_capacity(args.len());
+) -> Result<Vec<Answer>, ApiError> {
+    let mut answers = Vec::with_capacity(args.len());
     for arg in args {
         let decision = match lease_id(&arg.lease_id) {
             None => denied(ErrorCode::LeaseIdNotFound, "no live lease has this id"),
@@ -238,9 +226,9 @@ async fn heartbeat(
                 overload_as_denial(state.engine.renew(req).await)?
             }
         };
-        tokens.push(token_claims(state, None, &decision));
+        answers.push((None, decision));
     }
-    Ok(tokens)
+    Ok(answers)
 }
 
 async fn end(state: &HttpState, caller: &Caller, args: Vec<EndArgs>) -> Result<Vec<Value>, ApiError> {
@@ -263,11 +251,19 @@ async fn end(state: &HttpState, caller: &Caller, args: Vec<EndArgs>) -> Result<V
     Ok(results)
 }
 
-/// Signs every token (as one batch for the signer pool: all are handed over before any is
-/// awaited) and answers them as a JSON array of strings.
-async fn sign_all(state: &HttpState, tokens: Vec<Claims>, client: &ClientHeaders) -> Result<Response<Body>, ApiError> {
-    let pending: Vec<_> =
-        tokens.into_iter().map(|claims| state.signer.sign_for(claims, client.public_key.clone())).collect();
+/// Signs every answer's token (as one batch for the signer pool: all are handed over before any
+/// is awaited) and answers them as a JSON array of strings.
+async fn sign_all(state: &HttpState, answers: Vec<Answer>, client: &ClientHeaders) -> Result<Response<Body>, ApiError> {
+    let tokens = state.tokens();
+    let pending: Vec<_> = answers
+        .iter()
+        .map(|(item, decision)| {
+            let subject = item.as_deref().map_or(Subject::Renewal, Subject::Item);
+            tokens
+                .issue(Dialect::Scale, subject, decision, client.public_key.clone())
+                .expect("every Scale decision has a token")
+        })
+        .collect();
     let mut signed = Vec::with_capacity(pending.len());
     for token in pending {
         signed.push(Value::String(token.await.map_err(EngineError::from)?));

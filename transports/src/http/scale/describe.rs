@@ -16,7 +16,7 @@ use crate::http::HttpState;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Request, Response, StatusCode};
-use leasehold_engine::claims::{Claims, NOT_BEFORE_SKEW_S};
+use leasehold_engine::claims::Claims;
 use leasehold_engine::decide::check_in_force;
 use leasehold_engine::directory::key_holder;
 use leasehold_engine::model::{Lease, License, LicenseStatus};
@@ -427,17 +427,13 @@ fn feature_flags(
 
 async fn feature_flags_jwt(state: &HttpState, consumer: ConsumerId, query: &Query) -> Result<Response<Body>, ApiError> {
     let (licensee, flags) = feature_flags(state, consumer, query)?;
-    let now = state.engine.now();
-    let mut claims = Claims::new();
-    claims.insert("iss".into(), json!(state.issuer));
-    claims.insert("iat".into(), json!(now.as_secs()));
-    claims.insert("nbf".into(), json!(now.as_secs().saturating_sub(NOT_BEFORE_SKEW_S)));
-    claims.insert("exp".into(), json!(now.plus_secs(FEATURE_FLAGS_LIFETIME_S).as_secs()));
-    claims.insert("jti".into(), json!(uuid::Uuid::new_v4().to_string()));
-    claims.insert("licenseeId".into(), json!(licensee));
-    claims.insert("licenseConsumerId".into(), json!(consumer));
-    claims.insert("featureFlags".into(), json!(flags));
-    let token = state.signer.sign(claims).await.map_err(EngineError::from)?;
+    let mut flagged = Claims::new();
+    flagged.insert("licenseeId".into(), json!(licensee));
+    flagged.insert("licenseConsumerId".into(), json!(consumer));
+    flagged.insert("featureFlags".into(), json!(flags));
+    let tokens = state.tokens();
+    let token =
+        tokens.sign(tokens.scale_document(flagged, FEATURE_FLAGS_LIFETIME_S), None).await.map_err(EngineError::from)?;
     Ok(reply::bytes_response(StatusCode::OK, JWT, Bytes::from(token)))
 }
 

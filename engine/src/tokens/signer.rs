@@ -7,7 +7,7 @@
 //! caller with many tokens to sign (a Scale batch) calls `sign` for each and then awaits them all:
 //! the pool sees them together and signs them as a batch.
 
-use crate::claims::Claims;
+use crate::tokens::claims::Claims;
 use crate::tokens::jwe::{self, ClientPublicKey};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
