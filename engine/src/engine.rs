@@ -423,6 +423,11 @@ impl Engine {
         self.inner.router.gauge(id)
     }
 
+    /// Whether the journal takes changes now; `Err` says why not (`/healthz`).
+    pub fn storage(&self) -> Result<(), crate::journal::JournalError> {
+        self.inner.shared.journal.writable()
+    }
+
     /// Grants and denials answered since the engine started, for `/metrics`.
     pub fn metrics(&self) -> &EngineMetrics {
         &self.inner.metrics
@@ -442,6 +447,7 @@ impl Engine {
         &self,
         change: impl FnOnce(&Directory) -> Result<DirectoryEvent, AdminError>,
     ) -> Result<(), AdminError> {
+        self.inner.shared.journal.writable()?;
         let durability = {
             let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
             let event = change(&directory)?;
@@ -569,6 +575,7 @@ impl Engine {
 
     /// Creates a license.
     pub async fn create_license(&self, new: NewLicense) -> Result<Arc<License>, AdminError> {
+        self.inner.shared.journal.writable()?;
         let (license, durability) = {
             let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
             let license = Arc::new(self.license_terms(new, &directory)?);

@@ -2,7 +2,7 @@
 //! replayed from the start rebuilds the engine. `persistence/` implements it on sled with group
 //! commit; [`MemoryJournal`] keeps entries in memory for tests and simulations.
 
-use crate::decide::LicenseEvent;
+use crate::decide::{LicenseEvent, LicenseState};
 use crate::directory::DirectoryEvent;
 use crate::ids::LicenseId;
 use crate::time::Timestamp;
@@ -49,6 +49,21 @@ pub enum JournalError {
     /// The journal has shut down.
     #[error("journal is closed")]
     Closed,
+    /// A change to this license was applied but never made durable (its write failed), so the
+    /// license's state in memory is not what the journal holds: it answers nothing until it is
+    /// rebuilt from the journal.
+    #[error(
+        "a change to license {0} could not be made durable; the license answers again once rebuilt from the journal"
+    )]
+    ChangeLost(LicenseId),
+}
+
+impl JournalError {
+    /// Whether this is the storage failing (a write, a flush, a lost change), as opposed to load
+    /// or shutdown: what clients see as `storageUnavailable`.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(self, JournalError::Io(_) | JournalError::Poisoned(_) | JournalError::ChangeLost(_))
+    }
 }
 
 /// When an appended change is durable.
@@ -77,6 +92,23 @@ impl Durability {
 pub trait Journal: Send + Sync + 'static {
     /// Appends `entry`; entries become durable in the order they were appended.
     fn append(&self, entry: &JournalEntry) -> Durability;
+
+    /// Whether the journal takes changes now; `Err` says why not. Asked before a change is
+    /// decided, so that a change the journal would refuse is never applied in memory. Cheap: it
+    /// is asked on every change.
+    fn writable(&self) -> Result<(), JournalError> {
+        Ok(())
+    }
+
+    /// For a license with a change that was applied in memory but never made durable (its write
+    /// failed, or the journal refused it after it was decided): the state the journal holds for
+    /// it, to continue from instead (given once), or why it is not known yet (the license then
+    /// answers nothing). `Ok(None)` for a license that lost nothing. Cheap while nothing is
+    /// lost: it is asked on every request.
+    fn rebuild(&self, license: LicenseId) -> Result<Option<(LicenseState, Timestamp)>, JournalError> {
+        let _ = license;
+        Ok(None)
+    }
 }
 
 /// Keeps every entry in memory: a journal for tests and simulations that "restart" an engine

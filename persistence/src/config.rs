@@ -62,6 +62,9 @@ pub const DEFAULT_MAX_BATCH: usize = 1_024;
 pub const DEFAULT_GROUP_LINGER: Duration = Duration::from_millis(4);
 /// Default longest an append waits for room in a full queue before it fails.
 pub const DEFAULT_QUEUE_FULL_WAIT: Duration = Duration::from_millis(200);
+/// Default longest a flush may take before its appenders are answered that it failed and the
+/// journal reopens its database.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default number of entries after which a snapshot is taken.
 pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 100_000;
 
@@ -87,6 +90,11 @@ pub struct JournalConfig {
     /// state is not rewritten more often than it changes); `None` only snapshots on
     /// [`crate::SledJournal::snapshot_now`].
     pub snapshot_every_entries: Option<u64>,
+    /// Under `sync`, the longest a flush may take: past it, the appenders waiting for it are
+    /// answered that their change failed (503 `storageUnavailable`, instead of piling up behind
+    /// a disk that hangs), every change is refused, and the journal reopens its database once
+    /// the flush returns.
+    pub flush_timeout: Duration,
 }
 
 impl Default for JournalConfig {
@@ -98,6 +106,7 @@ impl Default for JournalConfig {
             group_linger: DEFAULT_GROUP_LINGER,
             queue_full_wait: DEFAULT_QUEUE_FULL_WAIT,
             snapshot_every_entries: Some(DEFAULT_SNAPSHOT_EVERY_ENTRIES),
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
         }
     }
 }

@@ -14,13 +14,18 @@
 //! 4. [`SledJournal::open`] runs [`recovery`]: newest valid snapshot (its parts decoded on all
 //!    cores) + log tail, a torn tail cut off, and the result handed to `EngineBuilder::recovered`.
 //!
+//! 5. When a write or flush fails (or hangs past its timeout), `health.rs` records it: changes
+//!    are refused, the licenses whose changes were lost wait, and `journal.rs` reopens the
+//!    database with back-off and hands them the durable state to continue from.
+//!
 //! Files: `config.rs` (durability modes, bounds), `error.rs`, `format.rs` (the on-disk layout
-//! and envelope), `writer.rs` (group commit), `snapshot.rs`, `recovery.rs` (the reader), and
-//! `journal.rs` (ties them together).
+//! and envelope), `writer.rs` (group commit, the flush watchdog), `snapshot.rs`, `recovery.rs`
+//! (the reader), `health.rs` (a failing journal) and `journal.rs` (ties them together).
 
 pub mod config;
 pub mod error;
 pub mod format;
+mod health;
 mod journal;
 pub mod keys;
 pub mod recovery;

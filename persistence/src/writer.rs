@@ -20,15 +20,22 @@
 //!   until all N are back, and no longer (a flat linger would hold each round for the whole
 //!   linger).
 //!
-//! A failed write or flush poisons the journal for good: retrying a failed fsync can report
-//! success while the data is lost (the "fsyncgate" lesson), so every later append fails.
+//! A failed write or flush poisons this writer for good: retrying a failed fsync can report
+//! success while the data is lost (the "fsyncgate" lesson), and sled refuses every write after
+//! one failed anyway. Under `sync` the failed batch's record is taken back out of the log, its
+//! appenders are told it failed and their licenses marked as having lost a change
+//! (`health.rs`); the journal then reopens the database with a new writer (`journal.rs`). A
+//! flush that outlasts `flush_timeout` is treated the same way by the flush watchdog
+//! ([`GroupCommit::expire_flush`]).
 
 use crate::config::{DurabilityMode, JournalConfig};
 use crate::format::{encode_entry, seal_batch, seq_key};
-use leasehold_engine::journal::{Durability, JournalEntry, JournalError};
+use crate::health::Health;
+use leasehold_engine::ids::LicenseId;
+use leasehold_engine::journal::{Change, Durability, JournalEntry, JournalError};
 use leasehold_engine::metrics::Histogram;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -37,6 +44,9 @@ use tokio::sync::oneshot;
 struct Pending {
     /// The entry, encoded.
     value: Vec<u8>,
+    /// The license it changes (`None`: a directory change): if its write fails, that license's
+    /// state in memory holds a change the journal lost.
+    license: Option<LicenseId>,
     /// Where to say the entry is durable (`sync`); `None` when the appender did not wait.
     reply: Option<oneshot::Sender<Result<(), JournalError>>>,
 }
@@ -53,6 +63,13 @@ struct Queue {
     appenders_waiting: usize,
 }
 
+/// A batch being written, and who waits for it.
+struct InFlush {
+    since: Instant,
+    replies: Vec<oneshot::Sender<Result<(), JournalError>>>,
+    licenses: Vec<LicenseId>,
+}
+
 /// What appenders and the writer thread share.
 pub(crate) struct GroupCommit {
     queue: Mutex<Queue>,
@@ -60,12 +77,20 @@ pub(crate) struct GroupCommit {
     arrived: Condvar,
     /// Signalled when the writer takes entries out.
     room: Condvar,
-    /// Why the journal refuses writes, once a write or flush failed.
+    /// Why this writer refuses writes, once a write or flush failed (the journal then reopens
+    /// its database with a new writer).
     poison: OnceLock<String>,
+    /// The journal's health: told of the failure and of every change lost.
+    health: Arc<Health>,
     /// The last sequence number written to sled (and flushed, under `sync`).
     last_written_seq: AtomicU64,
-    /// Makes the next flush fail: how tests reach the poisoned state.
-    fail_next_flush: AtomicBool,
+    /// The error the next flush fails with: how tests reach a failing journal.
+    fail_next_flush: Mutex<Option<std::io::Error>>,
+    /// Makes every flush take this long first (milliseconds): how tests reach a hanging disk.
+    slow_flush_ms: AtomicU64,
+    /// The batch being flushed under `sync`, whose appenders wait: the flush watchdog answers
+    /// them if the flush takes too long ([`GroupCommit::expire_flush`]).
+    in_flush: Mutex<Option<InFlush>>,
     /// How long each sled flush took (`/metrics`).
     flush_latency: Arc<Histogram>,
     /// Licenses and live leases in the newest snapshot: the next one waits for at least as many
@@ -81,15 +106,23 @@ fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
 }
 
 impl GroupCommit {
-    pub(crate) fn new(config: JournalConfig, last_seq: u64) -> Self {
+    pub(crate) fn new(
+        config: JournalConfig,
+        last_seq: u64,
+        health: Arc<Health>,
+        flush_latency: Arc<Histogram>,
+    ) -> Self {
         GroupCommit {
             queue: Mutex::new(Queue::default()),
             arrived: Condvar::new(),
             room: Condvar::new(),
             poison: OnceLock::new(),
+            health,
             last_written_seq: AtomicU64::new(last_seq),
-            fail_next_flush: AtomicBool::new(false),
-            flush_latency: Arc::new(Histogram::flush_latency()),
+            fail_next_flush: Mutex::new(None),
+            slow_flush_ms: AtomicU64::new(0),
+            in_flush: Mutex::new(None),
+            flush_latency,
             snapshot_size: AtomicU64::new(0),
             config,
         }
@@ -110,18 +143,52 @@ impl GroupCommit {
         self.snapshot_size.store(size, Ordering::Relaxed);
     }
 
-    /// The flush latency histogram.
-    pub(crate) fn flush_latency(&self) -> &Arc<Histogram> {
-        &self.flush_latency
+    pub(crate) fn fail_next_flush(&self, error: std::io::Error) {
+        *self.fail_next_flush.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
 
-    pub(crate) fn fail_next_flush(&self) {
-        self.fail_next_flush.store(true, Ordering::SeqCst);
+    pub(crate) fn slow_flushes(&self, by: Duration) {
+        self.slow_flush_ms.store(u64::try_from(by.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    fn lock_in_flush(&self) -> MutexGuard<'_, Option<InFlush>> {
+        // Only `Option::replace` and `take` run under this lock.
+        self.in_flush.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The flush watchdog: when the batch being written has waited longer than `timeout`, its
+    /// appenders are answered that it failed (their changes are lost: whether the disk ends up
+    /// holding them is known only once the journal reopens), and the writer is poisoned, so the
+    /// journal refuses every change and reopens once the flush returns. Whether it expired one.
+    pub(crate) fn expire_flush(&self, timeout: Duration) -> bool {
+        let expired = {
+            let mut in_flush = self.lock_in_flush();
+            match &*in_flush {
+                Some(batch) if batch.since.elapsed() > timeout => in_flush.take(),
+                _ => None,
+            }
+        };
+        let Some(InFlush { replies, licenses, .. }) = expired else { return false };
+        let why = format!("a flush has not finished in {} ms: the disk hangs", timeout.as_millis());
+        if self.poison.set(why.clone()).is_ok() {
+            self.health.fail(&why);
+        }
+        self.health.lose(licenses);
+        for reply in replies {
+            let _ = reply.send(Err(JournalError::Io(why.clone())));
+        }
+        true
     }
 
     /// Queues `entry`; see [`crate::SledJournal`] for what the answer means in each mode.
     pub(crate) fn append(&self, entry: &JournalEntry) -> Durability {
+        let license = match &entry.change {
+            Change::License { license, .. } => Some(*license),
+            Change::Directory(_) => None,
+        };
         if let Some(why) = self.poisoned() {
+            // The change was decided before the journal failed, and applied: it is lost.
+            self.health.lose(license);
             return Durability::Failed(JournalError::Poisoned(why.to_owned()));
         }
         let value = match encode_entry(entry) {
@@ -151,9 +218,12 @@ impl GroupCommit {
             queue.appenders_waiting -= 1;
         }
         if queue.closed {
+            // Closed for a reopen (or at shutdown) after the change was applied: it is lost.
+            drop(queue);
+            self.health.lose(license);
             return Durability::Failed(JournalError::Closed);
         }
-        queue.pending.push_back(Pending { value, reply });
+        queue.pending.push_back(Pending { value, license, reply });
         let wake_writer = queue.writer_wants > 0 && queue.pending.len() >= queue.writer_wants;
         if wake_writer {
             // Once: until the woken writer runs, the appenders after this one would each wake it
@@ -281,6 +351,9 @@ pub(crate) struct Writer {
     /// Where to ask for a snapshot; full means one is already asked for.
     pub(crate) snapshot_requests: Option<mpsc::SyncSender<()>>,
     pub(crate) last_snapshot_request_seq: u64,
+    /// Under `batched`, the licenses changed since the last flush: acknowledged already, and
+    /// lost if that flush fails.
+    pub(crate) unflushed: Vec<LicenseId>,
 }
 
 impl Writer {
@@ -308,8 +381,12 @@ impl Writer {
                 }
             }
             if unflushed_since.zip(every).is_some_and(|(since, every)| since.elapsed() >= every) {
-                // Errors are kept in the poison; nobody waits on a batched flush.
-                let _ = self.flush();
+                // Nobody waits on a batched flush: a failure poisons the writer, and the changes
+                // it held are lost.
+                let unflushed = std::mem::take(&mut self.unflushed);
+                if self.flush().is_err() {
+                    self.shared.health.lose(unflushed);
+                }
                 unflushed_since = None;
             }
             self.maybe_request_snapshot();
@@ -323,24 +400,37 @@ impl Writer {
     /// Writes one batch and, under `sync`, flushes it; answers every appender. Whether the
     /// batch reached sled.
     fn write(&mut self, batch: Vec<Pending>) -> bool {
+        let licenses: Vec<LicenseId> = batch.iter().filter_map(|p| p.license).collect();
         let (values, replies): (Vec<Vec<u8>>, Vec<_>) = batch.into_iter().map(|p| (p.value, p.reply)).unzip();
+        let replies = replies.into_iter().flatten().collect();
+        *self.shared.lock_in_flush() = Some(InFlush { since: Instant::now(), replies, licenses });
         let outcome = match self.shared.poisoned() {
             Some(why) => Err(JournalError::Poisoned(why.to_owned())),
-            None => self.store(values).and_then(|()| match self.shared.config.durability {
-                DurabilityMode::Sync => self.flush(),
+            None => self.store(values).and_then(|first| match self.shared.config.durability {
+                DurabilityMode::Sync => self.flush().inspect_err(|_| self.unwrite(first)),
                 DurabilityMode::Batched { .. } | DurabilityMode::None => Ok(()),
             }),
         };
         let stored = outcome.is_ok();
-        for reply in replies.into_iter().flatten() {
+        // Taken by the watchdog when the flush took too long: it answered them already.
+        let Some(InFlush { replies, licenses, .. }) = self.shared.lock_in_flush().take() else { return stored };
+        if !stored {
+            self.shared.health.lose(licenses);
+            let unflushed = std::mem::take(&mut self.unflushed);
+            self.shared.health.lose(unflushed);
+        } else if let DurabilityMode::Batched { .. } = self.shared.config.durability {
+            self.unflushed.extend(licenses);
+        }
+        for reply in replies {
             // An appender that stopped waiting does not undo the write.
             let _ = reply.send(outcome.clone());
         }
         stored
     }
 
-    /// Gives the batch consecutive sequence numbers and writes it as one log record.
-    fn store(&mut self, values: Vec<Vec<u8>>) -> Result<(), JournalError> {
+    /// Gives the batch consecutive sequence numbers and writes it as one log record; returns
+    /// the batch's first sequence number.
+    fn store(&mut self, values: Vec<Vec<u8>>) -> Result<u64, JournalError> {
         let first = self.next_seq;
         let next = first + values.len() as u64;
         // Recovery refuses a log with a gap in its sequence numbers; never write one.
@@ -355,15 +445,29 @@ impl Writer {
             Ok(_) => {
                 self.next_seq = next;
                 self.shared.last_written_seq.store(next - 1, Ordering::Release);
-                Ok(())
+                Ok(first)
             }
             Err(e) => Err(self.poison(format!("writing entries {first}..{next} failed: {e}"))),
         }
     }
 
+    /// Takes back the record of the batch starting at `first`, whose flush failed: its
+    /// appenders are told it failed, so a later flush (sled's own, at close) must not make it
+    /// durable. What the failed flush already put on disk cannot be taken back.
+    fn unwrite(&mut self, first: u64) {
+        let _ = self.log.remove(seq_key(first));
+        self.next_seq = first;
+        self.shared.last_written_seq.store(first - 1, Ordering::Release);
+    }
+
     fn flush(&self) -> Result<(), JournalError> {
-        if self.shared.fail_next_flush.swap(false, Ordering::SeqCst) {
-            return Err(self.poison("flush failed: injected failure".into()));
+        let slow_ms = self.shared.slow_flush_ms.load(Ordering::SeqCst);
+        if slow_ms > 0 {
+            std::thread::sleep(Duration::from_millis(slow_ms));
+        }
+        let injected = self.shared.fail_next_flush.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(error) = injected {
+            return Err(self.poison(format!("flush failed: {error} (injected)")));
         }
         let started = Instant::now();
         let flushed = self.db.flush();
@@ -375,10 +479,12 @@ impl Writer {
         }
     }
 
-    /// Poisons the journal (the first reason wins) and returns the error for this batch.
+    /// Poisons the journal (the first reason wins, and is logged once) and returns the error
+    /// for this batch.
     fn poison(&self, why: String) -> JournalError {
-        tracing::error!(%why, "journal poisoned: refusing all further writes");
-        let _ = self.shared.poison.set(why.clone());
+        if self.shared.poison.set(why.clone()).is_ok() {
+            self.shared.health.fail(&why);
+        }
         JournalError::Io(why)
     }
 

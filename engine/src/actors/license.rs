@@ -150,7 +150,7 @@ impl Handler<Inject> for LicenseActor {
     type Result = ();
 
     fn handle(&mut self, msg: Inject, _ctx: &mut Self::Context) {
-        let answer = self.begin_message().and_then(|now| self.commit(now, msg.event, |_, _| ()));
+        let answer = self.begin_message(true).and_then(|now| self.commit(now, msg.event, |_, _| ()));
         let _ = msg.reply.send(answer);
     }
 }
@@ -204,11 +204,19 @@ impl LicenseActor {
 
     /// Takes a message out of the bounded mailbox and reads the current time, never earlier than
     /// the last change (a wall clock may step back, the journal's order must not), with expired
-    /// leases and cooldowns ended; refuses at once when the license is halted.
-    fn begin_message(&mut self) -> Result<Timestamp, EngineError> {
+    /// leases and cooldowns ended. Refuses at once when the license is halted, when its state
+    /// holds a change the journal lost, and, for a message that may `change` the state, when the
+    /// journal cannot write: a change is never applied that the journal would refuse.
+    fn begin_message(&mut self, change: bool) -> Result<Timestamp, EngineError> {
         self.entry.admission().leave();
         if let Some(violation) = &self.halted {
             return Err(EngineError::Halted(violation.clone()));
+        }
+        if let Some((durable, at)) = self.shared.journal.rebuild(self.id())? {
+            self.continue_from(durable, at);
+        }
+        if change {
+            self.shared.journal.writable()?;
         }
         let now = self.shared.clock.now().max(self.last_change_at);
         let index = &self.shared.lease_index;
@@ -216,6 +224,25 @@ impl LicenseActor {
             index.remove(&id);
         });
         Ok(now)
+    }
+
+    /// Replaces the state with `durable`, what the journal holds for this license (last changed
+    /// at `at`), after a change to it was lost: the lease index and the directory follow.
+    fn continue_from(&mut self, durable: LicenseState, at: Timestamp) {
+        let index = &self.shared.lease_index;
+        for lease in self.state.leases() {
+            if durable.lease(lease.id).is_none() {
+                index.remove(&lease.id);
+            }
+        }
+        for lease in durable.leases() {
+            index.insert(lease.id, lease.license);
+        }
+        let terms = Arc::clone(durable.license());
+        self.shared.directory.write().unwrap_or_else(|p| p.into_inner()).set_license(terms);
+        self.state = durable;
+        self.last_change_at = self.last_change_at.max(at);
+        self.publish();
     }
 
     fn publish(&self) {
@@ -378,7 +405,7 @@ impl Handler<Admin> for LicenseActor {
 
 impl LicenseActor {
     fn consume(&mut self, req: &ConsumeRequest, commit: bool) -> Result<Answered<Decision<Grant>>, EngineError> {
-        let now = self.begin_message()?;
+        let now = self.begin_message(commit)?;
         let new_id = LeaseId(self.shared.ids.uuid());
         match decide_consume(&self.state, req, now, new_id) {
             Err(denial) => Ok(Answered::now(Decision::Denied(denial))),
@@ -394,7 +421,7 @@ impl LicenseActor {
     }
 
     fn renew(&mut self, req: &RenewRequest) -> Result<Answered<Decision<Grant>>, EngineError> {
-        let now = self.begin_message()?;
+        let now = self.begin_message(true)?;
         let new_id = LeaseId(self.shared.ids.uuid());
         match decide_renew(&self.state, req, now, new_id) {
             Err(denial) => Ok(Answered::now(Decision::Denied(denial))),
@@ -403,7 +430,7 @@ impl LicenseActor {
     }
 
     fn release(&mut self, req: &ReleaseRequest) -> Result<Answered<Decision<Released>>, EngineError> {
-        let now = self.begin_message()?;
+        let now = self.begin_message(true)?;
         match decide_release(&self.state, req, now) {
             Err(denial) => Ok(Answered::now(Decision::Denied(denial))),
             Ok(event) => {
@@ -423,7 +450,8 @@ impl LicenseActor {
     }
 
     fn administer(&mut self, op: AdminOp) -> Result<Answered<AdminAnswer>, AdminError> {
-        let now = self.begin_message()?;
+        let change = !matches!(op, AdminOp::Usage | AdminOp::Leases);
+        let now = self.begin_message(change)?;
         Ok(match self.admin(op)? {
             (None, answer) => Answered::now(answer),
             (Some(event), answer) => self.commit(now, event, |_, _| answer)?,

@@ -214,6 +214,14 @@ pub fn render(state: &HttpState) -> String {
         }
     }
 
+    header(
+        &mut out,
+        "leasehold_journal_writable",
+        "gauge",
+        "1 while the journal takes changes, 0 while it cannot write.",
+    );
+    let _ = writeln!(out, "leasehold_journal_writable {}", u8::from(state.engine.storage().is_ok()));
+
     header(&mut out, "leasehold_live_leases", "gauge", "Live leases over all licenses.");
     let _ = writeln!(out, "leasehold_live_leases {}", state.engine.live_leases());
 

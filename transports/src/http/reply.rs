@@ -88,6 +88,12 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is at capacity; retry shortly")
     }
 
+    /// 503: the journal cannot write, so no change can be made durable (reads and checks still
+    /// work); `/healthz` says so too.
+    pub fn storage_unavailable(description: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storageUnavailable", description)
+    }
+
     /// 500: something on the server broke.
     pub fn internal(description: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", description)
@@ -120,6 +126,7 @@ impl From<EngineError> for ApiError {
             EngineError::Stopped => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is shutting down")
             }
+            EngineError::Journal(e) if e.is_storage_failure() => ApiError::storage_unavailable(e.to_string()),
             other => {
                 tracing::error!(error = %other, "engine failure");
                 ApiError::internal(other.to_string())

@@ -37,7 +37,15 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(ApiError::method_not_allowed("GET"));
         }
-        return Ok(reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+        // Ready means able to grant: a node whose journal cannot write answers 503, so that a
+        // supervisor or load balancer sends clients elsewhere.
+        return Ok(match state.engine.storage() {
+            Ok(()) => reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            Err(e) => reply::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"status": "storageUnavailable", "reason": e.to_string()}),
+            ),
+        });
     }
     if path == "/.well-known/jwks.json" || path == "/licensing-signing-keys/.well-known/jwks.json" {
         if req.method() != Method::GET && req.method() != Method::HEAD {

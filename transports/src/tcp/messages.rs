@@ -374,6 +374,9 @@ pub enum FailureCode {
     IdleTimeout,
     /// The server is shutting down (the connection closes).
     ShuttingDown,
+    /// The journal cannot write (the SPEC's `storageUnavailable`): no change can be made
+    /// durable now; checks still work. Retry later or elsewhere.
+    StorageUnavailable,
 }
 
 /// A failure and its explanation.

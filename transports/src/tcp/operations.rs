@@ -203,6 +203,9 @@ enum Commit {
 fn engine_failure(e: EngineError) -> Failure {
     match e {
         EngineError::Overloaded => Failure::new(FailureCode::Overloaded, e.to_string()),
+        EngineError::Journal(ref journal) if journal.is_storage_failure() => {
+            Failure::new(FailureCode::StorageUnavailable, e.to_string())
+        }
         other => Failure::new(FailureCode::Unavailable, other.to_string()),
     }
 }
