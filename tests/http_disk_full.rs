@@ -8,6 +8,7 @@
 mod http_common;
 
 use http_common::{request, seats, Server};
+use leasehold::client::{Auth, Client, ClientError, Consume, FailureCode};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,15 +57,31 @@ fn live_leases(server: &Server, license: &str) -> usize {
     leases["items"].as_array().expect("items").len()
 }
 
-#[test]
-fn a_full_disk_refuses_changes_with_503_and_the_server_recovers_by_itself_when_space_is_freed() {
+/// A server on a tmpfs whose disk filled up while a license was being checked out, until the
+/// journal failed: what the tests need of it.
+struct Failing {
+    server: Server,
+    tmpfs: Tmpfs,
+    filler: PathBuf,
+    /// The license the disk filled up under, and its consumer's API key.
+    bulk: String,
+    bulk_key: String,
+    /// Another license, untouched by the failure, and its consumer's API key.
+    quiet_key: String,
+    /// Checkouts of `bulk` answered as granted.
+    acknowledged: usize,
+}
+
+/// `None` when this process may not mount a tmpfs (it is not root): the test then passes
+/// without running, and says so.
+fn failing_server() -> Option<Failing> {
     if !Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0") {
         eprintln!("skipped: mounting a tmpfs needs root (scripts/test-all runs as root in CI)");
-        return;
+        return None;
     }
     let Some(tmpfs) = Tmpfs::mount(24) else {
         eprintln!("skipped: this machine refuses to mount a tmpfs");
-        return;
+        return None;
     };
     let server = Server::start_in(&tmpfs.dir, &[], true);
     let (bulk_licensee, _, bulk_key) = server.party("Bulk");
@@ -85,17 +102,34 @@ fn a_full_disk_refuses_changes_with_503_and_the_server_recovers_by_itself_when_s
     };
     assert_eq!(refusal.status, 503, "a full disk answered {} {}", refusal.status, refusal.text());
     assert_eq!(refusal.json()["code"], "storageUnavailable");
+    Some(Failing { server, tmpfs, filler, bulk, bulk_key, quiet_key, acknowledged })
+}
 
+#[test]
+fn a_full_disk_refuses_changes_with_503_and_the_server_recovers_by_itself_when_space_is_freed() {
+    let Some(Failing { server, tmpfs, filler, bulk, bulk_key, quiet_key, mut acknowledged }) = failing_server() else {
+        return;
+    };
     let health = request(server.addr, "GET", "/healthz", &[], None);
     assert_eq!(health.status, 503);
     assert_eq!(health.json()["status"], "storageUnavailable");
     let metrics = request(server.addr, "GET", "/metrics", &[], None).text();
     assert!(metrics.contains("leasehold_journal_writable 0"), "{metrics}");
-    // Changes are refused at once; a license untouched by the failure still answers checks.
+    // Changes are refused at once, over HTTP and TCP; a license untouched by the failure still
+    // answers checks.
     let change = server.authz(&quiet_key, "/authz/.txt?Quiet&hw=q1");
     assert_eq!((change.status, change.json()["code"].clone()), (503, json!("storageUnavailable")));
     let check = server.authz(&quiet_key, "/authz/.txt?Quiet&hw=q1&doConsume=false");
     assert_eq!((check.status, check.text()), (200, "true".to_owned()));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let over_tcp = rt.block_on(async {
+        let client = Client::connect(server.tcp_addr, Auth::ApiKey(quiet_key.clone())).await.expect("connects");
+        client.consume(Consume::new("Quiet").hw("q2")).await
+    });
+    match over_tcp {
+        Err(ClientError::Failure(failure)) => assert_eq!(failure.code, FailureCode::StorageUnavailable),
+        other => panic!("a TCP checkout on a failing journal answered {other:?}"),
+    }
 
     // Space is freed: the server writes again without a restart.
     std::fs::remove_file(filler).expect("the filler is removed");
@@ -112,6 +146,15 @@ fn a_full_disk_refuses_changes_with_503_and_the_server_recovers_by_itself_when_s
 
     // Nothing acknowledged is lost across a kill -9.
     server.kill();
+    let restarted = Server::start_in(&tmpfs.dir, &[], true);
+    assert_eq!(live_leases(&restarted, &bulk), acknowledged);
+}
+
+#[test]
+fn a_kill_9_while_the_disk_is_full_loses_nothing_acknowledged() {
+    let Some(Failing { server, tmpfs, filler, bulk, acknowledged, .. }) = failing_server() else { return };
+    server.kill();
+    std::fs::remove_file(filler).expect("the filler is removed");
     let restarted = Server::start_in(&tmpfs.dir, &[], true);
     assert_eq!(live_leases(&restarted, &bulk), acknowledged);
 }
