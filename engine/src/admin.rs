@@ -1,8 +1,10 @@
-//! What an administrator asks for when creating things: plain data the admin API and embedders
-//! fill in, with the defaults SPEC section 9 gives.
+//! What an administrator asks for when creating and changing things: plain data the admin API and
+//! embedders fill in, with the defaults SPEC section 9 gives, and the pure function that applies
+//! a change of terms (SPEC section 10).
 
+use crate::error::AdminError;
 use crate::ids::LicenseeId;
-use crate::model::{ConsumerKind, Credit, Feature, LicenseModel, LicenseeKind, Tier};
+use crate::model::{ConsumerKind, Credit, Enforcement, Feature, License, LicenseModel, LicenseeKind, Product, Tier};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -96,5 +98,74 @@ impl NewLicense {
             properties: BTreeMap::new(),
             model: LicenseModel::default(),
         }
+    }
+}
+
+/// A change to a license's terms (`PATCH /admin/licenses/{id}`): only what is `Some` changes.
+/// Live leases keep the terms they were granted under until they renew; the next decision and
+/// the next token use the new ones.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LicensePatch {
+    /// From when it may be used.
+    pub valid_from: Option<Timestamp>,
+    /// Until when it may be used (`Some(None)`: for ever).
+    pub valid_until: Option<Option<Timestamp>>,
+    /// The product tier whose features it grants.
+    pub tier: Option<String>,
+    /// How much credit: seats, uses or seconds (the dimension never changes).
+    pub qty: Option<u64>,
+    /// Whether the credit is enforced or metered.
+    pub enforcement: Option<Enforcement>,
+    /// The model's fields that change, by their names in the model's JSON form; the others keep
+    /// their values.
+    pub model: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The license's properties, replaced whole.
+    pub properties: Option<BTreeMap<String, String>>,
+    /// Whether activating its key revokes the older keys of the same licensee and product.
+    pub revokes_sibling_keys: Option<bool>,
+}
+
+impl LicensePatch {
+    /// The terms `current` has after this change, `product` being the license's product; the
+    /// license's own rules ([`License::validate`]) still hold, or the change is refused.
+    pub fn apply(&self, current: &License, product: &Product) -> Result<License, AdminError> {
+        let mut next = current.clone();
+        if let Some(from) = self.valid_from {
+            next.valid_from = from;
+        }
+        if let Some(until) = self.valid_until {
+            next.valid_until = until;
+        }
+        if let Some(tier) = &self.tier {
+            next.features = product.tier_features(tier).map_err(|e| AdminError::Invalid(format!("tier: {e}")))?;
+            next.tier = Some(tier.clone());
+        }
+        if let Some(qty) = self.qty {
+            next.credit.qty = qty;
+        }
+        if let Some(enforcement) = self.enforcement {
+            next.credit.enforcement = enforcement;
+        }
+        if let Some(fields) = &self.model {
+            let mut model =
+                serde_json::to_value(&current.model).map_err(|e| AdminError::Invalid(format!("model: {e}")))?;
+            if let serde_json::Value::Object(known) = &mut model {
+                if let Some(unknown) = fields.keys().find(|name| !known.contains_key(name.as_str())) {
+                    return Err(AdminError::Invalid(format!("model has no field {unknown:?}")));
+                }
+                known.extend(fields.clone());
+            }
+            let model: LicenseModel =
+                serde_json::from_value(model).map_err(|e| AdminError::Invalid(format!("model: {e}")))?;
+            next.model = model.interned();
+        }
+        if let Some(properties) = &self.properties {
+            next.properties = properties.clone();
+        }
+        if let Some(revokes) = self.revokes_sibling_keys {
+            next.revokes_sibling_keys = revokes;
+        }
+        next.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
+        Ok(next)
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::actors::license::{Admin, AdminAnswer, AdminOp, Consume, DormantLicense, Release, Renew, Reply, Shared};
 use crate::actors::{LicenseActor, Router, RunningActors, Workers};
-use crate::admin::{LicenseKeyRequest, NewConsumer, NewLicense, NewLicensee, NewProduct};
+use crate::admin::{LicenseKeyRequest, LicensePatch, NewConsumer, NewLicense, NewLicensee, NewProduct};
 use crate::answer::{Grant, Released};
 use crate::concurrency::GaugeReading;
 use crate::decide::{
@@ -637,6 +637,21 @@ impl Engine {
     pub async fn update_license(&self, license: License) -> Result<Arc<License>, AdminError> {
         license.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
         self.admin_terms(license.id, AdminOp::SetTerms(Box::new(license))).await
+    }
+
+    /// Changes some of a license's terms (SPEC section 10): the next decision and the next token
+    /// use them; live leases keep theirs until they renew, and fewer seats than live sessions
+    /// revoke nothing (new sessions wait until enough end).
+    pub async fn patch_license(&self, license: LicenseId, patch: LicensePatch) -> Result<Arc<License>, AdminError> {
+        let product = {
+            let directory = self.directory();
+            let terms = directory.license(license).ok_or_else(|| AdminError::NotFound(format!("license {license}")))?;
+            directory
+                .product(terms.product)
+                .cloned()
+                .ok_or_else(|| AdminError::NotFound(format!("product {}", terms.product)))?
+        };
+        self.admin_terms(license, AdminOp::Patch(Box::new((patch, product)))).await
     }
 
     /// Reserves a seat of `license` for `consumer` (required to consume a named-seat license).

@@ -40,7 +40,7 @@ pub mod select;
 pub mod time;
 pub mod tokens;
 
-pub use admin::{LicenseKeyRequest, NewConsumer, NewLicense, NewLicensee, NewProduct};
+pub use admin::{LicenseKeyRequest, LicensePatch, NewConsumer, NewLicense, NewLicensee, NewProduct};
 pub use answer::{Grant, Released};
 pub use decide::{
     ConsumeRequest, Decision, Denial, ErrorCode, LicenseFilters, ReleaseRequest, Releaser, RenewRequest, Usage, UsedQty,

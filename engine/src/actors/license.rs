@@ -6,6 +6,7 @@
 //! an unbounded queue or a stalled caller. The actor gives the place back as it takes a message.
 
 use super::router::{LicenseEntry, RunningActors};
+use crate::admin::LicensePatch;
 use crate::answer::{Grant, Released};
 use crate::concurrency::GaugeReading;
 use crate::decide::{
@@ -17,7 +18,7 @@ use crate::error::{AdminError, EngineError};
 use crate::hashing::ConcurrentMap;
 use crate::ids::{ConsumerId, IdSource, LeaseId, LicenseId};
 use crate::journal::{Change, Durability, Journal, JournalEntry};
-use crate::model::{Lease, License, LicenseStatus};
+use crate::model::{Lease, License, LicenseStatus, Product};
 use crate::time::{Clock, Timestamp};
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use std::sync::{Arc, RwLock};
@@ -98,6 +99,9 @@ pub enum AdminOp {
     SetStatus(LicenseStatus),
     /// Replace the terms (the id stays).
     SetTerms(Box<License>),
+    /// Change some of the terms, with the license's product (for its tiers): applied to the
+    /// terms the actor holds, so no other change in between is lost.
+    Patch(Box<(LicensePatch, Product)>),
     /// Reserve a seat for a consumer.
     Assign(ConsumerId),
     /// Remove a consumer's seat reservation.
@@ -303,6 +307,10 @@ impl LicenseActor {
         };
         match op {
             AdminOp::SetStatus(status) => Ok(terms(License { status, ..(**self.state.license()).clone() })),
+            AdminOp::Patch(change) => {
+                let (patch, product) = *change;
+                Ok(terms(patch.apply(self.state.license(), &product)?))
+            }
             AdminOp::SetTerms(license) => {
                 if license.id != self.id() {
                     return Err(AdminError::Invalid("the terms are for another license".into()));

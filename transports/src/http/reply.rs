@@ -205,5 +205,16 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(content_type: Option<&str>, bo
     if std::str::from_utf8(body).is_err() {
         return Err(ApiError::bad_request("the body is not UTF-8"));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    // The error names the field it is about (`credit.qty: invalid type ...`), not only where in
+    // the text it is.
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let field = e.path().to_string();
+        match field.as_str() {
+            "." => ApiError::bad_request(format!("invalid JSON body: {}", e.inner())),
+            _ => ApiError::bad_request(format!("invalid JSON body: {field}: {}", e.inner())),
+        }
+    })?;
+    json.end().map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    Ok(value)
 }

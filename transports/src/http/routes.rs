@@ -129,6 +129,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/licenses"),
     ("POST", "/admin/licenses"),
     ("GET", "/admin/licenses/{id}"),
+    ("PATCH", "/admin/licenses/{id}"),
     ("GET", "/admin/licenses/{id}/leases"),
     ("POST", "/admin/licenses/{id}/revoke"),
     ("POST", "/admin/licenses/{id}/deactivate"),

@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::{ConsumerId, Decision, ErrorCode, LeaseId, LicenseId, LicenseeId};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use shapes::{AssignmentIn, ConsumerIn, LicenseIn, LicenseeIn, ProductIn, RevokeIn};
+use shapes::{AssignmentIn, ConsumerIn, LicenseIn, LicensePatchIn, LicenseeIn, ProductIn, RevokeIn};
 use std::str::FromStr;
 
 /// Most entries a listing answers (the rest are cut off; `"truncated"` says so).
@@ -57,6 +57,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
         (["licenses"], &Method::POST) => create_license(state, req).await,
         (["licenses"], &Method::GET) => Ok(list(state.engine.directory().licenses().map(|l| shapes::license(l, None)))),
         (["licenses", id], &Method::GET) => get_license(state, path_id("license", id)?).await,
+        (["licenses", id], &Method::PATCH) => patch_license(state, req, path_id("license", id)?).await,
         (["licenses", id, "leases"], &Method::GET) => list_leases(state, path_id("license", id)?).await,
         (["licenses", id, "revoke"], &Method::POST) => {
             let id = path_id("license", id)?;
@@ -103,7 +104,8 @@ fn is_route(segments: &[&str]) -> bool {
 fn allowed(segments: &[&str]) -> &'static str {
     match segments {
         ["licensees" | "consumers" | "products" | "licenses"] => "GET or POST",
-        ["licensees" | "consumers" | "products" | "licenses", _] | ["licenses", _, "leases"] => "GET",
+        ["licenses", _] => "GET or PATCH",
+        ["licensees" | "consumers" | "products", _] | ["licenses", _, "leases"] => "GET",
         ["licenses", _, "revoke" | "deactivate" | "reactivate" | "assignments" | "offline-token"]
         | ["tokens", "audit" | "regenerate"]
         | ["keys", "rotate"] => "POST",
@@ -175,6 +177,14 @@ async fn get_license(state: &HttpState, id: LicenseId) -> Result<Response<Body>,
     let usage = state.engine.usage(id).await?;
     // The actor's terms are the latest (a revocation lands there first).
     let license = state.engine.license(id).unwrap_or(license);
+    Ok(reply::json(StatusCode::OK, &shapes::license(&license, Some(&usage))))
+}
+
+async fn patch_license(state: &HttpState, req: Request<Incoming>, id: LicenseId) -> Result<Response<Body>, ApiError> {
+    let body: LicensePatchIn = required_body(state, req).await?;
+    let current = state.engine.license(id).ok_or_else(|| ApiError::not_found(format!("license {id}")))?;
+    let license = state.engine.patch_license(id, body.into_patch(current.credit.dimension)?).await?;
+    let usage = state.engine.usage(id).await?;
     Ok(reply::json(StatusCode::OK, &shapes::license(&license, Some(&usage))))
 }
 

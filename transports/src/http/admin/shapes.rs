@@ -11,7 +11,8 @@ use leasehold_engine::model::{
     Licensee, LicenseeKind, Product, Tier,
 };
 use leasehold_engine::{
-    ConsumerId, LicenseKeyRequest, LicenseeId, NewConsumer, NewLicense, NewLicensee, NewProduct, Timestamp,
+    ConsumerId, LicenseKeyRequest, LicensePatch, LicenseeId, NewConsumer, NewLicense, NewLicensee, NewProduct,
+    Timestamp,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -177,6 +178,72 @@ impl LicenseIn {
             revokes_sibling_keys: self.revokes_sibling_keys,
             properties: self.properties,
             model: model(self.model)?,
+        })
+    }
+}
+
+/// A present field, even when it is `null` (`Some(None)`), told apart from an absent one (`None`,
+/// with `#[serde(default)]`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(field: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(field).map(Some)
+}
+
+/// The credit of a `PATCH`: its quantity and enforcement may change, its dimension may not.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditPatchIn {
+    #[serde(default)]
+    dimension: Option<Dimension>,
+    #[serde(default)]
+    qty: Option<u64>,
+    #[serde(default)]
+    enforcement: Option<Enforcement>,
+}
+
+/// `PATCH /admin/licenses/{id}`: only the fields given change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicensePatchIn {
+    #[serde(default)]
+    valid_from: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    valid_until: Option<Option<String>>,
+    #[serde(default)]
+    tier: Option<String>,
+    #[serde(default)]
+    credit: Option<CreditPatchIn>,
+    #[serde(default)]
+    model: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    properties: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    revokes_sibling_keys: Option<bool>,
+}
+
+impl LicensePatchIn {
+    /// The engine's change, given the license's `current` credit dimension (which no change may
+    /// alter).
+    pub fn into_patch(self, dimension: Dimension) -> Result<LicensePatch, ApiError> {
+        let credit = self.credit.unwrap_or(CreditPatchIn { dimension: None, qty: None, enforcement: None });
+        if credit.dimension.is_some_and(|d| d != dimension) {
+            return Err(ApiError::bad_request(format!(
+                "credit.dimension cannot change (the license counts {})",
+                dimension.as_str()
+            )));
+        }
+        let valid_until = match self.valid_until {
+            None => None,
+            Some(until) => Some(opt_time("valid_until", until.as_deref())?),
+        };
+        Ok(LicensePatch {
+            valid_from: opt_time("valid_from", self.valid_from.as_deref())?,
+            valid_until,
+            tier: self.tier,
+            qty: credit.qty,
+            enforcement: credit.enforcement,
+            model: self.model,
+            properties: self.properties,
+            revokes_sibling_keys: self.revokes_sibling_keys,
         })
     }
 }
