@@ -113,6 +113,7 @@ fn a_full_disk_refuses_changes_with_503_and_the_server_recovers_by_itself_when_s
     let health = request(server.addr, "GET", "/healthz", &[], None);
     assert_eq!(health.status, 503);
     assert_eq!(health.json()["status"], "storageUnavailable");
+    assert_eq!(health.json()["ready"], false);
     let metrics = request(server.addr, "GET", "/metrics", &[], None).text();
     assert!(metrics.contains("leasehold_journal_writable 0"), "{metrics}");
     // Changes are refused at once, over HTTP and TCP; a license untouched by the failure still

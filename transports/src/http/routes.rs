@@ -43,7 +43,7 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
             Ok(()) => reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             Err(e) => reply::json(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({"status": "storageUnavailable", "reason": e.to_string()}),
+                &serde_json::json!({"status": "storageUnavailable", "ready": false, "reason": e.to_string()}),
             ),
         });
     }
