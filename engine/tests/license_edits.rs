@@ -2,14 +2,12 @@
 //! seat changes, a new session is granted only while the seats in use are below the license's
 //! *current* seats, a cut revokes no live lease, and the journal replays to the state in memory.
 
+mod common;
+
 use leasehold_engine::journal::MemoryJournal;
-use leasehold_engine::model::{ConsumerKind, Credit, Dimension, Enforcement, LicenseeKind, SessionAnchor};
 use leasehold_engine::replay::Recovered;
 use leasehold_engine::time::Timestamp;
-use leasehold_engine::{
-    ConsumeRequest, Decision, Engine, LicensePatch, ManualClock, NewConsumer, NewLicense, NewLicensee, NewProduct,
-    ReleaseRequest,
-};
+use leasehold_engine::{ConsumeRequest, Decision, LicensePatch, ManualClock, ReleaseRequest};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -42,30 +40,15 @@ proptest! {
         rt.block_on(async {
             let journal = Arc::new(MemoryJournal::new());
             let clock = Arc::new(ManualClock::starting_at(Timestamp::from_secs(1_790_000_000)));
-            let engine = Engine::builder()
-                .journal(Arc::clone(&journal) as _)
-                .clock(Arc::clone(&clock) as _)
-                .workers(1)
-                .build()
-                .expect("an engine");
-            let licensee = NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization };
-            let licensee = engine.create_licensee(licensee).await.expect("a licensee");
-            let consumer =
-                NewConsumer { name: "cad".into(), kind: ConsumerKind::Device, licensees: vec![licensee.id], email: None };
-            let (consumer, _) = engine.create_consumer(consumer).await.expect("a consumer");
-            engine.create_product(NewProduct { name: PRODUCT.into(), features: vec![], tiers: vec![] }).await.unwrap();
-            let credit = Credit { dimension: Dimension::Seats, qty: 2, enforcement: Enforcement::Enforced };
-            let mut new = NewLicense::new(licensee.id, PRODUCT, credit);
-            new.model.session_anchors = vec![SessionAnchor::Hw];
-            new.model.lease_time_online_s = 60;
-            let license = engine.create_license(new).await.expect("a license").id;
+            let engine = common::engine_on(Arc::clone(&journal) as _, Arc::clone(&clock));
+            let (license, consumer) = common::seat_license(&engine, PRODUCT, 2).await;
             let mut seats = 2;
 
             for step in steps {
                 match step {
                     Step::Consume { hw } => {
                         let before = engine.usage(license).await.unwrap().seats_in_use;
-                        let req = ConsumeRequest::new(consumer.id, PRODUCT).on_hardware(format!("hw-{hw}"));
+                        let req = ConsumeRequest::new(consumer, PRODUCT).on_hardware(format!("hw-{hw}"));
                         let granted = matches!(engine.consume(req).await.unwrap(), Decision::Granted(_));
                         let after = engine.usage(license).await.unwrap().seats_in_use;
                         if granted && after > before {
@@ -76,7 +59,7 @@ proptest! {
                         let live = engine.leases(license).await.unwrap();
                         if !live.is_empty() {
                             let lease = live[nth % live.len()].id;
-                            engine.release(ReleaseRequest::new(consumer.id, lease)).await.unwrap();
+                            engine.release(ReleaseRequest::new(consumer, lease)).await.unwrap();
                         }
                     }
                     Step::Seats { qty } => {

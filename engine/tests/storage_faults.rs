@@ -4,16 +4,14 @@
 //! memory: the license continues from the journal's durable state before it answers anything
 //! else ([`Journal::rebuild`]), so a failed checkout leaves no phantom seat.
 
+mod common;
+
 use leasehold_engine::decide::LicenseState;
 use leasehold_engine::ids::{LeaseId, LicenseId};
 use leasehold_engine::journal::{Change, Durability, Journal, JournalEntry, JournalError};
-use leasehold_engine::model::{ConsumerKind, Credit, Dimension, Enforcement, LicenseeKind, SessionAnchor};
 use leasehold_engine::replay::Recovered;
 use leasehold_engine::time::Timestamp;
-use leasehold_engine::{
-    ConsumeRequest, ConsumerId, Decision, Engine, EngineError, ManualClock, NewConsumer, NewLicense, NewLicensee,
-    NewProduct, ReleaseRequest,
-};
+use leasehold_engine::{ConsumeRequest, ConsumerId, Decision, Engine, EngineError, ManualClock, ReleaseRequest};
 use proptest::prelude::*;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -90,24 +88,9 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let journal = Arc::new(FlakyJournal::default());
     let clock = Arc::new(ManualClock::starting_at(T0));
-    let engine = Engine::builder()
-        .journal(Arc::clone(&journal) as _)
-        .clock(Arc::clone(&clock) as _)
-        .workers(1)
-        .build()
-        .expect("an engine");
-    let licensee = NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization };
-    let licensee = engine.create_licensee(licensee).await.expect("a licensee");
-    let consumer =
-        NewConsumer { name: "cad".into(), kind: ConsumerKind::Device, licensees: vec![licensee.id], email: None };
-    let (consumer, _) = engine.create_consumer(consumer).await.expect("a consumer");
-    engine.create_product(NewProduct { name: PRODUCT.into(), features: vec![], tiers: vec![] }).await.unwrap();
-    let seats = Credit { dimension: Dimension::Seats, qty: 3, enforcement: Enforcement::Enforced };
-    let mut new = NewLicense::new(licensee.id, PRODUCT, seats);
-    new.model.session_anchors = vec![SessionAnchor::Hw];
-    new.model.lease_time_online_s = 60;
-    let license = engine.create_license(new).await.expect("a license").id;
-    Fixture { engine, journal, clock, license, consumer: consumer.id }
+    let engine = common::engine_on(Arc::clone(&journal) as _, Arc::clone(&clock));
+    let (license, consumer) = common::seat_license(&engine, PRODUCT, 3).await;
+    Fixture { engine, journal, clock, license, consumer }
 }
 
 /// The live lease ids of `license` in memory (through its actor, which rebuilds first) and in
