@@ -218,10 +218,11 @@ impl GroupCommit {
             queue.appenders_waiting -= 1;
         }
         if queue.closed {
-            // Closed for a reopen (or at shutdown) after the change was applied: it is lost.
+            // Closed for a reopen (or at shutdown) after the change was applied: it is lost. A
+            // reopen is the storage failing, not a shutdown, and is answered as such.
             drop(queue);
             self.health.lose(license);
-            return Durability::Failed(JournalError::Closed);
+            return Durability::Failed(self.health.writable().err().unwrap_or(JournalError::Closed));
         }
         queue.pending.push_back(Pending { value, license, reply });
         let wake_writer = queue.writer_wants > 0 && queue.pending.len() >= queue.writer_wants;
