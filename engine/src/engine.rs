@@ -471,9 +471,7 @@ impl Engine {
         if new.licensees.is_empty() {
             return Err(AdminError::Invalid("a consumer belongs to at least one licensee".into()));
         }
-        let mut secret = [0u8; 24];
-        self.inner.shared.ids.fill(&mut secret);
-        let api_key = format!("lh_{}", URL_SAFE_NO_PAD.encode(secret));
+        let api_key = self.new_api_key();
         let consumer = Consumer {
             id: ConsumerId(self.inner.shared.ids.uuid()),
             name: new.name,
@@ -490,6 +488,28 @@ impl Engine {
         })
         .await?;
         Ok((consumer, api_key))
+    }
+
+    /// Gives consumer `id` a new API key, returned only here (only its digest is kept); the old
+    /// key is refused from this moment.
+    pub async fn rotate_api_key(&self, id: ConsumerId) -> Result<String, AdminError> {
+        let api_key = self.new_api_key();
+        let digest = sha256(api_key.as_bytes());
+        self.record_directory(|dir| {
+            let mut consumer =
+                dir.consumer(id).cloned().ok_or_else(|| AdminError::NotFound(format!("consumer {id}")))?;
+            consumer.api_key_sha256 = digest;
+            Ok(DirectoryEvent::Consumer(consumer))
+        })
+        .await?;
+        Ok(api_key)
+    }
+
+    /// A fresh consumer API key: `lh_` and 24 random bytes in base64url.
+    fn new_api_key(&self) -> String {
+        let mut secret = [0u8; 24];
+        self.inner.shared.ids.fill(&mut secret);
+        format!("lh_{}", URL_SAFE_NO_PAD.encode(secret))
     }
 
     /// Creates a product with its features and tiers.

@@ -123,6 +123,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/consumers"),
     ("POST", "/admin/consumers"),
     ("GET", "/admin/consumers/{id}"),
+    ("POST", "/admin/consumers/{id}/api-key"),
     ("GET", "/admin/products"),
     ("POST", "/admin/products"),
     ("GET", "/admin/products/{name}"),

@@ -41,6 +41,11 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
         }
         (["consumers"], &Method::POST) => create_consumer(state, req).await,
         (["consumers"], &Method::GET) => Ok(list(state.engine.directory().consumers().map(shapes::consumer))),
+        (["consumers", id, "api-key"], &Method::POST) => {
+            let id: ConsumerId = path_id("consumer", id)?;
+            let api_key = state.engine.rotate_api_key(id).await?;
+            Ok(reply::json(StatusCode::OK, &json!({"api_key": api_key})))
+        }
         (["consumers", id], &Method::GET) => {
             let id: ConsumerId = path_id("consumer", id)?;
             let found = state.engine.directory().consumer(id).map(shapes::consumer);
@@ -107,6 +112,7 @@ fn allowed(segments: &[&str]) -> &'static str {
         ["licenses", _] => "GET or PATCH",
         ["licensees" | "consumers" | "products", _] | ["licenses", _, "leases"] => "GET",
         ["licenses", _, "revoke" | "deactivate" | "reactivate" | "assignments" | "offline-token"]
+        | ["consumers", _, "api-key"]
         | ["tokens", "audit" | "regenerate"]
         | ["keys", "rotate"] => "POST",
         ["licenses", _, "assignments", _] | ["leases", _] => "DELETE",
