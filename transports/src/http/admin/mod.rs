@@ -15,13 +15,17 @@ use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::{ConsumerId, Decision, ErrorCode, LeaseId, LicenseId, LicenseeId};
+use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use shapes::{AssignmentIn, ConsumerIn, LicenseIn, LicensePatchIn, LicenseeIn, ProductIn, RevokeIn};
 use std::str::FromStr;
 
-/// Most entries a listing answers (the rest are cut off; `"truncated"` says so).
+/// Most entries one page of a listing may hold (`?limit=`).
 pub const MAX_LISTED: usize = 1000;
+
+/// Entries in a page of a listing when `?limit=` is not given.
+pub const DEFAULT_LISTED: usize = 100;
 
 /// Answers one request under `/admin/` (`rest` is the path after it).
 pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Result<Response<Body>, ApiError> {
@@ -31,16 +35,29 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
     }
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let method = req.method().clone();
+    let query = req.uri().query().unwrap_or("").to_owned();
     match (segments.as_slice(), &method) {
         (["licensees"], &Method::POST) => create_licensee(state, req).await,
-        (["licensees"], &Method::GET) => Ok(list(state.engine.directory().licensees().map(shapes::licensee))),
+        (["licensees"], &Method::GET) => {
+            let listing = Listing::parse(&query, &[])?;
+            let directory = state.engine.directory();
+            Ok(listing.page(directory.licensees(), |l| l.id.to_string(), shapes::licensee))
+        }
         (["licensees", id], &Method::GET) => {
             let id: LicenseeId = path_id("licensee", id)?;
             let found = state.engine.directory().licensee(id).map(shapes::licensee);
             found.map(|v| reply::json(StatusCode::OK, &v)).ok_or_else(|| ApiError::not_found(format!("licensee {id}")))
         }
         (["consumers"], &Method::POST) => create_consumer(state, req).await,
-        (["consumers"], &Method::GET) => Ok(list(state.engine.directory().consumers().map(shapes::consumer))),
+        (["consumers"], &Method::GET) => {
+            let listing = Listing::parse(&query, &["licensee"])?;
+            let licensee = listing.filter("licensee");
+            let directory = state.engine.directory();
+            let consumers = directory
+                .consumers()
+                .filter(|c| licensee.is_none_or(|wanted| c.licensees.iter().any(|l| l.to_string() == wanted)));
+            Ok(listing.page(consumers, |c| c.id.to_string(), shapes::consumer))
+        }
         (["consumers", id, "api-key"], &Method::POST) => {
             let id: ConsumerId = path_id("consumer", id)?;
             let api_key = state.engine.rotate_api_key(id).await?;
@@ -52,7 +69,11 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
             found.map(|v| reply::json(StatusCode::OK, &v)).ok_or_else(|| ApiError::not_found(format!("consumer {id}")))
         }
         (["products"], &Method::POST) => create_product(state, req).await,
-        (["products"], &Method::GET) => Ok(list(state.engine.directory().products().map(shapes::product))),
+        (["products"], &Method::GET) => {
+            let listing = Listing::parse(&query, &[])?;
+            let directory = state.engine.directory();
+            Ok(listing.page(directory.products(), |p| p.name.clone(), shapes::product))
+        }
         (["products", name], &Method::GET) => {
             let found = state.engine.directory().product_named(name).map(shapes::product);
             found
@@ -60,10 +81,25 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
                 .ok_or_else(|| ApiError::not_found(format!("product {name:?}")))
         }
         (["licenses"], &Method::POST) => create_license(state, req).await,
-        (["licenses"], &Method::GET) => Ok(list(state.engine.directory().licenses().map(|l| shapes::license(l, None)))),
+        (["licenses"], &Method::GET) => {
+            let listing = Listing::parse(&query, &["licensee", "product", "status"])?;
+            let (licensee, product, status) =
+                (listing.filter("licensee"), listing.filter("product"), listing.filter("status"));
+            let directory = state.engine.directory();
+            let licenses = directory.licenses().filter(|l| {
+                licensee.is_none_or(|wanted| l.licensee.to_string() == wanted)
+                    && product.is_none_or(|wanted| &*l.product_name == wanted)
+                    && status.is_none_or(|wanted| shapes::status_name(&l.status) == wanted)
+            });
+            Ok(listing.page(licenses, |l| l.id.to_string(), |l| shapes::license(l, None)))
+        }
         (["licenses", id], &Method::GET) => get_license(state, path_id("license", id)?).await,
         (["licenses", id], &Method::PATCH) => patch_license(state, req, path_id("license", id)?).await,
-        (["licenses", id, "leases"], &Method::GET) => list_leases(state, path_id("license", id)?).await,
+        (["licenses", id, "leases"], &Method::GET) => {
+            let listing = Listing::parse(&query, &[])?;
+            let leases = state.engine.leases(path_id("license", id)?).await?;
+            Ok(listing.page(leases.iter(), |l| l.id.to_string(), shapes::lease))
+        }
         (["licenses", id, "revoke"], &Method::POST) => {
             let id = path_id("license", id)?;
             let body: RevokeIn = optional_body(state, req).await?;
@@ -125,11 +161,69 @@ fn path_id<T: FromStr>(what: &str, text: &str) -> Result<T, ApiError> {
     text.parse().map_err(|_| ApiError::not_found(format!("{what} {text:?}")))
 }
 
-fn list(items: impl Iterator<Item = Value>) -> Response<Body> {
-    let mut items = items.take(MAX_LISTED + 1).collect::<Vec<_>>();
-    let truncated = items.len() > MAX_LISTED;
-    items.truncate(MAX_LISTED);
-    reply::json(StatusCode::OK, &json!({"items": items, "truncated": truncated}))
+/// A listing's page and filters (SPEC section 10): `?limit=N` (1 to [`MAX_LISTED`], default
+/// [`DEFAULT_LISTED`]), `?cursor=C` (a `next_cursor` of an earlier page), and the filters the
+/// listing knows; anything else is 400.
+struct Listing {
+    limit: usize,
+    after: Option<String>,
+    filters: Vec<(String, String)>,
+}
+
+impl Listing {
+    fn parse(query: &str, filters: &[&str]) -> Result<Listing, ApiError> {
+        let mut listing = Listing { limit: DEFAULT_LISTED, after: None, filters: Vec::new() };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode_str(&value.replace('+', " ")).decode_utf8_lossy().into_owned();
+            match name {
+                "limit" => {
+                    listing.limit = value.parse().ok().filter(|n| (1..=MAX_LISTED).contains(n)).ok_or_else(|| {
+                        ApiError::bad_request(format!("limit must be a number from 1 to {MAX_LISTED}"))
+                    })?;
+                }
+                "cursor" => listing.after = Some(value),
+                other if filters.contains(&other) => listing.filters.push((other.to_owned(), value)),
+                other => {
+                    let known = ["limit", "cursor"].iter().chain(filters).copied().collect::<Vec<_>>().join(", ");
+                    return Err(ApiError::bad_request(format!(
+                        "unknown parameter {other:?} (this listing takes {known})"
+                    )));
+                }
+            }
+        }
+        Ok(listing)
+    }
+
+    /// The value of filter `name`, when given.
+    fn filter(&self, name: &str) -> Option<&str> {
+        self.filters.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The page of `items` after the cursor, in the order of their `key`s (unique and never
+    /// reused, so following `next_cursor` visits every item that was there exactly once, even
+    /// while items are added), each written by `shape`.
+    fn page<T>(
+        &self,
+        items: impl Iterator<Item = T>,
+        key: impl Fn(&T) -> String,
+        shape: impl Fn(T) -> Value,
+    ) -> Response<Body> {
+        let mut keyed: Vec<(String, T)> = items
+            .map(|item| (key(&item), item))
+            .filter(|(k, _)| self.after.as_ref().is_none_or(|after| k > after))
+            .collect();
+        if keyed.len() > self.limit {
+            keyed.select_nth_unstable_by(self.limit, |a, b| a.0.cmp(&b.0));
+            keyed.truncate(self.limit + 1);
+        }
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let more = keyed.len() > self.limit;
+        keyed.truncate(self.limit);
+        let next_cursor = if more { keyed.last().map(|(k, _)| k.clone()) } else { None };
+        let items: Vec<Value> = keyed.into_iter().map(|(_, item)| shape(item)).collect();
+        reply::json(StatusCode::OK, &json!({"items": items, "next_cursor": next_cursor}))
+    }
 }
 
 async fn required_body<T: DeserializeOwned>(state: &HttpState, req: Request<Incoming>) -> Result<T, ApiError> {
@@ -192,11 +286,6 @@ async fn patch_license(state: &HttpState, req: Request<Incoming>, id: LicenseId)
     let license = state.engine.patch_license(id, body.into_patch(current.credit.dimension)?).await?;
     let usage = state.engine.usage(id).await?;
     Ok(reply::json(StatusCode::OK, &shapes::license(&license, Some(&usage))))
-}
-
-async fn list_leases(state: &HttpState, id: LicenseId) -> Result<Response<Body>, ApiError> {
-    let leases = state.engine.leases(id).await?;
-    Ok(list(leases.iter().map(shapes::lease)))
 }
 
 async fn force_release(state: &HttpState, id: LeaseId) -> Result<Response<Body>, ApiError> {

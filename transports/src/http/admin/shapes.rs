@@ -99,6 +99,15 @@ impl From<ProductIn> for NewProduct {
     }
 }
 
+/// A license status as answered and filtered on.
+pub fn status_name(status: &LicenseStatus) -> &'static str {
+    match status {
+        LicenseStatus::Active => "active",
+        LicenseStatus::Deactivated => "deactivated",
+        LicenseStatus::Revoked { .. } => "revoked",
+    }
+}
+
 /// A product as answered.
 pub fn product(p: &Product) -> Value {
     json!({"id": p.id, "name": p.name, "features": p.features, "tiers": p.tiers})
@@ -282,12 +291,7 @@ pub fn license(l: &License, usage: Option<&Usage>) -> Value {
         "properties": l.properties,
         "model": l.model,
     });
-    let status = match &l.status {
-        LicenseStatus::Active => json!("active"),
-        LicenseStatus::Deactivated => json!("deactivated"),
-        LicenseStatus::Revoked { .. } => json!("revoked"),
-    };
-    out["status"] = status;
+    out["status"] = json!(status_name(&l.status));
     if let LicenseStatus::Revoked { reason, at } = &l.status {
         out["revoked"] = json!({"reason": reason, "at": rfc3339(*at)});
     }
