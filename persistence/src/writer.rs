@@ -147,6 +147,13 @@ impl GroupCommit {
         *self.fail_next_flush.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
 
+    /// Poisons this writer (the first reason wins) and tells the journal's health, once.
+    fn poison(&self, why: &str) {
+        if self.poison.set(why.to_owned()).is_ok() {
+            self.health.fail(why);
+        }
+    }
+
     pub(crate) fn slow_flushes(&self, by: Duration) {
         self.slow_flush_ms.store(u64::try_from(by.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
     }
@@ -170,9 +177,7 @@ impl GroupCommit {
         };
         let Some(InFlush { replies, licenses, .. }) = expired else { return false };
         let why = format!("a flush has not finished in {} ms: the disk hangs", timeout.as_millis());
-        if self.poison.set(why.clone()).is_ok() {
-            self.health.fail(&why);
-        }
+        self.poison(&why);
         self.health.lose(licenses);
         for reply in replies {
             let _ = reply.send(Err(JournalError::Io(why.clone())));
@@ -483,9 +488,7 @@ impl Writer {
     /// Poisons the journal (the first reason wins, and is logged once) and returns the error
     /// for this batch.
     fn poison(&self, why: String) -> JournalError {
-        if self.shared.poison.set(why.clone()).is_ok() {
-            self.shared.health.fail(&why);
-        }
+        self.shared.poison(&why);
         JournalError::Io(why)
     }
 
