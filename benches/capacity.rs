@@ -119,7 +119,11 @@ async fn seed(engine: &Engine, licensees: usize) -> usize {
         let engine = engine_.clone();
         async move {
             let licensee = engine
-                .create_licensee(NewLicensee { name: format!("licensee-{i}"), kind: LicenseeKind::Organization })
+                .create_licensee(NewLicensee {
+                    name: format!("licensee-{i}"),
+                    kind: LicenseeKind::Organization,
+                    external_id: None,
+                })
                 .await
                 .expect("a licensee");
             let (consumer, _key) = engine
@@ -128,6 +132,7 @@ async fn seed(engine: &Engine, licensees: usize) -> usize {
                     kind: ConsumerKind::User,
                     licensees: vec![licensee.id],
                     email: None,
+                    external_id: None,
                 })
                 .await
                 .expect("a consumer");

@@ -40,7 +40,8 @@ fn engine_with(licenses: usize, seats: u64, consumers_per_license: usize) -> (En
         let credit = Credit { dimension: Dimension::Seats, qty: seats, enforcement: Enforcement::Enforced };
         let mut consumers = Vec::with_capacity(licenses * consumers_per_license);
         for i in 0..licenses {
-            let licensee = NewLicensee { name: format!("customer-{i}"), kind: LicenseeKind::Organization };
+            let licensee =
+                NewLicensee { name: format!("customer-{i}"), kind: LicenseeKind::Organization, external_id: None };
             let licensee = engine.create_licensee(licensee).await.unwrap();
             let license = engine.create_license(NewLicense::new(licensee.id, PRODUCT, credit)).await.unwrap();
             for j in 0..consumers_per_license {
@@ -49,6 +50,7 @@ fn engine_with(licenses: usize, seats: u64, consumers_per_license: usize) -> (En
                     kind: ConsumerKind::User,
                     licensees: vec![licensee.id],
                     email: None,
+                    external_id: None,
                 };
                 consumers.push((engine.create_consumer(new).await.unwrap().0.id, license.id));
             }

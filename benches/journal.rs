@@ -41,10 +41,15 @@ fn sample_entries() -> Vec<JournalEntry> {
     let engine = Engine::builder().journal(Arc::clone(&memory) as Arc<dyn Journal>).workers(1).build().expect("engine");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let licensee = NewLicensee { name: "bench".into(), kind: LicenseeKind::Organization };
+        let licensee = NewLicensee { name: "bench".into(), kind: LicenseeKind::Organization, external_id: None };
         let licensee = engine.create_licensee(licensee).await.expect("licensee");
-        let consumer =
-            NewConsumer { name: "c".into(), kind: ConsumerKind::User, licensees: vec![licensee.id], email: None };
+        let consumer = NewConsumer {
+            name: "c".into(),
+            kind: ConsumerKind::User,
+            licensees: vec![licensee.id],
+            email: None,
+            external_id: None,
+        };
         let (consumer, _) = engine.create_consumer(consumer).await.expect("consumer");
         engine
             .create_product(NewProduct { name: PRODUCT.into(), features: vec![], tiers: vec![] })

@@ -50,15 +50,20 @@ fn start_server(rt: &Runtime) -> (String, SocketAddr) {
     let engine = Engine::builder().build().expect("the engine");
     let api_key = rt.block_on(async {
         engine.create_product(NewProduct { name: PRODUCT.into(), features: vec![], tiers: vec![] }).await.unwrap();
-        let licensee = NewLicensee { name: "Bench".into(), kind: LicenseeKind::Organization };
+        let licensee = NewLicensee { name: "Bench".into(), kind: LicenseeKind::Organization, external_id: None };
         let licensee = engine.create_licensee(licensee).await.unwrap();
         let credit = Credit { dimension: Dimension::Seats, qty: 1_000_000, enforcement: Enforcement::Enforced };
         let mut license = NewLicense::new(licensee.id, PRODUCT, credit);
         // Every lease is a session of its own, so one consumer may hold many at once.
         license.model.session_anchors = vec![];
         engine.create_license(license).await.unwrap();
-        let consumer =
-            NewConsumer { name: "bench".into(), kind: ConsumerKind::User, licensees: vec![licensee.id], email: None };
+        let consumer = NewConsumer {
+            name: "bench".into(),
+            kind: ConsumerKind::User,
+            licensees: vec![licensee.id],
+            email: None,
+            external_id: None,
+        };
         engine.create_consumer(consumer).await.unwrap().1
     });
     let state = Arc::new(TcpState { engine, signer, issuer: "bench".into(), keys: Some(keys) });

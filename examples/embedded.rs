@@ -12,7 +12,9 @@ use leasehold::{
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::builder().build()?;
 
-    let acme = engine.create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization }).await?;
+    let acme = engine
+        .create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization, external_id: None })
+        .await?;
     engine.create_product(NewProduct { name: "ThreeDee".into(), features: vec![], tiers: vec![] }).await?;
     let seats = Credit { dimension: Dimension::Seats, qty: 3, enforcement: Enforcement::Enforced };
     let license = engine.create_license(NewLicense::new(acme.id, "ThreeDee", seats)).await?;
@@ -20,7 +22,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut consumers = Vec::new();
     for name in ["ada", "brian", "chen", "dana"] {
-        let new = NewConsumer { name: name.into(), kind: ConsumerKind::User, licensees: vec![acme.id], email: None };
+        let new = NewConsumer {
+            name: name.into(),
+            kind: ConsumerKind::User,
+            licensees: vec![acme.id],
+            email: None,
+            external_id: None,
+        };
         let (consumer, _api_key) = engine.create_consumer(new).await?;
         consumers.push(consumer);
     }

@@ -31,8 +31,10 @@ struct Tally {
 async fn sixty_four_clients_never_hold_more_than_ten_seats() {
     let journal = Arc::new(MemoryJournal::new());
     let engine = Engine::builder().journal(journal.clone()).build().unwrap();
-    let acme =
-        engine.create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization }).await.unwrap();
+    let acme = engine
+        .create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization, external_id: None })
+        .await
+        .unwrap();
     engine.create_product(NewProduct { name: "ThreeDee".into(), features: vec![], tiers: vec![] }).await.unwrap();
     let credit = Credit { dimension: Dimension::Seats, qty: SEATS, enforcement: Enforcement::Enforced };
     let license = engine.create_license(NewLicense::new(acme.id, "ThreeDee", credit)).await.unwrap();
@@ -45,6 +47,7 @@ async fn sixty_four_clients_never_hold_more_than_ten_seats() {
             kind: ConsumerKind::User,
             licensees: vec![acme.id],
             email: None,
+            external_id: None,
         };
         consumers.push(engine.create_consumer(new).await.unwrap().0.id);
     }

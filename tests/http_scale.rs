@@ -427,7 +427,7 @@ fn a_license_key_checks_out_without_an_api_key_and_only_the_key_renews_its_lease
 }
 
 #[test]
-fn activating_a_license_key_revokes_the_older_keys_of_the_same_customer_and_product_for_good() {
+fn activating_a_license_key_revokes_the_other_keys_of_the_same_customer_and_product_for_good() {
     let dir = tempfile::tempdir().expect("a scratch directory");
     let server = Server::start_in(dir.path(), &[], true);
     let client = Client::of(&server, "Acme");
@@ -467,31 +467,45 @@ fn activating_a_license_key_revokes_the_older_keys_of_the_same_customer_and_prod
 }
 
 #[test]
-fn an_older_key_leaves_newer_ones_and_a_key_that_opts_out_revokes_nothing() {
-    let server = Server::start();
+fn only_a_keys_first_activation_revokes_its_siblings_older_or_newer_and_a_key_that_opts_out_revokes_nothing() {
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let server = Server::start_in(dir.path(), &[], true);
     let client = Client::of(&server, "Acme");
     product(&server, "ThreeDee", json!([]));
     let keyed = json!({"license_key": true, "model": {"session_anchors": ["hw"]}});
-    let first = keyed_license(&server, &client.licensee, "ThreeDee", seats(1), keyed.clone());
-    let second = keyed_license(&server, &client.licensee, "ThreeDee", seats(1), keyed.clone());
     let mut opting_out = keyed.clone();
     opting_out["revokes_sibling_keys"] = json!(false);
-    let third = keyed_license(&server, &client.licensee, "ThreeDee", seats(1), opting_out);
+    let quiet = keyed_license(&server, &client.licensee, "ThreeDee", seats(1), opting_out);
+    let older = keyed_license(&server, &client.licensee, "ThreeDee", seats(1), keyed.clone());
+    let newer = keyed_license(&server, &client.licensee, "ThreeDee", seats(1), keyed.clone());
     let json_type = [("Content-Type", "application/json".to_owned())];
-    let activate = |l: &Value| {
+    let activate = |server: &Server, l: &Value| {
         let path = format!("/licensing/actions/checkout/{}", l["license_key"].as_str().unwrap());
         let mut headers = json_type.to_vec();
         headers.push(("cliHwId", "m".to_owned()));
-        token(&server, &post(&server, &path, &headers, &json!([{"productName": "ThreeDee"}])))
+        token(server, &post(server, &path, &headers, &json!([{"productName": "ThreeDee"}])))
     };
-    let status = |l: &Value| license_status(&server, &l["id"])["status"].clone();
+    let status = |server: &Server, l: &Value| license_status(server, &l["id"])["status"].clone();
 
-    assert_eq!(activate(&first)["status"], json!("success"));
-    assert_eq!((status(&second), status(&third)), (json!("active"), json!("active")));
-    assert_eq!(activate(&third)["status"], json!("success"));
-    assert_eq!((status(&first), status(&second)), (json!("active"), json!("active")), "third opted out");
-    assert_eq!(activate(&second)["status"], json!("success"));
-    assert_eq!((status(&first), status(&third)), (json!("revoked"), json!("active")));
+    assert_eq!(activate(&server, &quiet)["status"], json!("success"));
+    assert_eq!((status(&server, &older), status(&server, &newer)), (json!("active"), json!("active")), "opted out");
+    // The older key's first activation revokes a newer key as well as an older one.
+    assert_eq!(activate(&server, &older)["status"], json!("success"));
+    assert_eq!((status(&server, &quiet), status(&server, &newer)), (json!("revoked"), json!("revoked")));
+    let activated_at = license_status(&server, &older["id"])["key_activated_at"].clone();
+    assert!(activated_at.is_string(), "the first activation is remembered: {activated_at}");
+
+    // A key issued later is left alone by the earlier key's later uses, also after a kill -9.
+    let later = keyed_license(&server, &client.licensee, "ThreeDee", seats(1), keyed);
+    assert_eq!(activate(&server, &older)["status"], json!("success"));
+    server.kill();
+    let server = Server::start_in(dir.path(), &[], true);
+    assert_eq!(license_status(&server, &older["id"])["key_activated_at"], activated_at);
+    assert_eq!(activate(&server, &older)["status"], json!("success"));
+    assert_eq!(status(&server, &later), json!("active"));
+    // Its own first activation revokes the earlier key.
+    assert_eq!(activate(&server, &later)["status"], json!("success"));
+    assert_eq!(status(&server, &older), json!("revoked"));
 }
 
 #[test]

@@ -207,7 +207,7 @@ impl Sim {
             .map_err(|e| format!("seed {seed}: engine start: {e}"))?;
         let setup = |e: leasehold::AdminError| format!("seed {seed}: setup: {e}");
         let acme = engine
-            .create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization })
+            .create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization, external_id: None })
             .await
             .map_err(setup)?;
         for name in [SEAT_ITEM, COUNT_ITEM] {
@@ -237,6 +237,7 @@ impl Sim {
                 kind: ConsumerKind::User,
                 licensees: vec![acme.id],
                 email: None,
+                external_id: None,
             };
             consumers.push(engine.create_consumer(new).await.map_err(setup)?.0.id);
         }

@@ -46,14 +46,23 @@ async fn start_signing_with(
 ) -> (SocketAddr, String, oneshot::Sender<()>) {
     let engine = Engine::builder().build().expect("an engine");
     engine.create_product(NewProduct { name: PRODUCT.into(), features: vec![], tiers: vec![] }).await.unwrap();
-    let licensee = engine.create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization });
+    let licensee = engine.create_licensee(NewLicensee {
+        name: "Acme".into(),
+        kind: LicenseeKind::Organization,
+        external_id: None,
+    });
     let licensee = licensee.await.unwrap();
     let seats = Credit { dimension: Dimension::Seats, qty: 100, enforcement: Enforcement::Enforced };
     let mut license = NewLicense::new(licensee.id, PRODUCT, seats);
     license.model.session_anchors = vec![];
     engine.create_license(license).await.unwrap();
-    let consumer =
-        NewConsumer { name: "ada".into(), kind: ConsumerKind::User, licensees: vec![licensee.id], email: None };
+    let consumer = NewConsumer {
+        name: "ada".into(),
+        kind: ConsumerKind::User,
+        licensees: vec![licensee.id],
+        email: None,
+        external_id: None,
+    };
     let api_key = engine.create_consumer(consumer).await.unwrap().1;
     let state = Arc::new(TcpState { engine, signer, issuer: "test".into(), keys: None });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
@@ -281,7 +290,11 @@ async fn shutdown_tells_open_connections_and_stops_accepting() {
 async fn a_license_key_connection_accepted_on_another_worker_moves_to_its_license_and_works() {
     let engine = Engine::builder().workers(2).build().expect("an engine");
     engine.create_product(NewProduct { name: PRODUCT.into(), features: vec![], tiers: vec![] }).await.unwrap();
-    let licensee = engine.create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization });
+    let licensee = engine.create_licensee(NewLicensee {
+        name: "Acme".into(),
+        kind: LicenseeKind::Organization,
+        external_id: None,
+    });
     let licensee = licensee.await.unwrap();
     // The first connection is accepted on worker 0 (round robin from the start): a license homed
     // on worker 1 makes it move.

@@ -54,12 +54,17 @@ fn consume_exchange() -> (Vec<u8>, Vec<u8>) {
     let engine = Engine::builder().clock(clock).ids(Arc::new(SeededIds::new(6))).workers(1).build().expect("an engine");
     let api_key = rt.block_on(async {
         engine.create_product(NewProduct { name: "ThreeDee".into(), features: vec![], tiers: vec![] }).await.unwrap();
-        let licensee = NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization };
+        let licensee = NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization, external_id: None };
         let licensee = engine.create_licensee(licensee).await.unwrap();
         let seats = Credit { dimension: Dimension::Seats, qty: 3, enforcement: Enforcement::Enforced };
         engine.create_license(NewLicense::new(licensee.id, "ThreeDee", seats)).await.unwrap();
-        let consumer =
-            NewConsumer { name: "ada".into(), kind: ConsumerKind::User, licensees: vec![licensee.id], email: None };
+        let consumer = NewConsumer {
+            name: "ada".into(),
+            kind: ConsumerKind::User,
+            licensees: vec![licensee.id],
+            email: None,
+            external_id: None,
+        };
         engine.create_consumer(consumer).await.unwrap().1
     });
     let state = Arc::new(TcpState {

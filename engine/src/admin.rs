@@ -4,7 +4,10 @@
 
 use crate::error::AdminError;
 use crate::ids::LicenseeId;
-use crate::model::{ConsumerKind, Credit, Enforcement, Feature, License, LicenseModel, LicenseeKind, Product, Tier};
+use crate::model::{
+    Consumer, ConsumerKind, Credit, Enforcement, Feature, FeatureOverrides, License, LicenseModel, Licensee,
+    LicenseeKind, Product, Tier,
+};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -16,6 +19,9 @@ pub struct NewLicensee {
     pub name: String,
     /// Organization or person.
     pub kind: LicenseeKind,
+    /// The vendor's own id for it.
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 /// A new consumer.
@@ -30,6 +36,9 @@ pub struct NewConsumer {
     /// Contact address.
     #[serde(default)]
     pub email: Option<String>,
+    /// The vendor's own id for it.
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 /// A new product with its features and tiers.
@@ -121,8 +130,12 @@ pub struct LicensePatch {
     pub model: Option<serde_json::Map<String, serde_json::Value>>,
     /// The license's properties, replaced whole.
     pub properties: Option<BTreeMap<String, String>>,
-    /// Whether activating its key revokes the older keys of the same licensee and product.
+    /// Whether the first activation of its key revokes the licensee's other keys of the product.
     pub revokes_sibling_keys: Option<bool>,
+    /// Features to grant (`add`) and to withhold (`remove`) on top of the tier's, from now on:
+    /// added to the license's overrides, each one replacing an opposite override of the same
+    /// feature.
+    pub features: Option<FeatureOverrides>,
 }
 
 impl LicensePatch {
@@ -137,8 +150,33 @@ impl LicensePatch {
             next.valid_until = until;
         }
         if let Some(tier) = &self.tier {
-            next.features = product.tier_features(tier).map_err(|e| AdminError::Invalid(format!("tier: {e}")))?;
             next.tier = Some(tier.clone());
+        }
+        if let Some(change) = &self.features {
+            let known = |name: &String| product.features.iter().any(|f| f.name == *name);
+            if let Some(unknown) = change.add.iter().chain(&change.remove).find(|f| !known(f)) {
+                return Err(AdminError::Invalid(format!("features: the product has no feature {unknown:?}")));
+            }
+            let overrides = &mut next.feature_overrides;
+            overrides.add.retain(|f| !change.remove.contains(f));
+            overrides.remove.retain(|f| !change.add.contains(f));
+            for added in &change.add {
+                if !overrides.add.contains(added) {
+                    overrides.add.push(added.clone());
+                }
+            }
+            for removed in &change.remove {
+                if !overrides.remove.contains(removed) {
+                    overrides.remove.push(removed.clone());
+                }
+            }
+        }
+        if self.tier.is_some() || self.features.is_some() {
+            let base = match &next.tier {
+                Some(tier) => product.tier_features(tier).map_err(|e| AdminError::Invalid(format!("tier: {e}")))?,
+                None => product.features.iter().filter(|f| !f.display_only).map(|f| f.name.clone()).collect(),
+            };
+            next.features = next.feature_overrides.apply_to(base);
         }
         if let Some(qty) = self.qty {
             next.credit.qty = qty;
@@ -166,6 +204,96 @@ impl LicensePatch {
             next.revokes_sibling_keys = revokes;
         }
         next.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
+        Ok(next)
+    }
+}
+
+/// A change to a licensee (`PATCH /admin/licensees/{id}`): only what is `Some` changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LicenseePatch {
+    /// Display name.
+    pub name: Option<String>,
+    /// The vendor's own id (`Some(None)` clears it).
+    pub external_id: Option<Option<String>>,
+}
+
+impl LicenseePatch {
+    /// Applies the change to `licensee`.
+    pub fn apply(&self, licensee: &mut Licensee) {
+        if let Some(name) = &self.name {
+            licensee.name = name.clone();
+        }
+        if let Some(external_id) = &self.external_id {
+            licensee.external_id = external_id.clone();
+        }
+    }
+}
+
+/// A change to a consumer (`PATCH /admin/consumers/{id}`): only what is `Some` changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerPatch {
+    /// Display name.
+    pub name: Option<String>,
+    /// Contact address (`Some(None)` clears it).
+    pub email: Option<Option<String>>,
+    /// The vendor's own id (`Some(None)` clears it).
+    pub external_id: Option<Option<String>>,
+    /// The licensees whose licenses it may use, replaced whole (at least one).
+    pub licensees: Option<Vec<LicenseeId>>,
+    /// Whether its key is refused and its leases not renewed.
+    pub disabled: Option<bool>,
+}
+
+impl ConsumerPatch {
+    /// Applies the change to `consumer`.
+    pub fn apply(&self, consumer: &mut Consumer) {
+        if let Some(name) = &self.name {
+            consumer.name = name.clone();
+        }
+        if let Some(email) = &self.email {
+            consumer.email = email.clone();
+        }
+        if let Some(external_id) = &self.external_id {
+            consumer.external_id = external_id.clone();
+        }
+        if let Some(licensees) = &self.licensees {
+            consumer.licensees = licensees.clone();
+        }
+        if let Some(disabled) = self.disabled {
+            consumer.disabled = disabled;
+        }
+    }
+}
+
+/// A change to a product (`PATCH /admin/products/{name}`): features to add and tiers to add or
+/// replace (by name).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProductPatch {
+    /// New features; a feature the product has is refused.
+    pub features: Vec<Feature>,
+    /// Tiers to add, or to replace when the product has one of that name.
+    pub tiers: Vec<Tier>,
+}
+
+impl ProductPatch {
+    /// `product` after this change; the catalog's rules ([`Product::validate`]) still hold, or
+    /// the change is refused.
+    pub fn apply(&self, product: &Product) -> Result<Product, AdminError> {
+        let mut next = product.clone();
+        if let Some(known) = self.features.iter().find(|f| product.features.iter().any(|p| p.name == f.name)) {
+            return Err(AdminError::Conflict(format!("the product already has feature {:?}", known.name)));
+        }
+        next.features.extend(self.features.iter().cloned());
+        for tier in &self.tiers {
+            match next.tiers.iter_mut().find(|t| t.name == tier.name) {
+                Some(existing) => *existing = tier.clone(),
+                None => next.tiers.push(tier.clone()),
+            }
+        }
+        next.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
+        for tier in &next.tiers {
+            next.tier_features(&tier.name).map_err(|e| AdminError::Invalid(format!("tiers: {e}")))?;
+        }
         Ok(next)
     }
 }

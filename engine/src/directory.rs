@@ -20,6 +20,10 @@ pub enum DirectoryEvent {
     Consumer(Consumer),
     /// A product was created or changed.
     Product(Product),
+    /// A licensee was deleted (it had no licenses or consumers left).
+    LicenseeDeleted(LicenseeId),
+    /// A consumer was deleted (its leases ended first).
+    ConsumerDeleted(ConsumerId),
 }
 
 /// The directory of parties, products and license terms.
@@ -53,6 +57,29 @@ impl Directory {
                     self.products_by_name.remove(&old.name);
                 }
                 self.products_by_name.insert(p.name.clone(), p.id);
+            }
+            DirectoryEvent::LicenseeDeleted(id) => {
+                self.licensees.remove(id);
+                self.licenses_by_licensee.remove(id);
+            }
+            DirectoryEvent::ConsumerDeleted(id) => {
+                if let Some(old) = self.consumers.remove(id) {
+                    self.consumers_by_key.remove(&old.api_key_sha256);
+                }
+            }
+        }
+    }
+
+    /// Forgets license `id` (deleted).
+    pub fn remove_license(&mut self, id: LicenseId) {
+        let Some(license) = self.licenses.remove(&id) else { return };
+        if let Some(key) = &license.license_key {
+            self.licenses_by_key.remove(key);
+        }
+        if let Some(issued) = self.licenses_by_licensee.get_mut(&license.licensee) {
+            issued.retain(|l| *l != id);
+            if issued.is_empty() {
+                self.licenses_by_licensee.remove(&license.licensee);
             }
         }
     }
@@ -110,13 +137,13 @@ impl Directory {
         self.licenses_by_key.get(key).and_then(|id| self.licenses.get(id))
     }
 
-    /// The keyed licenses of `license`'s licensee and product that were issued before it and are
-    /// not revoked: what activating `license`'s key revokes (SPEC section 1), oldest first.
-    pub fn older_keyed_siblings(&self, license: &License) -> Vec<LicenseId> {
+    /// The other keyed licenses of `license`'s licensee and product that are not revoked: what
+    /// the first activation of `license`'s key revokes (SPEC section 10), oldest first.
+    pub fn keyed_siblings(&self, license: &License) -> Vec<LicenseId> {
         let issued = self.licenses_by_licensee.get(&license.licensee).map_or(&[][..], Vec::as_slice);
         issued
             .iter()
-            .take_while(|id| **id != license.id)
+            .filter(|id| **id != license.id)
             .filter_map(|id| self.licenses.get(id))
             .filter(|s| s.product == license.product && s.license_key.is_some())
             .filter(|s| !matches!(s.status, LicenseStatus::Revoked { .. }))
@@ -162,6 +189,9 @@ impl Directory {
         let Some(consumer) = self.consumers.get(&consumer) else {
             return Err(Denial::new(ErrorCode::NotAuthorized, "unknown consumer"));
         };
+        if consumer.disabled {
+            return Err(Denial::new(ErrorCode::NotAuthorized, "this consumer is disabled"));
+        }
         let mut found: Vec<&License> = if filters.entitlement.is_some() {
             Vec::new()
         } else {

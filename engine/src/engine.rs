@@ -6,14 +6,19 @@
 //! router) until one grants; the actor decides with the pure rules, applies the change,
 //! journals it and answers once it is durable.
 
-use crate::actors::license::{Admin, AdminAnswer, AdminOp, Consume, DormantLicense, Release, Renew, Reply, Shared};
+use crate::actors::license::{
+    Admin, AdminAnswer, AdminOp, Consume, DormantLicense, Machine, Release, Renew, Reply, Retry, Shared,
+};
 use crate::actors::{LicenseActor, Router, RunningActors, Workers};
-use crate::admin::{LicenseKeyRequest, LicensePatch, NewConsumer, NewLicense, NewLicensee, NewProduct};
+use crate::admin::{
+    ConsumerPatch, LicenseKeyRequest, LicensePatch, LicenseePatch, NewConsumer, NewLicense, NewLicensee, NewProduct,
+    ProductPatch,
+};
 use crate::answer::{Grant, Released};
 use crate::concurrency::GaugeReading;
 use crate::decide::{
-    ConsumeRequest, Decision, Denial, ErrorCode, LicenseEvent, LicenseState, ReleaseRequest, RenewRequest, Usage,
-    Violation,
+    ConsumeRequest, Decision, Denial, ErrorCode, Idempotency, LicenseEvent, LicenseState, ReleaseRequest, RenewRequest,
+    Usage, Violation, IDEMPOTENCY_WINDOW_S,
 };
 use crate::directory::{key_holder, Directory, DirectoryEvent};
 use crate::error::{AdminError, EngineError};
@@ -29,7 +34,9 @@ use crate::time::{Clock, SystemClock, Timestamp};
 use actix::{ArbiterHandle, Handler, Message};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use dashmap::mapref::entry::Entry;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -142,6 +149,8 @@ impl EngineBuilder {
         let inner = Inner {
             router: Arc::new(Router::new(workers, Arc::clone(&shared), licenses.len())),
             hints: ConcurrentMap::default(),
+            idempotency: ConcurrentMap::default(),
+            idempotency_sweep_at: AtomicUsize::new(MIN_KEY_SWEEP),
             mailbox_capacity: self.mailbox_capacity,
             metrics: EngineMetrics::default(),
             shared,
@@ -152,6 +161,10 @@ impl EngineBuilder {
             for lease in state.leases() {
                 inner.shared.lease_index.insert(lease.id, id);
             }
+            for grant in state.idempotent_grants() {
+                let slot = KeySlot::Granted { license: id, at: grant.lease.issued_at };
+                inner.idempotency.insert(grant.idempotency.key, slot);
+            }
             inner.add_license(state, last_at, halted.remove(&id));
         }
         Router::start_idle_sweep(&inner.router, self.idle_sweep)?;
@@ -159,8 +172,24 @@ impl EngineBuilder {
     }
 }
 
+/// Where the grant of an idempotency key is, for retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeySlot {
+    /// The first request with the key is being decided.
+    InFlight,
+    /// `license` granted the key's request at `at` and remembers its lease.
+    Granted { license: LicenseId, at: Timestamp },
+}
+
+/// The idempotency index is not swept before it holds this many keys.
+const MIN_KEY_SWEEP: usize = 1024;
+
 struct Inner {
     shared: Arc<Shared>,
+    /// Which license granted each idempotency key of the last day.
+    idempotency: ConcurrentMap<[u8; 32], KeySlot>,
+    /// The index's size at which its next sweep for expired keys runs.
+    idempotency_sweep_at: AtomicUsize,
     router: Arc<Router>,
     /// Which license last granted a consumer an item, tried first when several may (so that a
     /// session keeps to its license instead of opening a second one elsewhere).
@@ -278,6 +307,80 @@ impl Engine {
     }
 
     async fn consume_or_check(&self, req: Arc<ConsumeRequest>, commit: bool) -> Result<Decision<Grant>, EngineError> {
+        match req.idempotency.filter(|_| commit) {
+            Some(idempotency) => {
+                self.at_most_once(idempotency, || self.decide_on_candidates(Arc::clone(&req), true)).await
+            }
+            None => self.decide_on_candidates(req, commit).await,
+        }
+    }
+
+    /// Runs `consume`, a checkout with an idempotency key, unless a checkout with the same key
+    /// was granted within [`IDEMPOTENCY_WINDOW_S`]: then that grant is answered again (the same
+    /// lease, charged once), or the request is refused when it is not the same one. One request
+    /// per key runs at a time; a concurrent one is refused as in flight.
+    async fn at_most_once<F, Fut>(&self, idempotency: Idempotency, consume: F) -> Result<Decision<Grant>, EngineError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Decision<Grant>, EngineError>>,
+    {
+        let index = &self.inner.idempotency;
+        loop {
+            let granted_on = match index.entry(idempotency.key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(KeySlot::InFlight);
+                    break;
+                }
+                Entry::Occupied(slot) => match *slot.get() {
+                    KeySlot::InFlight => return Err(EngineError::IdempotencyKeyInFlight),
+                    KeySlot::Granted { license, .. } => license,
+                },
+            };
+            if let Some(Some(first)) = self.call(granted_on, |reply| Retry { idempotency, reply }).await? {
+                return Ok(first);
+            }
+            // The license no longer remembers the key (it expired, or the license is gone).
+            index.remove_if(
+                &idempotency.key,
+                |_, slot| matches!(slot, KeySlot::Granted { license, .. } if *license == granted_on),
+            );
+        }
+        let outcome = consume().await;
+        match &outcome {
+            Ok(Decision::Granted(grant)) => {
+                let slot = KeySlot::Granted { license: grant.lease.license, at: grant.lease.issued_at };
+                index.insert(idempotency.key, slot);
+                self.forget_expired_keys();
+            }
+            _ => {
+                index.remove(&idempotency.key);
+            }
+        }
+        outcome
+    }
+
+    /// Drops the idempotency keys older than [`IDEMPOTENCY_WINDOW_S`] once the index has doubled
+    /// since it was last swept: each key costs its sweep share once, and the index stays within
+    /// twice a day's keys.
+    fn forget_expired_keys(&self) {
+        let index = &self.inner.idempotency;
+        let sweep_at = self.inner.idempotency_sweep_at.load(Ordering::Relaxed);
+        if index.len() < sweep_at {
+            return;
+        }
+        let now = self.now();
+        index.retain(|_, slot| match slot {
+            KeySlot::Granted { at, .. } => now < at.plus_secs(IDEMPOTENCY_WINDOW_S),
+            KeySlot::InFlight => true,
+        });
+        self.inner.idempotency_sweep_at.store((2 * index.len()).max(MIN_KEY_SWEEP), Ordering::Relaxed);
+    }
+
+    async fn decide_on_candidates(
+        &self,
+        req: Arc<ConsumeRequest>,
+        commit: bool,
+    ) -> Result<Decision<Grant>, EngineError> {
         let candidates = match self.directory().candidates(req.consumer, &req.item, &req.filters) {
             Ok(found) => found,
             Err(denial) => return Ok(Decision::Denied(denial)),
@@ -323,7 +426,9 @@ impl Engine {
 
     /// Renews a lease (heartbeat): extends it from now under a new id.
     pub async fn renew(&self, req: RenewRequest) -> Result<Decision<Grant>, EngineError> {
+        let disabled = self.directory().consumer(req.consumer).is_some_and(|c| c.disabled);
         let decision = match self.license_of_lease(req.lease_id) {
+            _ if disabled => Decision::Denied(Denial::new(ErrorCode::NotAuthorized, "this consumer is disabled")),
             None => Self::lease_not_found(),
             Some(license) => {
                 self.call(license, |reply| Renew { req, reply }).await?.unwrap_or_else(Self::lease_not_found)
@@ -349,13 +454,11 @@ impl Engine {
     /// credential, so the lease's consumer is the key's holder ([`key_holder`]) whoever sends
     /// it, and no other license is tried. `None` when no license has this key.
     ///
-    /// A grant activates the key: the keyed licenses of the same licensee and product issued
-    /// before this one are revoked (SPEC section 1: one active key per customer and product),
-    /// unless the license opts out. Each revocation goes through [`Engine::revoke`], so it is
-    /// journaled, and the grant is answered once they are durable. Only older keys go: a key
-    /// issued later is the newer one and wins when it is activated in turn. After the first
-    /// activation there is nothing older left to revoke, and because every activation checks
-    /// again, a crash between the grant and the revocations is repaired by the next one.
+    /// The key's first grant activates it: the licensee's other keyed licenses of the product
+    /// are revoked, whatever their age (SPEC section 10: one active key per customer and
+    /// product), unless the license opts out, and the activation is remembered in the terms.
+    /// Each revocation goes through [`Engine::revoke`], so it is journaled, and the grant is
+    /// answered once they are durable.
     pub async fn consume_by_license_key(
         &self,
         key: &str,
@@ -363,8 +466,8 @@ impl Engine {
     ) -> Result<Option<Decision<Grant>>, EngineError> {
         let Some(decision) = self.decide_by_license_key(key, req, true).await? else { return Ok(None) };
         if let Decision::Granted(grant) = &decision {
-            if grant.license.revokes_sibling_keys {
-                self.revoke_older_keys(&grant.license).await?;
+            if grant.license.key_activated_at.is_none() {
+                self.activate_key(&grant.license).await?;
             }
         }
         self.inner.metrics.record(Operation::Consume, &decision);
@@ -396,12 +499,34 @@ impl Engine {
         let Some(license) = self.directory().license_by_key(key).map(|l| l.id) else { return Ok(None) };
         req.consumer = key_holder(license);
         let req = Arc::new(req);
-        self.call(license, |reply| Consume { req, commit, reply }).await
+        let decide = || async {
+            let answer = self.call(license, |reply| Consume { req: Arc::clone(&req), commit, reply }).await?;
+            Ok(answer
+                .unwrap_or_else(|| Decision::Denied(Denial::new(ErrorCode::NoLicenseFound, "no license has this key"))))
+        };
+        match req.idempotency.filter(|_| commit) {
+            Some(idempotency) => self.at_most_once(idempotency, decide).await.map(Some),
+            None => decide().await.map(Some),
+        }
     }
 
-    async fn revoke_older_keys(&self, activated: &License) -> Result<(), EngineError> {
-        let older = self.directory().older_keyed_siblings(activated);
-        for sibling in older {
+    /// The first activation of `activated`'s key: the sibling rule revokes the licensee's other
+    /// keys of the product (unless the license opts out), then the activation is remembered, so
+    /// a crash in between repeats the revocations at the next checkout rather than skipping them.
+    async fn activate_key(&self, activated: &License) -> Result<(), EngineError> {
+        if activated.revokes_sibling_keys {
+            self.revoke_keyed_siblings(activated).await?;
+        }
+        match self.admin(activated.id, AdminOp::KeyActivated).await {
+            Ok(_) | Err(AdminError::NotFound(_)) => Ok(()),
+            Err(AdminError::Engine(e)) => Err(e),
+            Err(other) => unreachable!("remembering an activation is not refused: {other}"),
+        }
+    }
+
+    async fn revoke_keyed_siblings(&self, activated: &License) -> Result<(), EngineError> {
+        let siblings = self.directory().keyed_siblings(activated);
+        for sibling in siblings {
             let reason = format!("superseded by the activation of the license key of license {}", activated.id);
             match self.revoke(sibling, reason).await {
                 Ok(_) => {}
@@ -413,9 +538,11 @@ impl Engine {
         Ok(())
     }
 
-    /// The consumer whose API key is `api_key`.
+    /// The consumer whose API key is `api_key`, unless it is disabled.
     pub fn authenticate(&self, api_key: &str) -> Option<ConsumerId> {
-        self.directory().consumer_by_key_hash(&sha256(api_key.as_bytes()))
+        let directory = self.directory();
+        let id = directory.consumer_by_key_hash(&sha256(api_key.as_bytes()))?;
+        directory.consumer(id).filter(|c| !c.disabled).map(|c| c.id)
     }
 
     /// The latest counts license `id`'s actor published, without a message to it.
@@ -460,7 +587,12 @@ impl Engine {
     /// Creates a licensee.
     pub async fn create_licensee(&self, new: NewLicensee) -> Result<Licensee, AdminError> {
         check_name("name", &new.name)?;
-        let licensee = Licensee { id: LicenseeId(self.inner.shared.ids.uuid()), name: new.name, kind: new.kind };
+        let licensee = Licensee {
+            id: LicenseeId(self.inner.shared.ids.uuid()),
+            name: new.name,
+            kind: new.kind,
+            external_id: new.external_id,
+        };
         self.record_directory(|_| Ok(DirectoryEvent::Licensee(licensee.clone()))).await?;
         Ok(licensee)
     }
@@ -479,6 +611,8 @@ impl Engine {
             licensees: new.licensees,
             email: new.email,
             api_key_sha256: sha256(api_key.as_bytes()),
+            external_id: new.external_id,
+            disabled: false,
         };
         self.record_directory(|dir| {
             if let Some(missing) = consumer.licensees.iter().find(|l| dir.licensee(**l).is_none()) {
@@ -588,6 +722,8 @@ impl Engine {
             properties: new.properties,
             credit,
             model: new.model.interned(),
+            feature_overrides: Default::default(),
+            key_activated_at: None,
         };
         license.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
         Ok(license)
@@ -710,6 +846,137 @@ impl Engine {
         }
     }
 
+    /// The machines of node-locked license `license`: when each was first and last seen, and
+    /// its live leases.
+    pub async fn machines(&self, license: LicenseId) -> Result<Vec<Machine>, AdminError> {
+        match self.admin(license, AdminOp::Machines).await? {
+            AdminAnswer::Machines(machines) => Ok(machines),
+            other => unreachable!("a machine listing answers with machines, not {other:?}"),
+        }
+    }
+
+    /// Releases machine `hw`'s leases of `license` and frees its slot, so that the license can
+    /// move to another machine.
+    pub async fn free_machine(&self, license: LicenseId, hw: &str) -> Result<(), AdminError> {
+        self.admin(license, AdminOp::FreeMachine(Arc::from(hw))).await.map(drop)
+    }
+
+    /// Deletes license `license`. With live leases, only when `force`: they end with it.
+    pub async fn delete_license(&self, license: LicenseId, force: bool) -> Result<(), AdminError> {
+        self.admin(license, AdminOp::Delete { force }).await?;
+        self.inner.router.remove(license);
+        self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner()).remove_license(license);
+        Ok(())
+    }
+
+    /// Changes a licensee's name or external id.
+    pub async fn patch_licensee(&self, id: LicenseeId, patch: LicenseePatch) -> Result<Licensee, AdminError> {
+        if let Some(name) = &patch.name {
+            check_name("name", name)?;
+        }
+        let mut changed = None;
+        self.record_directory(|dir| {
+            let mut licensee =
+                dir.licensee(id).cloned().ok_or_else(|| AdminError::NotFound(format!("licensee {id}")))?;
+            patch.apply(&mut licensee);
+            changed = Some(licensee.clone());
+            Ok(DirectoryEvent::Licensee(licensee))
+        })
+        .await?;
+        Ok(changed.expect("a recorded change was made"))
+    }
+
+    /// Changes a consumer: name, contact, external id, licensees, or whether it is disabled (a
+    /// disabled consumer's key is refused and its leases are not renewed).
+    pub async fn patch_consumer(&self, id: ConsumerId, patch: ConsumerPatch) -> Result<Consumer, AdminError> {
+        if let Some(name) = &patch.name {
+            check_name("name", name)?;
+        }
+        if patch.licensees.as_ref().is_some_and(Vec::is_empty) {
+            return Err(AdminError::Invalid("licensees: a consumer belongs to at least one licensee".into()));
+        }
+        let mut changed = None;
+        self.record_directory(|dir| {
+            let mut consumer =
+                dir.consumer(id).cloned().ok_or_else(|| AdminError::NotFound(format!("consumer {id}")))?;
+            if let Some(missing) = patch.licensees.iter().flatten().find(|l| dir.licensee(**l).is_none()) {
+                return Err(AdminError::NotFound(format!("licensee {missing}")));
+            }
+            patch.apply(&mut consumer);
+            changed = Some(consumer.clone());
+            Ok(DirectoryEvent::Consumer(consumer))
+        })
+        .await?;
+        Ok(changed.expect("a recorded change was made"))
+    }
+
+    /// Adds features and adds or replaces tiers of product `name`; every license of a changed
+    /// tier gets the tier's new features (with its own overrides) for its next decision and
+    /// token.
+    pub async fn patch_product(&self, name: &str, patch: ProductPatch) -> Result<Product, AdminError> {
+        let mut changed = None;
+        self.record_directory(|dir| {
+            let product = dir.product_named(name).ok_or_else(|| AdminError::NotFound(format!("product {name:?}")))?;
+            let product = patch.apply(product)?;
+            changed = Some(product.clone());
+            Ok(DirectoryEvent::Product(product))
+        })
+        .await?;
+        let product = changed.expect("a recorded change was made");
+        let retiered: Vec<LicenseId> = self
+            .directory()
+            .licenses()
+            .filter(|l| l.product == product.id)
+            .filter(|l| l.tier.as_ref().is_some_and(|t| patch.tiers.iter().any(|changed| changed.name == *t)))
+            .map(|l| l.id)
+            .collect();
+        for license in retiered {
+            let refresh =
+                LicensePatch { tier: self.license(license).and_then(|l| l.tier.clone()), ..Default::default() };
+            match self.admin(license, AdminOp::Patch(Box::new((refresh, product.clone())))).await {
+                Ok(_) | Err(AdminError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(product)
+    }
+
+    /// Deletes a consumer: its leases end and its seat reservations go first.
+    pub async fn delete_consumer(&self, id: ConsumerId) -> Result<(), AdminError> {
+        let licenses: Vec<LicenseId> = {
+            let directory = self.directory();
+            let consumer = directory.consumer(id).ok_or_else(|| AdminError::NotFound(format!("consumer {id}")))?;
+            consumer.licensees.iter().flat_map(|l| directory.licenses_of(*l)).map(|l| l.id).collect()
+        };
+        for license in licenses {
+            match self.admin(license, AdminOp::RemoveConsumer(id)).await {
+                Ok(_) | Err(AdminError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.record_directory(|dir| {
+            dir.consumer(id).ok_or_else(|| AdminError::NotFound(format!("consumer {id}")))?;
+            Ok(DirectoryEvent::ConsumerDeleted(id))
+        })
+        .await
+    }
+
+    /// Deletes a licensee that has no licenses and no consumers left.
+    pub async fn delete_licensee(&self, id: LicenseeId) -> Result<(), AdminError> {
+        self.record_directory(|dir| {
+            dir.licensee(id).ok_or_else(|| AdminError::NotFound(format!("licensee {id}")))?;
+            let licenses = dir.licenses_of(id).count();
+            let consumers = dir.consumers().filter(|c| c.licensees.contains(&id)).count();
+            if licenses + consumers > 0 {
+                return Err(AdminError::Conflict(format!(
+                    "the licensee has {licenses} licenses and {consumers} consumers; delete them first"
+                )));
+            }
+            Ok(DirectoryEvent::LicenseeDeleted(id))
+        })
+        .await
+    }
+
     /// Ends a lease as an administrator, whatever the model says about releases.
     pub async fn force_release(&self, lease: LeaseId) -> Result<Decision<Released>, EngineError> {
         self.release(ReleaseRequest { by: crate::decide::Releaser::Admin, lease_id: lease, used: Default::default() })
@@ -730,10 +997,15 @@ mod tests {
 
     /// A one-seat license, a seat per hardware id, and a consumer of it.
     async fn one_seat(engine: &Engine) -> (LicenseId, ConsumerId) {
-        let licensee = NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization };
+        let licensee = NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization, external_id: None };
         let licensee = engine.create_licensee(licensee).await.expect("a licensee");
-        let consumer =
-            NewConsumer { name: "cad".into(), kind: ConsumerKind::Device, licensees: vec![licensee.id], email: None };
+        let consumer = NewConsumer {
+            name: "cad".into(),
+            kind: ConsumerKind::Device,
+            licensees: vec![licensee.id],
+            email: None,
+            external_id: None,
+        };
         let (consumer, _) = engine.create_consumer(consumer).await.expect("a consumer");
         engine.create_product(NewProduct { name: "Solo".into(), features: vec![], tiers: vec![] }).await.unwrap();
         let seat = Credit { dimension: Dimension::Seats, qty: 1, enforcement: Enforcement::Enforced };

@@ -25,6 +25,12 @@ pub enum EngineError {
     /// from its journal, which never recorded the breaking change.
     #[error("{0}; the license is halted")]
     Halted(Violation),
+    /// The idempotency key was used within the last day for a different request.
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    /// A request with the same idempotency key is being answered now; retry once it is.
+    #[error("a request with this Idempotency-Key is in progress; retry when it has been answered")]
+    IdempotencyKeyInFlight,
 }
 
 impl From<JournalError> for EngineError {

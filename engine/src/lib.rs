@@ -37,10 +37,14 @@ pub mod metrics;
 pub mod model;
 pub mod replay;
 pub mod select;
+pub mod shapes;
 pub mod time;
 pub mod tokens;
 
-pub use admin::{LicenseKeyRequest, LicensePatch, NewConsumer, NewLicense, NewLicensee, NewProduct};
+pub use admin::{
+    ConsumerPatch, LicenseKeyRequest, LicensePatch, LicenseePatch, NewConsumer, NewLicense, NewLicensee, NewProduct,
+    ProductPatch,
+};
 pub use answer::{Grant, Released};
 pub use decide::{
     ConsumeRequest, Decision, Denial, ErrorCode, LicenseFilters, ReleaseRequest, Releaser, RenewRequest, Usage, UsedQty,

@@ -43,6 +43,11 @@ impl Recovered {
                     }
                     *last_at = (*last_at).max(entry.at);
                 }
+                if let LicenseEvent::Deleted = event {
+                    self.licenses.remove(license);
+                    self.halted.remove(license);
+                    self.directory.remove_license(*license);
+                }
             }
         }
     }

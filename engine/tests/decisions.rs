@@ -68,6 +68,8 @@ fn license(credit: Credit, model: LicenseModel) -> License {
         properties: BTreeMap::new(),
         credit,
         model: model.interned(),
+        feature_overrides: Default::default(),
+        key_activated_at: None,
     }
 }
 
@@ -263,6 +265,7 @@ fn directory_with_one_license() -> (Directory, ConsumerId) {
         id: terms.licensee,
         name: "Acme".into(),
         kind: LicenseeKind::Organization,
+        external_id: None,
     }));
     let member = Consumer {
         id: consumer(1),
@@ -271,6 +274,8 @@ fn directory_with_one_license() -> (Directory, ConsumerId) {
         licensees: vec![terms.licensee],
         email: None,
         api_key_sha256: [1; 32],
+        external_id: None,
+        disabled: false,
     };
     directory.apply(&DirectoryEvent::Consumer(member));
     let outsider = Consumer {
@@ -280,6 +285,8 @@ fn directory_with_one_license() -> (Directory, ConsumerId) {
         licensees: vec![LicenseeId(Uuid::from_u128(0x99))],
         email: None,
         api_key_sha256: [2; 32],
+        external_id: None,
+        disabled: false,
     };
     directory.apply(&DirectoryEvent::Consumer(outsider));
     directory.set_license(Arc::new(terms));

@@ -19,7 +19,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 async fn license_with_consumer(engine: &Engine, seats: u64) -> (LicenseId, ConsumerId) {
     let licensee = engine
-        .create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization })
+        .create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization, external_id: None })
         .await
         .expect("a licensee");
     let (consumer, _) = engine
@@ -28,6 +28,7 @@ async fn license_with_consumer(engine: &Engine, seats: u64) -> (LicenseId, Consu
             kind: ConsumerKind::Device,
             licensees: vec![licensee.id],
             email: None,
+            external_id: None,
         })
         .await
         .expect("a consumer");

@@ -274,6 +274,8 @@ fn terms(credit: Credit, model: LicenseModel) -> License {
         properties: BTreeMap::new(),
         credit,
         model: model.interned(),
+        feature_overrides: Default::default(),
+        key_activated_at: None,
     }
 }
 

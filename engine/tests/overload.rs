@@ -68,14 +68,22 @@ impl Drop for OpenOnDrop {
 async fn a_full_mailbox_answers_overloaded_and_changes_nothing() {
     let journal = Arc::new(GatedJournal::default());
     let engine = Engine::builder().journal(journal.clone()).workers(1).mailbox_capacity(1).build().unwrap();
-    let acme =
-        engine.create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization }).await.unwrap();
+    let acme = engine
+        .create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization, external_id: None })
+        .await
+        .unwrap();
     engine.create_product(NewProduct { name: "ThreeDee".into(), features: vec![], tiers: vec![] }).await.unwrap();
     let credit = Credit { dimension: Dimension::Seats, qty: 5, enforcement: Enforcement::Enforced };
     let license = engine.create_license(NewLicense::new(acme.id, "ThreeDee", credit)).await.unwrap();
     let mut consumers = Vec::new();
     for name in ["ada", "brian", "chen"] {
-        let new = NewConsumer { name: name.into(), kind: ConsumerKind::User, licensees: vec![acme.id], email: None };
+        let new = NewConsumer {
+            name: name.into(),
+            kind: ConsumerKind::User,
+            licensees: vec![acme.id],
+            email: None,
+            external_id: None,
+        };
         consumers.push(engine.create_consumer(new).await.unwrap().0.id);
     }
 

@@ -43,6 +43,8 @@ fn seat_grant(now: leasehold_engine::Timestamp) -> Grant {
         properties: BTreeMap::new(),
         credit: Credit { dimension: Dimension::Seats, qty: 5, enforcement: Enforcement::Enforced },
         model: LicenseModel::default().interned(),
+        feature_overrides: Default::default(),
+        key_activated_at: None,
     };
     let consumer = ConsumerId(Uuid::new_v4());
     let anchors = Anchors {

@@ -10,7 +10,7 @@
 //!
 //! A version-2 snapshot's state is in a file of the journal's directory,
 //! [`SNAPSHOT_DIR`]`/`[`snapshot_file_name`]`(seq)`: its parts one after the other, as long as
-//! the manifest says. Part 0 is the directory, the others hold [`LICENSES_PER_CHUNK`] licenses
+//! the manifest says (versions 2 and 3). Part 0 is the directory, the others hold [`LICENSES_PER_CHUNK`] licenses
 //! each, sorted by license id.
 //!
 //! Every value, and every part, is an envelope:
@@ -39,6 +39,13 @@
 //! decodes parts on all cores, writes them a chunk at a time from the state (no whole encoded
 //! copy in memory), and holds each license's terms once.
 //!
+//! Why version 3. It adds fields to stored types (a licensee's and a consumer's external id, a
+//! disabled consumer, a license's feature overrides and key activation, when each machine was
+//! seen, idempotency keys) and new kinds of change. bincode is not self-describing, so each added
+//! field is marked in its type ([`leasehold_engine::shapes`]) and values of versions 1 and 2 are
+//! decoded in those versions' shapes: the added fields get their defaults. Versions 2 and 3 lay
+//! out records and snapshots the same way.
+//!
 //! Why the parts are in a file rather than in sled: when sled opens, it reads back and checks
 //! every value written since it last opened, and reading one value reads the whole tree node
 //! that holds it. A snapshot stored as one sled value made both sled's open and reading the
@@ -50,6 +57,7 @@ use crate::error::FormatError;
 use leasehold_engine::directory::DirectorySnapshot;
 use leasehold_engine::journal::JournalEntry;
 use leasehold_engine::replay::{LicenseSnapshot, RecoveredSnapshotV1};
+use leasehold_engine::shapes::in_format;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -61,7 +69,7 @@ pub const SNAPSHOT_TREE: &str = "snapshots";
 pub const SNAPSHOT_DIR: &str = "snapshots";
 
 /// The format this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 /// Bytes before the payload: version and checksum.
 pub const HEADER_LEN: usize = 5;
 
@@ -187,8 +195,8 @@ pub fn seal_batch(first_seq: u64, entries: &[Vec<u8>]) -> Option<Vec<u8>> {
 pub fn decode_batch(first_seq: u64, value: &[u8]) -> Result<Vec<JournalEntry>, FormatError> {
     let (version, payload) = open(Kind::Batch, &seq_key(first_seq), value)?;
     match version {
-        // Version 2 changed only snapshots.
-        1 | 2 => decode_batch_payload(payload),
+        // Version 2 changed only snapshots; version 3 added fields to stored types.
+        1..=FORMAT_VERSION => in_format(version, || decode_batch_payload(payload)),
         found => Err(FormatError::UnknownVersion { found, newest: FORMAT_VERSION }),
     }
 }
@@ -263,10 +271,11 @@ fn encode<T: Serialize + ?Sized>(kind: Kind, key: &[u8], value: &T) -> Result<Ve
     Ok(seal(kind, key, bytes))
 }
 
-/// Checks a `kind` value under `key` written by the current format, and decodes it.
-fn decode_current<T: DeserializeOwned>(kind: Kind, key: &[u8], value: &[u8]) -> Result<T, FormatError> {
+/// Checks a snapshot part under `key`, written by format 2 or a later one, and decodes it in
+/// the shapes of the format that wrote it.
+fn decode_part<T: DeserializeOwned>(kind: Kind, key: &[u8], value: &[u8]) -> Result<T, FormatError> {
     match open(kind, key, value)? {
-        (FORMAT_VERSION, payload) => decode_bincode(payload),
+        (version @ 2..=FORMAT_VERSION, payload) => in_format(version, || decode_bincode(payload)),
         (found, _) => Err(FormatError::UnknownVersion { found, newest: FORMAT_VERSION }),
     }
 }
@@ -280,8 +289,8 @@ pub fn encode_manifest(seq: u64, manifest: &Manifest) -> Result<Vec<u8>, FormatE
 /// snapshot.
 pub fn decode_snapshot_head(seq: u64, value: &[u8]) -> Result<SnapshotHead, FormatError> {
     match open(Kind::Snapshot, &seq_key(seq), value)? {
-        (1, payload) => Ok(SnapshotHead::Whole(Box::new(decode_bincode(payload)?))),
-        (2, payload) => Ok(SnapshotHead::Manifest(decode_bincode(payload)?)),
+        (1, payload) => Ok(SnapshotHead::Whole(Box::new(in_format(1, || decode_bincode(payload))?))),
+        (2..=FORMAT_VERSION, payload) => Ok(SnapshotHead::Manifest(decode_bincode(payload)?)),
         (found, _) => Err(FormatError::UnknownVersion { found, newest: FORMAT_VERSION }),
     }
 }
@@ -293,7 +302,7 @@ pub fn encode_directory_part(seq: u64, directory: &DirectorySnapshot) -> Result<
 
 /// Decodes the directory part of the snapshot at `seq`.
 pub fn decode_directory_part(seq: u64, value: &[u8]) -> Result<DirectorySnapshot, FormatError> {
-    decode_current(Kind::SnapshotDirectory, &part_key(seq, DIRECTORY_PART), value)
+    decode_part(Kind::SnapshotDirectory, &part_key(seq, DIRECTORY_PART), value)
 }
 
 /// Encodes license part `index` of the snapshot at `seq`.
@@ -303,7 +312,7 @@ pub fn encode_licenses_part(seq: u64, index: u32, licenses: &[LicenseSnapshot]) 
 
 /// Decodes license part `index` of the snapshot at `seq`.
 pub fn decode_licenses_part(seq: u64, index: u32, value: &[u8]) -> Result<Vec<LicenseSnapshot>, FormatError> {
-    decode_current(Kind::SnapshotLicenses, &part_key(seq, index), value)
+    decode_part(Kind::SnapshotLicenses, &part_key(seq, index), value)
 }
 
 /// bincode 2 with serde, standard configuration (little endian, varints): the codec of every

@@ -7,7 +7,7 @@ use common::workload_entries;
 use leasehold_engine::model::LicenseStatus;
 use leasehold_engine::Timestamp;
 use leasehold_persistence::format::{decode_batch, encode_entry, seal_batch};
-use leasehold_persistence::FormatError;
+use leasehold_persistence::{FormatError, JournalConfig, SledJournal};
 
 #[test]
 fn every_entry_of_a_workload_survives_a_log_record() {
@@ -41,4 +41,35 @@ fn license_status_keeps_its_json_shape() {
     assert_eq!(json, serde_json::json!({"state": "revoked", "reason": "unpaid", "at": 5}));
     assert_eq!(serde_json::to_value(LicenseStatus::Active).ok(), Some(serde_json::json!({"state": "active"})));
     assert_eq!(serde_json::from_value::<LicenseStatus>(json).ok(), Some(revoked));
+}
+
+/// A data directory written by the build before format 3 (format 2: a snapshot at entry 94 and
+/// log records after it) of [`common::workload_entries`]`(11, 300)`: this build opens it and
+/// restores exactly the state that replaying the same workload gives, the fields format 3 added
+/// taking their defaults.
+#[test]
+fn a_data_directory_of_format_2_still_opens() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/format-2");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    copy_dir(&fixture, dir.path());
+    let config = JournalConfig { snapshot_every_entries: None, ..JournalConfig::default() };
+    let (journal, recovered) = SledJournal::open(dir.path(), config).unwrap_or_else(|e| panic!("open: {e}"));
+    assert_eq!(journal.recovery_report().snapshot_seq, Some(94), "the format-2 snapshot was not used");
+    let entries = common::workload_entries(11, 300);
+    let restored = common::without_machine_times(recovered.to_snapshot());
+    assert_eq!(restored, common::without_machine_times(common::replayed(&entries)));
+    journal.close();
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read_dir: {e}")) {
+        let entry = entry.unwrap_or_else(|e| panic!("entry: {e}"));
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("copy: {e}"));
+        }
+    }
 }

@@ -57,10 +57,15 @@ fn failed_flush_refuses_changes_until_the_journal_reopens(kind: ErrorKind) {
     let (hot, other) = rt.block_on(async {
         let hot = seat_license(&engine, 3).await;
         // A second license, of another licensee, that the failure never touches.
-        let licensee = NewLicensee { name: "Globex".into(), kind: LicenseeKind::Organization };
+        let licensee = NewLicensee { name: "Globex".into(), kind: LicenseeKind::Organization, external_id: None };
         let licensee = engine.create_licensee(licensee).await.expect("a licensee");
-        let consumer =
-            NewConsumer { name: "cad".into(), kind: ConsumerKind::Device, licensees: vec![licensee.id], email: None };
+        let consumer = NewConsumer {
+            name: "cad".into(),
+            kind: ConsumerKind::Device,
+            licensees: vec![licensee.id],
+            email: None,
+            external_id: None,
+        };
         let (consumer, _) = engine.create_consumer(consumer).await.expect("a consumer");
         let credit = Credit { dimension: Dimension::Seats, qty: 2, enforcement: Enforcement::Enforced };
         let mut new = NewLicense::new(licensee.id, PRODUCT, credit);

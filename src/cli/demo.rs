@@ -47,7 +47,11 @@ pub async fn seed(engine: &Engine) -> Result<Demo, AdminError> {
         Some(found) => found,
         None => {
             let licensee = engine
-                .create_licensee(NewLicensee { name: "Demo Corp".into(), kind: LicenseeKind::Organization })
+                .create_licensee(NewLicensee {
+                    name: "Demo Corp".into(),
+                    kind: LicenseeKind::Organization,
+                    external_id: None,
+                })
                 .await?;
             if engine.directory().product_named(PRODUCT).is_none() {
                 engine.create_product(product()).await?;
@@ -60,8 +64,13 @@ pub async fn seed(engine: &Engine) -> Result<Demo, AdminError> {
             (engine.create_license(new).await?.id, licensee.id)
         }
     };
-    let consumer =
-        NewConsumer { name: "demo-user".into(), kind: ConsumerKind::User, licensees: vec![licensee], email: None };
+    let consumer = NewConsumer {
+        name: "demo-user".into(),
+        kind: ConsumerKind::User,
+        licensees: vec![licensee],
+        email: None,
+        external_id: None,
+    };
     let (_, api_key) = engine.create_consumer(consumer).await?;
     Ok(Demo { license, api_key })
 }

@@ -10,8 +10,8 @@ use crate::admin::LicensePatch;
 use crate::answer::{Grant, Released};
 use crate::concurrency::GaugeReading;
 use crate::decide::{
-    decide_assign, decide_consume, decide_release, decide_renew, ConsumeRequest, Decision, LicenseEvent, LicenseState,
-    ReleaseRequest, RenewRequest, Usage, Violation,
+    decide_assign, decide_consume, decide_release, decide_renew, ConsumeRequest, Decision, Idempotency, LicenseEvent,
+    LicenseState, MachineSeen, ReleaseRequest, RenewRequest, Usage, Violation,
 };
 use crate::directory::Directory;
 use crate::error::{AdminError, EngineError};
@@ -85,6 +85,15 @@ pub struct Renew {
     pub reply: Reply<Decision<Grant>>,
 }
 
+/// Answer a retried consume with the lease its idempotency key was granted, if this license
+/// remembers it.
+pub struct Retry {
+    /// The retried request's key.
+    pub idempotency: Idempotency,
+    /// The first answer again; `None` when the key is not (or no longer) remembered here.
+    pub reply: Reply<Option<Decision<Grant>>>,
+}
+
 /// Release a lease of this license.
 pub struct Release {
     /// The request.
@@ -106,6 +115,19 @@ pub enum AdminOp {
     Assign(ConsumerId),
     /// Remove a consumer's seat reservation.
     Unassign(ConsumerId),
+    /// End a deleted consumer's leases and seat reservation.
+    RemoveConsumer(ConsumerId),
+    /// Release a machine's leases and free its slot (node locking).
+    FreeMachine(Arc<str>),
+    /// Delete the license; with live leases only when `force` (they end with it).
+    Delete {
+        /// Whether live leases end with it rather than preventing it.
+        force: bool,
+    },
+    /// Remember that the license key was activated now (the sibling rule ran).
+    KeyActivated,
+    /// Read the machines of a node-locked license.
+    Machines,
     /// Read usage.
     Usage,
     /// List live leases.
@@ -121,6 +143,21 @@ pub enum AdminAnswer {
     Usage(Usage),
     /// Live leases.
     Leases(Vec<Lease>),
+    /// Machines, with when each was seen and its live leases.
+    Machines(Vec<Machine>),
+    /// Done, with nothing to tell.
+    Done,
+}
+
+/// A machine of a node-locked license, as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// Its hardware id.
+    pub hw: Arc<str>,
+    /// When it was first and last granted a lease.
+    pub seen: MachineSeen,
+    /// Its live leases.
+    pub live_leases: u64,
 }
 
 /// An administrative operation and where to answer.
@@ -162,7 +199,7 @@ impl Handler<Inject> for LicenseActor {
 macro_rules! unit_message {
     ($($t:ty),*) => { $(impl Message for $t { type Result = (); })* };
 }
-unit_message!(Consume, Renew, Release, Admin, Park);
+unit_message!(Consume, Retry, Renew, Release, Admin, Park);
 
 /// A license whose actor is not running: what the next actor starts from.
 #[derive(Debug)]
@@ -262,13 +299,21 @@ impl LicenseActor {
         event: LicenseEvent,
         answer: impl FnOnce(&LicenseState, &LicenseEvent) -> T,
     ) -> Result<Answered<T>, EngineError> {
+        let ends_many =
+            matches!(event, LicenseEvent::MachineFreed(_) | LicenseEvent::ConsumerRemoved(_) | LicenseEvent::Deleted);
+        let live_before: Vec<LeaseId> =
+            if ends_many { self.state.leases().map(|l| l.id).collect() } else { Vec::new() };
         if let Err(violation) = self.state.apply(at, &event) {
             self.halted = Some(violation.clone());
             return Err(EngineError::Halted(violation));
         }
         self.last_change_at = at;
+        for ended in live_before.into_iter().filter(|id| self.state.lease(*id).is_none()) {
+            self.shared.lease_index.remove(&ended);
+        }
         match &event {
-            LicenseEvent::LeaseIssued { lease, replaces } => {
+            LicenseEvent::LeaseIssued { lease, replaces }
+            | LicenseEvent::IdempotentLeaseIssued { lease, replaces, .. } => {
                 if let Some(old) = replaces {
                     self.shared.lease_index.remove(old);
                 }
@@ -280,7 +325,11 @@ impl LicenseActor {
             LicenseEvent::Terms(terms) => {
                 self.shared.directory.write().unwrap_or_else(|p| p.into_inner()).set_license(Arc::clone(terms));
             }
-            LicenseEvent::SeatAssigned(_) | LicenseEvent::SeatUnassigned(_) => {}
+            LicenseEvent::SeatAssigned(_)
+            | LicenseEvent::SeatUnassigned(_)
+            | LicenseEvent::MachineFreed(_)
+            | LicenseEvent::ConsumerRemoved(_)
+            | LicenseEvent::Deleted => {}
         }
         self.publish();
         let value = answer(&self.state, &event);
@@ -290,7 +339,8 @@ impl LicenseActor {
 
     fn grant_of(state: &LicenseState, event: &LicenseEvent) -> Grant {
         match event {
-            LicenseEvent::LeaseIssued { lease, replaces } => Grant {
+            LicenseEvent::LeaseIssued { lease, replaces }
+            | LicenseEvent::IdempotentLeaseIssued { lease, replaces, .. } => Grant {
                 lease: lease.clone(),
                 license: Arc::clone(state.license()),
                 replaced: *replaces,
@@ -327,6 +377,39 @@ impl LicenseActor {
                 }
                 let terms = Arc::clone(self.state.license());
                 Ok((Some(LicenseEvent::SeatUnassigned(consumer)), AdminAnswer::Terms(terms)))
+            }
+            AdminOp::RemoveConsumer(consumer) => {
+                let holds = self.state.leases_of(consumer) > 0 || self.state.is_assigned(consumer);
+                let event = holds.then_some(LicenseEvent::ConsumerRemoved(consumer));
+                Ok((event, AdminAnswer::Done))
+            }
+            AdminOp::FreeMachine(hw) => {
+                if !self.state.knows_hardware(&hw) {
+                    return Err(AdminError::NotFound(format!("machine {hw:?} of license {}", self.id())));
+                }
+                Ok((Some(LicenseEvent::MachineFreed(hw)), AdminAnswer::Done))
+            }
+            AdminOp::Delete { force } => {
+                let live = self.state.usage().live_leases;
+                if live > 0 && !force {
+                    return Err(AdminError::Conflict(format!(
+                        "the license has {live} live leases; delete with force to end them"
+                    )));
+                }
+                Ok((Some(LicenseEvent::Deleted), AdminAnswer::Done))
+            }
+            AdminOp::KeyActivated => {
+                let now = self.shared.clock.now().max(self.last_change_at);
+                Ok(terms(License { key_activated_at: Some(now), ..(**self.state.license()).clone() }))
+            }
+            AdminOp::Machines => {
+                let leases_on = |hw: &str| self.state.leases().filter(|l| l.anchors.hw.as_deref() == Some(hw)).count();
+                let machines = self
+                    .state
+                    .machines()
+                    .map(|(hw, seen)| Machine { hw: Arc::clone(hw), seen: *seen, live_leases: leases_on(hw) as u64 })
+                    .collect();
+                Ok((None, AdminAnswer::Machines(machines)))
             }
             AdminOp::Usage => Ok((None, AdminAnswer::Usage(self.state.usage()))),
             AdminOp::Leases => Ok((None, AdminAnswer::Leases(self.state.leases().cloned().collect()))),
@@ -381,6 +464,16 @@ impl Handler<Consume> for LicenseActor {
     }
 }
 
+impl Handler<Retry> for LicenseActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Retry, ctx: &mut Self::Context) {
+        let answer = self.retry(msg.idempotency);
+        let _ = msg.reply.send(answer);
+        self.park_if_over_budget(ctx);
+    }
+}
+
 impl Handler<Renew> for LicenseActor {
     type Result = ();
 
@@ -405,9 +498,16 @@ impl Handler<Admin> for LicenseActor {
     type Result = ();
 
     fn handle(&mut self, msg: Admin, ctx: &mut Self::Context) {
+        let deletes = matches!(msg.op, AdminOp::Delete { .. });
         let answer = self.administer(msg.op);
+        let deleted = deletes && answer.is_ok();
         let _ = msg.reply.send(answer);
-        self.park_if_over_budget(ctx);
+        if deleted {
+            // The engine takes the license out of the router once the deletion is durable.
+            ctx.stop();
+        } else {
+            self.park_if_over_budget(ctx);
+        }
     }
 }
 
@@ -417,7 +517,15 @@ impl LicenseActor {
         let new_id = LeaseId(self.shared.ids.uuid());
         match decide_consume(&self.state, req, now, new_id) {
             Err(denial) => Ok(Answered::now(Decision::Denied(denial))),
-            Ok(event) if commit => self.commit(now, event, |s, e| Decision::Granted(Self::grant_of(s, e))),
+            Ok(event) if commit => {
+                let event = match (event, req.idempotency) {
+                    (LicenseEvent::LeaseIssued { lease, replaces }, Some(idempotency)) => {
+                        LicenseEvent::IdempotentLeaseIssued { lease, replaces, idempotency }
+                    }
+                    (event, _) => event,
+                };
+                self.commit(now, event, |s, e| Decision::Granted(Self::grant_of(s, e)))
+            }
             Ok(event) => {
                 let mut grant = Self::grant_of(&self.state, &event);
                 let freed = grant.replaced.and_then(|id| self.state.lease(id)).map_or(0, |l| l.qty_prealloc);
@@ -426,6 +534,21 @@ impl LicenseActor {
                 Ok(Answered::now(Decision::Granted(grant)))
             }
         }
+    }
+
+    fn retry(&mut self, idempotency: Idempotency) -> Result<Answered<Option<Decision<Grant>>>, EngineError> {
+        self.begin_message(false)?;
+        let Some(first) = self.state.idempotent_grant(&idempotency.key) else { return Ok(Answered::now(None)) };
+        if first.idempotency.request != idempotency.request {
+            return Err(EngineError::IdempotencyKeyReused);
+        }
+        let grant = Grant {
+            lease: first.lease.clone(),
+            license: Arc::clone(self.state.license()),
+            replaced: first.replaced,
+            remaining_qty: self.state.usage().remaining_qty,
+        };
+        Ok(Answered::now(Some(Decision::Granted(grant))))
     }
 
     fn renew(&mut self, req: &RenewRequest) -> Result<Answered<Decision<Grant>>, EngineError> {
@@ -458,7 +581,7 @@ impl LicenseActor {
     }
 
     fn administer(&mut self, op: AdminOp) -> Result<Answered<AdminAnswer>, AdminError> {
-        let change = !matches!(op, AdminOp::Usage | AdminOp::Leases);
+        let change = !matches!(op, AdminOp::Usage | AdminOp::Leases | AdminOp::Machines);
         let now = self.begin_message(change)?;
         Ok(match self.admin(op)? {
             (None, answer) => Answered::now(answer),

@@ -141,6 +141,11 @@ impl Router {
         self.entries.insert(id, Arc::new(LicenseEntry::new(dormant, mailbox_capacity)));
     }
 
+    /// Forgets license `id` (deleted): it receives nothing more.
+    pub fn remove(&self, id: LicenseId) {
+        self.entries.remove(&id);
+    }
+
     /// The counts license `id`'s actor last published.
     pub fn gauge(&self, id: LicenseId) -> Option<GaugeReading> {
         self.entries.get(&id).map(|entry| entry.gauge.read())

@@ -1,6 +1,7 @@
 //! What clients ask of a license: consume (or check), renew, release. Transports build these
 //! from the wire; the embedding API takes them directly.
 
+use super::state::Idempotency;
 use crate::ids::{ConsumerId, LeaseId, LicenseId, LicenseeId};
 use crate::model::{Anchors, LeaseMode};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,8 @@ pub struct ConsumeRequest {
     pub filters: LicenseFilters,
     /// Metered use: usage is recorded but never limited.
     pub metered: bool,
+    /// The client's idempotency key: a retry within a day gets the same lease, charged once.
+    pub idempotency: Option<Idempotency>,
 }
 
 impl ConsumeRequest {
@@ -57,6 +60,7 @@ impl ConsumeRequest {
             lease_id: None,
             filters: LicenseFilters::default(),
             metered: false,
+            idempotency: None,
         }
     }
 

@@ -7,7 +7,7 @@
 
 use super::invariants::{allotment_check, Allotment, Violation};
 use crate::compact::{SmallMap, SmallSet};
-use crate::ids::{ConsumerId, LeaseId};
+use crate::ids::{sha256, ConsumerId, LeaseId};
 use crate::model::lease::SessionKey;
 use crate::model::{Dimension, Lease, License};
 use crate::time::Timestamp;
@@ -39,6 +39,75 @@ pub enum LicenseEvent {
     SeatAssigned(ConsumerId),
     /// A seat reservation was removed.
     SeatUnassigned(ConsumerId),
+    /// A lease was granted to a request that carried an idempotency key:
+    /// [`LicenseEvent::LeaseIssued`], and the key remembered for [`IDEMPOTENCY_WINDOW_S`] so
+    /// that a retry is answered with this lease instead of a second one.
+    IdempotentLeaseIssued {
+        /// The new lease.
+        lease: Lease,
+        /// The lease id it replaces.
+        replaces: Option<LeaseId>,
+        /// The request's key.
+        idempotency: Idempotency,
+    },
+    /// A machine of a node-locked license was freed: its leases ended and its slot is free.
+    MachineFreed(Arc<str>),
+    /// A consumer was deleted: its leases and its seat reservation on this license ended.
+    ConsumerRemoved(ConsumerId),
+    /// The license was deleted; its leases ended with it.
+    Deleted,
+}
+
+/// How long an idempotency key is remembered: a retry within it gets the first answer again.
+pub const IDEMPOTENCY_WINDOW_S: u64 = 24 * 60 * 60;
+
+/// What identifies a request that may be retried: digests of the credential and the client's
+/// key, and of the request itself (the same key with another request is refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Idempotency {
+    /// SHA-256 of the credential and the `Idempotency-Key`.
+    pub key: [u8; 32],
+    /// SHA-256 of the request.
+    pub request: [u8; 32],
+}
+
+impl Idempotency {
+    /// The idempotency of a request: who sends it (`credential`), the client's key, which part
+    /// of the request (a request that checks out several items has one per item), and what it
+    /// asks (`request`: the same bytes when it is retried). Each input is length-prefixed, so
+    /// different inputs never run together into the same digest.
+    pub fn of(credential: &[u8], client_key: &str, part: u32, request: &[&[u8]]) -> Self {
+        fn framed(parts: &[&[u8]]) -> Vec<u8> {
+            let mut bytes = Vec::with_capacity(parts.iter().map(|p| 8 + p.len()).sum());
+            for part in parts {
+                bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+                bytes.extend_from_slice(part);
+            }
+            bytes
+        }
+        let key = sha256(&framed(&[credential, client_key.as_bytes(), &part.to_le_bytes()]));
+        Idempotency { key, request: sha256(&framed(request)) }
+    }
+}
+
+/// A lease granted under an idempotency key, remembered for retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotentGrant {
+    /// The request's key.
+    pub idempotency: Idempotency,
+    /// The lease as granted.
+    pub lease: Lease,
+    /// The lease id it replaced.
+    pub replaced: Option<LeaseId>,
+}
+
+/// When a machine of a node-locked license was first and last granted a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineSeen {
+    /// The first lease's time.
+    pub first_seen_at: Timestamp,
+    /// The latest lease's or renewal's time.
+    pub last_seen_at: Timestamp,
 }
 
 /// The seats, leases and usage of one license, as counted now.
@@ -83,7 +152,15 @@ struct CoolingSeat {
 struct Rare {
     cooling: VecDeque<CoolingSeat>,
     assignments: SmallSet<ConsumerId>,
-    hardware: SmallSet<Arc<str>>,
+    hardware: SmallMap<Arc<str>, MachineSeen>,
+    /// Grants under an idempotency key in the last [`IDEMPOTENCY_WINDOW_S`], oldest first.
+    idempotent: VecDeque<IdempotentGrant>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.cooling.is_empty() && self.assignments.is_empty() && self.hardware.is_empty() && self.idempotent.is_empty()
+    }
 }
 
 /// Whether `consumer` has a seat reservation in `rare`.
@@ -179,7 +256,22 @@ impl LicenseState {
 
     /// Whether `hw` has used this license before (node locking).
     pub fn knows_hardware(&self, hw: &str) -> bool {
-        self.rare.as_ref().is_some_and(|r| r.hardware.contains(hw))
+        self.rare.as_ref().is_some_and(|r| r.hardware.iter().any(|(known, _)| **known == *hw))
+    }
+
+    /// The machines of a node-locked license, with when each was first and last seen.
+    pub fn machines(&self) -> impl Iterator<Item = (&Arc<str>, &MachineSeen)> {
+        self.rare.iter().flat_map(|r| r.hardware.iter())
+    }
+
+    /// The lease granted to the request with `key` within the last day, if any.
+    pub fn idempotent_grant(&self, key: &[u8; 32]) -> Option<&IdempotentGrant> {
+        self.rare.as_ref()?.idempotent.iter().find(|g| g.idempotency.key == *key)
+    }
+
+    /// Every remembered grant under an idempotency key, oldest first.
+    pub fn idempotent_grants(&self) -> impl Iterator<Item = &IdempotentGrant> {
+        self.rare.iter().flat_map(|r| r.idempotent.iter())
     }
 
     /// Distinct hardware ids that have used this license.
@@ -237,6 +329,13 @@ impl LicenseState {
         }) {
             self.vacate_seat(seat.consumer);
         }
+        while let Some(rare) = self.rare.as_mut() {
+            let remembered =
+                rare.idempotent.front().is_some_and(|g| now < g.lease.issued_at.plus_secs(IDEMPOTENCY_WINDOW_S));
+            if remembered || rare.idempotent.pop_front().is_none() {
+                break;
+            }
+        }
     }
 
     /// Applies one journaled change made at `at`, then checks the invariants it may break
@@ -251,6 +350,35 @@ impl LicenseState {
             LicenseEvent::LeaseReleased { lease, used_qty } => self.release(at, *lease, *used_qty),
             LicenseEvent::SeatAssigned(consumer) => self.assign(*consumer),
             LicenseEvent::SeatUnassigned(consumer) => self.unassign(*consumer),
+            LicenseEvent::IdempotentLeaseIssued { lease, replaces, idempotency } => {
+                self.issue(lease, *replaces);
+                let grant = IdempotentGrant { idempotency: *idempotency, lease: lease.clone(), replaced: *replaces };
+                self.rare_mut().idempotent.push_back(grant);
+            }
+            LicenseEvent::MachineFreed(hw) => {
+                let on_machine = self.leases.values().filter(|l| l.anchors.hw.as_deref() == Some(&**hw));
+                let ending: Vec<LeaseId> = on_machine.map(|l| l.id).collect();
+                for id in ending {
+                    self.end_without_cooldown(id);
+                }
+                if let Some(rare) = self.rare.as_mut() {
+                    rare.hardware.remove(hw);
+                }
+            }
+            LicenseEvent::ConsumerRemoved(consumer) => {
+                let ending: Vec<LeaseId> =
+                    self.leases.values().filter(|l| l.consumer == *consumer).map(|l| l.id).collect();
+                for id in ending {
+                    self.end_without_cooldown(id);
+                }
+                self.unassign(*consumer);
+            }
+            LicenseEvent::Deleted => {
+                let ending: Vec<LeaseId> = self.leases.iter().map(|(id, _)| *id).collect();
+                for id in ending {
+                    self.end_without_cooldown(id);
+                }
+            }
         }
         allotment_check(before, self)?;
         if cfg!(debug_assertions) {
@@ -354,12 +482,47 @@ impl LicenseState {
         self.expiries.insert((lease.expires_at, lease.id));
         if self.license.model.max_hardware.is_some() {
             if let Some(hw) = lease.anchors.hw.as_deref() {
-                if !self.knows_hardware(hw) {
-                    self.rare_mut().hardware.insert(Arc::from(hw));
-                }
+                self.saw_machine(hw, lease.issued_at);
             }
         }
         self.leases.insert(lease.id, lease.clone());
+    }
+
+    /// When `hw` was seen as far as its live leases tell (from the terms' start when it has
+    /// none): for machines restored from a snapshot that did not record it.
+    fn seen_by_live_leases(&self, hw: &str) -> MachineSeen {
+        let on_machine = || self.leases.values().filter(move |l| l.anchors.hw.as_deref() == Some(hw));
+        let from = self.license.valid_from;
+        MachineSeen {
+            first_seen_at: on_machine().map(|l| l.granted_at).min().unwrap_or(from),
+            last_seen_at: on_machine().map(|l| l.issued_at).max().unwrap_or(from),
+        }
+    }
+
+    /// Records that `hw` was granted a lease at `at` (node locking).
+    fn saw_machine(&mut self, hw: &str, at: Timestamp) {
+        let machines = &mut self.rare_mut().hardware;
+        let known = machines.iter().find(|(known, _)| ***known == *hw).map(|(known, _)| Arc::clone(known));
+        match known {
+            Some(known) => {
+                if let Some(seen) = machines.get_mut(&known) {
+                    seen.last_seen_at = seen.last_seen_at.max(at);
+                }
+            }
+            None => {
+                machines.insert(Arc::from(hw), MachineSeen { first_seen_at: at, last_seen_at: at });
+            }
+        }
+    }
+
+    /// Ends a lease as an administrator's change does: its preallocation counts as used (as at
+    /// expiry) and its seat is free at once, with no cooldown.
+    fn end_without_cooldown(&mut self, id: LeaseId) {
+        if let Some(lease) = self.remove_lease(id) {
+            self.expiries.remove(&(lease.expires_at, lease.id));
+            self.consumed = self.consumed.saturating_add(lease.qty_prealloc);
+            self.end_session_of(&lease, None);
+        }
     }
 
     fn release(&mut self, at: Timestamp, id: LeaseId, used_qty: u64) {
@@ -501,6 +664,13 @@ pub struct LicenseStateSnapshot {
     pub pool_seats_in_use: u64,
     /// Hardware ids that have used the license.
     pub hardware: Vec<Arc<str>>,
+    /// When each of `hardware` was first and last seen, in the same order (empty in a
+    /// snapshot of format 2, which did not keep it).
+    #[serde(default, with = "crate::shapes::since_format_3")]
+    pub hardware_seen: Vec<MachineSeen>,
+    /// Grants under an idempotency key in the last day, oldest first.
+    #[serde(default, with = "crate::shapes::since_format_3")]
+    pub idempotent: Vec<IdempotentGrant>,
     /// Uses or seconds consumed and settled.
     pub consumed: u64,
     /// Uses or seconds set aside by live leases.
@@ -521,6 +691,8 @@ impl LicenseState {
         let mut seats_by_consumer: Vec<(ConsumerId, u32)> =
             self.by_consumer.iter().filter(|(_, n)| n.seats > 0).map(|(c, n)| (*c, n.seats)).collect();
         seats_by_consumer.sort();
+        let mut machines: Vec<(&Arc<str>, &MachineSeen)> = self.machines().collect();
+        machines.sort_by_key(|(hw, _)| *hw);
         LicenseStateSnapshot {
             license: Arc::clone(&self.license),
             leases,
@@ -532,7 +704,9 @@ impl LicenseState {
             seats_by_consumer,
             assignments: self.assignments().collect(),
             pool_seats_in_use: self.pool_seats_in_use,
-            hardware: self.rare.iter().flat_map(|r| r.hardware.iter().cloned()).collect(),
+            hardware: machines.iter().map(|(hw, _)| Arc::clone(hw)).collect(),
+            hardware_seen: machines.iter().map(|(_, seen)| **seen).collect(),
+            idempotent: self.idempotent_grants().cloned().collect(),
             consumed: self.consumed,
             preallocated: self.preallocated,
         }
@@ -558,10 +732,18 @@ impl LicenseState {
                 .map(|c| CoolingSeat { session: c.session, consumer: c.consumer, until: c.until })
                 .collect(),
             assignments: snapshot.assignments.into_iter().collect(),
-            hardware: snapshot.hardware.into_iter().collect(),
+            hardware: SmallMap::default(),
+            idempotent: snapshot.idempotent.into_iter().collect(),
         };
-        let used = !(rare.cooling.is_empty() && rare.assignments.is_empty() && rare.hardware.is_empty());
-        state.rare = used.then(|| Box::new(rare));
+        state.rare = Some(Box::new(rare));
+        let mut seen = snapshot.hardware_seen.into_iter();
+        for hw in snapshot.hardware {
+            let seen = seen.next().unwrap_or_else(|| state.seen_by_live_leases(&hw));
+            state.rare_mut().hardware.insert(hw, seen);
+        }
+        if state.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            state.rare = None;
+        }
         for (consumer, seats) in snapshot.seats_by_consumer {
             state.counts_of(consumer).seats = seats;
         }

@@ -324,6 +324,37 @@ pub struct License {
     /// ([`LicenseModel::interned`]).
     #[serde(deserialize_with = "deserialize_interned_model")]
     pub model: Arc<LicenseModel>,
+    /// Features granted or withheld on top of the tier's, for this license alone; `features`
+    /// already holds the result.
+    #[serde(default, with = "crate::shapes::since_format_3")]
+    pub feature_overrides: FeatureOverrides,
+    /// When its license key was first used: the moment the sibling rule revoked the licensee's
+    /// other keys of the product (SPEC section 10). `None` for a key never used, or no key.
+    #[serde(default, with = "crate::shapes::since_format_3")]
+    pub key_activated_at: Option<Timestamp>,
+}
+
+/// Features a license grants or withholds on top of its tier's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureOverrides {
+    /// Granted although the tier does not include them.
+    pub add: Vec<String>,
+    /// Withheld although the tier includes them.
+    pub remove: Vec<String>,
+}
+
+impl FeatureOverrides {
+    /// `base` (a tier's features) with these overrides applied, in `base`'s order and then the
+    /// added ones'.
+    pub fn apply_to(&self, base: Vec<String>) -> Vec<String> {
+        let mut features: Vec<String> = base.into_iter().filter(|f| !self.remove.contains(f)).collect();
+        for added in &self.add {
+            if !features.contains(added) {
+                features.push(added.clone());
+            }
+        }
+        features
+    }
 }
 
 /// Why license terms are not acceptable.

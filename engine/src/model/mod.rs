@@ -10,6 +10,7 @@ pub mod version;
 pub use catalog::{CatalogError, Feature, Product, Tier};
 pub use lease::{Anchors, Lease, LeaseMode};
 pub use license::{
-    Credit, Dimension, Enforcement, IpRules, License, LicenseModel, LicenseStatus, SessionAnchor, VersionRange,
+    Credit, Dimension, Enforcement, FeatureOverrides, IpRules, License, LicenseModel, LicenseStatus, SessionAnchor,
+    VersionRange,
 };
 pub use party::{Consumer, ConsumerKind, Licensee, LicenseeKind};

@@ -22,6 +22,9 @@ pub struct Licensee {
     pub name: String,
     /// Organization or person.
     pub kind: LicenseeKind,
+    /// The vendor's own id for it (a CRM or shop record), when it has one.
+    #[serde(default, with = "crate::shapes::since_format_3")]
+    pub external_id: Option<String>,
 }
 
 /// Whether a consumer is a human user or a device client.
@@ -49,4 +52,10 @@ pub struct Consumer {
     pub email: Option<String>,
     /// SHA-256 of its API key; the key itself is shown once and never stored.
     pub api_key_sha256: [u8; 32],
+    /// The vendor's own id for it, when it has one.
+    #[serde(default, with = "crate::shapes::since_format_3")]
+    pub external_id: Option<String>,
+    /// A disabled consumer's key is refused and its leases are not renewed.
+    #[serde(default, with = "crate::shapes::since_format_3")]
+    pub disabled: bool,
 }

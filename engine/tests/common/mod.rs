@@ -16,10 +16,15 @@ pub fn engine_on(journal: Arc<dyn Journal>, clock: Arc<ManualClock>) -> Engine {
 /// A license of `seats` enforced seats on product `product` (created here), one seat per
 /// hardware id, leases of 60 s; the license and a consumer that may use it.
 pub async fn seat_license(engine: &Engine, product: &str, seats: u64) -> (LicenseId, ConsumerId) {
-    let licensee = NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization };
+    let licensee = NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization, external_id: None };
     let licensee = engine.create_licensee(licensee).await.expect("a licensee");
-    let consumer =
-        NewConsumer { name: "cad".into(), kind: ConsumerKind::Device, licensees: vec![licensee.id], email: None };
+    let consumer = NewConsumer {
+        name: "cad".into(),
+        kind: ConsumerKind::Device,
+        licensees: vec![licensee.id],
+        email: None,
+        external_id: None,
+    };
     let (consumer, _) = engine.create_consumer(consumer).await.expect("a consumer");
     engine
         .create_product(NewProduct { name: product.into(), features: vec![], tiers: vec![] })

@@ -62,7 +62,7 @@ pub const PRODUCT: &str = "ThreeDee";
 /// Creates a licensee, a consumer and a license of `seats` seats, one seat per hardware id.
 pub async fn seat_license(engine: &Engine, seats: u64) -> SeatLicense {
     let licensee = engine
-        .create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization })
+        .create_licensee(NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization, external_id: None })
         .await
         .unwrap_or_else(|e| panic!("licensee: {e}"));
     let (consumer, _key) = engine
@@ -71,6 +71,7 @@ pub async fn seat_license(engine: &Engine, seats: u64) -> SeatLicense {
             kind: ConsumerKind::User,
             licensees: vec![licensee.id],
             email: None,
+            external_id: None,
         })
         .await
         .unwrap_or_else(|e| panic!("consumer: {e}"));
@@ -231,8 +232,10 @@ pub fn encode_snapshot_v1(seq: u64, state: &Recovered) -> Vec<u8> {
         licenses: snapshot.licenses,
     };
     let mut bytes = vec![1, 0, 0, 0, 0];
-    bincode::serde::encode_into_std_write(&v1, &mut bytes, bincode::config::standard())
-        .unwrap_or_else(|e| panic!("encode: {e}"));
+    leasehold_engine::shapes::in_format(1, || {
+        bincode::serde::encode_into_std_write(&v1, &mut bytes, bincode::config::standard())
+    })
+    .unwrap_or_else(|e| panic!("encode: {e}"));
     let mut crc = crc32fast::Hasher::new();
     crc.update(&bytes[..1]);
     crc.update(&bytes[5..]);
@@ -266,4 +269,15 @@ pub fn append_all(journal: &SledJournal, entries: &[JournalEntry]) {
             panic!("append failed: {e}");
         }
     }
+}
+
+/// `snapshot` without when each machine was seen: formats before 3 did not keep it, so a state
+/// restored from one dates its machines from their live leases instead.
+pub fn without_machine_times(
+    mut snapshot: leasehold_engine::replay::RecoveredSnapshot,
+) -> leasehold_engine::replay::RecoveredSnapshot {
+    for (_, state, _) in &mut snapshot.licenses {
+        state.hardware_seen.clear();
+    }
+    snapshot
 }

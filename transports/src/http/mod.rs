@@ -11,6 +11,7 @@ pub mod admin;
 pub mod auth;
 pub mod authz;
 pub mod discovery;
+pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 pub mod reply;

@@ -127,6 +127,12 @@ impl From<EngineError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is shutting down")
             }
             EngineError::Journal(e) if e.is_storage_failure() => ApiError::storage_unavailable(e.to_string()),
+            EngineError::IdempotencyKeyReused => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotencyKeyReused", e.to_string())
+            }
+            EngineError::IdempotencyKeyInFlight => {
+                ApiError::new(StatusCode::CONFLICT, "idempotencyKeyInFlight", e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "engine failure");
                 ApiError::internal(other.to_string())
@@ -151,6 +157,13 @@ pub fn bytes_response(status: StatusCode, content_type: &'static str, body: Byte
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A response with `status` and no body.
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
     response
 }
 

@@ -72,10 +72,7 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
         return scale::handle(state, req, rest, peer.ip()).await;
     }
     if let Some(rest) = path.strip_prefix("/admin/") {
-        let rest = percent_encoding::percent_decode_str(rest)
-            .decode_utf8()
-            .map_err(|_| ApiError::not_found("the path is not UTF-8 once percent-decoded"))?
-            .into_owned();
+        let rest = rest.to_owned();
         return admin::handle(state, req, &rest).await;
     }
     Err(ApiError::not_found(format!("nothing at {path}; the API is described at /openapi.json")))
@@ -120,18 +117,26 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/licensees"),
     ("POST", "/admin/licensees"),
     ("GET", "/admin/licensees/{id}"),
+    ("PATCH", "/admin/licensees/{id}"),
+    ("DELETE", "/admin/licensees/{id}"),
     ("GET", "/admin/consumers"),
     ("POST", "/admin/consumers"),
     ("GET", "/admin/consumers/{id}"),
+    ("PATCH", "/admin/consumers/{id}"),
+    ("DELETE", "/admin/consumers/{id}"),
     ("POST", "/admin/consumers/{id}/api-key"),
     ("GET", "/admin/products"),
     ("POST", "/admin/products"),
     ("GET", "/admin/products/{name}"),
+    ("PATCH", "/admin/products/{name}"),
     ("GET", "/admin/licenses"),
     ("POST", "/admin/licenses"),
     ("GET", "/admin/licenses/{id}"),
     ("PATCH", "/admin/licenses/{id}"),
+    ("DELETE", "/admin/licenses/{id}"),
     ("GET", "/admin/licenses/{id}/leases"),
+    ("GET", "/admin/licenses/{id}/machines"),
+    ("DELETE", "/admin/licenses/{id}/machines/{hw}"),
     ("POST", "/admin/licenses/{id}/revoke"),
     ("POST", "/admin/licenses/{id}/deactivate"),
     ("POST", "/admin/licenses/{id}/reactivate"),

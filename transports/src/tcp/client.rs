@@ -33,8 +33,8 @@
 
 use crate::tcp::frame::{self, DEFAULT_MAX_REQUEST_FRAME_BYTES, DEFAULT_MAX_RESPONSE_FRAME_BYTES};
 use crate::tcp::messages::{
-    self, Authenticate, Authenticated, Consume, Denied, Dialect, Failure, Granted, Release, Released, Renew, Request,
-    Response, PROTOCOL_VERSION,
+    self, Authenticate, Authenticated, Consume, ConsumeOnce, Denied, Dialect, Failure, Granted, Release, Released,
+    Renew, Request, Response, PROTOCOL_VERSION,
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -459,6 +459,17 @@ impl Client {
     /// Checks out a lease.
     pub fn consume(&self, consume: Consume) -> impl Future<Output = Result<Result<Granted, Denied>, ClientError>> + '_ {
         self.decision(Request::Consume(consume))
+    }
+
+    /// Checks out a lease at most once: a retry with the same `idempotency_key` and the same
+    /// consume, within a day and on any connection of the same credential, is answered with the
+    /// first lease instead of a second one.
+    pub fn consume_once(
+        &self,
+        idempotency_key: impl Into<String>,
+        consume: Consume,
+    ) -> impl Future<Output = Result<Result<Granted, Denied>, ClientError>> + '_ {
+        self.decision(Request::ConsumeOnce(ConsumeOnce { idempotency_key: idempotency_key.into(), consume }))
     }
 
     /// What a consume would answer, changing nothing.

@@ -259,6 +259,18 @@ pub enum Request {
     EndMetered(Release),
     /// The public signing keys, to verify tokens with.
     Jwks,
+    /// Check out a lease at most once: a retry with the same key and the same consume, on any
+    /// connection of the same credential within a day, is answered with the first lease.
+    ConsumeOnce(ConsumeOnce),
+}
+
+/// A consume that may be retried ([`Request::ConsumeOnce`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumeOnce {
+    /// The client's idempotency key: 1 to 255 visible ASCII characters.
+    pub idempotency_key: String,
+    /// The consume.
+    pub consume: Consume,
 }
 
 impl Request {
@@ -274,6 +286,7 @@ impl Request {
             Request::HeartbeatMetered(_) => "heartbeatMetered",
             Request::EndMetered(_) => "endMetered",
             Request::Jwks => "jwks",
+            Request::ConsumeOnce(_) => "consumeOnce",
         }
     }
 }
@@ -377,6 +390,10 @@ pub enum FailureCode {
     /// The journal cannot write (the SPEC's `storageUnavailable`): no change can be made
     /// durable now; checks still work. Retry later or elsewhere.
     StorageUnavailable,
+    /// The idempotency key was used within the last day with a different consume.
+    IdempotencyKeyReused,
+    /// A consume with the same idempotency key is being answered now; retry once it is.
+    IdempotencyKeyInFlight,
 }
 
 /// A failure and its explanation.

@@ -14,10 +14,11 @@
 //! [`apply`]), and what to answer to a decision is plain code ([`Answer`]), signed last.
 
 use crate::tcp::messages::{
-    self, Anchors, Authenticated, Consume, Credential, Denied, Dialect, Failure, FailureCode, Granted, Mode, Release,
-    Released, Renew, Request, Response, TokenOptions, Used,
+    self, Anchors, Authenticated, Consume, ConsumeOnce, Credential, Denied, Dialect, Failure, FailureCode, Granted,
+    Mode, Release, Released, Renew, Request, Response, TokenOptions, Used,
 };
 use futures_util::future::{self, Either, FutureExt};
+use leasehold_engine::decide::Idempotency;
 use leasehold_engine::directory::key_holder;
 use leasehold_engine::model::license::is_valid_license_key;
 use leasehold_engine::model::{self, LeaseMode};
@@ -135,13 +136,13 @@ pub fn apply<'a>(
 ) -> impl Future<Output = Response> + Send + 'a {
     match request {
         Request::Consume(consume) => {
-            Operation::Decide { future: consume_or_check(state, session, consume, Commit::Consume) }
+            Operation::Decide { future: consume_or_check(state, session, consume, Commit::Consume, None) }
         }
         Request::Check(consume) => {
-            Operation::Decide { future: consume_or_check(state, session, consume, Commit::Check) }
+            Operation::Decide { future: consume_or_check(state, session, consume, Commit::Check, None) }
         }
         Request::StartMetered(consume) => {
-            Operation::Decide { future: consume_or_check(state, session, consume, Commit::Metered) }
+            Operation::Decide { future: consume_or_check(state, session, consume, Commit::Metered, None) }
         }
         Request::Renew(renew) | Request::HeartbeatMetered(renew) => {
             // Boxed: a renewal's future is the largest (1,192 bytes against a check's 984), and
@@ -159,7 +160,31 @@ pub fn apply<'a>(
             ))),
         },
         Request::Jwks => Operation::Done { future: future::ready(jwks(state)) },
+        Request::ConsumeOnce(once) => Operation::Renew { future: consume_once(state, session, once).boxed() },
     }
+}
+
+/// A consume with an idempotency key: boxed, like a renewal, so that it does not make every
+/// in-flight slot larger.
+fn consume_once<'a>(
+    state: &'a TcpState,
+    session: &'a Session,
+    once: ConsumeOnce,
+) -> impl Future<Output = Result<Response, Failure>> + Send + 'a {
+    let key = &once.idempotency_key;
+    let well_formed =
+        !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_CHARS && key.bytes().all(|b| b.is_ascii_graphic());
+    if !well_formed {
+        let why = format!("the idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters");
+        return Either::Left(future::ready(Err(Failure::new(FailureCode::BadRequest, why))));
+    }
+    let credential = match &session.principal {
+        Principal::Consumer(id) => id.0.as_bytes().to_vec(),
+        Principal::LicenseKey { key, .. } => key.as_bytes().to_vec(),
+    };
+    let request = messages::encode(&once.consume).unwrap_or_default();
+    let idempotency = Idempotency::of(&credential, key, 0, &[b"consume", &request]);
+    Either::Right(consume_or_check(state, session, once.consume, Commit::Consume, Some(idempotency)))
 }
 
 pin_project_lite::pin_project! {
@@ -206,9 +231,14 @@ fn engine_failure(e: EngineError) -> Failure {
         EngineError::Journal(ref journal) if journal.is_storage_failure() => {
             Failure::new(FailureCode::StorageUnavailable, e.to_string())
         }
+        EngineError::IdempotencyKeyReused => Failure::new(FailureCode::IdempotencyKeyReused, e.to_string()),
+        EngineError::IdempotencyKeyInFlight => Failure::new(FailureCode::IdempotencyKeyInFlight, e.to_string()),
         other => Failure::new(FailureCode::Unavailable, other.to_string()),
     }
 }
+
+/// Longest idempotency key accepted (the HTTP header's bound too).
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 
 fn lease_mode(mode: Mode) -> LeaseMode {
     match mode {
@@ -348,6 +378,7 @@ fn consume_request(
             entitlement: consume.filters.entitlement,
         },
         metered: commit == Commit::Metered,
+        idempotency: None,
     };
     Ok((req, plan))
 }
@@ -394,13 +425,15 @@ fn consume_or_check<'a>(
     session: &'a Session,
     consume: Consume,
     commit: Commit,
+    idempotency: Option<Idempotency>,
 ) -> impl Future<Output = Result<Response, Failure>> + Send + 'a {
     // The item is only needed again to sign a denial.
     let item = consume.token.choice.dialect(session.dialect).map(|_| consume.item.clone()).unwrap_or_default();
-    let (req, plan) = match consume_request(session, consume, commit) {
+    let (mut req, plan) = match consume_request(session, consume, commit) {
         Ok(prepared) => prepared,
         Err(failure) => return Either::Left(future::ready(Err(failure))),
     };
+    req.idempotency = idempotency;
     Either::Right(
         decide(state, session, req, commit)
             .then(move |decided| answered(decision_answer(state, Subject::Item(&item), decided, plan))),

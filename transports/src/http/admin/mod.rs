@@ -18,7 +18,10 @@ use leasehold_engine::{ConsumerId, Decision, ErrorCode, LeaseId, LicenseId, Lice
 use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use shapes::{AssignmentIn, ConsumerIn, LicenseIn, LicensePatchIn, LicenseeIn, ProductIn, RevokeIn};
+use shapes::{
+    AssignmentIn, ConsumerIn, ConsumerPatchIn, LicenseIn, LicensePatchIn, LicenseeIn, LicenseePatchIn, ProductIn,
+    ProductPatchIn, RevokeIn,
+};
 use std::str::FromStr;
 
 /// Most entries one page of a listing may hold (`?limit=`).
@@ -33,7 +36,14 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
     if !authorized {
         return Err(ApiError::unauthorized("send Authorization: Bearer <admin token>"));
     }
-    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    // Each segment is decoded on its own, after the split: an id may hold an encoded '/'.
+    let decoded = rest
+        .trim_end_matches('/')
+        .split('/')
+        .map(|segment| percent_decode_str(segment).decode_utf8().map(|s| s.into_owned()))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|_| ApiError::not_found("the path is not UTF-8 once percent-decoded"))?;
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
     let query = req.uri().query().unwrap_or("").to_owned();
     match (segments.as_slice(), &method) {
@@ -42,6 +52,16 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
             let listing = Listing::parse(&query, &[])?;
             let directory = state.engine.directory();
             Ok(listing.page(directory.licensees(), |l| l.id.to_string(), shapes::licensee))
+        }
+        (["licensees", id], &Method::PATCH) => {
+            let id: LicenseeId = path_id("licensee", id)?;
+            let body: LicenseePatchIn = required_body(state, req).await?;
+            let licensee = state.engine.patch_licensee(id, body.into()).await?;
+            Ok(reply::json(StatusCode::OK, &shapes::licensee(&licensee)))
+        }
+        (["licensees", id], &Method::DELETE) => {
+            state.engine.delete_licensee(path_id("licensee", id)?).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
         }
         (["licensees", id], &Method::GET) => {
             let id: LicenseeId = path_id("licensee", id)?;
@@ -63,6 +83,16 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
             let api_key = state.engine.rotate_api_key(id).await?;
             Ok(reply::json(StatusCode::OK, &json!({"api_key": api_key})))
         }
+        (["consumers", id], &Method::PATCH) => {
+            let id: ConsumerId = path_id("consumer", id)?;
+            let body: ConsumerPatchIn = required_body(state, req).await?;
+            let consumer = state.engine.patch_consumer(id, body.into()).await?;
+            Ok(reply::json(StatusCode::OK, &shapes::consumer(&consumer)))
+        }
+        (["consumers", id], &Method::DELETE) => {
+            state.engine.delete_consumer(path_id("consumer", id)?).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
+        }
         (["consumers", id], &Method::GET) => {
             let id: ConsumerId = path_id("consumer", id)?;
             let found = state.engine.directory().consumer(id).map(shapes::consumer);
@@ -73,6 +103,11 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
             let listing = Listing::parse(&query, &[])?;
             let directory = state.engine.directory();
             Ok(listing.page(directory.products(), |p| p.name.clone(), shapes::product))
+        }
+        (["products", name], &Method::PATCH) => {
+            let body: ProductPatchIn = required_body(state, req).await?;
+            let product = state.engine.patch_product(name, body.into()).await?;
+            Ok(reply::json(StatusCode::OK, &shapes::product(&product)))
         }
         (["products", name], &Method::GET) => {
             let found = state.engine.directory().product_named(name).map(shapes::product);
@@ -95,6 +130,24 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
         }
         (["licenses", id], &Method::GET) => get_license(state, path_id("license", id)?).await,
         (["licenses", id], &Method::PATCH) => patch_license(state, req, path_id("license", id)?).await,
+        (["licenses", id], &Method::DELETE) => {
+            let force = match query.as_str() {
+                "" | "force=false" => false,
+                "force=true" => true,
+                _ => return Err(ApiError::bad_request("the only parameter is force=true or force=false")),
+            };
+            state.engine.delete_license(path_id("license", id)?, force).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
+        }
+        (["licenses", id, "machines"], &Method::GET) => {
+            let listing = Listing::parse(&query, &[])?;
+            let machines = state.engine.machines(path_id("license", id)?).await?;
+            Ok(listing.page(machines.iter(), |m| m.hw.to_string(), shapes::machine))
+        }
+        (["licenses", id, "machines", hw], &Method::DELETE) => {
+            state.engine.free_machine(path_id("license", id)?, hw).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
+        }
         (["licenses", id, "leases"], &Method::GET) => {
             let listing = Listing::parse(&query, &[])?;
             let leases = state.engine.leases(path_id("license", id)?).await?;
@@ -145,13 +198,14 @@ fn is_route(segments: &[&str]) -> bool {
 fn allowed(segments: &[&str]) -> &'static str {
     match segments {
         ["licensees" | "consumers" | "products" | "licenses"] => "GET or POST",
-        ["licenses", _] => "GET or PATCH",
-        ["licensees" | "consumers" | "products", _] | ["licenses", _, "leases"] => "GET",
+        ["licenses" | "licensees" | "consumers", _] => "GET, PATCH or DELETE",
+        ["products", _] => "GET or PATCH",
+        ["licenses", _, "leases" | "machines"] => "GET",
         ["licenses", _, "revoke" | "deactivate" | "reactivate" | "assignments" | "offline-token"]
         | ["consumers", _, "api-key"]
         | ["tokens", "audit" | "regenerate"]
         | ["keys", "rotate"] => "POST",
-        ["licenses", _, "assignments", _] | ["leases", _] => "DELETE",
+        ["licenses", _, "assignments" | "machines", _] | ["leases", _] => "DELETE",
         _ => "",
     }
 }

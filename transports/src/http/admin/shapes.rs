@@ -5,14 +5,15 @@
 //! a default silently taken.
 
 use crate::http::reply::ApiError;
+use leasehold_engine::actors::license::Machine;
 use leasehold_engine::decide::Usage;
 use leasehold_engine::model::{
-    Consumer, ConsumerKind, Credit, Dimension, Enforcement, Feature, Lease, License, LicenseModel, LicenseStatus,
-    Licensee, LicenseeKind, Product, Tier,
+    Consumer, ConsumerKind, Credit, Dimension, Enforcement, Feature, FeatureOverrides, Lease, License, LicenseModel,
+    LicenseStatus, Licensee, LicenseeKind, Product, Tier,
 };
 use leasehold_engine::{
-    ConsumerId, LicenseKeyRequest, LicensePatch, LicenseeId, NewConsumer, NewLicense, NewLicensee, NewProduct,
-    Timestamp,
+    ConsumerId, ConsumerPatch, LicenseKeyRequest, LicensePatch, LicenseeId, LicenseePatch, NewConsumer, NewLicense,
+    NewLicensee, NewProduct, ProductPatch, Timestamp,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -47,17 +48,35 @@ fn opt_time(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiErr
 pub struct LicenseeIn {
     name: String,
     kind: LicenseeKind,
+    #[serde(default)]
+    external_id: Option<String>,
 }
 
 impl From<LicenseeIn> for NewLicensee {
     fn from(l: LicenseeIn) -> Self {
-        NewLicensee { name: l.name, kind: l.kind }
+        NewLicensee { name: l.name, kind: l.kind, external_id: l.external_id }
+    }
+}
+
+/// `PATCH /admin/licensees/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseePatchIn {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    external_id: Option<Option<String>>,
+}
+
+impl From<LicenseePatchIn> for LicenseePatch {
+    fn from(p: LicenseePatchIn) -> Self {
+        LicenseePatch { name: p.name, external_id: p.external_id }
     }
 }
 
 /// A licensee as answered.
 pub fn licensee(l: &Licensee) -> Value {
-    json!({"id": l.id, "name": l.name, "kind": l.kind})
+    json!({"id": l.id, "name": l.name, "kind": l.kind, "external_id": l.external_id})
 }
 
 /// `POST /admin/consumers`.
@@ -69,17 +88,55 @@ pub struct ConsumerIn {
     licensees: Vec<LicenseeId>,
     #[serde(default)]
     email: Option<String>,
+    #[serde(default)]
+    external_id: Option<String>,
 }
 
 impl From<ConsumerIn> for NewConsumer {
     fn from(c: ConsumerIn) -> Self {
-        NewConsumer { name: c.name, kind: c.kind, licensees: c.licensees, email: c.email }
+        NewConsumer { name: c.name, kind: c.kind, licensees: c.licensees, email: c.email, external_id: c.external_id }
+    }
+}
+
+/// `PATCH /admin/consumers/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerPatchIn {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    external_id: Option<Option<String>>,
+    #[serde(default)]
+    licensees: Option<Vec<LicenseeId>>,
+    #[serde(default)]
+    disabled: Option<bool>,
+}
+
+impl From<ConsumerPatchIn> for ConsumerPatch {
+    fn from(p: ConsumerPatchIn) -> Self {
+        ConsumerPatch {
+            name: p.name,
+            email: p.email,
+            external_id: p.external_id,
+            licensees: p.licensees,
+            disabled: p.disabled,
+        }
     }
 }
 
 /// A consumer as answered (never with its key: that is shown once, at creation).
 pub fn consumer(c: &Consumer) -> Value {
-    json!({"id": c.id, "name": c.name, "kind": c.kind, "licensees": c.licensees, "email": c.email})
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "kind": c.kind,
+        "licensees": c.licensees,
+        "email": c.email,
+        "external_id": c.external_id,
+        "disabled": c.disabled,
+    })
 }
 
 /// `POST /admin/products`.
@@ -96,6 +153,22 @@ pub struct ProductIn {
 impl From<ProductIn> for NewProduct {
     fn from(p: ProductIn) -> Self {
         NewProduct { name: p.name, features: p.features, tiers: p.tiers }
+    }
+}
+
+/// `PATCH /admin/products/{name}`: features to add, tiers to add or replace.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPatchIn {
+    #[serde(default)]
+    features: Vec<Feature>,
+    #[serde(default)]
+    tiers: Vec<Tier>,
+}
+
+impl From<ProductPatchIn> for ProductPatch {
+    fn from(p: ProductPatchIn) -> Self {
+        ProductPatch { features: p.features, tiers: p.tiers }
     }
 }
 
@@ -227,6 +300,18 @@ pub struct LicensePatchIn {
     properties: Option<BTreeMap<String, String>>,
     #[serde(default)]
     revokes_sibling_keys: Option<bool>,
+    #[serde(default)]
+    features: Option<FeaturesPatchIn>,
+}
+
+/// The per-license feature overrides of a `PATCH`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesPatchIn {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
 }
 
 impl LicensePatchIn {
@@ -253,6 +338,7 @@ impl LicensePatchIn {
             model: self.model,
             properties: self.properties,
             revokes_sibling_keys: self.revokes_sibling_keys,
+            features: self.features.map(|f| FeatureOverrides { add: f.add, remove: f.remove }),
         })
     }
 }
@@ -288,6 +374,8 @@ pub fn license(l: &License, usage: Option<&Usage>) -> Value {
         "valid_until": l.valid_until.map(rfc3339),
         "license_key": l.license_key,
         "revokes_sibling_keys": l.revokes_sibling_keys,
+        "feature_overrides": l.feature_overrides,
+        "key_activated_at": l.key_activated_at.map(rfc3339),
         "properties": l.properties,
         "model": l.model,
     });
@@ -304,6 +392,16 @@ pub fn license(l: &License, usage: Option<&Usage>) -> Value {
         });
     }
     out
+}
+
+/// A machine of a node-locked license as answered.
+pub fn machine(m: &Machine) -> Value {
+    json!({
+        "hw": m.hw.as_ref(),
+        "first_seen_at": rfc3339(m.seen.first_seen_at),
+        "last_seen_at": rfc3339(m.seen.last_seen_at),
+        "live_leases": m.live_leases,
+    })
 }
 
 /// A live lease as answered.

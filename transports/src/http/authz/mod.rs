@@ -8,7 +8,7 @@
 pub mod query;
 
 use crate::http::reply::{self, ApiError, Body, JSON, JWT, TEXT};
-use crate::http::{auth, HttpState};
+use crate::http::{auth, idempotency, HttpState};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{
@@ -113,19 +113,26 @@ async fn answer(
     let consumer = auth::bearer(req.headers())
         .and_then(|key| state.engine.authenticate(key))
         .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <consumer API key>"))?;
+    let idempotency_key = idempotency::client_key(req.headers())?;
     let raw = full_query(state, req).await?;
     match query::parse(&raw).map_err(|e| ApiError::bad_request(e.to_string()))? {
-        AuthzQuery::Consume(q) => consume(state, consumer, &q, format, client_ip).await,
+        AuthzQuery::Consume(q) => {
+            let retry = idempotency_key.as_deref().map(|key| (key, raw.as_str()));
+            consume(state, consumer, &q, format, client_ip, retry).await
+        }
         AuthzQuery::Release(leases) => release(state, consumer, &leases, format).await,
     }
 }
 
+/// Answers a consume (or check) query; `retry` is the client's idempotency key and the whole
+/// query it came with, when it sent one: each item's checkout then happens at most once.
 async fn consume(
     state: &HttpState,
     consumer: ConsumerId,
     q: &ConsumeQuery,
     format: Format,
     client_ip: IpAddr,
+    retry: Option<(&str, &str)>,
 ) -> Result<Response<Body>, ApiError> {
     let encrypt_to = match (&q.public_key, format) {
         (Some(text), Format::Jwt) => Some(
@@ -135,7 +142,10 @@ async fn consume(
         (None, _) => None,
     };
     let mut decisions: Vec<(String, Decision<Grant>)> = Vec::with_capacity(q.items.len());
-    for req in q.requests(consumer, Some(client_ip)) {
+    for (part, mut req) in q.requests(consumer, Some(client_ip)).into_iter().enumerate() {
+        if let Some((key, raw)) = retry {
+            req.idempotency = idempotency::of(Some(key), consumer.0.as_bytes(), part, &[raw.as_bytes()]);
+        }
         let item = req.item.clone();
         let decision = if q.do_consume { state.engine.consume(req).await? } else { state.engine.check(req).await? };
         if let Decision::Denied(denial) = &decision {

@@ -17,11 +17,12 @@ use super::caller::{self, Caller};
 use super::headers::{self, ClientHeaders};
 use super::shapes;
 use crate::http::reply::{self, ApiError, Body};
-use crate::http::HttpState;
+use crate::http::{idempotency, HttpState};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Request, Response, StatusCode};
+use leasehold_engine::decide::Idempotency;
 use leasehold_engine::model::Dimension;
 use leasehold_engine::tokens::{Dialect, Subject};
 use leasehold_engine::{
@@ -111,12 +112,14 @@ pub async fn handle(
 ) -> Result<Response<Body>, ApiError> {
     let caller = caller::identify(state, req.headers(), license_key)?;
     let client = headers::read(req.headers())?;
+    let idempotency_key = idempotency::client_key(req.headers())?;
     let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
     let body = reply::read_body(req, state.limits).await?;
     match action {
         Action::Start { metered } => {
             let args: Vec<StartArgs> = batch(content_type.as_deref(), &body)?;
-            let answers = start(state, &caller, &client, args, metered, client_ip).await?;
+            let retry = idempotency_key.as_deref().map(|key| Retry { key, body: &body, metered });
+            let answers = start(state, &caller, &client, args, metered, client_ip, retry).await?;
             sign_all(state, answers, &client).await
         }
         Action::Heartbeat => {
@@ -161,6 +164,26 @@ fn denied<T>(code: ErrorCode, message: &'static str) -> Decision<T> {
 /// `None` for a heartbeat, whose denial names no product).
 type Answer = (Option<String>, Decision<Grant>);
 
+/// A checkout the client may retry: its `Idempotency-Key` and what identifies the request.
+struct Retry<'a> {
+    key: &'a str,
+    body: &'a [u8],
+    metered: bool,
+}
+
+impl Retry<'_> {
+    /// The idempotency of entry `part` of the request, by `caller` with `client`'s headers.
+    fn of(&self, caller: &Caller, client: &ClientHeaders, part: usize) -> Option<Idempotency> {
+        let credential = match caller {
+            Caller::Consumer(id) => id.0.as_bytes().to_vec(),
+            Caller::Key { key, .. } => key.as_bytes().to_vec(),
+        };
+        let anchors = serde_json::to_vec(&client.anchors).unwrap_or_default();
+        let action: &[u8] = if self.metered { b"start-metered-use" } else { b"checkout" };
+        idempotency::of(Some(self.key), &credential, part, &[action, self.body, &anchors])
+    }
+}
+
 async fn start(
     state: &HttpState,
     caller: &Caller,
@@ -168,9 +191,10 @@ async fn start(
     args: Vec<StartArgs>,
     metered: bool,
     client_ip: IpAddr,
+    retry: Option<Retry<'_>>,
 ) -> Result<Vec<Answer>, ApiError> {
     let mut answers = Vec::with_capacity(args.len());
-    for arg in args {
+    for (part, arg) in args.into_iter().enumerate() {
         let mut req = ConsumeRequest::new(caller.consumer(), arg.product_name.clone());
         req.anchors = client.anchors.clone();
         if let Some(version) = arg.client_version.filter(|v| !v.is_empty()) {
@@ -180,6 +204,7 @@ async fn start(
         req.metered = metered;
         req.qty = if arg.qty_dimension == Some(Dimension::Seats) { None } else { arg.qty };
         req.filters.license = arg.license_id;
+        req.idempotency = retry.as_ref().and_then(|r| r.of(caller, client, part));
         let decision = match caller {
             Caller::Consumer(_) => overload_as_denial(state.engine.consume(req).await)?,
             Caller::Key { license, .. } if arg.license_id.is_some_and(|named| named != *license) => {
