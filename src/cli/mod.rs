@@ -1,6 +1,7 @@
 //! What the `leasehold` commands do: `serve` (start the server), the admin token it guards the
-//! admin API with, and the `--demo` data set.
+//! admin API with, the `--demo` data set, and `admin` (a client of that admin API).
 
+pub mod admin;
 pub mod admin_token;
 #[cfg(feature = "bench")]
 pub mod bench;

@@ -1,0 +1,173 @@
+//! `leasehold admin` against a real server (SPEC section 10, "Command line"): every step of a
+//! license's story run as the `leasehold admin ... --json` binary, tables for people, and the
+//! exit codes: 0 on success, 1 with the server's code on an API error or when the server cannot
+//! be reached, 2 on a usage error.
+
+mod http_common;
+
+use http_common::{Server, ADMIN};
+use serde_json::Value;
+use std::process::{Command, Output};
+
+/// `leasehold admin <args>` against `server` with the admin token given as a flag.
+fn admin(server: &Server, args: &[&str]) -> Output {
+    let url = format!("http://{}", server.addr);
+    run(&[&["admin", "--server", &url, "--admin-token", ADMIN], args].concat(), &[])
+}
+
+/// `leasehold <args>` with `env` set and no `LEASEHOLD_*` variables of the test's own.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leasehold"));
+    command.args(args).env_remove("LEASEHOLD_SERVER").env_remove("LEASEHOLD_ADMIN_TOKEN").env("LEASEHOLD_LOG", "warn");
+    command.envs(env.iter().copied());
+    command.output().expect("the leasehold binary runs")
+}
+
+/// The JSON that `leasehold admin <args> --json` printed; it must have succeeded.
+fn admin_json(server: &Server, args: &[&str]) -> Value {
+    let output = admin(server, &[args, &["--json"]].concat());
+    assert_eq!(output.status.code(), Some(0), "{args:?} failed: {}", text(&output.stderr));
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", text(&output.stdout)))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn id(answer: &Value) -> String {
+    answer["id"].as_str().unwrap_or_else(|| panic!("no id in {answer}")).to_owned()
+}
+
+/// Whether `key` gets a seat of `product` on machine `hw` (an `/authz/` checkout).
+fn checkout(server: &Server, key: &str, product: &str, hw: &str) -> u16 {
+    let reply = server.authz(key, &format!("/authz/.txt?{product}&hw={hw}"));
+    assert!(reply.status != 200 || reply.text() == "true", "{hw} was refused: {}", reply.text());
+    reply.status
+}
+
+#[test]
+fn a_license_story_runs_from_the_command_line() {
+    let server = Server::start();
+    let product = admin_json(
+        &server,
+        &["products", "create", "--name", "CliStudio", "--feature", "render", "--tier", "Basic:render"],
+    );
+    assert_eq!(product["tiers"][0]["name"], "Basic");
+    let licensee = id(&admin_json(&server, &["licensees", "create", "--name", "Acme"]));
+    let consumer = admin_json(&server, &["consumers", "create", "--name", "ann", "--licensee", &licensee]);
+    let (consumer, old_key) = (id(&consumer), consumer["api_key"].as_str().expect("an API key").to_owned());
+
+    let license = admin_json(
+        &server,
+        &[
+            "licenses",
+            "create",
+            "--licensee",
+            &licensee,
+            "--product",
+            "CliStudio",
+            "--seats",
+            "1",
+            "--model",
+            "max_hardware=1",
+            "--model",
+            r#"session_anchors=["hw"]"#,
+            "--valid-until",
+            "2099-12-31",
+        ],
+    );
+    assert_eq!(license["credit"]["qty"], 1);
+    assert_eq!(license["model"]["max_hardware"], 1);
+    assert_eq!(license["valid_until"], "2099-12-31T00:00:00Z");
+    let license = id(&license);
+
+    let raised = admin_json(&server, &["licenses", "update", &license, "--seats", "3"]);
+    assert_eq!(raised["credit"]["qty"], 3);
+    assert_eq!(raised["credit"]["dimension"], "SEATS", "only the quantity changed");
+
+    let rotated = admin_json(&server, &["consumers", "rotate-key", &consumer]);
+    let new_key = rotated["api_key"].as_str().expect("a new key");
+    assert_eq!(checkout(&server, &old_key, "CliStudio", "m1"), 401, "the old key still works");
+    assert_eq!(checkout(&server, new_key, "CliStudio", "m1"), 200);
+
+    let machines = admin_json(&server, &["licenses", "machines", &license]);
+    let hws: Vec<&Value> = machines["items"].as_array().expect("items").iter().map(|m| &m["hw"]).collect();
+    assert_eq!(hws, ["m1"], "{machines}");
+    let freed = admin(&server, &["licenses", "free-machine", &license, "m1"]);
+    assert_eq!(freed.status.code(), Some(0), "{}", text(&freed.stderr));
+    let machines = admin_json(&server, &["licenses", "machines", &license]);
+    assert_eq!(machines["items"], serde_json::json!([]), "the machine is still there: {machines}");
+}
+
+#[test]
+fn a_usage_error_exits_2() {
+    let server = Server::start();
+    let unknown_flag = admin(&server, &["licenses", "list", "--bogus"]);
+    assert_eq!(unknown_flag.status.code(), Some(2), "{}", text(&unknown_flag.stderr));
+    let no_token = run(&["admin", "--server", &format!("http://{}", server.addr), "licensees", "list"], &[]);
+    assert_eq!(no_token.status.code(), Some(2), "{}", text(&no_token.stderr));
+    assert!(text(&no_token.stderr).contains("--admin-token"), "{}", text(&no_token.stderr));
+}
+
+#[test]
+fn an_api_error_exits_1_with_the_servers_code_and_description() {
+    let server = Server::start();
+    let missing = uuid::Uuid::new_v4().to_string();
+    let output = admin(&server, &["licenses", "get", &missing]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("notFound") && stderr.contains(&missing), "{stderr}");
+    assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
+
+    let wrong_token = run(
+        &["admin", "licensees", "list"],
+        &[("LEASEHOLD_SERVER", &format!("http://{}", server.addr)), ("LEASEHOLD_ADMIN_TOKEN", "not-the-token")],
+    );
+    assert_eq!(wrong_token.status.code(), Some(1));
+    assert!(text(&wrong_token.stderr).contains("notAuthorized"), "{}", text(&wrong_token.stderr));
+}
+
+#[test]
+fn an_unreachable_server_exits_1_saying_so() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let output =
+        run(&["admin", "--server", &format!("http://127.0.0.1:{port}"), "--admin-token", ADMIN, "keys", "rotate"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("cannot reach the server"), "{}", text(&output.stderr));
+}
+
+#[test]
+fn people_get_tables_and_field_value_rows() {
+    let server = Server::start();
+    let licensee = id(&admin_json(&server, &["licensees", "create", "--name", "Tabled Inc", "--kind", "organization"]));
+
+    let listing = admin(&server, &["licensees", "list"]);
+    assert_eq!(listing.status.code(), Some(0), "{}", text(&listing.stderr));
+    let listing = text(&listing.stdout);
+    let header: Vec<&str> = listing.lines().next().expect("a header").split_whitespace().collect();
+    assert_eq!(header, ["ID", "NAME", "KIND"]);
+    assert!(listing.lines().any(|l| l.starts_with(&licensee) && l.contains("Tabled Inc")), "{listing}");
+
+    let record = admin(&server, &["licensees", "get", &licensee]);
+    let record = text(&record.stdout);
+    assert!(record.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["kind", "organization"]), "{record}");
+}
+
+#[test]
+fn all_follows_next_cursor_to_the_last_page() {
+    let server = Server::start();
+    let mut created: Vec<String> =
+        (0..5).map(|n| id(&admin_json(&server, &["licensees", "create", "--name", &format!("L{n}")]))).collect();
+    created.sort();
+
+    let first = admin_json(&server, &["licensees", "list", "--limit", "2"]);
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(2));
+    assert!(first["next_cursor"].is_string());
+
+    let all = admin_json(&server, &["licensees", "list", "--limit", "2", "--all"]);
+    let mut ids: Vec<String> = all["items"].as_array().expect("items").iter().map(id).collect();
+    ids.sort();
+    assert_eq!(ids, created);
+    assert_eq!(all["next_cursor"], Value::Null);
+}
