@@ -179,6 +179,29 @@ enum KeySlot {
     InFlight,
     /// `license` granted the key's request at `at` and remembers its lease.
     Granted { license: LicenseId, at: Timestamp },
+    /// The first request with the key was given up at `at` (its caller went away) before its
+    /// outcome was known here: a license it could have used may have granted and journaled it,
+    /// so a retry asks them before deciding again.
+    Abandoned { at: Timestamp },
+}
+
+/// Holds an idempotency key [`KeySlot::InFlight`] while its request is decided; dropped with the
+/// key still in flight (the caller's future was dropped, or deciding failed) it marks the key
+/// abandoned, so a retry is neither refused forever nor granted twice.
+struct KeyInFlight<'a> {
+    index: &'a ConcurrentMap<[u8; 32], KeySlot>,
+    key: [u8; 32],
+    since: Timestamp,
+}
+
+impl Drop for KeyInFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(mut slot) = self.index.get_mut(&self.key) {
+            if *slot == KeySlot::InFlight {
+                *slot = KeySlot::Abandoned { at: self.since };
+            }
+        }
+    }
 }
 
 /// The idempotency index is not swept before it holds this many keys.
@@ -309,7 +332,9 @@ impl Engine {
     async fn consume_or_check(&self, req: Arc<ConsumeRequest>, commit: bool) -> Result<Decision<Grant>, EngineError> {
         match req.idempotency.filter(|_| commit) {
             Some(idempotency) => {
-                self.at_most_once(idempotency, || self.decide_on_candidates(Arc::clone(&req), true)).await
+                let possible =
+                    || self.directory().candidates(req.consumer, &req.item, &req.filters).unwrap_or_default();
+                self.at_most_once(idempotency, possible, || self.decide_on_candidates(Arc::clone(&req), true)).await
             }
             None => self.decide_on_candidates(req, commit).await,
         }
@@ -318,21 +343,31 @@ impl Engine {
     /// Runs `consume`, a checkout with an idempotency key, unless a checkout with the same key
     /// was granted within [`IDEMPOTENCY_WINDOW_S`]: then that grant is answered again (the same
     /// lease, charged once), or the request is refused when it is not the same one. One request
-    /// per key runs at a time; a concurrent one is refused as in flight.
-    async fn at_most_once<F, Fut>(&self, idempotency: Idempotency, consume: F) -> Result<Decision<Grant>, EngineError>
+    /// per key runs at a time; a concurrent one is refused as in flight. When the first request
+    /// was abandoned, the licenses `possible` names are asked for its grant before deciding.
+    async fn at_most_once<F, Fut>(
+        &self,
+        idempotency: Idempotency,
+        possible: impl FnOnce() -> Vec<LicenseId>,
+        consume: F,
+    ) -> Result<Decision<Grant>, EngineError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Decision<Grant>, EngineError>>,
     {
         let index = &self.inner.idempotency;
-        loop {
+        let abandoned = loop {
             let granted_on = match index.entry(idempotency.key) {
                 Entry::Vacant(slot) => {
                     slot.insert(KeySlot::InFlight);
-                    break;
+                    break false;
                 }
-                Entry::Occupied(slot) => match *slot.get() {
+                Entry::Occupied(mut slot) => match *slot.get() {
                     KeySlot::InFlight => return Err(EngineError::IdempotencyKeyInFlight),
+                    KeySlot::Abandoned { .. } => {
+                        slot.insert(KeySlot::InFlight);
+                        break true;
+                    }
                     KeySlot::Granted { license, .. } => license,
                 },
             };
@@ -344,19 +379,41 @@ impl Engine {
                 &idempotency.key,
                 |_, slot| matches!(slot, KeySlot::Granted { license, .. } if *license == granted_on),
             );
-        }
-        let outcome = consume().await;
+        };
+        let in_flight = KeyInFlight { index, key: idempotency.key, since: self.now() };
+        let found = if abandoned { self.granted_before(idempotency, possible()).await? } else { None };
+        let outcome = match found {
+            Some(first) => Ok(first),
+            None => consume().await,
+        };
         match &outcome {
             Ok(Decision::Granted(grant)) => {
                 let slot = KeySlot::Granted { license: grant.lease.license, at: grant.lease.issued_at };
                 index.insert(idempotency.key, slot);
                 self.forget_expired_keys();
             }
-            _ => {
+            Ok(Decision::Denied(_)) => {
                 index.remove(&idempotency.key);
             }
+            // Whether an error came before or after a grant was journaled is unknown here.
+            Err(_) => {}
         }
+        drop(in_flight);
         outcome
+    }
+
+    /// The grant one of `licenses` made to `idempotency`'s request, if one did.
+    async fn granted_before(
+        &self,
+        idempotency: Idempotency,
+        licenses: Vec<LicenseId>,
+    ) -> Result<Option<Decision<Grant>>, EngineError> {
+        for license in licenses {
+            if let Some(Some(first)) = self.call(license, |reply| Retry { idempotency, reply }).await? {
+                return Ok(Some(first));
+            }
+        }
+        Ok(None)
     }
 
     /// Drops the idempotency keys older than [`IDEMPOTENCY_WINDOW_S`] once the index has doubled
@@ -370,7 +427,7 @@ impl Engine {
         }
         let now = self.now();
         index.retain(|_, slot| match slot {
-            KeySlot::Granted { at, .. } => now < at.plus_secs(IDEMPOTENCY_WINDOW_S),
+            KeySlot::Granted { at, .. } | KeySlot::Abandoned { at } => now < at.plus_secs(IDEMPOTENCY_WINDOW_S),
             KeySlot::InFlight => true,
         });
         self.inner.idempotency_sweep_at.store((2 * index.len()).max(MIN_KEY_SWEEP), Ordering::Relaxed);
@@ -505,7 +562,7 @@ impl Engine {
                 .unwrap_or_else(|| Decision::Denied(Denial::new(ErrorCode::NoLicenseFound, "no license has this key"))))
         };
         match req.idempotency.filter(|_| commit) {
-            Some(idempotency) => self.at_most_once(idempotency, decide).await.map(Some),
+            Some(idempotency) => self.at_most_once(idempotency, || vec![license], decide).await.map(Some),
             None => decide().await.map(Some),
         }
     }

@@ -1,16 +1,23 @@
 //! License edits interleaved with checkouts, through the real engine: whatever the sequence of
-//! seat changes, a new session is granted only while the seats in use are below the license's
-//! *current* seats, a cut revokes no live lease, and the journal replays to the state in memory.
+//! seat changes, freed machines, disabled consumers and retried checkouts, a new session is
+//! granted only while the seats in use are below the license's *current* seats, a cut revokes no
+//! live lease, a retry with the same idempotency key gets the same lease without a second seat,
+//! and the journal replays to the state in memory.
 
 mod common;
 
+use leasehold_engine::decide::Idempotency;
 use leasehold_engine::journal::MemoryJournal;
 use leasehold_engine::replay::Recovered;
 use leasehold_engine::time::Timestamp;
-use leasehold_engine::{ConsumeRequest, Decision, LicensePatch, ManualClock, ReleaseRequest};
+use leasehold_engine::{
+    AdminError, ConsumeRequest, ConsumerPatch, Decision, EngineError, LicensePatch, ManualClock, ReleaseRequest,
+};
 use proptest::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 
 const PRODUCT: &str = "Edited";
 
@@ -20,6 +27,17 @@ enum Step {
     Release { nth: usize },
     Seats { qty: u64 },
     Wait { seconds: u64 },
+    ConsumeOnce { hw: u8, key: u8 },
+    FreeMachine { hw: u8 },
+    Disable { disabled: bool },
+}
+
+/// A checkout of `hw` sent with idempotency key `key`.
+fn once(consumer: leasehold_engine::ConsumerId, hw: u8, key: u8) -> ConsumeRequest {
+    let hw = format!("hw-{hw}");
+    let mut req = ConsumeRequest::new(consumer, PRODUCT).on_hardware(hw.clone());
+    req.idempotency = Some(Idempotency::of(b"consumer", &format!("key-{key}"), 0, &[hw.as_bytes()]));
+    req
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -28,6 +46,9 @@ fn step() -> impl Strategy<Value = Step> {
         2 => any::<usize>().prop_map(|nth| Step::Release { nth }),
         2 => (1u64..6).prop_map(|qty| Step::Seats { qty }),
         1 => (1u64..50).prop_map(|seconds| Step::Wait { seconds }),
+        3 => (0u8..8, 0u8..4).prop_map(|(hw, key)| Step::ConsumeOnce { hw, key }),
+        1 => (0u8..8).prop_map(|hw| Step::FreeMachine { hw }),
+        1 => any::<bool>().prop_map(|disabled| Step::Disable { disabled }),
     ]
 }
 
@@ -43,6 +64,8 @@ proptest! {
             let engine = common::engine_on(Arc::clone(&journal) as _, Arc::clone(&clock));
             let (license, consumer) = common::seat_license(&engine, PRODUCT, 2).await;
             let mut seats = 2;
+            // The lease each idempotency key was granted, with the hardware its request named.
+            let mut granted_keys: BTreeMap<u8, (u8, leasehold_engine::LeaseId)> = BTreeMap::new();
 
             for step in steps {
                 match step {
@@ -71,6 +94,44 @@ proptest! {
                         seats = qty;
                     }
                     Step::Wait { seconds } => clock.advance_secs(seconds),
+                    Step::ConsumeOnce { hw, key } => {
+                        let before = engine.usage(license).await.unwrap().seats_in_use;
+                        let answer = engine.consume(once(consumer, hw, key)).await;
+                        let after = engine.usage(license).await.unwrap().seats_in_use;
+                        match (granted_keys.get(&key), answer) {
+                            (Some((first_hw, _)), Err(EngineError::IdempotencyKeyReused)) => {
+                                prop_assert_ne!(*first_hw, hw, "the same request was refused as another");
+                            }
+                            (Some((first_hw, first)), Ok(Decision::Granted(grant))) => {
+                                prop_assert_eq!(*first_hw, hw, "another request got the key's lease");
+                                prop_assert_eq!(grant.lease.id, *first, "a retry got another lease");
+                                prop_assert_eq!(after, before, "a retry took a seat");
+                            }
+                            (None, Ok(Decision::Granted(grant))) => {
+                                if after > before {
+                                    prop_assert!(before < seats, "a new session was granted with {before} of {seats} seats taken");
+                                }
+                                granted_keys.insert(key, (hw, grant.lease.id));
+                            }
+                            (None, Ok(Decision::Denied(_))) => {}
+                            (first, other) => prop_assert!(false, "key {key} (first {first:?}): {other:?}"),
+                        }
+                    }
+                    Step::FreeMachine { hw } => {
+                        let hw = format!("hw-{hw}");
+                        let known = engine.machines(license).await.unwrap().iter().any(|m| *m.hw == *hw);
+                        match engine.free_machine(license, &hw).await {
+                            Ok(()) => prop_assert!(known),
+                            Err(AdminError::NotFound(_)) => prop_assert!(!known),
+                            Err(other) => prop_assert!(false, "freeing {hw}: {other}"),
+                        }
+                        let on_it = engine.leases(license).await.unwrap().into_iter().filter(|l| l.anchors.hw.as_deref() == Some(&*hw)).count();
+                        prop_assert_eq!(on_it, 0, "a freed machine kept a lease");
+                    }
+                    Step::Disable { disabled } => {
+                        let patch = ConsumerPatch { disabled: Some(disabled), ..ConsumerPatch::default() };
+                        engine.patch_consumer(consumer, patch).await.expect("the change");
+                    }
                 }
             }
 
@@ -83,7 +144,39 @@ proptest! {
             let replay: BTreeSet<_> = state.leases().map(|l| l.id).collect();
             prop_assert_eq!(in_memory, replay);
             prop_assert_eq!(engine.usage(license).await.unwrap(), state.usage());
+            let machines: BTreeSet<String> = engine.machines(license).await.unwrap().iter().map(|m| m.hw.to_string()).collect();
+            let replayed_machines: BTreeSet<String> = state.machines_in_use().iter().map(|(hw, _)| hw.to_string()).collect();
+            prop_assert_eq!(machines, replayed_machines);
+            let remembered: BTreeSet<_> = state.idempotent_grants().map(|g| g.lease.id).collect();
+            prop_assert_eq!(remembered, granted_keys.values().map(|(_, lease)| *lease).collect::<BTreeSet<_>>());
             Ok(())
         })?;
     }
+}
+
+/// A checkout whose caller goes away after sending it: the key is neither refused forever as in
+/// flight nor granted a second time, because the retry asks the license that granted it.
+#[test]
+fn a_retry_after_the_first_caller_gave_up_gets_the_lease_the_first_was_granted() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    rt.block_on(async {
+        let journal = Arc::new(MemoryJournal::new());
+        let clock = Arc::new(ManualClock::starting_at(Timestamp::from_secs(1_790_000_000)));
+        let engine = common::engine_on(Arc::clone(&journal) as _, Arc::clone(&clock));
+        let (license, consumer) = common::seat_license(&engine, PRODUCT, 2).await;
+
+        let mut abandoned = Box::pin(engine.consume(once(consumer, 1, 1)));
+        let pending = abandoned.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(pending.is_pending(), "the checkout is sent to the license and awaits its answer");
+        drop(abandoned);
+
+        let retried = engine.consume(once(consumer, 1, 1)).await.expect("the retry is answered");
+        let Decision::Granted(grant) = retried else { panic!("the retry is granted: {retried:?}") };
+        let leases = engine.leases(license).await.unwrap();
+        assert_eq!(leases.iter().map(|l| l.id).collect::<Vec<_>>(), vec![grant.lease.id], "one seat, the first one");
+        let again = engine.consume(once(consumer, 1, 1)).await.expect("a second retry");
+        assert!(matches!(again, Decision::Granted(g) if g.lease.id == grant.lease.id));
+        let other = engine.consume(once(consumer, 2, 1)).await;
+        assert!(matches!(other, Err(EngineError::IdempotencyKeyReused)), "{other:?}");
+    });
 }

@@ -384,7 +384,7 @@ impl LicenseActor {
                 Ok((event, AdminAnswer::Done))
             }
             AdminOp::FreeMachine(hw) => {
-                if !self.state.knows_hardware(&hw) {
+                if !self.state.has_machine(&hw) {
                     return Err(AdminError::NotFound(format!("machine {hw:?} of license {}", self.id())));
                 }
                 Ok((Some(LicenseEvent::MachineFreed(hw)), AdminAnswer::Done))
@@ -406,8 +406,9 @@ impl LicenseActor {
                 let leases_on = |hw: &str| self.state.leases().filter(|l| l.anchors.hw.as_deref() == Some(hw)).count();
                 let machines = self
                     .state
-                    .machines()
-                    .map(|(hw, seen)| Machine { hw: Arc::clone(hw), seen: *seen, live_leases: leases_on(hw) as u64 })
+                    .machines_in_use()
+                    .into_iter()
+                    .map(|(hw, seen)| Machine { live_leases: leases_on(&hw) as u64, hw, seen })
                     .collect();
                 Ok((None, AdminAnswer::Machines(machines)))
             }

@@ -13,7 +13,7 @@ use crate::model::{Dimension, Lease, License};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use smallvec::{smallvec, SmallVec};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// A change to one license's state, as journaled.
@@ -262,6 +262,24 @@ impl LicenseState {
     /// The machines of a node-locked license, with when each was first and last seen.
     pub fn machines(&self) -> impl Iterator<Item = (&Arc<str>, &MachineSeen)> {
         self.rare.iter().flat_map(|r| r.hardware.iter())
+    }
+
+    /// Every machine of the license, sorted by hardware id: those node locking remembers and
+    /// those live leases run on, with when each was first and last seen.
+    pub fn machines_in_use(&self) -> Vec<(Arc<str>, MachineSeen)> {
+        let mut all: BTreeMap<Arc<str>, MachineSeen> =
+            self.machines().map(|(hw, seen)| (Arc::clone(hw), *seen)).collect();
+        for hw in self.leases.values().filter_map(|l| l.anchors.hw.as_deref()) {
+            if !all.contains_key(hw) {
+                all.insert(Arc::from(hw), self.seen_by_live_leases(hw));
+            }
+        }
+        all.into_iter().collect()
+    }
+
+    /// Whether `hw` is a machine of the license: remembered by node locking or running a lease.
+    pub fn has_machine(&self, hw: &str) -> bool {
+        self.knows_hardware(hw) || self.leases.values().any(|l| l.anchors.hw.as_deref() == Some(hw))
     }
 
     /// The lease granted to the request with `key` within the last day, if any.
