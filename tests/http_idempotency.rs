@@ -1,7 +1,8 @@
 //! Retried checkouts against a real server (SPEC section 10): the same credential, key and
 //! request get the first answer again, the same lease charged once, over `/authz/`, the Scale
 //! actions and the TCP protocol, also after a kill -9; the same key with another request is 422
-//! `idempotencyKeyReused` (TCP: its failure code); a malformed key is 400.
+//! `idempotencyKeyReused` (TCP: its failure code); a malformed key is 400. Admin POSTs, renewals
+//! and releases are carried out once and answered the same when retried.
 
 mod http_common;
 
@@ -128,4 +129,99 @@ fn a_retried_tcp_checkout_gets_the_same_lease_and_is_charged_once_even_after_a_k
     let server = Server::start_in(scratch.path(), &[], true);
     assert_eq!(lease_of(checkout(&server, "job-17", 2)), first);
     assert_eq!(used(&server, &counted), 2, "no second charge after the restart");
+}
+
+fn admin_once(server: &Server, idempotency_key: &str, method: &str, path: &str, body: &Value) -> Reply {
+    let auth = format!("Bearer {}", http_common::ADMIN);
+    let headers =
+        [("Authorization", auth.as_str()), ("Content-Type", "application/json"), ("Idempotency-Key", idempotency_key)];
+    let body = body.to_string();
+    request(server.addr, method, path, &headers, Some(body.as_bytes()))
+}
+
+#[test]
+fn a_retried_admin_post_is_carried_out_once_and_answered_the_same_even_after_a_kill_9() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let server = Server::start_in(scratch.path(), &[], true);
+    let (licensee, consumer, _) = server.party("Acme");
+    server.admin_ok("POST", "/admin/products", Some(json!({"name": "Sold"})), 201);
+    let sale = json!({"licensee": licensee, "product": "Sold", "credit": use_count(5), "license_key": true});
+
+    let first = admin_once(&server, "sale-1", "POST", "/admin/licenses", &sale);
+    assert_eq!(first.status, 201, "{}", first.text());
+    let retried = admin_once(&server, "sale-1", "POST", "/admin/licenses", &sale);
+    assert_eq!((retried.status, retried.json()), (201, first.json()), "the first answer again");
+    let listed = server.admin_ok("GET", &format!("/admin/licenses?licensee={licensee}"), None, 200);
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "one license sold, not two");
+    let other = admin_once(&server, "sale-1", "POST", "/admin/licenses", &json!({"licensee": licensee}));
+    assert_eq!((other.status, code(&other)), (422, "idempotencyKeyReused".to_owned()));
+
+    // An answer with a secret is not stored: the retry derives the same API key again.
+    let person = json!({"name": "ci", "kind": "device", "licensees": [licensee]});
+    let created = admin_once(&server, "ci-device", "POST", "/admin/consumers", &person);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let again = admin_once(&server, "ci-device", "POST", "/admin/consumers", &person);
+    assert_eq!(again.json(), created.json(), "the same consumer and the same key");
+    let api_key = created.json()["api_key"].as_str().expect("a key").to_owned();
+    assert_eq!(server.authz(&api_key, "/authz/.txt?Sold").text(), "true", "the key works");
+
+    let rotate = format!("/admin/consumers/{consumer}/api-key");
+    let rotated = admin_once(&server, "rotate-1", "POST", &rotate, &json!({}));
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    assert_eq!(admin_once(&server, "rotate-1", "POST", &rotate, &json!({})).json(), rotated.json());
+    let new_key = rotated.json()["api_key"].as_str().expect("a key").to_owned();
+
+    server.kill();
+    let server = Server::start_in(scratch.path(), &[], true);
+    let after = admin_once(&server, "sale-1", "POST", "/admin/licenses", &sale);
+    assert_eq!((after.status, after.json()), (201, first.json()), "remembered across the restart");
+    assert_eq!(admin_once(&server, "ci-device", "POST", "/admin/consumers", &person).json(), created.json());
+    assert_eq!(admin_once(&server, "rotate-1", "POST", &rotate, &json!({})).json(), rotated.json());
+    assert_eq!(server.authz(&new_key, "/authz/.txt?Sold").text(), "true");
+    let listed = server.admin_ok("GET", &format!("/admin/licenses?licensee={licensee}"), None, 200);
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn retried_heartbeats_and_releases_get_their_first_answers() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let server = Server::start_in(scratch.path(), &[], true);
+    let (licensee, _, key) = server.party("Acme");
+    server.license(&licensee, "Seat", http_common::seats(1), json!({"model": {"session_anchors": ["hw"]}}));
+    let post = |server: &Server, path: &str, idempotency_key: &str, body: &Value| {
+        let auth = format!("Bearer {key}");
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+            ("cliHwId", "build-agent-1"),
+            ("Idempotency-Key", idempotency_key),
+        ];
+        request(server.addr, "POST", path, &headers, Some(body.to_string().as_bytes()))
+    };
+    let lease = scale_lease(&post(&server, "/licensing/actions/checkout", "co-1", &json!([{"productName": "Seat"}])));
+
+    let beat = json!([{"leaseId": lease}]);
+    let renewed = post(&server, "/licensing/actions/heartbeat", "hb-1", &beat);
+    let new_lease = scale_lease(&renewed);
+    assert_ne!(new_lease, lease);
+    let again = post(&server, "/licensing/actions/heartbeat", "hb-1", &beat);
+    assert_eq!(again.body, renewed.body, "the first renewal's answer, not leaseIdNotFound");
+    let without_key = {
+        let auth = format!("Bearer {key}");
+        let headers =
+            [("Authorization", auth.as_str()), ("Content-Type", "application/json"), ("cliHwId", "build-agent-1")];
+        request(server.addr, "POST", "/licensing/actions/heartbeat", &headers, Some(beat.to_string().as_bytes()))
+    };
+    let refused = jwt_payload(without_key.json()[0].as_str().expect("a token"));
+    assert_eq!(refused["status"], json!("error"), "the old lease is gone: {refused}");
+
+    let end = json!([{"leaseId": new_lease}]);
+    let released = post(&server, "/licensing/actions/release", "rel-1", &end);
+    assert_eq!(released.json()[0]["released"], json!(true), "{}", released.text());
+    server.kill();
+    let server = Server::start_in(scratch.path(), &[], true);
+    let again = post(&server, "/licensing/actions/release", "rel-1", &end);
+    assert_eq!(again.json(), released.json(), "the first release's answer after a restart");
+    let reused = post(&server, "/licensing/actions/release", "rel-1", &json!([{"leaseId": lease}]));
+    assert_eq!((reused.status, code(&reused)), (422, "idempotencyKeyReused".to_owned()));
 }

@@ -8,6 +8,8 @@ use crate::decide::{Denial, ErrorCode, LicenseFilters};
 use crate::hashing::Map;
 use crate::ids::{ConsumerId, LicenseId, LicenseeId, ProductId};
 use crate::model::{Consumer, License, LicenseStatus, Licensee, Product};
+use crate::stored_answers::{AnswerBook, StoredAnswer};
+use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -24,6 +26,13 @@ pub enum DirectoryEvent {
     LicenseeDeleted(LicenseeId),
     /// A consumer was deleted (its leases ended first).
     ConsumerDeleted(ConsumerId),
+    /// A request with an idempotency key was answered (see [`crate::answers`]).
+    Answered {
+        /// [`crate::stored_answers::answer_key`] of the request.
+        key: [u8; 32],
+        /// The answer.
+        answer: StoredAnswer,
+    },
 }
 
 /// The directory of parties, products and license terms.
@@ -37,6 +46,7 @@ pub struct Directory {
     licenses: Map<LicenseId, Arc<License>>,
     licenses_by_licensee: Map<LicenseeId, Vec<LicenseId>>,
     licenses_by_key: Map<String, LicenseId>,
+    answers: AnswerBook,
 }
 
 impl Directory {
@@ -67,6 +77,7 @@ impl Directory {
                     self.consumers_by_key.remove(&old.api_key_sha256);
                 }
             }
+            DirectoryEvent::Answered { key, answer } => self.answers.record(*key, answer.clone()),
         }
     }
 
@@ -100,6 +111,11 @@ impl Directory {
             self.licenses_by_key.insert(key.clone(), id);
         }
         self.licenses.insert(id, license);
+    }
+
+    /// The answer remembered under `key` ([`crate::stored_answers::answer_key`]) at `now`.
+    pub fn answer(&self, key: &[u8; 32], now: Timestamp) -> Option<&StoredAnswer> {
+        self.answers.get(key, now)
     }
 
     /// The licensee `id`.
@@ -238,6 +254,9 @@ pub struct DirectorySnapshot {
     pub licenses_by_licensee: Vec<(LicenseeId, Vec<LicenseId>)>,
     /// License keys.
     pub licenses_by_key: Vec<(String, LicenseId)>,
+    /// The remembered answers, oldest first.
+    #[serde(default, with = "crate::shapes::since_format_3")]
+    pub answers: Vec<([u8; 32], StoredAnswer)>,
 }
 
 /// The directory as a version-1 snapshot stored it: [`DirectorySnapshot`] with the license terms
@@ -264,7 +283,8 @@ impl DirectorySnapshotV1 {
     pub fn split(self) -> (DirectorySnapshot, Vec<Arc<License>>) {
         let DirectorySnapshotV1 { licensees, consumers, products, licenses, licenses_by_licensee, licenses_by_key } =
             self;
-        (DirectorySnapshot { licensees, consumers, products, licenses_by_licensee, licenses_by_key }, licenses)
+        let answers = Vec::new();
+        (DirectorySnapshot { licensees, consumers, products, licenses_by_licensee, licenses_by_key, answers }, licenses)
     }
 }
 
@@ -286,6 +306,7 @@ impl Directory {
             licenses_by_key: sorted(self.licenses_by_key.iter().map(|(k, v)| (k.clone(), *v)).collect(), |(k, _)| {
                 k.clone()
             }),
+            answers: self.answers.to_vec(),
         }
     }
 
@@ -308,6 +329,9 @@ impl Directory {
         directory.licenses.extend(licenses.into_iter().map(|l| (l.id, l)));
         directory.licenses_by_licensee = snapshot.licenses_by_licensee.into_iter().collect();
         directory.licenses_by_key = snapshot.licenses_by_key.into_iter().collect();
+        for (key, answer) in snapshot.answers {
+            directory.answers.record(key, answer);
+        }
         directory
     }
 }

@@ -23,13 +23,14 @@ use crate::decide::{
 use crate::directory::{key_holder, Directory, DirectoryEvent};
 use crate::error::{AdminError, EngineError};
 use crate::hashing::ConcurrentMap;
-use crate::ids::{sha256, ConsumerId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds};
+use crate::ids::{sha256, ConsumerId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds, SeededIds};
 use crate::journal::{Change, EphemeralJournal, Journal, JournalEntry};
 use crate::metrics::{EngineMetrics, Operation};
 use crate::model::catalog::{is_valid_name, MAX_NAME_CHARS};
 use crate::model::license::is_valid_license_key;
 use crate::model::{Consumer, Credit, Dimension, Enforcement, Lease, License, LicenseStatus, Licensee, Product};
 use crate::replay::Recovered;
+use crate::stored_answers::{answer_key, StoredAnswer, MAX_REMEMBERED_ANSWER_BYTES};
 use crate::time::{Clock, SystemClock, Timestamp};
 use actix::{ArbiterHandle, Handler, Message};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -151,6 +152,7 @@ impl EngineBuilder {
             hints: ConcurrentMap::default(),
             idempotency: ConcurrentMap::default(),
             idempotency_sweep_at: AtomicUsize::new(MIN_KEY_SWEEP),
+            answering: ConcurrentMap::default(),
             mailbox_capacity: self.mailbox_capacity,
             metrics: EngineMetrics::default(),
             shared,
@@ -204,6 +206,59 @@ impl Drop for KeyInFlight<'_> {
     }
 }
 
+/// The claim on an idempotency key while its request (not a checkout) is carried out: see
+/// [`Engine::answering`]. Dropping it frees the key.
+pub struct Answering<'a> {
+    engine: &'a Engine,
+    idempotency: Idempotency,
+}
+
+impl Answering<'_> {
+    /// The answer remembered for the request: `Ok(None)` when there is none (it was never
+    /// answered, or a day has passed), [`EngineError::IdempotencyKeyReused`] when the key
+    /// answered another request.
+    pub fn remembered(&self) -> Result<Option<StoredAnswer>, EngineError> {
+        let directory = self.engine.directory();
+        match directory.answer(&answer_key(&self.idempotency), self.engine.now()) {
+            Some(answer) if answer.request != self.idempotency.request => Err(EngineError::IdempotencyKeyReused),
+            found => Ok(found.cloned()),
+        }
+    }
+
+    /// Remembers `status`, `content_type` and `body` as the request's answer, journaled before
+    /// this returns;
+    /// `body` is `None` for an answer that holds a secret (a retry carries the request out again,
+    /// deriving the same secret). An answer over [`MAX_REMEMBERED_ANSWER_BYTES`] is not
+    /// remembered: a retry is carried out again.
+    pub async fn remember(
+        &self,
+        status: u16,
+        content_type: Option<String>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(), AdminError> {
+        if body.as_ref().is_some_and(|b| b.len() > MAX_REMEMBERED_ANSWER_BYTES) {
+            return Ok(());
+        }
+        let request = self.idempotency.request;
+        let answer = StoredAnswer { request, status, content_type, body, at: self.engine.now() };
+        let key = answer_key(&self.idempotency);
+        self.engine.record_directory(|_| Ok(DirectoryEvent::Answered { key, answer })).await
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.engine.inner.answering.remove(&self.idempotency.key);
+    }
+}
+
+/// A fresh consumer API key: `lh_` and 24 bytes from `ids` in base64url.
+fn new_api_key(ids: &dyn IdSource) -> String {
+    let mut secret = [0u8; 24];
+    ids.fill(&mut secret);
+    format!("lh_{}", URL_SAFE_NO_PAD.encode(secret))
+}
+
 /// The idempotency index is not swept before it holds this many keys.
 const MIN_KEY_SWEEP: usize = 1024;
 
@@ -213,6 +268,8 @@ struct Inner {
     idempotency: ConcurrentMap<[u8; 32], KeySlot>,
     /// The index's size at which its next sweep for expired keys runs.
     idempotency_sweep_at: AtomicUsize,
+    /// The idempotency keys of requests other than checkouts being carried out now.
+    answering: ConcurrentMap<[u8; 32], ()>,
     router: Arc<Router>,
     /// Which license last granted a consumer an item, tried first when several may (so that a
     /// session keeps to its license instead of opening a second one elsewhere).
@@ -641,28 +698,89 @@ impl Engine {
         Ok(durability.wait().await?)
     }
 
+    /// Claims `idempotency`'s key for a request that is not a checkout (an admin change, a
+    /// renewal, a release) while it is carried out; a second request with the key meanwhile is
+    /// refused ([`EngineError::IdempotencyKeyInFlight`]). The claim finds and keeps the request's
+    /// answer ([`Answering::remembered`], [`Answering::remember`]).
+    pub fn answering(&self, idempotency: Idempotency) -> Result<Answering<'_>, EngineError> {
+        match self.inner.answering.entry(idempotency.key) {
+            Entry::Occupied(_) => Err(EngineError::IdempotencyKeyInFlight),
+            Entry::Vacant(slot) => {
+                slot.insert(());
+                Ok(Answering { engine: self, idempotency })
+            }
+        }
+    }
+
+    /// The ids and secrets for a new object: fresh ones, or those derived from the key of the
+    /// request `once` that creates it, so that its retry finds the object instead of making a
+    /// second one.
+    fn ids_for(&self, once: Option<&Idempotency>) -> Arc<dyn IdSource> {
+        match once {
+            Some(idempotency) => Arc::new(SeededIds::for_idempotency_key(&idempotency.key)),
+            None => Arc::clone(&self.inner.shared.ids),
+        }
+    }
+
     /// Creates a licensee.
     pub async fn create_licensee(&self, new: NewLicensee) -> Result<Licensee, AdminError> {
+        self.new_licensee(new, None).await
+    }
+
+    /// Creates a licensee for the request with `idempotency`: its retry answers the licensee it
+    /// created (as it is now) instead of creating a second one.
+    pub async fn create_licensee_once(
+        &self,
+        idempotency: &Idempotency,
+        new: NewLicensee,
+    ) -> Result<Licensee, AdminError> {
+        self.new_licensee(new, Some(idempotency)).await
+    }
+
+    async fn new_licensee(&self, new: NewLicensee, once: Option<&Idempotency>) -> Result<Licensee, AdminError> {
         check_name("name", &new.name)?;
-        let licensee = Licensee {
-            id: LicenseeId(self.inner.shared.ids.uuid()),
-            name: new.name,
-            kind: new.kind,
-            external_id: new.external_id,
-        };
-        self.record_directory(|_| Ok(DirectoryEvent::Licensee(licensee.clone()))).await?;
+        let ids = self.ids_for(once);
+        let mut licensee =
+            Licensee { id: LicenseeId(ids.uuid()), name: new.name, kind: new.kind, external_id: new.external_id };
+        self.record_directory(|dir| {
+            if let Some(created) = dir.licensee(licensee.id) {
+                licensee = created.clone();
+            }
+            Ok(DirectoryEvent::Licensee(licensee.clone()))
+        })
+        .await?;
         Ok(licensee)
     }
 
     /// Creates a consumer; the API key is returned only here.
     pub async fn create_consumer(&self, new: NewConsumer) -> Result<(Consumer, String), AdminError> {
+        self.new_consumer(new, None).await
+    }
+
+    /// Creates a consumer for the request with `idempotency`: its retry answers the consumer it
+    /// created and the same API key (derived from the key, never stored).
+    pub async fn create_consumer_once(
+        &self,
+        idempotency: &Idempotency,
+        new: NewConsumer,
+    ) -> Result<(Consumer, String), AdminError> {
+        self.new_consumer(new, Some(idempotency)).await
+    }
+
+    async fn new_consumer(
+        &self,
+        new: NewConsumer,
+        once: Option<&Idempotency>,
+    ) -> Result<(Consumer, String), AdminError> {
         check_name("name", &new.name)?;
         if new.licensees.is_empty() {
             return Err(AdminError::Invalid("a consumer belongs to at least one licensee".into()));
         }
-        let api_key = self.new_api_key();
-        let consumer = Consumer {
-            id: ConsumerId(self.inner.shared.ids.uuid()),
+        let ids = self.ids_for(once);
+        let api_key = new_api_key(&*ids);
+        let id = ConsumerId(ids.uuid());
+        let mut consumer = Consumer {
+            id,
             name: new.name,
             kind: new.kind,
             licensees: new.licensees,
@@ -672,7 +790,9 @@ impl Engine {
             disabled: false,
         };
         self.record_directory(|dir| {
-            if let Some(missing) = consumer.licensees.iter().find(|l| dir.licensee(**l).is_none()) {
+            if let Some(created) = dir.consumer(consumer.id) {
+                consumer = created.clone();
+            } else if let Some(missing) = consumer.licensees.iter().find(|l| dir.licensee(**l).is_none()) {
                 return Err(AdminError::NotFound(format!("licensee {missing}")));
             }
             Ok(DirectoryEvent::Consumer(consumer.clone()))
@@ -684,7 +804,17 @@ impl Engine {
     /// Gives consumer `id` a new API key, returned only here (only its digest is kept); the old
     /// key is refused from this moment.
     pub async fn rotate_api_key(&self, id: ConsumerId) -> Result<String, AdminError> {
-        let api_key = self.new_api_key();
+        self.new_api_key_for(id, None).await
+    }
+
+    /// Rotates consumer `id`'s API key for the request with `idempotency`: its retry gives the
+    /// same key (derived from the request's key, never stored).
+    pub async fn rotate_api_key_once(&self, idempotency: &Idempotency, id: ConsumerId) -> Result<String, AdminError> {
+        self.new_api_key_for(id, Some(idempotency)).await
+    }
+
+    async fn new_api_key_for(&self, id: ConsumerId, once: Option<&Idempotency>) -> Result<String, AdminError> {
+        let api_key = new_api_key(&*self.ids_for(once));
         let digest = sha256(api_key.as_bytes());
         self.record_directory(|dir| {
             let mut consumer =
@@ -696,24 +826,29 @@ impl Engine {
         Ok(api_key)
     }
 
-    /// A fresh consumer API key: `lh_` and 24 random bytes in base64url.
-    fn new_api_key(&self) -> String {
-        let mut secret = [0u8; 24];
-        self.inner.shared.ids.fill(&mut secret);
-        format!("lh_{}", URL_SAFE_NO_PAD.encode(secret))
-    }
-
     /// Creates a product with its features and tiers.
     pub async fn create_product(&self, new: NewProduct) -> Result<Product, AdminError> {
-        let product = Product {
-            id: ProductId(self.inner.shared.ids.uuid()),
+        self.new_product(new, None).await
+    }
+
+    /// Creates a product for the request with `idempotency`: its retry answers the product it
+    /// created instead of a conflict.
+    pub async fn create_product_once(&self, idempotency: &Idempotency, new: NewProduct) -> Result<Product, AdminError> {
+        self.new_product(new, Some(idempotency)).await
+    }
+
+    async fn new_product(&self, new: NewProduct, once: Option<&Idempotency>) -> Result<Product, AdminError> {
+        let mut product = Product {
+            id: ProductId(self.ids_for(once).uuid()),
             name: new.name,
             features: new.features,
             tiers: new.tiers,
         };
         product.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
         self.record_directory(|dir| {
-            if dir.product_named(&product.name).is_some() {
+            if let Some(created) = dir.product(product.id) {
+                product = created.clone();
+            } else if dir.product_named(&product.name).is_some() {
                 return Err(AdminError::Conflict(format!("a product is already called {:?}", product.name)));
             }
             Ok(DirectoryEvent::Product(product.clone()))
@@ -722,15 +857,15 @@ impl Engine {
         Ok(product)
     }
 
-    fn generate_license_key(&self) -> String {
+    fn generate_license_key(ids: &dyn IdSource) -> String {
         const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
         let mut bytes = [0u8; 20];
-        self.inner.shared.ids.fill(&mut bytes);
+        ids.fill(&mut bytes);
         let chars: Vec<char> = bytes.iter().map(|b| char::from(ALPHABET[usize::from(b % 32)])).collect();
         chars.chunks(5).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
     }
 
-    fn license_terms(&self, new: NewLicense, directory: &Directory) -> Result<License, AdminError> {
+    fn license_terms(&self, new: NewLicense, directory: &Directory, ids: &dyn IdSource) -> Result<License, AdminError> {
         if directory.licensee(new.licensee).is_none() {
             return Err(AdminError::NotFound(format!("licensee {}", new.licensee)));
         }
@@ -751,21 +886,22 @@ impl Engine {
         };
         let license_key = match new.license_key {
             LicenseKeyRequest::None => None,
-            LicenseKeyRequest::Generate => Some(self.generate_license_key()),
+            LicenseKeyRequest::Generate => Some(Engine::generate_license_key(ids)),
             LicenseKeyRequest::Given(key) => Some(key),
         };
+        let id = LicenseId(ids.uuid());
         if let Some(key) = &license_key {
             if !is_valid_license_key(key) {
                 return Err(AdminError::Invalid(
                     "license key must be 16 to 64 characters of A-Z, a-z, 0-9, '_' and '-'".into(),
                 ));
             }
-            if directory.license_by_key(key).is_some() {
+            if directory.license_by_key(key).is_some_and(|holder| holder.id != id) {
                 return Err(AdminError::Conflict("this license key is taken".into()));
             }
         }
         let license = License {
-            id: LicenseId(self.inner.shared.ids.uuid()),
+            id,
             licensee: new.licensee,
             product: product.id,
             product_name: crate::interning::name(&product.name),
@@ -788,10 +924,29 @@ impl Engine {
 
     /// Creates a license.
     pub async fn create_license(&self, new: NewLicense) -> Result<Arc<License>, AdminError> {
+        self.new_license(new, None).await
+    }
+
+    /// Creates a license for the request with `idempotency`: its retry answers the license it
+    /// created (its terms as they are now) instead of a second license.
+    pub async fn create_license_once(
+        &self,
+        idempotency: &Idempotency,
+        new: NewLicense,
+    ) -> Result<Arc<License>, AdminError> {
+        self.new_license(new, Some(idempotency)).await
+    }
+
+    async fn new_license(&self, new: NewLicense, once: Option<&Idempotency>) -> Result<Arc<License>, AdminError> {
         self.inner.shared.journal.writable()?;
+        let ids = self.ids_for(once);
         let (license, durability) = {
             let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
-            let license = Arc::new(self.license_terms(new, &directory)?);
+            let terms = self.license_terms(new, &directory, &*ids)?;
+            if let Some(created) = directory.license(terms.id) {
+                return Ok(Arc::clone(created));
+            }
+            let license = Arc::new(terms);
             directory.set_license(Arc::clone(&license));
             let now = self.now();
             let entry = JournalEntry {

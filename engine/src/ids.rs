@@ -98,6 +98,15 @@ impl SeededIds {
     pub fn new(seed: u64) -> Self {
         SeededIds { rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)) }
     }
+
+    /// The ids and secrets of the request with idempotency key `key` (a digest that only the
+    /// request's sender can reproduce): a retry of a create after a crash makes the same object,
+    /// found already there, instead of a second one, and a retried key rotation the same key.
+    pub fn for_idempotency_key(key: &[u8; 32]) -> Self {
+        let mut tagged = b"leasehold: ids of an idempotent request".to_vec();
+        tagged.extend_from_slice(key);
+        SeededIds { rng: Mutex::new(rand::rngs::StdRng::from_seed(sha256(&tagged))) }
+    }
 }
 
 impl IdSource for SeededIds {

@@ -38,6 +38,7 @@ pub mod model;
 pub mod replay;
 pub mod select;
 pub mod shapes;
+pub mod stored_answers;
 pub mod time;
 pub mod tokens;
 
@@ -49,7 +50,7 @@ pub use answer::{Grant, Released};
 pub use decide::{
     ConsumeRequest, Decision, Denial, ErrorCode, LicenseFilters, ReleaseRequest, Releaser, RenewRequest, Usage, UsedQty,
 };
-pub use engine::{Engine, EngineBuilder};
+pub use engine::{Answering, Engine, EngineBuilder};
 pub use error::{AdminError, EngineError};
 pub use ids::{ConsumerId, LeaseId, LicenseId, LicenseeId, ProductId};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -180,3 +180,61 @@ fn a_retry_after_the_first_caller_gave_up_gets_the_lease_the_first_was_granted()
         assert!(matches!(other, Err(EngineError::IdempotencyKeyReused)), "{other:?}");
     });
 }
+
+/// A create retried after a crash lost its remembered answer (the object was journaled, the
+/// answer was not): the ids derived from the request's key find the object made the first time.
+#[test]
+fn a_create_retried_without_its_answer_finds_what_the_first_made() {
+    use leasehold_engine::model::{ConsumerKind, Credit, Dimension, Enforcement, LicenseeKind};
+    use leasehold_engine::{LicenseKeyRequest, NewConsumer, NewLicense, NewLicensee, NewProduct};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    rt.block_on(async {
+        let journal = Arc::new(MemoryJournal::new());
+        let clock = Arc::new(ManualClock::starting_at(Timestamp::from_secs(1_790_000_000)));
+        let engine = common::engine_on(Arc::clone(&journal) as _, Arc::clone(&clock));
+        let key = |name: &str| Idempotency::of(b"admin", name, 0, &[b"request"]);
+
+        let new_licensee = || NewLicensee { name: "Acme".into(), kind: LicenseeKind::Organization, external_id: None };
+        let licensee = engine.create_licensee_once(&key("l"), new_licensee()).await.unwrap();
+        assert_eq!(engine.create_licensee_once(&key("l"), new_licensee()).await.unwrap(), licensee);
+        let new_consumer = || NewConsumer {
+            name: "ci".into(),
+            kind: ConsumerKind::Device,
+            licensees: vec![licensee.id],
+            email: None,
+            external_id: None,
+        };
+        let (consumer, api_key) = engine.create_consumer_once(&key("c"), new_consumer()).await.unwrap();
+        assert_eq!(
+            engine.create_consumer_once(&key("c"), new_consumer()).await.unwrap(),
+            (consumer.clone(), api_key.clone())
+        );
+        assert_eq!(engine.authenticate(&api_key), Some(consumer.id));
+        let rotated = engine.rotate_api_key_once(&key("r"), consumer.id).await.unwrap();
+        assert_eq!(engine.rotate_api_key_once(&key("r"), consumer.id).await.unwrap(), rotated);
+        assert_eq!((engine.authenticate(&rotated), engine.authenticate(&api_key)), (Some(consumer.id), None));
+
+        let new_product = || NewProduct { name: PRODUCT.into(), features: vec![], tiers: vec![] };
+        let product = engine.create_product_once(&key("p"), new_product()).await.unwrap();
+        assert_eq!(engine.create_product_once(&key("p"), new_product()).await.unwrap(), product);
+        let new_license = || {
+            let credit = Credit { dimension: Dimension::Seats, qty: 2, enforcement: Enforcement::Enforced };
+            let mut new = NewLicense::new(licensee.id, PRODUCT, credit);
+            new.license_key = LicenseKeyRequest::Generate;
+            new
+        };
+        let license = engine.create_license_once(&key("lic"), new_license()).await.unwrap();
+        let granted = engine.consume(ConsumeRequest::new(consumer.id, PRODUCT)).await.unwrap();
+        assert!(matches!(granted, Decision::Granted(_)));
+        let again = engine.create_license_once(&key("lic"), new_license()).await.unwrap();
+        assert_eq!(again, license, "the same license, its key included");
+        assert_eq!(engine.leases(license.id).await.unwrap().len(), 1, "its state was not replaced");
+        let other = engine.create_license_once(&key("lic-2"), new_license()).await.unwrap();
+        assert_ne!(other.id, license.id, "another key makes another license");
+
+        let replayed = Recovered::from_entries(&journal.entries());
+        assert_eq!(replayed.directory.licensees().count(), 1);
+        assert_eq!(replayed.directory.consumers().count(), 1);
+        assert_eq!(replayed.directory.licenses().count(), 2);
+    });
+}

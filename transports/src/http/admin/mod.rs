@@ -5,15 +5,23 @@
 //! Each route is one small function that parses its body into a [`shapes`] type, makes one
 //! engine call and writes the answer; engine refusals map onto 400 (invalid), 404 (unknown id)
 //! and 409 (conflict).
+//!
+//! A `POST` sent with an `Idempotency-Key` is carried out once: its answer is journaled and a
+//! retry within a day gets it again (the same key with another request is 422). What a `POST`
+//! creates takes ids derived from the key, so a retry after a crash that came before the answer
+//! was journaled finds the object instead of making a second one; an answer that holds a secret
+//! (a consumer's API key) is never stored, and its retry derives the same secret again.
 
 pub mod shapes;
 pub mod tokens;
 
+use crate::http::idempotency::{self, answer_once, Secret};
 use crate::http::reply::{self, ApiError, Body};
 use crate::http::{auth, HttpState};
-use hyper::body::Incoming;
+use hyper::body::{Bytes, Incoming};
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
+use leasehold_engine::decide::Idempotency;
 use leasehold_engine::{ConsumerId, Decision, ErrorCode, LeaseId, LicenseId, LicenseeId};
 use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
@@ -30,12 +38,35 @@ pub const MAX_LISTED: usize = 1000;
 /// Entries in a page of a listing when `?limit=` is not given.
 pub const DEFAULT_LISTED: usize = 100;
 
+/// A request under `/admin/` with its body read.
+pub struct Call {
+    content_type: Option<String>,
+    body: Bytes,
+    query: String,
+}
+
+impl Call {
+    /// The body as JSON of `T`.
+    fn required<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        reply::parse_json(self.content_type.as_deref(), &self.body)
+    }
+
+    /// The body as JSON of `T`, which may be left out (then `T::default()`).
+    fn optional<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        self.required()
+    }
+}
+
 /// Answers one request under `/admin/` (`rest` is the path after it).
 pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Result<Response<Body>, ApiError> {
-    let authorized = auth::bearer(req.headers()).is_some_and(|secret| state.admin_token.matches(secret));
-    if !authorized {
+    let Some(admin_token) = auth::bearer(req.headers()).filter(|secret| state.admin_token.matches(secret)) else {
         return Err(ApiError::unauthorized("send Authorization: Bearer <admin token>"));
-    }
+    };
+    let admin_token = admin_token.to_owned();
+    let client_key = idempotency::client_key(req.headers())?;
     // Each segment is decoded on its own, after the split: an id may hold an encoded '/'.
     let decoded = rest
         .trim_end_matches('/')
@@ -46,16 +77,40 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
     let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
     let query = req.uri().query().unwrap_or("").to_owned();
-    match (segments.as_slice(), &method) {
-        (["licensees"], &Method::POST) => create_licensee(state, req).await,
+    let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
+    let body = reply::read_body(req, state.limits).await?;
+    let call = Call { content_type, body, query };
+    let Some(client_key) = client_key.filter(|_| method == Method::POST) else {
+        return route(state, &call, &segments, &method, None).await;
+    };
+    let request: [&[u8]; 3] = [rest.as_bytes(), call.query.as_bytes(), &call.body];
+    let once = Idempotency::of(admin_token.as_bytes(), &client_key, 0, &request);
+    let secret = match segments.as_slice() {
+        ["consumers"] | ["consumers", _, "api-key"] => Secret::Held,
+        _ => Secret::None,
+    };
+    answer_once(state, once, secret, route(state, &call, &segments, &method, Some(&once))).await
+}
+
+/// Carries out one admin request; `once` is the idempotency of a `POST` that sent a key.
+async fn route(
+    state: &HttpState,
+    call: &Call,
+    segments: &[&str],
+    method: &Method,
+    once: Option<&Idempotency>,
+) -> Result<Response<Body>, ApiError> {
+    let query = call.query.as_str();
+    match (segments, method) {
+        (["licensees"], &Method::POST) => create_licensee(state, call, once).await,
         (["licensees"], &Method::GET) => {
-            let listing = Listing::parse(&query, &[])?;
+            let listing = Listing::parse(query, &[])?;
             let directory = state.engine.directory();
             Ok(listing.page(directory.licensees(), |l| l.id.to_string(), shapes::licensee))
         }
         (["licensees", id], &Method::PATCH) => {
             let id: LicenseeId = path_id("licensee", id)?;
-            let body: LicenseePatchIn = required_body(state, req).await?;
+            let body: LicenseePatchIn = call.required()?;
             let licensee = state.engine.patch_licensee(id, body.into()).await?;
             Ok(reply::json(StatusCode::OK, &shapes::licensee(&licensee)))
         }
@@ -68,9 +123,9 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
             let found = state.engine.directory().licensee(id).map(shapes::licensee);
             found.map(|v| reply::json(StatusCode::OK, &v)).ok_or_else(|| ApiError::not_found(format!("licensee {id}")))
         }
-        (["consumers"], &Method::POST) => create_consumer(state, req).await,
+        (["consumers"], &Method::POST) => create_consumer(state, call, once).await,
         (["consumers"], &Method::GET) => {
-            let listing = Listing::parse(&query, &["licensee"])?;
+            let listing = Listing::parse(query, &["licensee"])?;
             let licensee = listing.filter("licensee");
             let directory = state.engine.directory();
             let consumers = directory
@@ -80,12 +135,15 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
         }
         (["consumers", id, "api-key"], &Method::POST) => {
             let id: ConsumerId = path_id("consumer", id)?;
-            let api_key = state.engine.rotate_api_key(id).await?;
+            let api_key = match once {
+                Some(idempotency) => state.engine.rotate_api_key_once(idempotency, id).await?,
+                None => state.engine.rotate_api_key(id).await?,
+            };
             Ok(reply::json(StatusCode::OK, &json!({"api_key": api_key})))
         }
         (["consumers", id], &Method::PATCH) => {
             let id: ConsumerId = path_id("consumer", id)?;
-            let body: ConsumerPatchIn = required_body(state, req).await?;
+            let body: ConsumerPatchIn = call.required()?;
             let consumer = state.engine.patch_consumer(id, body.into()).await?;
             Ok(reply::json(StatusCode::OK, &shapes::consumer(&consumer)))
         }
@@ -98,14 +156,14 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
             let found = state.engine.directory().consumer(id).map(shapes::consumer);
             found.map(|v| reply::json(StatusCode::OK, &v)).ok_or_else(|| ApiError::not_found(format!("consumer {id}")))
         }
-        (["products"], &Method::POST) => create_product(state, req).await,
+        (["products"], &Method::POST) => create_product(state, call, once).await,
         (["products"], &Method::GET) => {
-            let listing = Listing::parse(&query, &[])?;
+            let listing = Listing::parse(query, &[])?;
             let directory = state.engine.directory();
             Ok(listing.page(directory.products(), |p| p.name.clone(), shapes::product))
         }
         (["products", name], &Method::PATCH) => {
-            let body: ProductPatchIn = required_body(state, req).await?;
+            let body: ProductPatchIn = call.required()?;
             let product = state.engine.patch_product(name, body.into()).await?;
             Ok(reply::json(StatusCode::OK, &shapes::product(&product)))
         }
@@ -115,9 +173,9 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
                 .map(|v| reply::json(StatusCode::OK, &v))
                 .ok_or_else(|| ApiError::not_found(format!("product {name:?}")))
         }
-        (["licenses"], &Method::POST) => create_license(state, req).await,
+        (["licenses"], &Method::POST) => create_license(state, call, once).await,
         (["licenses"], &Method::GET) => {
-            let listing = Listing::parse(&query, &["licensee", "product", "status"])?;
+            let listing = Listing::parse(query, &["licensee", "product", "status"])?;
             let (licensee, product, status) =
                 (listing.filter("licensee"), listing.filter("product"), listing.filter("status"));
             let directory = state.engine.directory();
@@ -129,9 +187,9 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
             Ok(listing.page(licenses, |l| l.id.to_string(), |l| shapes::license(l, None)))
         }
         (["licenses", id], &Method::GET) => get_license(state, path_id("license", id)?).await,
-        (["licenses", id], &Method::PATCH) => patch_license(state, req, path_id("license", id)?).await,
+        (["licenses", id], &Method::PATCH) => patch_license(state, call, path_id("license", id)?).await,
         (["licenses", id], &Method::DELETE) => {
-            let force = match query.as_str() {
+            let force = match query {
                 "" | "force=false" => false,
                 "force=true" => true,
                 _ => return Err(ApiError::bad_request("the only parameter is force=true or force=false")),
@@ -140,7 +198,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
             Ok(reply::empty(StatusCode::NO_CONTENT))
         }
         (["licenses", id, "machines"], &Method::GET) => {
-            let listing = Listing::parse(&query, &[])?;
+            let listing = Listing::parse(query, &[])?;
             let machines = state.engine.machines(path_id("license", id)?).await?;
             Ok(listing.page(machines.iter(), |m| m.hw.to_string(), shapes::machine))
         }
@@ -149,13 +207,13 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
             Ok(reply::empty(StatusCode::NO_CONTENT))
         }
         (["licenses", id, "leases"], &Method::GET) => {
-            let listing = Listing::parse(&query, &[])?;
+            let listing = Listing::parse(query, &[])?;
             let leases = state.engine.leases(path_id("license", id)?).await?;
             Ok(listing.page(leases.iter(), |l| l.id.to_string(), shapes::lease))
         }
         (["licenses", id, "revoke"], &Method::POST) => {
             let id = path_id("license", id)?;
-            let body: RevokeIn = optional_body(state, req).await?;
+            let body: RevokeIn = call.optional()?;
             let reason = body.reason.unwrap_or_else(|| "revoked by an administrator".into());
             let license = state.engine.revoke(id, reason).await?;
             Ok(reply::json(StatusCode::OK, &shapes::license(&license, None)))
@@ -172,7 +230,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
         }
         (["licenses", id, "assignments"], &Method::POST) => {
             let id = path_id("license", id)?;
-            let body: AssignmentIn = required_body(state, req).await?;
+            let body: AssignmentIn = call.required()?;
             state.engine.assign(id, body.consumer).await?;
             Ok(reply::json(StatusCode::CREATED, &json!({"license": id, "consumer": body.consumer})))
         }
@@ -181,13 +239,13 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
             state.engine.unassign(id, consumer).await?;
             Ok(reply::json(StatusCode::OK, &json!({"license": id, "consumer": consumer, "assigned": false})))
         }
-        (["licenses", id, "offline-token"], &Method::POST) => tokens::offline_token(state, req, id).await,
+        (["licenses", id, "offline-token"], &Method::POST) => tokens::offline_token(state, call, id, once).await,
         (["leases", id], &Method::DELETE) => force_release(state, path_id("lease", id)?).await,
-        (["tokens", "audit"], &Method::POST) => tokens::audit_token(state, req).await,
-        (["tokens", "regenerate"], &Method::POST) => tokens::regenerate_token(state, req).await,
-        (["keys", "rotate"], &Method::POST) => tokens::rotate_key(state, req).await,
+        (["tokens", "audit"], &Method::POST) => tokens::audit_token(state, call).await,
+        (["tokens", "regenerate"], &Method::POST) => tokens::regenerate_token(state, call).await,
+        (["keys", "rotate"], &Method::POST) => tokens::rotate_key(state, call).await,
         (known, _) if is_route(known) => Err(ApiError::method_not_allowed(allowed(known))),
-        _ => Err(ApiError::not_found(format!("no admin resource at /admin/{rest}"))),
+        _ => Err(ApiError::not_found(format!("no admin resource at /admin/{}", segments.join("/")))),
     }
 }
 
@@ -280,48 +338,58 @@ impl Listing {
     }
 }
 
-async fn required_body<T: DeserializeOwned>(state: &HttpState, req: Request<Incoming>) -> Result<T, ApiError> {
-    let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
-    let body = reply::read_body(req, state.limits).await?;
-    reply::parse_json(content_type.as_deref(), &body)
-}
-
-/// A body that may be left out (then `T::default()`).
-async fn optional_body<T: DeserializeOwned + Default>(
+async fn create_licensee(
     state: &HttpState,
-    req: Request<Incoming>,
-) -> Result<T, ApiError> {
-    let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
-    let body = reply::read_body(req, state.limits).await?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    reply::parse_json(content_type.as_deref(), &body)
-}
-
-async fn create_licensee(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body: LicenseeIn = required_body(state, req).await?;
-    let licensee = state.engine.create_licensee(body.into()).await?;
+    call: &Call,
+    once: Option<&Idempotency>,
+) -> Result<Response<Body>, ApiError> {
+    let body: LicenseeIn = call.required()?;
+    let licensee = match once {
+        Some(idempotency) => state.engine.create_licensee_once(idempotency, body.into()).await?,
+        None => state.engine.create_licensee(body.into()).await?,
+    };
     Ok(reply::json(StatusCode::CREATED, &shapes::licensee(&licensee)))
 }
 
-async fn create_consumer(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body: ConsumerIn = required_body(state, req).await?;
-    let (consumer, api_key) = state.engine.create_consumer(body.into()).await?;
+async fn create_consumer(
+    state: &HttpState,
+    call: &Call,
+    once: Option<&Idempotency>,
+) -> Result<Response<Body>, ApiError> {
+    let body: ConsumerIn = call.required()?;
+    let (consumer, api_key) = match once {
+        Some(idempotency) => state.engine.create_consumer_once(idempotency, body.into()).await?,
+        None => state.engine.create_consumer(body.into()).await?,
+    };
     let mut answer = shapes::consumer(&consumer);
     answer["api_key"] = json!(api_key);
     Ok(reply::json(StatusCode::CREATED, &answer))
 }
 
-async fn create_product(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body: ProductIn = required_body(state, req).await?;
-    let product = state.engine.create_product(body.into()).await?;
+async fn create_product(
+    state: &HttpState,
+    call: &Call,
+    once: Option<&Idempotency>,
+) -> Result<Response<Body>, ApiError> {
+    let body: ProductIn = call.required()?;
+    let product = match once {
+        Some(idempotency) => state.engine.create_product_once(idempotency, body.into()).await?,
+        None => state.engine.create_product(body.into()).await?,
+    };
     Ok(reply::json(StatusCode::CREATED, &shapes::product(&product)))
 }
 
-async fn create_license(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body: LicenseIn = required_body(state, req).await?;
-    let license = state.engine.create_license(body.into_new_license()?).await?;
+async fn create_license(
+    state: &HttpState,
+    call: &Call,
+    once: Option<&Idempotency>,
+) -> Result<Response<Body>, ApiError> {
+    let body: LicenseIn = call.required()?;
+    let new = body.into_new_license()?;
+    let license = match once {
+        Some(idempotency) => state.engine.create_license_once(idempotency, new).await?,
+        None => state.engine.create_license(new).await?,
+    };
     let usage = state.engine.usage(license.id).await.ok();
     Ok(reply::json(StatusCode::CREATED, &shapes::license(&license, usage.as_ref())))
 }
@@ -334,8 +402,8 @@ async fn get_license(state: &HttpState, id: LicenseId) -> Result<Response<Body>,
     Ok(reply::json(StatusCode::OK, &shapes::license(&license, Some(&usage))))
 }
 
-async fn patch_license(state: &HttpState, req: Request<Incoming>, id: LicenseId) -> Result<Response<Body>, ApiError> {
-    let body: LicensePatchIn = required_body(state, req).await?;
+async fn patch_license(state: &HttpState, call: &Call, id: LicenseId) -> Result<Response<Body>, ApiError> {
+    let body: LicensePatchIn = call.required()?;
     let current = state.engine.license(id).ok_or_else(|| ApiError::not_found(format!("license {id}")))?;
     let license = state.engine.patch_license(id, body.into_patch(current.credit.dimension)?).await?;
     let usage = state.engine.usage(id).await?;

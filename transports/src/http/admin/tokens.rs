@@ -8,13 +8,13 @@
 //! the denial a client would get now (`licenseRevoked`, `leaseIdNotFound`, ...).
 
 use super::shapes::rfc3339;
-use super::{path_id, required_body};
+use super::{path_id, Call};
 use crate::http::reply::{self, ApiError, Body};
 use crate::http::HttpState;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use leasehold_engine::claims::Claims;
-use leasehold_engine::decide::check_in_force;
+use leasehold_engine::decide::{check_in_force, Idempotency};
+use leasehold_engine::ids::{IdSource, SeededIds};
 use leasehold_engine::model::LeaseMode;
 use leasehold_engine::tokens::audit::{self, AuditReport};
 use leasehold_engine::tokens::{Algorithm, Dialect, Subject};
@@ -81,9 +81,14 @@ fn denied(denial: &Denial) -> ApiError {
 
 /// `POST /admin/licenses/{id}/offline-token`: checks out an offline lease of the license for
 /// the consumer on the hardware (generated when not given) and answers its signed token.
-pub async fn offline_token(state: &HttpState, req: Request<Incoming>, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn offline_token(
+    state: &HttpState,
+    call: &Call,
+    id: &str,
+    once: Option<&Idempotency>,
+) -> Result<Response<Body>, ApiError> {
     let id: LicenseId = path_id("license", id)?;
-    let body: OfflineTokenIn = required_body(state, req).await?;
+    let body: OfflineTokenIn = call.required()?;
     check_claim("hw", &body.hw)?;
     check_claim("version", &body.version)?;
     if body.duration_s == Some(0) {
@@ -93,12 +98,15 @@ pub async fn offline_token(state: &HttpState, req: Request<Incoming>, id: &str) 
     if state.engine.directory().consumer(body.consumer).is_none() {
         return Err(ApiError::not_found(format!("consumer {}", body.consumer)));
     }
-    let hw = body.hw.unwrap_or_else(|| format!("generated-{}", state.engine.fresh_id().simple()));
+    // A retried request generates the same hardware id, as its checkout is the same one.
+    let generated = once.map_or_else(|| state.engine.fresh_id(), |i| SeededIds::for_idempotency_key(&i.key).uuid());
+    let hw = body.hw.unwrap_or_else(|| format!("generated-{}", generated.simple()));
     let mut request = ConsumeRequest::new(body.consumer, license.product_name.to_string()).on_hardware(hw.clone());
     request.anchors.version = body.version;
     request.mode = LeaseMode::Offline;
     request.duration_s = body.duration_s;
     request.filters.license = Some(id);
+    request.idempotency = once.copied();
     let decision = state.engine.consume(request).await?;
     let grant = match &decision {
         Decision::Granted(grant) => grant,
@@ -175,8 +183,8 @@ async fn expected_claims(state: &HttpState, token_claims: &Claims) -> Result<(Cl
     Ok((expected, ignored))
 }
 
-async fn read_token(state: &HttpState, req: Request<Incoming>) -> Result<String, ApiError> {
-    let body: TokenIn = required_body(state, req).await?;
+fn read_token(call: &Call) -> Result<String, ApiError> {
+    let body: TokenIn = call.required()?;
     let token = body.token.trim().to_owned();
     if token.is_empty() {
         return Err(ApiError::bad_request("token is empty"));
@@ -189,8 +197,8 @@ fn decode(token: &str) -> Result<Claims, ApiError> {
 }
 
 /// `POST /admin/tokens/audit`: compares the token's claims with what the current state gives.
-pub async fn audit_token(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let token = read_token(state, req).await?;
+pub async fn audit_token(state: &HttpState, call: &Call) -> Result<Response<Body>, ApiError> {
+    let token = read_token(call)?;
     if audit::is_encrypted(&token) {
         let report = AuditReport { consistent: true, encrypted: true, drift: Vec::new() };
         return Ok(reply::json(StatusCode::OK, &report));
@@ -202,8 +210,8 @@ pub async fn audit_token(state: &HttpState, req: Request<Incoming>) -> Result<Re
 }
 
 /// `POST /admin/tokens/regenerate`: a token with the claims the current state gives, signed now.
-pub async fn regenerate_token(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let token = read_token(state, req).await?;
+pub async fn regenerate_token(state: &HttpState, call: &Call) -> Result<Response<Body>, ApiError> {
+    let token = read_token(call)?;
     if audit::is_encrypted(&token) {
         return Err(ApiError::bad_request("an encrypted token (JWE) can be read only by its client"));
     }
@@ -216,8 +224,8 @@ pub async fn regenerate_token(state: &HttpState, req: Request<Incoming>) -> Resu
 
 /// `POST /admin/keys/rotate`: a new signing key (of the body's `alg`, or the current key's);
 /// the old one stays published while tokens it signed live.
-pub async fn rotate_key(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body: RotateIn = super::optional_body(state, req).await?;
+pub async fn rotate_key(state: &HttpState, call: &Call) -> Result<Response<Body>, ApiError> {
+    let body: RotateIn = call.optional()?;
     let (Some(keys), Some(rotation)) = (&state.keys, &state.key_rotation) else {
         return Err(ApiError::not_found("this server signs with no keys it can rotate"));
     };

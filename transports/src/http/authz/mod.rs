@@ -7,8 +7,9 @@
 
 pub mod query;
 
+use crate::http::idempotency::{self, Secret};
 use crate::http::reply::{self, ApiError, Body, JSON, JWT, TEXT};
-use crate::http::{auth, idempotency, HttpState};
+use crate::http::{auth, HttpState};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{
@@ -17,6 +18,7 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::claims::Claims;
+use leasehold_engine::decide::Idempotency;
 use leasehold_engine::tokens::{ClientPublicKey, Dialect, Subject};
 use leasehold_engine::{ConsumerId, Decision, Grant, LeaseId, ReleaseRequest};
 use query::{AuthzQuery, ConsumeQuery};
@@ -120,7 +122,14 @@ async fn answer(
             let retry = idempotency_key.as_deref().map(|key| (key, raw.as_str()));
             consume(state, consumer, &q, format, client_ip, retry).await
         }
-        AuthzQuery::Release(leases) => release(state, consumer, &leases, format).await,
+        AuthzQuery::Release(leases) => match idempotency_key {
+            None => release(state, consumer, &leases, format).await,
+            Some(key) => {
+                let once = Idempotency::of(consumer.0.as_bytes(), &key, 0, &[raw.as_bytes()]);
+                let run = release(state, consumer, &leases, format);
+                idempotency::answer_once(state, once, Secret::None, run).await
+            }
+        },
     }
 }
 

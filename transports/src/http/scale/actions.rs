@@ -16,8 +16,9 @@
 use super::caller::{self, Caller};
 use super::headers::{self, ClientHeaders};
 use super::shapes;
+use crate::http::idempotency::{self, Secret};
 use crate::http::reply::{self, ApiError, Body};
-use crate::http::{idempotency, HttpState};
+use crate::http::HttpState;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
@@ -122,16 +123,38 @@ pub async fn handle(
             let answers = start(state, &caller, &client, args, metered, client_ip, retry).await?;
             sign_all(state, answers, &client).await
         }
-        Action::Heartbeat => {
-            let args: Vec<HeartbeatArgs> = batch(content_type.as_deref(), &body)?;
-            let answers = heartbeat(state, &caller, &client, args).await?;
-            sign_all(state, answers, &client).await
+        Action::Heartbeat | Action::End => {
+            let run = renew_or_end(state, &caller, &client, action, content_type.as_deref(), &body);
+            match idempotency_key {
+                None => run.await,
+                Some(key) => {
+                    let anchors = serde_json::to_vec(&client.anchors).unwrap_or_default();
+                    let name: &[u8] = if action == Action::Heartbeat { b"heartbeat" } else { b"end" };
+                    let once = Idempotency::of(&caller.credential(), &key, 0, &[name, &body, &anchors]);
+                    idempotency::answer_once(state, once, Secret::None, run).await
+                }
+            }
         }
-        Action::End => {
-            let args: Vec<EndArgs> = batch(content_type.as_deref(), &body)?;
-            let results = end(state, &caller, args).await?;
-            Ok(reply::json(StatusCode::OK, &results))
-        }
+    }
+}
+
+/// A heartbeat (renewals) or a release: the batch's answers.
+async fn renew_or_end(
+    state: &HttpState,
+    caller: &Caller,
+    client: &ClientHeaders,
+    action: Action,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    if action == Action::Heartbeat {
+        let args: Vec<HeartbeatArgs> = batch(content_type, body)?;
+        let answers = heartbeat(state, caller, client, args).await?;
+        sign_all(state, answers, client).await
+    } else {
+        let args: Vec<EndArgs> = batch(content_type, body)?;
+        let results = end(state, caller, args).await?;
+        Ok(reply::json(StatusCode::OK, &results))
     }
 }
 
@@ -174,10 +197,7 @@ struct Retry<'a> {
 impl Retry<'_> {
     /// The idempotency of entry `part` of the request, by `caller` with `client`'s headers.
     fn of(&self, caller: &Caller, client: &ClientHeaders, part: usize) -> Option<Idempotency> {
-        let credential = match caller {
-            Caller::Consumer(id) => id.0.as_bytes().to_vec(),
-            Caller::Key { key, .. } => key.as_bytes().to_vec(),
-        };
+        let credential = caller.credential();
         let anchors = serde_json::to_vec(&client.anchors).unwrap_or_default();
         let action: &[u8] = if self.metered { b"start-metered-use" } else { b"checkout" };
         idempotency::of(Some(self.key), &credential, part, &[action, self.body, &anchors])

@@ -41,6 +41,14 @@ impl Caller {
             Caller::Key { license, .. } => key_holder(*license),
         }
     }
+
+    /// What identifies the caller in an idempotency key: its consumer id, or its license key.
+    pub fn credential(&self) -> Vec<u8> {
+        match self {
+            Caller::Consumer(id) => id.0.as_bytes().to_vec(),
+            Caller::Key { key, .. } => key.as_bytes().to_vec(),
+        }
+    }
 }
 
 /// 403: authenticated, but not allowed to act for what the request names.
