@@ -1,6 +1,7 @@
-//! Keeps the byte-level example of `docs/PROTOCOL.md` true: a real in-process server (seeded ids,
-//! a manual clock, so the bytes are the same on every run) is sent the documented consume frame,
-//! and the hex dumps of that frame and of the server's answer must be the ones in the document.
+//! Keeps the byte-level examples of `docs/PROTOCOL.md` true: a real in-process server (seeded ids,
+//! a manual clock, so the bytes are the same on every run) is sent the documented consume frame
+//! and consume-once frame, and the hex dumps of those frames and of the server's answers must be
+//! the ones in the document.
 //!
 //! When the format changes on purpose, `LEASEHOLD_BLESS=1 cargo test --release --test
 //! tcp_wire_example` rewrites the example in the document.
@@ -12,14 +13,17 @@ use leasehold::{
 };
 use leasehold_engine::ids::SeededIds;
 use leasehold_engine::signer::UnsignedTokens;
-use leasehold_transports::tcp::messages::{self, Authenticate, Credential, Request, Response};
+use leasehold_transports::tcp::messages::{self, Authenticate, ConsumeOnce, Credential, Request, Response};
 use leasehold_transports::tcp::{self, frame, TcpConfig, TcpState};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-const BEGIN: &str = "<!-- consume-example:begin (written by tests/tcp_wire_example.rs) -->";
-const END: &str = "<!-- consume-example:end -->";
+/// The markers around each example the test writes.
+const EXAMPLES: [(&str, &str); 2] = [
+    ("<!-- consume-example:begin (written by tests/tcp_wire_example.rs) -->", "<!-- consume-example:end -->"),
+    ("<!-- consume-once-example:begin (written by tests/tcp_wire_example.rs) -->", "<!-- consume-once-example:end -->"),
+];
 
 /// `bytes` as `xxd` shows them: offset, 16 bytes in hex, the printable ones as text.
 fn hex_dump(bytes: &[u8]) -> String {
@@ -47,8 +51,15 @@ fn frame_of(request_id: u32, request: &Request) -> Vec<u8> {
     buf.to_vec()
 }
 
-/// The consume frame and the server's answer to it, byte for byte.
-fn consume_exchange() -> (Vec<u8>, Vec<u8>) {
+/// The frames of the examples and the server's answers, byte for byte.
+struct Exchange {
+    consume: Vec<u8>,
+    answer: Vec<u8>,
+    consume_once: Vec<u8>,
+    answer_once: Vec<u8>,
+}
+
+fn exchange() -> Exchange {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     let clock = Arc::new(ManualClock::starting_at(Timestamp::from_secs(1_798_761_600))); // 2027-01-01
     let engine = Engine::builder().clock(clock).ids(Arc::new(SeededIds::new(6))).workers(1).build().expect("an engine");
@@ -91,26 +102,59 @@ fn consume_exchange() -> (Vec<u8>, Vec<u8>) {
     stream.write_all(&consume).expect("writes");
     let answer = read_frame(&mut stream);
     assert!(matches!(messages::decode::<Response>(&answer[frame::HEADER_BYTES..]), Ok(Response::Granted(_))));
-    (consume, answer)
+
+    let once = ConsumeOnce {
+        idempotency_key: "order-1".into(),
+        consume: Consume::new("ThreeDee").hw("hw-2").token(TokenChoice::Omit),
+    };
+    let consume_once = frame_of(8, &Request::ConsumeOnce(once.clone()));
+    stream.write_all(&consume_once).expect("writes");
+    let answer_once = read_frame(&mut stream);
+    let granted = |frame: &[u8]| match messages::decode::<Response>(&frame[frame::HEADER_BYTES..]) {
+        Ok(Response::Granted(granted)) => granted.lease_id,
+        other => panic!("a grant: {other:?}"),
+    };
+    // The retry, with another request id, is answered with the first lease.
+    stream.write_all(&frame_of(9, &Request::ConsumeOnce(once))).expect("writes");
+    assert_eq!(granted(&read_frame(&mut stream)), granted(&answer_once));
+    Exchange { consume, answer, consume_once, answer_once }
 }
 
 #[test]
-fn the_documented_consume_frame_and_its_answer_are_what_the_server_exchanges() {
-    let (consume, answer) = consume_exchange();
-    let example = format!(
-        "{BEGIN}\nThe consume request (request id 7):\n\n```text\n{}```\n\nThe server's answer:\n\n```text\n{}```\n{END}",
-        hex_dump(&consume),
-        hex_dump(&answer)
-    );
+fn the_documented_frames_and_their_answers_are_what_the_server_exchanges() {
+    let exchange = exchange();
+    let examples = [
+        format!(
+            "The consume request (request id 7):\n\n```text\n{}```\n\nThe server's answer:\n\n```text\n{}```",
+            hex_dump(&exchange.consume),
+            hex_dump(&exchange.answer)
+        ),
+        format!(
+            "The consume-once request (request id 8):\n\n```text\n{}```\n\nThe server's answer (a retry gets the same \
+             lease):\n\n```text\n{}```",
+            hex_dump(&exchange.consume_once),
+            hex_dump(&exchange.answer_once)
+        ),
+    ];
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/PROTOCOL.md");
-    let document = std::fs::read_to_string(&path).expect("docs/PROTOCOL.md");
-    let (Some(start), Some(end)) = (document.find(BEGIN), document.find(END)) else {
-        panic!("docs/PROTOCOL.md lacks the example markers {BEGIN} ... {END}");
-    };
-    let current = &document[start..end + END.len()];
-    if std::env::var_os("LEASEHOLD_BLESS").is_some() {
-        std::fs::write(&path, document.replacen(current, &example, 1)).expect("docs/PROTOCOL.md is writable");
-        return;
+    let mut document = std::fs::read_to_string(&path).expect("docs/PROTOCOL.md");
+    let bless = std::env::var_os("LEASEHOLD_BLESS").is_some();
+    for ((begin, end), example) in EXAMPLES.iter().zip(examples) {
+        let example = format!("{begin}\n{example}\n{end}");
+        let (Some(start), Some(stop)) = (document.find(begin), document.find(end)) else {
+            panic!("docs/PROTOCOL.md lacks the example markers {begin} ... {end}");
+        };
+        let current = document[start..stop + end.len()].to_owned();
+        if bless {
+            document = document.replacen(&current, &example, 1);
+        } else {
+            assert_eq!(
+                current, example,
+                "docs/PROTOCOL.md's example is stale; rerun with LEASEHOLD_BLESS=1 to rewrite it"
+            );
+        }
     }
-    assert_eq!(current, example, "docs/PROTOCOL.md's example is stale; rerun with LEASEHOLD_BLESS=1 to rewrite it");
+    if bless {
+        std::fs::write(&path, document).expect("docs/PROTOCOL.md is writable");
+    }
 }
