@@ -238,3 +238,31 @@ fn a_node_locked_license_moves_to_a_new_machine_once_the_old_one_is_freed() {
     assert_eq!(names, ["new-laptop"]);
     assert!(granted(&server, &key, "Locked&hw=new-laptop"));
 }
+
+#[test]
+fn an_open_tcp_connection_is_refused_from_the_request_after_its_key_is_rotated_or_its_consumer_disabled() {
+    use leasehold::client::{Auth, Client, ClientError, Consume, FailureCode};
+    let server = Server::start();
+    let (licensee, consumer, key) = server.party("Acme");
+    server.license(&licensee, "Wired", seats(5), json!({}));
+    let (_, other_consumer, other_key) = server.party("Other");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let connect = |key: &str| {
+        rt.block_on(Client::connect(server.tcp_addr, Auth::ApiKey(key.to_owned()))).expect("connects")
+    };
+    let refused = |client: &Client| match rt.block_on(client.check(Consume::new("Wired"))) {
+        Err(ClientError::Failure(failure)) => failure.code == FailureCode::BadCredentials,
+        Ok(_) => false,
+        Err(other) => panic!("a failure or an answer: {other}"),
+    };
+    let rotated_client = connect(&key);
+    let other_client = connect(&other_key);
+    assert!(!refused(&rotated_client) && !refused(&other_client));
+
+    server.admin_ok("POST", &format!("/admin/consumers/{consumer}/api-key"), None, 200);
+    assert!(refused(&rotated_client), "the old key still works on its open connection");
+    assert!(!refused(&other_client), "another consumer's connection is untouched");
+
+    patch(&server, &format!("/admin/consumers/{other_consumer}"), json!({"disabled": true}));
+    assert!(refused(&other_client), "a disabled consumer's connection still works");
+}

@@ -37,7 +37,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use dashmap::mapref::entry::Entry;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -153,6 +153,7 @@ impl EngineBuilder {
             idempotency: ConcurrentMap::default(),
             idempotency_sweep_at: AtomicUsize::new(MIN_KEY_SWEEP),
             answering: ConcurrentMap::default(),
+            credentials_epoch: AtomicU64::new(0),
             mailbox_capacity: self.mailbox_capacity,
             metrics: EngineMetrics::default(),
             shared,
@@ -252,6 +253,23 @@ impl Drop for Answering<'_> {
     }
 }
 
+/// A connection's API key, checked at authentication and re-checked only when a consumer changed
+/// since ([`Engine::authenticate_connection`], [`Engine::still_authenticated`]).
+#[derive(Debug)]
+pub struct Authentication {
+    consumer: ConsumerId,
+    key_sha256: [u8; 32],
+    /// The consumers' change count when the key was last found valid.
+    checked_at: AtomicU64,
+}
+
+impl Authentication {
+    /// The consumer the key belongs to.
+    pub fn consumer(&self) -> ConsumerId {
+        self.consumer
+    }
+}
+
 /// A fresh consumer API key: `lh_` and 24 bytes from `ids` in base64url.
 fn new_api_key(ids: &dyn IdSource) -> String {
     let mut secret = [0u8; 24];
@@ -270,6 +288,9 @@ struct Inner {
     idempotency_sweep_at: AtomicUsize,
     /// The idempotency keys of requests other than checkouts being carried out now.
     answering: ConcurrentMap<[u8; 32], ()>,
+    /// Counts changes to consumers (a key rotated, a consumer disabled or deleted): a connection
+    /// authenticated before a change re-checks its key ([`Engine::still_authenticated`]).
+    credentials_epoch: AtomicU64,
     router: Arc<Router>,
     /// Which license last granted a consumer an item, tried first when several may (so that a
     /// session keeps to its license instead of opening a second one elsewhere).
@@ -659,6 +680,36 @@ impl Engine {
         directory.consumer(id).filter(|c| !c.disabled).map(|c| c.id)
     }
 
+    /// Authenticates a connection that sends many requests with one API key, as
+    /// [`Engine::authenticate`]; [`Engine::still_authenticated`] re-checks it cheaply.
+    pub fn authenticate_connection(&self, api_key: &str) -> Option<Authentication> {
+        let checked_at = self.inner.credentials_epoch.load(Ordering::Acquire);
+        let consumer = self.authenticate(api_key)?;
+        Some(Authentication {
+            consumer,
+            key_sha256: sha256(api_key.as_bytes()),
+            checked_at: AtomicU64::new(checked_at),
+        })
+    }
+
+    /// Whether `authentication` still holds: its key is still its consumer's, and the consumer
+    /// is neither disabled nor deleted. One atomic read unless a consumer changed since it was
+    /// last checked, so a rotated key is refused from the next request on.
+    pub fn still_authenticated(&self, authentication: &Authentication) -> bool {
+        let epoch = self.inner.credentials_epoch.load(Ordering::Acquire);
+        if authentication.checked_at.load(Ordering::Relaxed) == epoch {
+            return true;
+        }
+        let valid = self
+            .directory()
+            .consumer(authentication.consumer)
+            .is_some_and(|c| !c.disabled && c.api_key_sha256 == authentication.key_sha256);
+        if valid {
+            authentication.checked_at.store(epoch, Ordering::Relaxed);
+        }
+        valid
+    }
+
     /// The latest counts license `id`'s actor published, without a message to it.
     pub fn gauge(&self, id: LicenseId) -> Option<GaugeReading> {
         self.inner.router.gauge(id)
@@ -693,6 +744,10 @@ impl Engine {
             let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
             let event = change(&directory)?;
             directory.apply(&event);
+            if matches!(event, DirectoryEvent::Consumer(_) | DirectoryEvent::ConsumerDeleted(_)) {
+                // After the change: a connection that sees the new epoch sees the new consumer.
+                self.inner.credentials_epoch.fetch_add(1, Ordering::Release);
+            }
             self.inner.shared.journal.append(&JournalEntry { at: self.now(), change: Change::Directory(event) })
         };
         Ok(durability.wait().await?)

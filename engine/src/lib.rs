@@ -50,7 +50,7 @@ pub use answer::{Grant, Released};
 pub use decide::{
     ConsumeRequest, Decision, Denial, ErrorCode, LicenseFilters, ReleaseRequest, Releaser, RenewRequest, Usage, UsedQty,
 };
-pub use engine::{Answering, Engine, EngineBuilder};
+pub use engine::{Answering, Authentication, Engine, EngineBuilder};
 pub use error::{AdminError, EngineError};
 pub use ids::{ConsumerId, LeaseId, LicenseId, LicenseeId, ProductId};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

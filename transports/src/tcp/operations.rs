@@ -25,8 +25,8 @@ use leasehold_engine::model::{self, LeaseMode};
 use leasehold_engine::signer::{SignFuture, TokenSigner};
 use leasehold_engine::tokens::{ClientPublicKey, KeyRing, Subject, TokenIssuer};
 use leasehold_engine::{
-    ConsumeRequest, ConsumerId, Decision, Denial, Engine, EngineError, ErrorCode, Grant, LicenseFilters, LicenseId,
-    ReleaseRequest, RenewRequest, UsedQty,
+    Authentication, ConsumeRequest, ConsumerId, Decision, Denial, Engine, EngineError, ErrorCode, Grant,
+    LicenseFilters, LicenseId, ReleaseRequest, RenewRequest, UsedQty,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -79,10 +79,13 @@ impl Principal {
 }
 
 /// Who an authenticated connection acts for, and how it wants its tokens.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Session {
     /// Who the connection authenticated as.
     pub principal: Principal,
+    /// The API key it authenticated with, re-checked before each request (a license key needs
+    /// none: its license refuses once revoked or deleted).
+    pub api_key: Option<Authentication>,
     /// The connection's token dialect.
     pub dialect: Dialect,
     /// The client's address (the license model's IP ranges apply to it).
@@ -98,11 +101,13 @@ pub fn authenticate(
 ) -> Result<(Session, Authenticated), Failure> {
     match &auth.credential {
         Credential::ApiKey(key) => {
-            let consumer = state
+            let authentication = state
                 .engine
-                .authenticate(key)
+                .authenticate_connection(key)
                 .ok_or_else(|| Failure::new(FailureCode::BadCredentials, "no consumer has this API key"))?;
-            let session = Session { principal: Principal::Consumer(consumer), dialect: auth.dialect, client_ip };
+            let consumer = authentication.consumer();
+            let principal = Principal::Consumer(consumer);
+            let session = Session { principal, api_key: Some(authentication), dialect: auth.dialect, client_ip };
             let answer = Authenticated { consumer: Some(consumer), license: None, issuer: state.issuer.clone() };
             Ok((session, answer))
         }
@@ -118,7 +123,7 @@ pub fn authenticate(
                 license: Some(license),
                 issuer: state.issuer.clone(),
             };
-            Ok((Session { principal, dialect: auth.dialect, client_ip }, answer))
+            Ok((Session { principal, api_key: None, dialect: auth.dialect, client_ip }, answer))
         }
     }
 }
@@ -134,6 +139,10 @@ pub fn apply<'a>(
     session: &'a Session,
     request: Request,
 ) -> impl Future<Output = Response> + Send + 'a {
+    if session.api_key.as_ref().is_some_and(|key| !state.engine.still_authenticated(key)) {
+        let why = "the connection's API key was rotated, or its consumer disabled or deleted: authenticate again";
+        return Operation::Done { future: future::ready(Err(Failure::new(FailureCode::BadCredentials, why))) };
+    }
     match request {
         Request::Consume(consume) => {
             Operation::Decide { future: consume_or_check(state, session, consume, Commit::Consume, None) }
