@@ -247,9 +247,8 @@ fn an_open_tcp_connection_is_refused_from_the_request_after_its_key_is_rotated_o
     server.license(&licensee, "Wired", seats(5), json!({}));
     let (_, other_consumer, other_key) = server.party("Other");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-    let connect = |key: &str| {
-        rt.block_on(Client::connect(server.tcp_addr, Auth::ApiKey(key.to_owned()))).expect("connects")
-    };
+    let connect =
+        |key: &str| rt.block_on(Client::connect(server.tcp_addr, Auth::ApiKey(key.to_owned()))).expect("connects");
     let refused = |client: &Client| match rt.block_on(client.check(Consume::new("Wired"))) {
         Err(ClientError::Failure(failure)) => failure.code == FailureCode::BadCredentials,
         Ok(_) => false,
