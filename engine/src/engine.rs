@@ -22,9 +22,10 @@ use crate::decide::{
 };
 use crate::directory::{key_holder, Directory, DirectoryEvent};
 use crate::error::{AdminError, EngineError};
+use crate::events::{Actor, Event, EventPage, EventQuery};
 use crate::hashing::ConcurrentMap;
 use crate::ids::{sha256, ConsumerId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds, SeededIds};
-use crate::journal::{Change, EphemeralJournal, Journal, JournalEntry};
+use crate::journal::{Change, Durability, EphemeralJournal, Journal, JournalEntry};
 use crate::metrics::{EngineMetrics, Operation};
 use crate::model::catalog::{is_valid_name, MAX_NAME_CHARS};
 use crate::model::license::is_valid_license_key;
@@ -743,14 +744,26 @@ impl Engine {
         let durability = {
             let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
             let event = change(&directory)?;
+            let recorded = Event::of_directory_change(&event, &directory, Actor::admin());
             directory.apply(&event);
             if matches!(event, DirectoryEvent::Consumer(_) | DirectoryEvent::ConsumerDeleted(_)) {
                 // After the change: a connection that sees the new epoch sees the new consumer.
                 self.inner.credentials_epoch.fetch_add(1, Ordering::Release);
             }
-            self.inner.shared.journal.append(&JournalEntry { at: self.now(), change: Change::Directory(event) })
+            let at = self.now();
+            let journal = &self.inner.shared.journal;
+            let changed = journal.append(&JournalEntry { at, change: Change::Directory(event) });
+            match recorded {
+                // Appended after its change, so durable only once the change is.
+                Some(recorded) if !matches!(changed, Durability::Failed(_)) => {
+                    (changed, journal.append(&JournalEntry { at, change: Change::Event(recorded) }))
+                }
+                _ => (changed, Durability::Now),
+            }
         };
-        Ok(durability.wait().await?)
+        let (changed, recorded) = durability;
+        changed.wait().await?;
+        Ok(recorded.wait().await?)
     }
 
     /// Claims `idempotency`'s key for a request that is not a checkout (an admin change, a
@@ -1014,6 +1027,11 @@ impl Engine {
         };
         durability.wait().await?;
         Ok(license)
+    }
+
+    /// The recorded events `query` wants, oldest first.
+    pub fn events(&self, query: &EventQuery) -> Result<EventPage, EngineError> {
+        Ok(self.inner.shared.journal.events(query)?)
     }
 
     /// The terms of license `id`.

@@ -4,6 +4,7 @@
 
 use crate::decide::{LicenseEvent, LicenseState};
 use crate::directory::DirectoryEvent;
+use crate::events::{Event, EventPage, EventQuery, StoredEvent};
 use crate::ids::LicenseId;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,9 @@ pub enum Change {
         /// What changed.
         event: LicenseEvent,
     },
+    /// The event of the change before it (it changes no state; the journal keeps it for the
+    /// events listing).
+    Event(Event),
 }
 
 /// A change and the time it was decided at (replay expires leases up to this time first).
@@ -109,6 +113,13 @@ pub trait Journal: Send + Sync + 'static {
         let _ = license;
         Ok(None)
     }
+
+    /// The events it keeps that `query` wants, oldest first; a journal that keeps none answers
+    /// an empty page.
+    fn events(&self, query: &EventQuery) -> Result<EventPage, JournalError> {
+        let _ = query;
+        Ok(EventPage::default())
+    }
 }
 
 /// Keeps every entry in memory: a journal for tests and simulations that "restart" an engine
@@ -144,6 +155,17 @@ impl Journal for MemoryJournal {
     fn append(&self, entry: &JournalEntry) -> Durability {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).push(entry.clone());
         Durability::Now
+    }
+
+    /// Every event it holds; an event's id is its entry's position, from 1.
+    fn events(&self, query: &EventQuery) -> Result<EventPage, JournalError> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let after = query.after.unwrap_or(0);
+        let events = entries.iter().zip(1u64..).skip_while(|(_, id)| *id <= after).filter_map(|(entry, id)| {
+            let Change::Event(event) = &entry.change else { return None };
+            Some(StoredEvent { id, at: entry.at, event: event.clone() })
+        });
+        Ok(EventPage::of(query, events))
     }
 }
 

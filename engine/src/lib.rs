@@ -29,6 +29,7 @@ pub mod decide;
 pub mod directory;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod hashing;
 pub mod ids;
 pub mod interning;

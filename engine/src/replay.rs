@@ -31,6 +31,7 @@ impl Recovered {
     pub fn apply(&mut self, entry: &JournalEntry) {
         match &entry.change {
             Change::Directory(event) => self.directory.apply(event),
+            Change::Event(_) => {}
             Change::License { license, event } => {
                 if let LicenseEvent::Terms(terms) = event {
                     self.directory.set_license(terms.clone());

@@ -65,6 +65,9 @@ pub const DEFAULT_QUEUE_FULL_WAIT: Duration = Duration::from_millis(200);
 /// Default longest a flush may take before its appenders are answered that it failed and the
 /// journal reopens its database.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long events are kept by default (SPEC section 11: 90 days).
+pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 /// Default number of entries after which a snapshot is taken.
 pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 100_000;
 
@@ -95,6 +98,8 @@ pub struct JournalConfig {
     /// a disk that hangs), every change is refused, and the journal reopens its database once
     /// the flush returns.
     pub flush_timeout: Duration,
+    /// How long events are kept: each snapshot drops the older ones. `None` keeps them all.
+    pub event_retention: Option<Duration>,
 }
 
 impl Default for JournalConfig {
@@ -107,6 +112,7 @@ impl Default for JournalConfig {
             queue_full_wait: DEFAULT_QUEUE_FULL_WAIT,
             snapshot_every_entries: Some(DEFAULT_SNAPSHOT_EVERY_ENTRIES),
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            event_retention: Some(DEFAULT_EVENT_RETENTION),
         }
     }
 }

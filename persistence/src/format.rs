@@ -1,12 +1,14 @@
 //! The on-disk format: how journal entries and snapshots are laid out.
 //!
-//! The sled database holds two trees, where a key is a sequence number as 8 big-endian bytes, so
-//! sled's key order is sequence order:
+//! The sled database holds three trees, where a key is a sequence number as 8 big-endian bytes,
+//! so sled's key order is sequence order:
 //!
 //! - [`LOG_TREE`]: one record per group-committed batch, under the sequence number of its first
 //!   entry; entries are numbered 1, 2, 3, ... with no gaps, across records;
 //! - [`SNAPSHOT_TREE`]: the snapshot at `seq` is the state after entries `1..=seq`; the value
 //!   under `seq` is the snapshot's [`Manifest`] (version 2) or the whole snapshot (version 1).
+//! - [`EVENTS_TREE`]: each event entry ([`Change::Event`]) again, under its own sequence number,
+//!   as a log record of one entry; kept for the events' retention after snapshots cut the log.
 //!
 //! A version-2 snapshot's state is in a file of the journal's directory,
 //! [`SNAPSHOT_DIR`]`/`[`snapshot_file_name`]`(seq)`: its parts one after the other, as long as
@@ -55,7 +57,8 @@
 
 use crate::error::FormatError;
 use leasehold_engine::directory::DirectorySnapshot;
-use leasehold_engine::journal::JournalEntry;
+use leasehold_engine::events::StoredEvent;
+use leasehold_engine::journal::{Change, JournalEntry};
 use leasehold_engine::replay::{LicenseSnapshot, RecoveredSnapshotV1};
 use leasehold_engine::shapes::in_format;
 use serde::de::DeserializeOwned;
@@ -63,6 +66,8 @@ use serde::{Deserialize, Serialize};
 
 /// The tree of journal entries.
 pub const LOG_TREE: &str = "log";
+/// The tree of events, kept for their retention.
+pub const EVENTS_TREE: &str = "events";
 /// The tree of snapshots: manifests (version 2) and whole snapshots (version 1).
 pub const SNAPSHOT_TREE: &str = "snapshots";
 /// The directory, in the journal's, of version-2 snapshots' files.
@@ -198,6 +203,15 @@ pub fn decode_batch(first_seq: u64, value: &[u8]) -> Result<Vec<JournalEntry>, F
         // Version 2 changed only snapshots; version 3 added fields to stored types.
         1..=FORMAT_VERSION => in_format(version, || decode_batch_payload(payload)),
         found => Err(FormatError::UnknownVersion { found, newest: FORMAT_VERSION }),
+    }
+}
+
+/// Decodes the events-tree record of the event entry `seq`.
+pub fn decode_event(seq: u64, value: &[u8]) -> Result<StoredEvent, FormatError> {
+    let mut entries = decode_batch(seq, value)?;
+    match (entries.pop(), entries.is_empty()) {
+        (Some(JournalEntry { at, change: Change::Event(event) }), true) => Ok(StoredEvent { id: seq, at, event }),
+        _ => Err(FormatError::Decode(format!("the record of event {seq} is not one event"))),
     }
 }
 

@@ -4,12 +4,13 @@
 
 use crate::config::{DurabilityMode, JournalConfig};
 use crate::error::PersistenceError;
-use crate::format::{LOG_TREE, SNAPSHOT_DIR, SNAPSHOT_TREE};
+use crate::format::{decode_event, key_seq, seq_key, EVENTS_TREE, LOG_TREE, SNAPSHOT_DIR, SNAPSHOT_TREE};
 use crate::health::Health;
 use crate::recovery::{recover, RecoveryReport};
 use crate::snapshot::{self, Stores};
 use crate::writer::{GroupCommit, Writer};
 use leasehold_engine::decide::LicenseState;
+use leasehold_engine::events::{EventPage, EventQuery};
 use leasehold_engine::ids::LicenseId;
 use leasehold_engine::journal::{Change, Durability, Journal, JournalEntry, JournalError};
 use leasehold_engine::metrics::Histogram;
@@ -108,7 +109,13 @@ impl Core {
         let snapshot_dir = dir.join(SNAPSHOT_DIR);
         std::fs::create_dir_all(&snapshot_dir)
             .map_err(|source| PersistenceError::SnapshotFile { path: snapshot_dir.clone(), source })?;
-        let stores = Stores { log: db.open_tree(LOG_TREE)?, snapshots: db.open_tree(SNAPSHOT_TREE)?, snapshot_dir, db };
+        let stores = Stores {
+            log: db.open_tree(LOG_TREE)?,
+            snapshots: db.open_tree(SNAPSHOT_TREE)?,
+            events: db.open_tree(EVENTS_TREE)?,
+            snapshot_dir,
+            db,
+        };
         let open_ms = crate::recovery::elapsed_ms(open_started);
         let (recovered, mut report) = recover(&stores)?;
         report.open_ms = open_ms;
@@ -132,6 +139,7 @@ impl Core {
             shared: Arc::clone(&commit),
             db: stores.db.clone(),
             log: stores.log.clone(),
+            events: stores.events.clone(),
             next_seq: report.last_seq + 1,
             snapshot_requests: Some(requests_tx),
             last_snapshot_request_seq: report.snapshot_seq.unwrap_or(0),
@@ -372,6 +380,27 @@ impl Journal for SledJournal {
 
     fn rebuild(&self, license: LicenseId) -> Result<Option<(LicenseState, Timestamp)>, JournalError> {
         self.shared.health.rebuild(license)
+    }
+
+    /// The events tree from `query.after` on, decoded one record at a time.
+    fn events(&self, query: &EventQuery) -> Result<EventPage, JournalError> {
+        let Some(core) = self.shared.core() else {
+            return Err(self.shared.health.writable().err().unwrap_or(JournalError::Closed));
+        };
+        let from = query.after.map_or(0, |after| after.saturating_add(1));
+        let mut failure = None;
+        let events = core.stores.events.range(seq_key(from)..).map_while(|item| {
+            let read = item.map_err(|e| e.to_string()).and_then(|(key, value)| {
+                let seq = key_seq(&key).map_err(|e| e.to_string())?;
+                decode_event(seq, &value).map_err(|e| e.to_string())
+            });
+            read.map_err(|e| failure = Some(e)).ok()
+        });
+        let page = EventPage::of(query, events);
+        match failure {
+            Some(why) => Err(JournalError::Io(format!("reading events: {why}"))),
+            None => Ok(page),
+        }
     }
 }
 

@@ -12,13 +12,14 @@
 
 use crate::error::{FormatError, PersistenceError};
 use crate::format::{
-    decode_batch, decode_directory_part, decode_licenses_part, decode_snapshot_head, key_seq, seq_key,
-    snapshot_file_name, Manifest, SnapshotHead, DIRECTORY_PART,
+    decode_batch, decode_directory_part, decode_licenses_part, decode_snapshot_head, encode_entry, key_seq, seal_batch,
+    seq_key, snapshot_file_name, Manifest, SnapshotHead, DIRECTORY_PART,
 };
 use crate::snapshot::{remove_snapshot, Stores};
 use leasehold_engine::decide::LicenseState;
 use leasehold_engine::directory::DirectorySnapshot;
 use leasehold_engine::ids::LicenseId;
+use leasehold_engine::journal::{Change, JournalEntry};
 use leasehold_engine::replay::Recovered;
 use leasehold_engine::Timestamp;
 use std::collections::HashMap;
@@ -309,6 +310,19 @@ pub(crate) fn fold_log(
 
 /// Recovers the state of the journal in `stores`, repairing what may be repaired (see the
 /// module comment). The snapshot is decoded on all cores: nothing else runs yet.
+/// Puts event entry `seq` in the events tree if a crash left it only in the log (the log record
+/// is written first).
+fn keep_event(stores: &Stores, seq: u64, entry: &JournalEntry) -> Result<(), PersistenceError> {
+    if stores.events.contains_key(seq_key(seq))? {
+        return Ok(());
+    }
+    let encoded = encode_entry(entry).map_err(|e| PersistenceError::Encode { what: "event", reason: e.to_string() })?;
+    if let Some(record) = seal_batch(seq, &[encoded]) {
+        stores.events.insert(seq_key(seq), record)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn recover(stores: &Stores) -> Result<(Recovered, RecoveryReport), PersistenceError> {
     let started = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -348,9 +362,12 @@ pub(crate) fn recover(stores: &Stores) -> Result<(Recovered, RecoveryReport), Pe
             (Ok((first, _)), None) if first != expected => {
                 return Err(PersistenceError::MissingEntries { expected, found: first });
             }
-            (Ok((_, entries)), None) => {
-                for entry in &entries {
+            (Ok((first, entries)), None) => {
+                for (seq, entry) in (first..).zip(&entries) {
                     state.apply(entry);
+                    if matches!(entry.change, Change::Event(_)) {
+                        keep_event(stores, seq, entry)?;
+                    }
                 }
                 expected += entries.len() as u64;
                 report.replayed_entries += entries.len() as u64;
@@ -377,6 +394,10 @@ pub(crate) fn recover(stores: &Stores) -> Result<(Recovered, RecoveryReport), Pe
         report.cut_tail = Some(CutTail { from_seq, records, reason });
     }
     report.last_seq = expected - 1;
+    // Events of records that were cut (or never flushed with their record) are not events.
+    for key in stores.events.range(seq_key(expected)..).keys() {
+        stores.events.remove(key?)?;
+    }
     report.replay_ms = elapsed_ms(replay_started);
     report.halted_licenses = state.check();
     for violation in state.halted.values() {

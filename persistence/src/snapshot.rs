@@ -17,12 +17,13 @@
 
 use crate::error::PersistenceError;
 use crate::format::{
-    encode_directory_part, encode_licenses_part, encode_manifest, key_seq, partial_snapshot_file_name, seq_key,
-    snapshot_file_name, snapshot_file_seq, Manifest, LICENSES_PER_CHUNK,
+    decode_event, encode_directory_part, encode_licenses_part, encode_manifest, key_seq, partial_snapshot_file_name,
+    seq_key, snapshot_file_name, snapshot_file_seq, Manifest, LICENSES_PER_CHUNK,
 };
 use crate::recovery::{fold_log, newest_snapshot, Base};
 use crate::writer::GroupCommit;
 use leasehold_engine::replay::{LicenseSnapshot, Recovered};
+use leasehold_engine::time::Timestamp;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ pub(crate) struct Stores {
     pub(crate) db: sled::Db,
     pub(crate) log: sled::Tree,
     pub(crate) snapshots: sled::Tree,
+    /// Events, kept for their retention (see `crate::format`).
+    pub(crate) events: sled::Tree,
     /// Where version-2 snapshots' files are.
     pub(crate) snapshot_dir: PathBuf,
 }
@@ -70,7 +73,25 @@ fn build_snapshot(stores: &Stores, commit: &GroupCommit, upto: u64) -> Result<Op
     write_snapshot(stores, upto, &state)?;
     drop(state);
     prune(stores)?;
+    if let Some(retention) = commit.config.event_retention {
+        expire_events(stores, retention)?;
+    }
     Ok(Some(upto))
+}
+
+/// Drops the events older than `retention`, oldest first (events are kept in time order).
+fn expire_events(stores: &Stores, retention: std::time::Duration) -> Result<(), PersistenceError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let cutoff = Timestamp::from_millis(i64::try_from(now.saturating_sub(retention).as_millis()).unwrap_or(i64::MAX));
+    for item in stores.events.iter() {
+        let (key, value) = item?;
+        let expired = key_seq(&key).and_then(|seq| decode_event(seq, &value)).map_or(true, |e| e.at < cutoff);
+        if !expired {
+            break;
+        }
+        stores.events.remove(key)?;
+    }
+    Ok(())
 }
 
 /// Writes `state` as the snapshot at `seq`: its parts to its file, a chunk of licenses at a time

@@ -49,6 +49,8 @@ struct Pending {
     license: Option<LicenseId>,
     /// Where to say the entry is durable (`sync`); `None` when the appender did not wait.
     reply: Option<oneshot::Sender<Result<(), JournalError>>>,
+    /// Whether it is an event, which the events tree keeps too.
+    event: bool,
 }
 
 #[derive(Default)]
@@ -96,7 +98,7 @@ pub(crate) struct GroupCommit {
     /// Licenses and live leases in the newest snapshot: the next one waits for at least as many
     /// new entries, so that snapshotting a large state costs a bounded share of the writes.
     snapshot_size: AtomicU64,
-    config: JournalConfig,
+    pub(crate) config: JournalConfig,
 }
 
 fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
@@ -189,8 +191,9 @@ impl GroupCommit {
     pub(crate) fn append(&self, entry: &JournalEntry) -> Durability {
         let license = match &entry.change {
             Change::License { license, .. } => Some(*license),
-            Change::Directory(_) => None,
+            Change::Directory(_) | Change::Event(_) => None,
         };
+        let event = matches!(entry.change, Change::Event(_));
         if let Some(why) = self.poisoned() {
             // The change was decided before the journal failed, and applied: it is lost.
             self.health.lose(license);
@@ -229,7 +232,7 @@ impl GroupCommit {
             self.health.lose(license);
             return Durability::Failed(self.health.writable().err().unwrap_or(JournalError::Closed));
         }
-        queue.pending.push_back(Pending { value, license, reply });
+        queue.pending.push_back(Pending { value, license, reply, event });
         let wake_writer = queue.writer_wants > 0 && queue.pending.len() >= queue.writer_wants;
         if wake_writer {
             // Once: until the woken writer runs, the appenders after this one would each wake it
@@ -353,6 +356,7 @@ pub(crate) struct Writer {
     pub(crate) shared: Arc<GroupCommit>,
     pub(crate) db: sled::Db,
     pub(crate) log: sled::Tree,
+    pub(crate) events: sled::Tree,
     pub(crate) next_seq: u64,
     /// Where to ask for a snapshot; full means one is already asked for.
     pub(crate) snapshot_requests: Option<mpsc::SyncSender<()>>,
@@ -407,13 +411,14 @@ impl Writer {
     /// batch reached sled.
     fn write(&mut self, batch: Vec<Pending>) -> bool {
         let licenses: Vec<LicenseId> = batch.iter().filter_map(|p| p.license).collect();
+        let events: Vec<usize> = batch.iter().enumerate().filter(|(_, p)| p.event).map(|(i, _)| i).collect();
         let (values, replies): (Vec<Vec<u8>>, Vec<_>) = batch.into_iter().map(|p| (p.value, p.reply)).unzip();
         let replies = replies.into_iter().flatten().collect();
         *self.shared.lock_in_flush() = Some(InFlush { since: Instant::now(), replies, licenses });
         let outcome = match self.shared.poisoned() {
             Some(why) => Err(JournalError::Poisoned(why.to_owned())),
-            None => self.store(values).and_then(|first| match self.shared.config.durability {
-                DurabilityMode::Sync => self.flush().inspect_err(|_| self.unwrite(first)),
+            None => self.store(values, &events).and_then(|first| match self.shared.config.durability {
+                DurabilityMode::Sync => self.flush().inspect_err(|_| self.unwrite(first, &events)),
                 DurabilityMode::Batched { .. } | DurabilityMode::None => Ok(()),
             }),
         };
@@ -434,9 +439,10 @@ impl Writer {
         stored
     }
 
-    /// Gives the batch consecutive sequence numbers and writes it as one log record; returns
-    /// the batch's first sequence number.
-    fn store(&mut self, values: Vec<Vec<u8>>) -> Result<u64, JournalError> {
+    /// Gives the batch consecutive sequence numbers and writes it as one log record, and its
+    /// events (`events`: their positions in the batch) to the events tree; returns the batch's
+    /// first sequence number.
+    fn store(&mut self, values: Vec<Vec<u8>>, events: &[usize]) -> Result<u64, JournalError> {
         let first = self.next_seq;
         let next = first + values.len() as u64;
         // Recovery refuses a log with a gap in its sequence numbers; never write one.
@@ -447,21 +453,30 @@ impl Writer {
         let Some(record) = seal_batch(first, &values) else {
             return Err(self.poison(format!("entries {first}..{next} do not fit a log record")));
         };
-        match self.log.insert(seq_key(first), record) {
-            Ok(_) => {
-                self.next_seq = next;
-                self.shared.last_written_seq.store(next - 1, Ordering::Release);
-                Ok(first)
-            }
-            Err(e) => Err(self.poison(format!("writing entries {first}..{next} failed: {e}"))),
+        if let Err(e) = self.log.insert(seq_key(first), record) {
+            return Err(self.poison(format!("writing entries {first}..{next} failed: {e}")));
         }
+        for &index in events {
+            let seq = first + index as u64;
+            let kept =
+                seal_batch(seq, std::slice::from_ref(&values[index])).map(|r| self.events.insert(seq_key(seq), r));
+            if !matches!(kept, Some(Ok(_))) {
+                return Err(self.poison(format!("writing event {seq} failed")));
+            }
+        }
+        self.next_seq = next;
+        self.shared.last_written_seq.store(next - 1, Ordering::Release);
+        Ok(first)
     }
 
     /// Takes back the record of the batch starting at `first`, whose flush failed: its
     /// appenders are told it failed, so a later flush (sled's own, at close) must not make it
     /// durable. What the failed flush already put on disk cannot be taken back.
-    fn unwrite(&mut self, first: u64) {
+    fn unwrite(&mut self, first: u64, events: &[usize]) {
         let _ = self.log.remove(seq_key(first));
+        for &index in events {
+            let _ = self.events.remove(seq_key(first + index as u64));
+        }
         self.next_seq = first;
         self.shared.last_written_seq.store(first - 1, Ordering::Release);
     }

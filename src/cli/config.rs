@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// What an answered change survives: sync (flushed before answering), batched[:<ms>], none [default: sync].
     #[arg(long, value_name = "MODE", env = "LEASEHOLD_DURABILITY", value_parser = parse_durability)]
     pub durability: Option<DurabilityMode>,
+    /// Days events are kept for `GET /admin/events` [default: 90].
+    #[arg(long, value_name = "DAYS", env = "LEASEHOLD_EVENTS_RETENTION_DAYS")]
+    pub events_retention_days: Option<u64>,
     /// A TOML configuration file (see examples/leasehold.toml); flags and environment win over it.
     #[arg(long, value_name = "FILE", env = "LEASEHOLD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -87,6 +90,9 @@ pub struct ServeArgs {
     pub workers: Option<usize>,
 }
 
+/// Days events are kept unless configured (SPEC section 11).
+pub const DEFAULT_EVENTS_RETENTION_DAYS: u64 = 90;
+
 fn parse_durability(text: &str) -> Result<DurabilityMode, String> {
     text.parse()
 }
@@ -103,6 +109,7 @@ pub struct FileConfig {
     tcp: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     durability: Option<String>,
+    events_retention_days: Option<u64>,
     admin_token: Option<String>,
     demo: Option<bool>,
     public_url: Option<String>,
@@ -174,6 +181,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The journal's durability.
     pub durability: DurabilityMode,
+    /// Days events are kept.
+    pub events_retention_days: u64,
     /// The admin token's secret from the file (the environment's is read with the token).
     pub file_admin_token: Option<String>,
     /// Seed the demo data.
@@ -259,6 +268,10 @@ impl Settings {
             tcp: args.tcp.or(file.tcp),
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             durability: args.durability.or(file_durability).unwrap_or_default(),
+            events_retention_days: args
+                .events_retention_days
+                .or(file.events_retention_days)
+                .unwrap_or(DEFAULT_EVENTS_RETENTION_DAYS),
             file_admin_token: file.admin_token.map(|t| t.trim().to_owned()),
             demo: args.demo.or(file.demo).unwrap_or(false),
             public_url,
@@ -297,6 +310,7 @@ impl Settings {
             ("header_read_timeout_s", self.http_config.header_read_timeout.is_zero()),
             ("idle_timeout_s", self.http_config.idle_timeout.is_zero()),
             ("license_queue", self.license_queue == 0),
+            ("events_retention_days", self.events_retention_days == 0),
             ("workers", self.workers == 0),
         ];
         match positive.iter().find(|(_, zero)| *zero) {

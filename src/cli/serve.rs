@@ -110,7 +110,13 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
     std::fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
 
     let journal_dir = data_dir.join("journal");
-    let (journal, recovered) = SledJournal::open(&journal_dir, JournalConfig::with_durability(settings.durability))?;
+    let journal_config = JournalConfig {
+        event_retention: Some(std::time::Duration::from_secs(
+            settings.events_retention_days.saturating_mul(24 * 60 * 60),
+        )),
+        ..JournalConfig::with_durability(settings.durability)
+    };
+    let (journal, recovered) = SledJournal::open(&journal_dir, journal_config)?;
     let journal = Arc::new(journal);
     let recovered_licenses = recovered.licenses.len();
 

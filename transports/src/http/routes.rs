@@ -147,6 +147,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/tokens/audit"),
     ("POST", "/admin/tokens/regenerate"),
     ("POST", "/admin/keys/rotate"),
+    ("GET", "/admin/events"),
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/licensing-signing-keys/.well-known/jwks.json"),
     ("GET", "/.well-known/license-configuration"),

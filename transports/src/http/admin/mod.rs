@@ -22,6 +22,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::decide::Idempotency;
+use leasehold_engine::events::EventQuery;
 use leasehold_engine::{ConsumerId, Decision, ErrorCode, LeaseId, LicenseId, LicenseeId};
 use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
@@ -241,6 +242,7 @@ async fn route(
         }
         (["licenses", id, "offline-token"], &Method::POST) => tokens::offline_token(state, call, id, once).await,
         (["leases", id], &Method::DELETE) => force_release(state, path_id("lease", id)?).await,
+        (["events"], &Method::GET) => events(state, query),
         (["tokens", "audit"], &Method::POST) => tokens::audit_token(state, call).await,
         (["tokens", "regenerate"], &Method::POST) => tokens::regenerate_token(state, call).await,
         (["keys", "rotate"], &Method::POST) => tokens::rotate_key(state, call).await,
@@ -258,7 +260,7 @@ fn allowed(segments: &[&str]) -> &'static str {
         ["licensees" | "consumers" | "products" | "licenses"] => "GET or POST",
         ["licenses" | "licensees" | "consumers", _] => "GET, PATCH or DELETE",
         ["products", _] => "GET or PATCH",
-        ["licenses", _, "leases" | "machines"] => "GET",
+        ["licenses", _, "leases" | "machines"] | ["events"] => "GET",
         ["licenses", _, "revoke" | "deactivate" | "reactivate" | "assignments" | "offline-token"]
         | ["consumers", _, "api-key"]
         | ["tokens", "audit" | "regenerate"]
@@ -408,6 +410,28 @@ async fn patch_license(state: &HttpState, call: &Call, id: LicenseId) -> Result<
     let license = state.engine.patch_license(id, body.into_patch(current.credit.dimension)?).await?;
     let usage = state.engine.usage(id).await?;
     Ok(reply::json(StatusCode::OK, &shapes::license(&license, Some(&usage))))
+}
+
+/// `GET /admin/events`: recorded events oldest first, after `after` (or `cursor`), of a `type`
+/// (`prefix.*` for a family) and about a `subject`.
+fn events(state: &HttpState, query: &str) -> Result<Response<Body>, ApiError> {
+    let listing = Listing::parse(query, &["after", "type", "subject"])?;
+    let after = match listing.filter("after").or(listing.after.as_deref()) {
+        None => None,
+        Some(id) => {
+            Some(id.parse::<u64>().map_err(|_| ApiError::bad_request("after (or cursor) must be an event id"))?)
+        }
+    };
+    let query = EventQuery {
+        after,
+        event_type: listing.filter("type").map(str::to_owned),
+        subject: listing.filter("subject").map(str::to_owned),
+        limit: listing.limit,
+    };
+    let page = state.engine.events(&query)?;
+    let items: Vec<Value> = page.items.iter().map(shapes::event).collect();
+    let next_cursor = page.next_after.map(|id| id.to_string());
+    Ok(reply::json(StatusCode::OK, &json!({"items": items, "next_cursor": next_cursor})))
 }
 
 async fn force_release(state: &HttpState, id: LeaseId) -> Result<Response<Body>, ApiError> {

@@ -7,6 +7,7 @@
 use crate::http::reply::ApiError;
 use leasehold_engine::actors::license::Machine;
 use leasehold_engine::decide::Usage;
+use leasehold_engine::events::StoredEvent;
 use leasehold_engine::model::{
     Consumer, ConsumerKind, Credit, Dimension, Enforcement, Feature, FeatureOverrides, Lease, License, LicenseModel,
     LicenseStatus, Licensee, LicenseeKind, Product, Tier,
@@ -401,6 +402,19 @@ pub fn machine(m: &Machine) -> Value {
         "first_seen_at": rfc3339(m.seen.first_seen_at),
         "last_seen_at": rfc3339(m.seen.last_seen_at),
         "live_leases": m.live_leases,
+    })
+}
+
+/// A recorded event as answered (SPEC section 11); its data is the JSON it was recorded with.
+pub fn event(e: &StoredEvent) -> Value {
+    let data: Value = serde_json::from_str(&e.event.data).unwrap_or(Value::Null);
+    json!({
+        "id": e.id.to_string(),
+        "at": rfc3339(e.at),
+        "type": e.event.event_type,
+        "actor": {"kind": e.event.actor.kind.as_str(), "id": e.event.actor.id},
+        "subject": {"kind": e.event.subject.kind, "id": e.event.subject.id},
+        "data": data,
     })
 }
 

@@ -1,0 +1,224 @@
+//! Events out (SPEC section 11): each change is also recorded as an event saying what changed,
+//! who changed it and when. Events are journaled right after their change ([`Change::Event`],
+//! so an acknowledged change has its event) and kept by the journal apart from the log, for
+//! their retention period, to be listed in order ([`crate::journal::Journal::events`]).
+//!
+//! [`Change::Event`]: crate::journal::Change::Event
+
+use crate::directory::{Directory, DirectoryEvent};
+use crate::model::{Consumer, Licensee, Product};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// `licensee.created`, `consumer.deleted`, ...
+    pub event_type: String,
+    /// Who caused it.
+    pub actor: Actor,
+    /// What it happened to.
+    pub subject: Subject,
+    /// The subject as it is after the change, as JSON text (`{}` for a deletion).
+    pub data: String,
+}
+
+impl Event {
+    /// The event of directory change `change` by `actor`, given the directory `before` it;
+    /// `None` for a change that is not one of the directory's objects (a remembered answer).
+    pub fn of_directory_change(change: &DirectoryEvent, before: &Directory, actor: Actor) -> Option<Event> {
+        let verb = |existed: bool| if existed { "updated" } else { "created" };
+        let (event_type, subject, data) = match change {
+            DirectoryEvent::Licensee(l) => (
+                format!("licensee.{}", verb(before.licensee(l.id).is_some())),
+                ("licensee", l.id.to_string()),
+                licensee(l),
+            ),
+            DirectoryEvent::Consumer(c) => {
+                let verb = match before.consumer(c.id) {
+                    Some(old) if old.api_key_sha256 != c.api_key_sha256 => "api_key_rotated",
+                    Some(_) => "updated",
+                    None => "created",
+                };
+                (format!("consumer.{verb}"), ("consumer", c.id.to_string()), consumer(c))
+            }
+            DirectoryEvent::Product(p) => {
+                let verb = verb(before.product(p.id).is_some());
+                (format!("product.{verb}"), ("product", p.name.clone()), product(p))
+            }
+            DirectoryEvent::LicenseeDeleted(id) => ("licensee.deleted".into(), ("licensee", id.to_string()), json!({})),
+            DirectoryEvent::ConsumerDeleted(id) => ("consumer.deleted".into(), ("consumer", id.to_string()), json!({})),
+            DirectoryEvent::Answered { .. } => return None,
+        };
+        let (kind, id) = subject;
+        Some(Event { event_type, actor, subject: Subject { kind: kind.into(), id }, data: data.to_string() })
+    }
+}
+
+fn licensee(l: &Licensee) -> serde_json::Value {
+    json!({"id": l.id, "name": l.name, "kind": l.kind, "external_id": l.external_id})
+}
+
+/// A consumer without its key's digest.
+fn consumer(c: &Consumer) -> serde_json::Value {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "kind": c.kind,
+        "licensees": c.licensees,
+        "email": c.email,
+        "external_id": c.external_id,
+        "disabled": c.disabled,
+    })
+}
+
+fn product(p: &Product) -> serde_json::Value {
+    json!({"id": p.id, "name": p.name, "features": p.features, "tiers": p.tiers})
+}
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// What kind of actor.
+    pub kind: ActorKind,
+    /// Which one (`admin` for the admin token).
+    pub id: String,
+}
+
+impl Actor {
+    /// The holder of the admin token (and an embedder calling the engine's admin API).
+    pub fn admin() -> Self {
+        Actor { kind: ActorKind::Admin, id: "admin".into() }
+    }
+}
+
+/// The kinds of actors of SPEC section 11.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActorKind {
+    /// The admin token.
+    Admin,
+    /// An API credential with a role.
+    Credential,
+    /// A consumer, by its own request.
+    Consumer,
+    /// The server itself (a license expiring, a credit running out).
+    System,
+}
+
+impl ActorKind {
+    /// The kind as SPEC section 11 names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Admin => "admin",
+            ActorKind::Credential => "credential",
+            ActorKind::Consumer => "consumer",
+            ActorKind::System => "system",
+        }
+    }
+}
+
+/// What an event happened to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    /// `licensee`, `consumer`, `product`, `license`, ...
+    pub kind: String,
+    /// Its id (a product's name).
+    pub id: String,
+}
+
+/// An event as kept: its id (increasing in the order events were recorded) and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Increasing; the listing's cursor.
+    pub id: u64,
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened.
+    pub event: Event,
+}
+
+/// Which events a listing wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Only events after this id.
+    pub after: Option<u64>,
+    /// Only this type, or with `prefix.*` every type that starts with `prefix.`.
+    pub event_type: Option<String>,
+    /// Only events about the subject with this id.
+    pub subject: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl EventQuery {
+    /// Whether `event` is one the query wants (its id aside).
+    pub fn wants(&self, event: &Event) -> bool {
+        let type_matches = match self.event_type.as_deref() {
+            None => true,
+            Some(pattern) => match pattern.strip_suffix('*') {
+                Some(prefix) => event.event_type.starts_with(prefix),
+                None => event.event_type == pattern,
+            },
+        };
+        type_matches && self.subject.as_deref().is_none_or(|id| event.subject.id == id)
+    }
+}
+
+/// A page of events, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventPage {
+    /// The events.
+    pub items: Vec<StoredEvent>,
+    /// Pass as `after` for the next page; `None` on the last one.
+    pub next_after: Option<u64>,
+}
+
+impl EventPage {
+    /// The page of `query` from `candidates`, events in increasing id order after `query.after`.
+    pub fn of(query: &EventQuery, candidates: impl Iterator<Item = StoredEvent>) -> Self {
+        let mut items: Vec<StoredEvent> =
+            candidates.filter(|e| query.wants(&e.event)).take(query.limit.saturating_add(1)).collect();
+        let more = items.len() > query.limit;
+        items.truncate(query.limit);
+        let next_after = if more { items.last().map(|e| e.id) } else { None };
+        EventPage { items, next_after }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: &str, subject: &str) -> Event {
+        Event {
+            event_type: event_type.into(),
+            actor: Actor::admin(),
+            subject: Subject { kind: "license".into(), id: subject.into() },
+            data: "{}".into(),
+        }
+    }
+
+    fn query(event_type: Option<&str>, subject: Option<&str>, limit: usize) -> EventQuery {
+        EventQuery { after: None, event_type: event_type.map(Into::into), subject: subject.map(Into::into), limit }
+    }
+
+    #[test]
+    fn a_type_matches_exactly_or_by_its_prefix_and_a_subject_by_its_id() {
+        let revoked = event("license.revoked", "L1");
+        assert!(query(Some("license.*"), None, 1).wants(&revoked));
+        assert!(query(Some("license.revoked"), Some("L1"), 1).wants(&revoked));
+        assert!(!query(Some("license.created"), None, 1).wants(&revoked));
+        assert!(!query(Some("licensee.*"), None, 1).wants(&revoked));
+        assert!(!query(None, Some("L2"), 1).wants(&revoked));
+    }
+
+    #[test]
+    fn a_page_stops_at_its_limit_and_says_where_the_next_one_starts() {
+        let stored = |id| StoredEvent { id, at: Timestamp::from_secs(0), event: event("license.updated", "L") };
+        let page = EventPage::of(&query(None, None, 2), (1..=5).map(stored));
+        assert_eq!((page.items.iter().map(|e| e.id).collect::<Vec<_>>(), page.next_after), (vec![1, 2], Some(2)));
+        let last = EventPage::of(&query(None, None, 2), (4..=5).map(stored));
+        assert_eq!(last.next_after, None);
+    }
+}
