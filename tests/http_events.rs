@@ -78,3 +78,36 @@ fn directory_changes_are_listed_as_events_in_order_and_survive_a_kill_9() {
     assert_eq!(types(&later), ["product.created"]);
     assert_eq!(later["items"][0]["subject"], json!({"kind": "product", "id": "Later"}));
 }
+
+#[test]
+fn license_changes_are_events_without_the_license_key() {
+    let server = Server::start();
+    let (licensee, consumer, _) = server.party("Acme");
+    let license = server.license(&licensee, "Tracked", http_common::seats(2), json!({"license_key": true}));
+    let path = format!("/admin/licenses/{license}");
+    let key = server.admin_ok("GET", &path, None, 200)["license_key"].as_str().expect("a key").to_owned();
+    server.admin_ok("PATCH", &path, Some(json!({"credit": {"qty": 5}})), 200);
+    server.admin_ok("POST", &format!("{path}/deactivate"), None, 200);
+    server.admin_ok("POST", &format!("{path}/reactivate"), None, 200);
+    server.admin_ok("POST", &format!("{path}/assignments"), Some(json!({"consumer": consumer})), 201);
+    server.admin_ok("POST", &format!("{path}/revoke"), Some(json!({"reason": "chargeback"})), 200);
+    assert_eq!(server.admin("DELETE", &format!("{path}?force=true"), None).status, 204);
+
+    let about = events(&server, &format!("subject={license}"));
+    assert_eq!(
+        types(&about),
+        [
+            "license.created",
+            "license.updated",
+            "license.deactivated",
+            "license.reactivated",
+            "license.seat_assigned",
+            "license.revoked",
+            "license.deleted",
+        ]
+    );
+    assert_eq!(about["items"][1]["data"]["credit"]["qty"], json!(5), "the terms after the change");
+    assert_eq!(about["items"][0]["subject"], json!({"kind": "license", "id": license}));
+    assert!(!about.to_string().contains(&key), "a license key is a credential: never in an event");
+    assert_eq!(types(&events(&server, "type=license.revoked")), ["license.revoked"]);
+}

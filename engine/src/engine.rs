@@ -1021,7 +1021,15 @@ impl Engine {
                 at: now,
                 change: Change::License { license: license.id, event: LicenseEvent::Terms(Arc::clone(&license)) },
             };
-            let durability = self.inner.shared.journal.append(&entry);
+            let journal = &self.inner.shared.journal;
+            let created = journal.append(&entry);
+            // Appended after its change, so durable only once the change is.
+            let durability = if matches!(created, Durability::Failed(_)) {
+                created
+            } else {
+                let event = Event::of_license("license.created", &license, Actor::admin());
+                journal.append(&JournalEntry { at: now, change: Change::Event(event) })
+            };
             self.inner.add_license(LicenseState::new(Arc::clone(&license)), now, None);
             (license, durability)
         };

@@ -6,7 +6,7 @@
 //! [`Change::Event`]: crate::journal::Change::Event
 
 use crate::directory::{Directory, DirectoryEvent};
-use crate::model::{Consumer, Licensee, Product};
+use crate::model::{Consumer, License, Licensee, Product};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -53,6 +53,23 @@ impl Event {
         };
         let (kind, id) = subject;
         Some(Event { event_type, actor, subject: Subject { kind: kind.into(), id }, data: data.to_string() })
+    }
+}
+
+impl Event {
+    /// The event `event_type` of license `license` (its terms after the change) by `actor`. The
+    /// license key is left out: it is a credential.
+    pub fn of_license(event_type: &str, license: &License, actor: Actor) -> Event {
+        let mut data = serde_json::to_value(license).unwrap_or_default();
+        if let Some(fields) = data.as_object_mut() {
+            fields.remove("license_key");
+        }
+        Event {
+            event_type: event_type.into(),
+            actor,
+            subject: Subject { kind: "license".into(), id: license.id.to_string() },
+            data: data.to_string(),
+        }
     }
 }
 

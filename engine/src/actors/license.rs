@@ -15,6 +15,7 @@ use crate::decide::{
 };
 use crate::directory::Directory;
 use crate::error::{AdminError, EngineError};
+use crate::events::{self, Event};
 use crate::hashing::ConcurrentMap;
 use crate::ids::{ConsumerId, IdSource, LeaseId, LicenseId};
 use crate::journal::{Change, Durability, Journal, JournalEntry};
@@ -132,6 +133,28 @@ pub enum AdminOp {
     Usage,
     /// List live leases.
     Leases,
+}
+
+impl AdminOp {
+    /// The type of the event an operation that changes the license records.
+    fn event_type(&self) -> Option<&'static str> {
+        match self {
+            AdminOp::SetStatus(LicenseStatus::Revoked { .. }) => Some("license.revoked"),
+            AdminOp::SetStatus(LicenseStatus::Deactivated) => Some("license.deactivated"),
+            AdminOp::SetStatus(LicenseStatus::Active) => Some("license.reactivated"),
+            AdminOp::SetTerms(_) | AdminOp::Patch(_) => Some("license.updated"),
+            AdminOp::Assign(_) => Some("license.seat_assigned"),
+            AdminOp::Unassign(_) => Some("license.seat_unassigned"),
+            AdminOp::FreeMachine(_) => Some("license.machine_freed"),
+            AdminOp::Delete { .. } => Some("license.deleted"),
+            // A deleted consumer's event says it; the rest change nothing the admin API shows.
+            AdminOp::RemoveConsumer(_)
+            | AdminOp::KeyActivated
+            | AdminOp::Machines
+            | AdminOp::Usage
+            | AdminOp::Leases => None,
+        }
+    }
 }
 
 /// The answer to an [`AdminOp`].
@@ -584,10 +607,28 @@ impl LicenseActor {
     fn administer(&mut self, op: AdminOp) -> Result<Answered<AdminAnswer>, AdminError> {
         let change = !matches!(op, AdminOp::Usage | AdminOp::Leases | AdminOp::Machines);
         let now = self.begin_message(change)?;
+        let recorded = op.event_type();
         Ok(match self.admin(op)? {
             (None, answer) => Answered::now(answer),
-            (Some(event), answer) => self.commit(now, event, |_, _| answer)?,
+            (Some(event), answer) => {
+                let answered = self.commit(now, event, |_, _| answer)?;
+                match recorded {
+                    Some(event_type) => self.record(now, event_type, answered),
+                    None => answered,
+                }
+            }
         })
+    }
+
+    /// Journals the event `event_type` of the change `answered` answers, right after it: the
+    /// answer then waits for the event, which is durable only once the change is.
+    fn record<T>(&self, at: Timestamp, event_type: &str, answered: Answered<T>) -> Answered<T> {
+        if matches!(answered.durable, Durability::Failed(_)) {
+            return answered;
+        }
+        let event = Event::of_license(event_type, self.state.license(), events::Actor::admin());
+        let durable = self.shared.journal.append(&JournalEntry { at, change: Change::Event(event) });
+        Answered { value: answered.value, durable }
     }
 }
 
