@@ -245,6 +245,10 @@ fn a_rotated_key_signs_new_tokens_while_the_old_one_stays_published_across_a_res
     let third = restarted.admin_ok("POST", "/admin/keys/rotate", None, 200);
     assert_eq!(third["alg"], json!("ES256"));
     assert_eq!(kids(&restarted).len(), 3);
+    let rotations = restarted.admin_ok("GET", "/admin/events?type=key.rotated", None, 200);
+    let rotated_kids: Vec<&Value> =
+        rotations["items"].as_array().unwrap().iter().map(|e| &e["subject"]["id"]).collect();
+    assert_eq!(rotated_kids, [&json!(new_kid), &third["kid"]], "each rotation is an event");
 }
 
 #[test]

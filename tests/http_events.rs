@@ -111,3 +111,29 @@ fn license_changes_are_events_without_the_license_key() {
     assert!(!about.to_string().contains(&key), "a license key is a credential: never in an event");
     assert_eq!(types(&events(&server, "type=license.revoked")), ["license.revoked"]);
 }
+
+#[test]
+fn a_license_running_out_records_seat_exhaustion_once_a_minute_and_credit_thresholds() {
+    let server = Server::start();
+    let (licensee, _, key) = server.party("Acme");
+    let seat =
+        server.license(&licensee, "OneSeat", http_common::seats(1), json!({"model": {"session_anchors": ["hw"]}}));
+    for hw in ["a", "b", "c"] {
+        server.authz(&key, &format!("/authz/.txt?OneSeat&hw={hw}"));
+    }
+    let exhausted = events(&server, "type=seat.exhausted");
+    assert_eq!(types(&exhausted), ["seat.exhausted"], "two refusals in a minute, one event");
+    assert_eq!(exhausted["items"][0]["subject"], json!({"kind": "license", "id": seat}));
+    assert_eq!(exhausted["items"][0]["actor"]["kind"], json!("system"));
+
+    let count = json!({"dimension": "USE_COUNT", "qty": 10, "enforcement": "ENFORCED"});
+    server.license(&licensee, "Counted", count, json!({}));
+    for uses in [7, 1, 1, 1] {
+        assert_eq!(server.authz(&key, &format!("/authz/.txt?Counted&consumeCount={uses}")).text(), "true");
+    }
+    let thresholds = events(&server, "type=credit.threshold");
+    let crossed: Vec<Value> =
+        thresholds["items"].as_array().unwrap().iter().map(|e| e["data"]["threshold_percent"].clone()).collect();
+    assert_eq!(crossed, [json!(80), json!(100)]);
+    assert_eq!(thresholds["items"][1]["data"]["used_qty"], json!(10));
+}

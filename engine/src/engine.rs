@@ -1037,6 +1037,13 @@ impl Engine {
         Ok(license)
     }
 
+    /// Records `event`, for a change made outside the engine (a signing key rotated); returns
+    /// once it is durable.
+    pub async fn record(&self, event: Event) -> Result<(), EngineError> {
+        let entry = JournalEntry { at: self.now(), change: Change::Event(event) };
+        Ok(self.inner.shared.journal.append(&entry).wait().await?)
+    }
+
     /// The recorded events `query` wants, oldest first.
     pub fn events(&self, query: &EventQuery) -> Result<EventPage, EngineError> {
         Ok(self.inner.shared.journal.events(query)?)

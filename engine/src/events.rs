@@ -57,6 +57,16 @@ impl Event {
 }
 
 impl Event {
+    /// The event `event_type` about license `license`, with `data`.
+    pub fn about_license(event_type: &str, license: &License, data: serde_json::Value, actor: Actor) -> Event {
+        Event {
+            event_type: event_type.into(),
+            actor,
+            subject: Subject { kind: "license".into(), id: license.id.to_string() },
+            data: data.to_string(),
+        }
+    }
+
     /// The event `event_type` of license `license` (its terms after the change) by `actor`. The
     /// license key is left out: it is a credential.
     pub fn of_license(event_type: &str, license: &License, actor: Actor) -> Event {
@@ -64,12 +74,7 @@ impl Event {
         if let Some(fields) = data.as_object_mut() {
             fields.remove("license_key");
         }
-        Event {
-            event_type: event_type.into(),
-            actor,
-            subject: Subject { kind: "license".into(), id: license.id.to_string() },
-            data: data.to_string(),
-        }
+        Event::about_license(event_type, license, data, actor)
     }
 }
 
@@ -107,6 +112,11 @@ impl Actor {
     /// The holder of the admin token (and an embedder calling the engine's admin API).
     pub fn admin() -> Self {
         Actor { kind: ActorKind::Admin, id: "admin".into() }
+    }
+
+    /// The server itself.
+    pub fn system() -> Self {
+        Actor { kind: ActorKind::System, id: "leasehold".into() }
     }
 }
 

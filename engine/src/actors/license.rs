@@ -10,8 +10,8 @@ use crate::admin::LicensePatch;
 use crate::answer::{Grant, Released};
 use crate::concurrency::GaugeReading;
 use crate::decide::{
-    decide_assign, decide_consume, decide_release, decide_renew, ConsumeRequest, Decision, Idempotency, LicenseEvent,
-    LicenseState, MachineSeen, ReleaseRequest, RenewRequest, Usage, Violation,
+    decide_assign, decide_consume, decide_release, decide_renew, ConsumeRequest, Decision, ErrorCode, Idempotency,
+    LicenseEvent, LicenseState, MachineSeen, ReleaseRequest, RenewRequest, Usage, Violation,
 };
 use crate::directory::Directory;
 use crate::error::{AdminError, EngineError};
@@ -19,7 +19,7 @@ use crate::events::{self, Event};
 use crate::hashing::ConcurrentMap;
 use crate::ids::{ConsumerId, IdSource, LeaseId, LicenseId};
 use crate::journal::{Change, Durability, Journal, JournalEntry};
-use crate::model::{Lease, License, LicenseStatus, Product};
+use crate::model::{Dimension, Lease, License, LicenseStatus, Product};
 use crate::time::{Clock, Timestamp};
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use std::sync::{Arc, RwLock};
@@ -133,6 +133,16 @@ pub enum AdminOp {
     Usage,
     /// List live leases.
     Leases,
+}
+
+/// How often a license may record `seat.exhausted`.
+const SEAT_EXHAUSTED_EVERY_S: u64 = 60;
+
+/// The highest of the credit thresholds (80% and 100% of `qty`) that going from `before` to
+/// `after` used crossed.
+fn crossed_threshold(before: u64, after: u64, qty: u64) -> Option<u64> {
+    let reached = |percent: u64, used: u64| u128::from(used) * 100 >= u128::from(qty) * u128::from(percent);
+    [100, 80].into_iter().find(|percent| !reached(*percent, before) && reached(*percent, after))
 }
 
 impl AdminOp {
@@ -253,13 +263,16 @@ pub struct LicenseActor {
     /// Its place in the router: the admission it takes messages through, the gauge it publishes
     /// on, the slot it parks in.
     entry: Arc<LicenseEntry>,
+    /// When it last recorded `seat.exhausted` (at most one a minute; an actor refusing for lack
+    /// of seats is busy, so it is not parked and does not forget).
+    seat_exhausted_at: Option<Timestamp>,
 }
 
 impl LicenseActor {
     /// An actor continuing from `dormant`, living in the router's `entry`.
     pub fn new(dormant: DormantLicense, shared: Arc<Shared>, entry: Arc<LicenseEntry>) -> Self {
         let DormantLicense { state, last_change_at, halted } = dormant;
-        LicenseActor { state, last_change_at, halted, shared, entry }
+        LicenseActor { state, last_change_at, halted, shared, entry, seat_exhausted_at: None }
     }
 
     fn id(&self) -> LicenseId {
@@ -540,7 +553,12 @@ impl LicenseActor {
         let now = self.begin_message(commit)?;
         let new_id = LeaseId(self.shared.ids.uuid());
         match decide_consume(&self.state, req, now, new_id) {
-            Err(denial) => Ok(Answered::now(Decision::Denied(denial))),
+            Err(denial) => {
+                if commit && denial.code == ErrorCode::MaxConcurrentSessionsExceed {
+                    self.seats_exhausted(now);
+                }
+                Ok(Answered::now(Decision::Denied(denial)))
+            }
             Ok(event) if commit => {
                 let event = match (event, req.idempotency) {
                     (LicenseEvent::LeaseIssued { lease, replaces }, Some(idempotency)) => {
@@ -548,7 +566,9 @@ impl LicenseActor {
                     }
                     (event, _) => event,
                 };
-                self.commit(now, event, |s, e| Decision::Granted(Self::grant_of(s, e)))
+                let used_before = self.credit_used();
+                let answered = self.commit(now, event, |s, e| Decision::Granted(Self::grant_of(s, e)))?;
+                Ok(self.after_credit_use(now, used_before, answered))
             }
             Ok(event) => {
                 let mut grant = Self::grant_of(&self.state, &event);
@@ -580,7 +600,11 @@ impl LicenseActor {
         let new_id = LeaseId(self.shared.ids.uuid());
         match decide_renew(&self.state, req, now, new_id) {
             Err(denial) => Ok(Answered::now(Decision::Denied(denial))),
-            Ok(event) => self.commit(now, event, |s, e| Decision::Granted(Self::grant_of(s, e))),
+            Ok(event) => {
+                let used_before = self.credit_used();
+                let answered = self.commit(now, event, |s, e| Decision::Granted(Self::grant_of(s, e)))?;
+                Ok(self.after_credit_use(now, used_before, answered))
+            }
         }
     }
 
@@ -599,7 +623,9 @@ impl LicenseActor {
                     }),
                     other => unreachable!("a release only produces a release event, not {other:?}"),
                 };
-                self.commit(now, event, answer)
+                let used_before = self.credit_used();
+                let answered = self.commit(now, event, answer)?;
+                Ok(self.after_credit_use(now, used_before, answered))
             }
         }
     }
@@ -620,6 +646,41 @@ impl LicenseActor {
         })
     }
 
+    /// Records `seat.exhausted` for a refusal for lack of seats, at most once a minute. The
+    /// refusal changes nothing, so it does not wait for the event.
+    fn seats_exhausted(&mut self, now: Timestamp) {
+        if self.seat_exhausted_at.is_some_and(|at| now < at.plus_secs(SEAT_EXHAUSTED_EVERY_S)) {
+            return;
+        }
+        self.seat_exhausted_at = Some(now);
+        let license = self.state.license();
+        let data = serde_json::json!({"license": license.id, "seats": license.credit.qty});
+        let event = Event::about_license("seat.exhausted", license, data, events::Actor::system());
+        let _ = self.shared.journal.append(&JournalEntry { at: now, change: Change::Event(event) });
+    }
+
+    /// The credit a use-count or use-time license has used; `None` for seats.
+    fn credit_used(&self) -> Option<u64> {
+        (self.state.license().credit.dimension != Dimension::Seats).then(|| self.state.usage().used_qty)
+    }
+
+    /// After a change that may have used credit (from `used_before`): when it crossed 80% or
+    /// 100% of the credit, records `credit.threshold`, and the answer waits for that event.
+    fn after_credit_use<T>(&self, at: Timestamp, used_before: Option<u64>, answered: Answered<T>) -> Answered<T> {
+        let Some(before) = used_before else { return answered };
+        let license = self.state.license();
+        let (qty, after) = (license.credit.qty, self.state.usage().used_qty);
+        let Some(percent) = crossed_threshold(before, after, qty) else { return answered };
+        if matches!(answered.durable, Durability::Failed(_)) {
+            return answered;
+        }
+        let data =
+            serde_json::json!({"license": license.id, "threshold_percent": percent, "used_qty": after, "qty": qty});
+        let event = Event::about_license("credit.threshold", license, data, events::Actor::system());
+        let durable = self.shared.journal.append(&JournalEntry { at, change: Change::Event(event) });
+        Answered { value: answered.value, durable }
+    }
+
     /// Journals the event `event_type` of the change `answered` answers, right after it: the
     /// answer then waits for the event, which is durable only once the change is.
     fn record<T>(&self, at: Timestamp, event_type: &str, answered: Answered<T>) -> Answered<T> {
@@ -637,5 +698,21 @@ impl Handler<Park> for LicenseActor {
 
     fn handle(&mut self, _: Park, ctx: &mut Self::Context) {
         self.park(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crossed_threshold;
+
+    #[test]
+    fn a_credit_threshold_is_crossed_once_by_the_use_that_reaches_it() {
+        assert_eq!(crossed_threshold(0, 7, 10), None);
+        assert_eq!(crossed_threshold(7, 8, 10), Some(80));
+        assert_eq!(crossed_threshold(8, 9, 10), None, "already past 80%");
+        assert_eq!(crossed_threshold(9, 10, 10), Some(100));
+        assert_eq!(crossed_threshold(0, 12, 10), Some(100), "both at once: the higher one");
+        assert_eq!(crossed_threshold(10, 11, 10), None, "metered use past the credit crosses nothing new");
+        assert_eq!(crossed_threshold(0, u64::MAX, u64::MAX), Some(100), "no overflow");
     }
 }

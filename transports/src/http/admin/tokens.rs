@@ -14,6 +14,7 @@ use crate::http::HttpState;
 use hyper::{Response, StatusCode};
 use leasehold_engine::claims::Claims;
 use leasehold_engine::decide::{check_in_force, Idempotency};
+use leasehold_engine::events::{self, Actor, Event};
 use leasehold_engine::ids::{IdSource, SeededIds};
 use leasehold_engine::model::LeaseMode;
 use leasehold_engine::tokens::audit::{self, AuditReport};
@@ -240,5 +241,12 @@ pub async fn rotate_key(state: &HttpState, call: &Call) -> Result<Response<Body>
         .map_err(|e| ApiError::internal(format!("key rotation stopped: {e}")))?
         .map_err(|e| ApiError::internal(format!("key rotation failed: {e}")))?;
     tracing::info!(kid, alg = alg.as_str(), "signing key rotated");
+    let event = Event {
+        event_type: "key.rotated".into(),
+        actor: Actor::admin(),
+        subject: events::Subject { kind: "key".into(), id: kid.clone() },
+        data: json!({"kid": kid, "alg": alg.as_str()}).to_string(),
+    };
+    state.engine.record(event).await?;
     Ok(reply::json(StatusCode::OK, &json!({"kid": kid, "alg": alg.as_str()})))
 }
