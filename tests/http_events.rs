@@ -137,3 +137,29 @@ fn a_license_running_out_records_seat_exhaustion_once_a_minute_and_credit_thresh
     assert_eq!(crossed, [json!(80), json!(100)]);
     assert_eq!(thresholds["items"][1]["data"]["used_qty"], json!(10));
 }
+
+#[test]
+fn a_license_whose_end_passed_while_the_server_was_down_is_recorded_as_expired_at_the_start() {
+    use leasehold_transports::http::admin::shapes::rfc3339;
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let server = Server::start_in(scratch.path(), &[], true);
+    let (licensee, _, _) = server.party("Acme");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let end = rfc3339(leasehold::Timestamp::from_millis(i64::try_from(now_ms).unwrap() + 1_000));
+    let license = server.license(&licensee, "Ending", http_common::seats(1), json!({"valid_until": end}));
+    server.kill();
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+
+    let server = Server::start_in(scratch.path(), &[], true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let expired = loop {
+        let page = events(&server, "type=license.expired");
+        if !types(&page).is_empty() || std::time::Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(types(&expired), ["license.expired"]);
+    assert_eq!(expired["items"][0]["subject"], json!({"kind": "license", "id": license}));
+    assert_eq!(expired["items"][0]["actor"]["kind"], json!("system"));
+}

@@ -271,6 +271,9 @@ impl Authentication {
     }
 }
 
+/// How often `leasehold serve` records the licenses that expired ([`Engine::record_expiries`]).
+pub const EXPIRY_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A fresh consumer API key: `lh_` and 24 bytes from `ids` in base64url.
 fn new_api_key(ids: &dyn IdSource) -> String {
     let mut secret = [0u8; 24];
@@ -985,6 +988,7 @@ impl Engine {
             model: new.model.interned(),
             feature_overrides: Default::default(),
             key_activated_at: None,
+            expiry_recorded: None,
         };
         license.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
         Ok(license)
@@ -1035,6 +1039,31 @@ impl Engine {
         };
         durability.wait().await?;
         Ok(license)
+    }
+
+    /// Records `license.expired` for every license whose `valid_until` has passed since it was
+    /// last recorded (run it every so often: `leasehold serve` does, every
+    /// [`EXPIRY_CHECK_EVERY`]); how many it recorded. The record is durable with the license,
+    /// so each end is recorded once, across restarts.
+    pub async fn record_expiries(&self) -> Result<usize, EngineError> {
+        let now = self.now();
+        let due: Vec<LicenseId> = self
+            .directory()
+            .licenses()
+            .filter(|l| l.valid_until.is_some_and(|end| end <= now && l.expiry_recorded != Some(end)))
+            .map(|l| l.id)
+            .collect();
+        let mut recorded = 0;
+        for license in due {
+            match self.admin(license, AdminOp::RecordExpiry).await {
+                Ok(AdminAnswer::Terms(_)) => recorded += 1,
+                Ok(_) => {}
+                Err(AdminError::Engine(e)) => return Err(e),
+                // Deleted meanwhile: nothing to record.
+                Err(_) => {}
+            }
+        }
+        Ok(recorded)
     }
 
     /// Records `event`, for a change made outside the engine (a signing key rotated); returns

@@ -70,6 +70,7 @@ fn license(credit: Credit, model: LicenseModel) -> License {
         model: model.interned(),
         feature_overrides: Default::default(),
         key_activated_at: None,
+        expiry_recorded: None,
     }
 }
 

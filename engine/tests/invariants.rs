@@ -276,6 +276,7 @@ fn terms(credit: Credit, model: LicenseModel) -> License {
         model: model.interned(),
         feature_overrides: Default::default(),
         key_activated_at: None,
+        expiry_recorded: None,
     }
 }
 

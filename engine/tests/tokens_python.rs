@@ -45,6 +45,7 @@ fn seat_grant(now: leasehold_engine::Timestamp) -> Grant {
         model: LicenseModel::default().interned(),
         feature_overrides: Default::default(),
         key_activated_at: None,
+        expiry_recorded: None,
     };
     let consumer = ConsumerId(Uuid::new_v4());
     let anchors = Anchors {

@@ -6,6 +6,7 @@
 use super::admin_token::{self, AdminTokenError, Source};
 use super::config::{self, ConfigError, FileConfig, Settings};
 use super::demo;
+use leasehold_engine::engine::EXPIRY_CHECK_EVERY;
 use leasehold_engine::time::{Clock, SystemClock};
 use leasehold_engine::tokens::{Algorithm, KeyRing, PoolConfig, SignerPool};
 use leasehold_engine::{AdminError, Engine};
@@ -205,8 +206,29 @@ impl Started {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
-        let (_, http_served, tcp_served) = tokio::join!(
+        let engine = self.state.engine.clone();
+        let expiries = async move {
+            let mut every = tokio::time::interval(EXPIRY_CHECK_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                match engine.record_expiries().await {
+                    Ok(0) => {}
+                    Ok(recorded) => tracing::info!(recorded, "licenses expired"),
+                    Err(e) => tracing::warn!(error = %e, "could not record the licenses that expired"),
+                }
+            }
+        };
+        let expiries_stop = stopped(stop_rx.clone());
+        let expiries = async move {
+            tokio::select! {
+                () = expiries => {}
+                () = expiries_stop => {}
+            }
+        };
+        let (_, _, http_served, tcp_served) = tokio::join!(
             signal,
+            expiries,
             http::serve(self.listener, self.state, self.http_config, stopped(stop_rx.clone())),
             tcp::serve(self.tcp_listener, self.tcp_state, TcpConfig::default(), stopped(stop_rx)),
         );

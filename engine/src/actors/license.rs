@@ -127,6 +127,8 @@ pub enum AdminOp {
     },
     /// Remember that the license key was activated now (the sibling rule ran).
     KeyActivated,
+    /// Record that the license's `valid_until` passed, unless that end was recorded already.
+    RecordExpiry,
     /// Read the machines of a node-locked license.
     Machines,
     /// Read usage.
@@ -156,6 +158,7 @@ impl AdminOp {
             AdminOp::Assign(_) => Some("license.seat_assigned"),
             AdminOp::Unassign(_) => Some("license.seat_unassigned"),
             AdminOp::FreeMachine(_) => Some("license.machine_freed"),
+            AdminOp::RecordExpiry => Some("license.expired"),
             AdminOp::Delete { .. } => Some("license.deleted"),
             // A deleted consumer's event says it; the rest change nothing the admin API shows.
             AdminOp::RemoveConsumer(_)
@@ -434,6 +437,16 @@ impl LicenseActor {
                 }
                 Ok((Some(LicenseEvent::Deleted), AdminAnswer::Done))
             }
+            AdminOp::RecordExpiry => {
+                let license = self.state.license();
+                let now = self.shared.clock.now();
+                match license.valid_until {
+                    Some(end) if end <= now && license.expiry_recorded != Some(end) => {
+                        Ok(terms(License { expiry_recorded: Some(end), ..(**license).clone() }))
+                    }
+                    _ => Ok((None, AdminAnswer::Done)),
+                }
+            }
             AdminOp::KeyActivated => {
                 let now = self.shared.clock.now().max(self.last_change_at);
                 Ok(terms(License { key_activated_at: Some(now), ..(**self.state.license()).clone() }))
@@ -634,12 +647,14 @@ impl LicenseActor {
         let change = !matches!(op, AdminOp::Usage | AdminOp::Leases | AdminOp::Machines);
         let now = self.begin_message(change)?;
         let recorded = op.event_type();
+        // Only an expiry is the license's own doing; every other operation is an administrator's.
+        let actor = if matches!(op, AdminOp::RecordExpiry) { events::Actor::system() } else { events::Actor::admin() };
         Ok(match self.admin(op)? {
             (None, answer) => Answered::now(answer),
             (Some(event), answer) => {
                 let answered = self.commit(now, event, |_, _| answer)?;
                 match recorded {
-                    Some(event_type) => self.record(now, event_type, answered),
+                    Some(event_type) => self.record(now, event_type, actor, answered),
                     None => answered,
                 }
             }
@@ -683,11 +698,11 @@ impl LicenseActor {
 
     /// Journals the event `event_type` of the change `answered` answers, right after it: the
     /// answer then waits for the event, which is durable only once the change is.
-    fn record<T>(&self, at: Timestamp, event_type: &str, answered: Answered<T>) -> Answered<T> {
+    fn record<T>(&self, at: Timestamp, event_type: &str, actor: events::Actor, answered: Answered<T>) -> Answered<T> {
         if matches!(answered.durable, Durability::Failed(_)) {
             return answered;
         }
-        let event = Event::of_license(event_type, self.state.license(), events::Actor::admin());
+        let event = Event::of_license(event_type, self.state.license(), actor);
         let durable = self.shared.journal.append(&JournalEntry { at, change: Change::Event(event) });
         Answered { value: answered.value, durable }
     }

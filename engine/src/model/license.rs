@@ -332,6 +332,11 @@ pub struct License {
     /// other keys of the product (SPEC section 10). `None` for a key never used, or no key.
     #[serde(default, with = "crate::shapes::since_format_3")]
     pub key_activated_at: Option<Timestamp>,
+    /// The `valid_until` whose passing was recorded as a `license.expired` event: a license
+    /// whose end passed and differs from this one is due its event (an extended license expires
+    /// again, once, at its new end).
+    #[serde(default, with = "crate::shapes::since_format_3")]
+    pub expiry_recorded: Option<Timestamp>,
 }
 
 /// Features a license grants or withholds on top of its tier's.
