@@ -35,6 +35,8 @@ fn directory_changes_are_listed_as_events_in_order_and_survive_a_kill_9() {
     ];
     let all = events(&server, "");
     assert_eq!(types(&all), expected);
+    let metrics = http_common::request(server.addr, "GET", "/metrics", &[], None).text();
+    assert!(metrics.contains("\nleasehold_events_recorded_total 6\n"), "{metrics}");
     assert_eq!(all["next_cursor"], Value::Null);
     let first = &all["items"][0];
     assert_eq!(first["actor"], json!({"kind": "admin", "id": "admin"}));

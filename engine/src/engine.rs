@@ -147,6 +147,7 @@ impl EngineBuilder {
             lease_index: ConcurrentMap::with_capacity_and_hasher(leases, Default::default()),
             directory: RwLock::new(directory),
             running: RunningActors::new(self.idle_actor_budget),
+            events_recorded: AtomicU64::new(0),
         });
         let inner = Inner {
             router: Arc::new(Router::new(workers, Arc::clone(&shared), licenses.len())),
@@ -759,7 +760,7 @@ impl Engine {
             match recorded {
                 // Appended after its change, so durable only once the change is.
                 Some(recorded) if !matches!(changed, Durability::Failed(_)) => {
-                    (changed, journal.append(&JournalEntry { at, change: Change::Event(recorded) }))
+                    (changed, self.inner.shared.append_event(at, recorded))
                 }
                 _ => (changed, Durability::Now),
             }
@@ -1032,7 +1033,7 @@ impl Engine {
                 created
             } else {
                 let event = Event::of_license("license.created", &license, Actor::admin());
-                journal.append(&JournalEntry { at: now, change: Change::Event(event) })
+                self.inner.shared.append_event(now, event)
             };
             self.inner.add_license(LicenseState::new(Arc::clone(&license)), now, None);
             (license, durability)
@@ -1069,8 +1070,12 @@ impl Engine {
     /// Records `event`, for a change made outside the engine (a signing key rotated); returns
     /// once it is durable.
     pub async fn record(&self, event: Event) -> Result<(), EngineError> {
-        let entry = JournalEntry { at: self.now(), change: Change::Event(event) };
-        Ok(self.inner.shared.journal.append(&entry).wait().await?)
+        Ok(self.inner.shared.append_event(self.now(), event).wait().await?)
+    }
+
+    /// How many events were recorded since the engine started.
+    pub fn events_recorded(&self) -> u64 {
+        self.inner.shared.events_recorded.load(Ordering::Relaxed)
     }
 
     /// The recorded events `query` wants, oldest first.

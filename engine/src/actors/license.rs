@@ -22,6 +22,7 @@ use crate::journal::{Change, Durability, Journal, JournalEntry};
 use crate::model::{Dimension, Lease, License, LicenseStatus, Product};
 use crate::time::{Clock, Timestamp};
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 
@@ -39,6 +40,16 @@ pub struct Shared {
     pub directory: RwLock<Directory>,
     /// How many license actors run, and how many may stay running idle.
     pub running: RunningActors,
+    /// Events recorded since the engine started.
+    pub events_recorded: AtomicU64,
+}
+
+impl Shared {
+    /// Journals `event` (decided at `at`) after the change it tells of, and counts it.
+    pub fn append_event(&self, at: Timestamp, event: Event) -> Durability {
+        self.events_recorded.fetch_add(1, Ordering::Relaxed);
+        self.journal.append(&JournalEntry { at, change: Change::Event(event) })
+    }
 }
 
 /// An actor's answer and the durability of the change it made. The caller waits for the
@@ -671,7 +682,7 @@ impl LicenseActor {
         let license = self.state.license();
         let data = serde_json::json!({"license": license.id, "seats": license.credit.qty});
         let event = Event::about_license("seat.exhausted", license, data, events::Actor::system());
-        let _ = self.shared.journal.append(&JournalEntry { at: now, change: Change::Event(event) });
+        let _ = self.shared.append_event(now, event);
     }
 
     /// The credit a use-count or use-time license has used; `None` for seats.
@@ -692,7 +703,7 @@ impl LicenseActor {
         let data =
             serde_json::json!({"license": license.id, "threshold_percent": percent, "used_qty": after, "qty": qty});
         let event = Event::about_license("credit.threshold", license, data, events::Actor::system());
-        let durable = self.shared.journal.append(&JournalEntry { at, change: Change::Event(event) });
+        let durable = self.shared.append_event(at, event);
         Answered { value: answered.value, durable }
     }
 
@@ -703,7 +714,7 @@ impl LicenseActor {
             return answered;
         }
         let event = Event::of_license(event_type, self.state.license(), actor);
-        let durable = self.shared.journal.append(&JournalEntry { at, change: Change::Event(event) });
+        let durable = self.shared.append_event(at, event);
         Answered { value: answered.value, durable }
     }
 }

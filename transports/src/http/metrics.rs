@@ -222,6 +222,9 @@ pub fn render(state: &HttpState) -> String {
     );
     let _ = writeln!(out, "leasehold_journal_writable {}", u8::from(state.engine.storage().is_ok()));
 
+    header(&mut out, "leasehold_events_recorded_total", "counter", "Events recorded since the server started.");
+    let _ = writeln!(out, "leasehold_events_recorded_total {}", state.engine.events_recorded());
+
     header(&mut out, "leasehold_live_leases", "gauge", "Live leases over all licenses.");
     let _ = writeln!(out, "leasehold_live_leases {}", state.engine.live_leases());
 
