@@ -98,6 +98,18 @@ fn a_license_story_runs_from_the_command_line() {
     assert_eq!(freed.status.code(), Some(0), "{}", text(&freed.stderr));
     let machines = admin_json(&server, &["licenses", "machines", &license]);
     assert_eq!(machines["items"], serde_json::json!([]), "the machine is still there: {machines}");
+
+    // The story's changes to the license, as events, in a table and as JSON.
+    let changes = admin_json(&server, &["events", "list", "--subject", &license, "--type", "license.*"]);
+    let types: Vec<&Value> = changes["items"].as_array().expect("items").iter().map(|e| &e["type"]).collect();
+    assert_eq!(types, ["license.created", "license.updated", "license.machine_freed"], "{changes}");
+    let table = admin(&server, &["events", "list", "--type", "consumer.api_key_rotated"]);
+    assert_eq!(table.status.code(), Some(0), "{}", text(&table.stderr));
+    let table = text(&table.stdout);
+    assert!(
+        table.contains("TYPE") && table.contains("consumer.api_key_rotated") && table.contains(&consumer),
+        "{table}"
+    );
 }
 
 #[test]

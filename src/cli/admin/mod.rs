@@ -2,7 +2,7 @@
 //! sections 9 and 10), one HTTP request per verb.
 //!
 //! The path of a command: clap parses the arguments into a resource's verb ([`licensees`],
-//! [`consumers`], [`products`], [`licenses`], [`actions`]), which builds a [`call::Call`] (the
+//! [`consumers`], [`products`], [`licenses`], [`actions`], [`events`]), which builds a [`call::Call`] (the
 //! request as data); [`client`] sends it with the admin token and maps what comes back or goes
 //! wrong; [`output`] prints the answer, as a table for people or as JSON for scripts.
 //!
@@ -13,6 +13,7 @@ mod actions;
 mod call;
 mod client;
 mod consumers;
+mod events;
 mod licensees;
 mod licenses;
 mod output;
@@ -74,6 +75,9 @@ enum Resource {
     /// Signing keys.
     #[command(subcommand)]
     Keys(actions::Keys),
+    /// What changed, who changed it and when.
+    #[command(subcommand)]
+    Events(events::Events),
 }
 
 impl Resource {
@@ -86,6 +90,7 @@ impl Resource {
             Resource::Leases(verb) => verb.call(),
             Resource::Tokens(verb) => verb.call(),
             Resource::Keys(verb) => verb.call(),
+            Resource::Events(verb) => verb.call(),
         }
     }
 }
