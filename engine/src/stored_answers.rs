@@ -18,6 +18,11 @@ use std::collections::{HashMap, VecDeque};
 /// admin API that changes something comes near it).
 pub const MAX_REMEMBERED_ANSWER_BYTES: usize = 64 * 1024;
 
+/// The most answers remembered: past it the oldest is forgotten first (its retry is then carried
+/// out again), so clients sending a fresh key with every release cannot grow the book without
+/// bound within a day.
+pub const MAX_REMEMBERED_ANSWERS: usize = 200_000;
+
 /// A remembered answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredAnswer {
@@ -54,6 +59,12 @@ impl AnswerBook {
     /// replay of the journal forgets exactly what the running server forgot).
     pub fn record(&mut self, key: [u8; 32], answer: StoredAnswer) {
         self.expire_until(answer.at);
+        while self.by_key.len() >= MAX_REMEMBERED_ANSWERS {
+            let Some((oldest, at)) = self.order.pop_front() else { break };
+            if self.by_key.get(&oldest).is_some_and(|a| a.at == at) {
+                self.by_key.remove(&oldest);
+            }
+        }
         self.order.push_back((key, answer.at));
         self.by_key.insert(key, answer);
     }
@@ -126,6 +137,22 @@ mod tests {
         book.record([7; 32], answer(2_000, 200));
         assert_eq!(book.to_vec().len(), 1);
         assert_eq!(book.get(&[7; 32], Timestamp::from_secs(2_000)).map(|a| a.status), Some(200));
+    }
+
+    #[test]
+    fn past_the_most_answers_the_oldest_are_forgotten_first() {
+        let mut book = AnswerBook::default();
+        let key = |n: usize| {
+            let mut key = [0; 32];
+            key[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            key
+        };
+        for n in 0..MAX_REMEMBERED_ANSWERS + 10 {
+            book.record(key(n), answer(1_000, 200));
+        }
+        assert_eq!(book.len(), MAX_REMEMBERED_ANSWERS);
+        let at = Timestamp::from_secs(1_000);
+        assert!(book.get(&key(9), at).is_none() && book.get(&key(10), at).is_some());
     }
 
     #[test]

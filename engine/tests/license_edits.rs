@@ -238,3 +238,33 @@ fn a_create_retried_without_its_answer_finds_what_the_first_made() {
         assert_eq!(replayed.directory.licenses().count(), 2);
     });
 }
+
+/// A client sending a fresh key with every checkout: the license remembers only the newest
+/// [`MAX_IDEMPOTENT_GRANTS`] keys, in memory and in the journal's replay alike.
+#[test]
+fn a_license_remembers_a_bounded_number_of_keys() {
+    use leasehold_engine::decide::MAX_IDEMPOTENT_GRANTS;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    rt.block_on(async {
+        let journal = Arc::new(MemoryJournal::new());
+        let clock = Arc::new(ManualClock::starting_at(Timestamp::from_secs(1_790_000_000)));
+        let engine = common::engine_on(Arc::clone(&journal) as _, Arc::clone(&clock));
+        let (license, consumer) = common::seat_license(&engine, PRODUCT, 1).await;
+        let checkout = |n: usize| {
+            let mut req = ConsumeRequest::new(consumer, PRODUCT).on_hardware("hw-0".to_owned());
+            req.idempotency = Some(Idempotency::of(b"consumer", &format!("key-{n}"), 0, &[b"hw-0"]));
+            req
+        };
+        let mut first = None;
+        for n in 0..=MAX_IDEMPOTENT_GRANTS {
+            let granted = engine.consume(checkout(n)).await.expect("an answer");
+            let Decision::Granted(grant) = granted else { panic!("the session's seat: {granted:?}") };
+            first.get_or_insert(grant.lease.id);
+        }
+        let replayed = Recovered::from_entries(&journal.entries());
+        let (state, _) = replayed.licenses.get(&license).expect("the license");
+        let remembered: Vec<_> = state.idempotent_grants().map(|g| g.lease.id).collect();
+        assert_eq!(remembered.len(), MAX_IDEMPOTENT_GRANTS);
+        assert!(!remembered.contains(&first.expect("a first grant")), "the oldest key is forgotten first");
+    });
+}

@@ -11,4 +11,7 @@ pub use denial::{Decision, Denial, ErrorCode};
 pub use invariants::Violation;
 pub use request::{ConsumeRequest, LicenseFilters, ReleaseRequest, Releaser, RenewRequest, UsedQty};
 pub use rules::{check_in_force, decide_assign, decide_consume, decide_release, decide_renew};
-pub use state::{Idempotency, IdempotentGrant, LicenseEvent, LicenseState, MachineSeen, Usage, IDEMPOTENCY_WINDOW_S};
+pub use state::{
+    Idempotency, IdempotentGrant, LicenseEvent, LicenseState, MachineSeen, Usage, IDEMPOTENCY_WINDOW_S,
+    MAX_IDEMPOTENT_GRANTS,
+};

@@ -61,6 +61,11 @@ pub enum LicenseEvent {
 /// How long an idempotency key is remembered: a retry within it gets the first answer again.
 pub const IDEMPOTENCY_WINDOW_S: u64 = 24 * 60 * 60;
 
+/// The most idempotency keys a license remembers: past it the oldest is forgotten first (its
+/// retry is then decided again), so a client that sends a fresh key with every checkout cannot
+/// grow a license's state without bound.
+pub const MAX_IDEMPOTENT_GRANTS: usize = 10_000;
+
 /// What identifies a request that may be retried: digests of the credential and the client's
 /// key, and of the request itself (the same key with another request is refused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -371,7 +376,11 @@ impl LicenseState {
             LicenseEvent::IdempotentLeaseIssued { lease, replaces, idempotency } => {
                 self.issue(lease, *replaces);
                 let grant = IdempotentGrant { idempotency: *idempotency, lease: lease.clone(), replaced: *replaces };
-                self.rare_mut().idempotent.push_back(grant);
+                let remembered = &mut self.rare_mut().idempotent;
+                if remembered.len() >= MAX_IDEMPOTENT_GRANTS {
+                    remembered.pop_front();
+                }
+                remembered.push_back(grant);
             }
             LicenseEvent::MachineFreed(hw) => {
                 let on_machine = self.leases.values().filter(|l| l.anchors.hw.as_deref() == Some(&**hw));
