@@ -6,10 +6,11 @@
 
 use crate::decide::{Denial, ErrorCode, LicenseFilters};
 use crate::hashing::Map;
-use crate::ids::{ConsumerId, LicenseId, LicenseeId, ProductId};
+use crate::ids::{ConsumerId, LicenseId, LicenseeId, ProductId, WebhookId};
 use crate::model::{Consumer, License, LicenseStatus, Licensee, Product};
 use crate::stored_answers::{AnswerBook, StoredAnswer};
 use crate::time::Timestamp;
+use crate::webhooks::Webhook;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -33,6 +34,10 @@ pub enum DirectoryEvent {
         /// The answer.
         answer: StoredAnswer,
     },
+    /// A webhook was created or changed.
+    Webhook(Webhook),
+    /// A webhook was deleted.
+    WebhookDeleted(WebhookId),
 }
 
 /// The directory of parties, products and license terms.
@@ -47,6 +52,7 @@ pub struct Directory {
     licenses_by_licensee: Map<LicenseeId, Vec<LicenseId>>,
     licenses_by_key: Map<String, LicenseId>,
     answers: AnswerBook,
+    webhooks: Map<WebhookId, Webhook>,
 }
 
 impl Directory {
@@ -78,6 +84,12 @@ impl Directory {
                 }
             }
             DirectoryEvent::Answered { key, answer } => self.answers.record(*key, answer.clone()),
+            DirectoryEvent::Webhook(w) => {
+                self.webhooks.insert(w.id, w.clone());
+            }
+            DirectoryEvent::WebhookDeleted(id) => {
+                self.webhooks.remove(id);
+            }
         }
     }
 
@@ -192,6 +204,16 @@ impl Directory {
         self.products.values()
     }
 
+    /// The webhook `id`.
+    pub fn webhook(&self, id: WebhookId) -> Option<&Webhook> {
+        self.webhooks.get(&id)
+    }
+
+    /// Every webhook.
+    pub fn webhooks(&self) -> impl Iterator<Item = &Webhook> {
+        self.webhooks.values()
+    }
+
     /// The licenses `consumer` may use for `item` under `filters`, in the order SPEC section 3
     /// gives: seat licenses with the latest end first, then use-count and use-time licenses with
     /// the earliest end first. A consumer that does not exist is `notAuthorized`; none found is
@@ -257,6 +279,9 @@ pub struct DirectorySnapshot {
     /// The remembered answers, oldest first.
     #[serde(default, with = "crate::shapes::since_format_3")]
     pub answers: Vec<([u8; 32], StoredAnswer)>,
+    /// The webhooks.
+    #[serde(default, with = "crate::shapes::since_format_4")]
+    pub webhooks: Vec<Webhook>,
 }
 
 /// The directory as a version-1 snapshot stored it: [`DirectorySnapshot`] with the license terms
@@ -283,8 +308,17 @@ impl DirectorySnapshotV1 {
     pub fn split(self) -> (DirectorySnapshot, Vec<Arc<License>>) {
         let DirectorySnapshotV1 { licensees, consumers, products, licenses, licenses_by_licensee, licenses_by_key } =
             self;
-        let answers = Vec::new();
-        (DirectorySnapshot { licensees, consumers, products, licenses_by_licensee, licenses_by_key, answers }, licenses)
+        let (answers, webhooks) = (Vec::new(), Vec::new());
+        let snapshot = DirectorySnapshot {
+            licensees,
+            consumers,
+            products,
+            licenses_by_licensee,
+            licenses_by_key,
+            answers,
+            webhooks,
+        };
+        (snapshot, licenses)
     }
 }
 
@@ -307,6 +341,7 @@ impl Directory {
                 k.clone()
             }),
             answers: self.answers.to_vec(),
+            webhooks: sorted(self.webhooks.values().cloned().collect(), |w| w.id),
         }
     }
 
@@ -331,6 +366,9 @@ impl Directory {
         directory.licenses_by_key = snapshot.licenses_by_key.into_iter().collect();
         for (key, answer) in snapshot.answers {
             directory.answers.record(key, answer);
+        }
+        for webhook in snapshot.webhooks {
+            directory.apply(&DirectoryEvent::Webhook(webhook));
         }
         directory
     }

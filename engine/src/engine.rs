@@ -24,7 +24,9 @@ use crate::directory::{key_holder, Directory, DirectoryEvent};
 use crate::error::{AdminError, EngineError};
 use crate::events::{Actor, Event, EventPage, EventQuery};
 use crate::hashing::ConcurrentMap;
-use crate::ids::{sha256, ConsumerId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds, SeededIds};
+use crate::ids::{
+    sha256, ConsumerId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds, SeededIds, WebhookId,
+};
 use crate::journal::{Change, Durability, EphemeralJournal, Journal, JournalEntry};
 use crate::metrics::{EngineMetrics, Operation};
 use crate::model::catalog::{is_valid_name, MAX_NAME_CHARS};
@@ -33,6 +35,7 @@ use crate::model::{Consumer, Credit, Dimension, Enforcement, Lease, License, Lic
 use crate::replay::Recovered;
 use crate::stored_answers::{answer_key, StoredAnswer, MAX_REMEMBERED_ANSWER_BYTES};
 use crate::time::{Clock, SystemClock, Timestamp};
+use crate::webhooks::{new_webhook, NewWebhook, Webhook, WebhookPatch};
 use actix::{ArbiterHandle, Handler, Message};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -1083,6 +1086,11 @@ impl Engine {
         Ok(self.inner.shared.journal.events(query)?)
     }
 
+    /// The id of the newest durable event (0 when none).
+    pub fn last_event_id(&self) -> u64 {
+        self.inner.shared.journal.last_event_id()
+    }
+
     /// The terms of license `id`.
     pub fn license(&self, id: LicenseId) -> Option<Arc<License>> {
         self.directory().license(id).cloned()
@@ -1307,6 +1315,52 @@ impl Engine {
                 )));
             }
             Ok(DirectoryEvent::LicenseeDeleted(id))
+        })
+        .await
+    }
+
+    /// Creates a webhook that is sent the events recorded from now on.
+    pub async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, AdminError> {
+        self.new_webhook(new, None).await
+    }
+
+    /// Creates a webhook for the request with `idempotency`: its retry answers the webhook it
+    /// created (as it is now) instead of a second one.
+    pub async fn create_webhook_once(&self, idempotency: &Idempotency, new: NewWebhook) -> Result<Webhook, AdminError> {
+        self.new_webhook(new, Some(idempotency)).await
+    }
+
+    async fn new_webhook(&self, new: NewWebhook, once: Option<&Idempotency>) -> Result<Webhook, AdminError> {
+        let id = WebhookId(self.ids_for(once).uuid());
+        let mut webhook = new_webhook(id, new, self.last_event_id())?;
+        self.record_directory(|dir| {
+            if let Some(created) = dir.webhook(id) {
+                webhook = created.clone();
+            }
+            Ok(DirectoryEvent::Webhook(webhook.clone()))
+        })
+        .await?;
+        Ok(webhook)
+    }
+
+    /// Changes a webhook's URL, event types, description, or whether it is enabled.
+    pub async fn patch_webhook(&self, id: WebhookId, patch: WebhookPatch) -> Result<Webhook, AdminError> {
+        let mut changed = None;
+        self.record_directory(|dir| {
+            let mut webhook = dir.webhook(id).cloned().ok_or_else(|| AdminError::NotFound(format!("webhook {id}")))?;
+            patch.apply(&mut webhook)?;
+            changed = Some(webhook.clone());
+            Ok(DirectoryEvent::Webhook(webhook))
+        })
+        .await?;
+        Ok(changed.expect("a recorded change was made"))
+    }
+
+    /// Deletes a webhook: nothing more is delivered to it.
+    pub async fn delete_webhook(&self, id: WebhookId) -> Result<(), AdminError> {
+        self.record_directory(|dir| {
+            dir.webhook(id).ok_or_else(|| AdminError::NotFound(format!("webhook {id}")))?;
+            Ok(DirectoryEvent::WebhookDeleted(id))
         })
         .await
     }

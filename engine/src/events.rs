@@ -8,6 +8,7 @@
 use crate::directory::{Directory, DirectoryEvent};
 use crate::model::{Consumer, License, Licensee, Product};
 use crate::time::Timestamp;
+use crate::webhooks::Webhook;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -49,6 +50,11 @@ impl Event {
             }
             DirectoryEvent::LicenseeDeleted(id) => ("licensee.deleted".into(), ("licensee", id.to_string()), json!({})),
             DirectoryEvent::ConsumerDeleted(id) => ("consumer.deleted".into(), ("consumer", id.to_string()), json!({})),
+            DirectoryEvent::Webhook(w) => {
+                let verb = verb(before.webhook(w.id).is_some());
+                (format!("webhook.{verb}"), ("webhook", w.id.to_string()), webhook(w))
+            }
+            DirectoryEvent::WebhookDeleted(id) => ("webhook.deleted".into(), ("webhook", id.to_string()), json!({})),
             DirectoryEvent::Answered { .. } => return None,
         };
         let (kind, id) = subject;
@@ -93,6 +99,10 @@ fn consumer(c: &Consumer) -> serde_json::Value {
         "external_id": c.external_id,
         "disabled": c.disabled,
     })
+}
+
+fn webhook(w: &Webhook) -> serde_json::Value {
+    json!({"id": w.id, "url": w.url, "events": w.events, "description": w.description, "enabled": w.enabled})
 }
 
 fn product(p: &Product) -> serde_json::Value {
@@ -181,14 +191,16 @@ pub struct EventQuery {
 impl EventQuery {
     /// Whether `event` is one the query wants (its id aside).
     pub fn wants(&self, event: &Event) -> bool {
-        let type_matches = match self.event_type.as_deref() {
-            None => true,
-            Some(pattern) => match pattern.strip_suffix('*') {
-                Some(prefix) => event.event_type.starts_with(prefix),
-                None => event.event_type == pattern,
-            },
-        };
-        type_matches && self.subject.as_deref().is_none_or(|id| event.subject.id == id)
+        let type_wanted = self.event_type.as_deref().is_none_or(|pattern| type_matches(pattern, &event.event_type));
+        type_wanted && self.subject.as_deref().is_none_or(|id| event.subject.id == id)
+    }
+}
+
+/// Whether `event_type` is `pattern`, or starts with `prefix.` for a pattern `prefix.*`.
+pub fn type_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix),
+        None => event_type == pattern,
     }
 }
 

@@ -50,6 +50,10 @@ uuid_id!(
     LicenseId
 );
 uuid_id!(
+    /// A subscription to events (SPEC section 11).
+    WebhookId
+);
+uuid_id!(
     /// One lease; rotated on every renewal. Tokens carry it as `jti`.
     LeaseId
 );

@@ -120,6 +120,12 @@ pub trait Journal: Send + Sync + 'static {
         let _ = query;
         Ok(EventPage::default())
     }
+
+    /// The id of the newest event it keeps that is durable (0 when none): listings and
+    /// deliveries never see an event a crash could still take back.
+    fn last_event_id(&self) -> u64 {
+        0
+    }
 }
 
 /// Keeps every entry in memory: a journal for tests and simulations that "restart" an engine
@@ -166,6 +172,17 @@ impl Journal for MemoryJournal {
             Some(StoredEvent { id, at: entry.at, event: event.clone() })
         });
         Ok(EventPage::of(query, events))
+    }
+
+    fn last_event_id(&self) -> u64 {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .zip(1u64..)
+            .filter(|(e, _)| matches!(e.change, Change::Event(_)))
+            .map(|(_, id)| id)
+            .last()
+            .unwrap_or(0)
     }
 }
 

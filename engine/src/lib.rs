@@ -42,6 +42,7 @@ pub mod shapes;
 pub mod stored_answers;
 pub mod time;
 pub mod tokens;
+pub mod webhooks;
 
 pub use admin::{
     ConsumerPatch, LicenseKeyRequest, LicensePatch, LicenseePatch, NewConsumer, NewLicense, NewLicensee, NewProduct,
@@ -53,6 +54,6 @@ pub use decide::{
 };
 pub use engine::{Answering, Authentication, Engine, EngineBuilder};
 pub use error::{AdminError, EngineError};
-pub use ids::{ConsumerId, LeaseId, LicenseId, LicenseeId, ProductId};
+pub use ids::{ConsumerId, LeaseId, LicenseId, LicenseeId, ProductId, WebhookId};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use tokens::{claims, signer};

@@ -2,7 +2,7 @@
 //!
 //! Journals and snapshots are bincode, which is not self-describing: a field added to a stored
 //! type changes its encoding. Every such field is marked `#[serde(default, with =
-//! "crate::shapes::since_format_3")]`: while a value of an older format is decoded (inside
+//! "crate::shapes::since_format_N")]` with the format `N` that added it: while a value of an older format is decoded (inside
 //! [`in_format`] with that format's version), the field is read as absent, taking no bytes, and
 //! gets its default; while an older format is encoded (tests that write what an older build
 //! wrote), it is left out. Everywhere else, JSON included, the field is an ordinary field.
@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::Cell;
 
 /// The newest stored format: the one encoded and decoded outside [`in_format`].
-pub const NEWEST_FORMAT: u8 = 3;
+pub const NEWEST_FORMAT: u8 = 4;
 
 thread_local! {
     static FORMAT: Cell<u8> = const { Cell::new(NEWEST_FORMAT) };
@@ -33,30 +33,46 @@ fn current_format() -> u8 {
     FORMAT.with(Cell::get)
 }
 
-/// A field that stored formats hold from version 3 on.
-pub mod since_format_3 {
-    use super::*;
+/// Declares the module of a field that stored formats hold from version `$version` on.
+macro_rules! since_format {
+    ($(#[$doc:meta])* $name:ident, $version:literal) => {
+        $(#[$doc])*
+        pub mod $name {
+            use super::*;
 
-    /// Writes the field, unless an older format is being written.
-    pub fn serialize<T: Serialize, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
-        if current_format() < 3 {
-            serializer.serialize_unit()
-        } else {
-            value.serialize(serializer)
-        }
-    }
+            /// Writes the field, unless an older format is being written.
+            pub fn serialize<T: Serialize, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+                if current_format() < $version {
+                    serializer.serialize_unit()
+                } else {
+                    value.serialize(serializer)
+                }
+            }
 
-    /// Reads the field, or gives its default when an older format is being read.
-    pub fn deserialize<'de, T: Deserialize<'de> + Default, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<T, D::Error> {
-        if current_format() < 3 {
-            Ok(T::default())
-        } else {
-            T::deserialize(deserializer)
+            /// Reads the field, or gives its default when an older format is being read.
+            pub fn deserialize<'de, T: Deserialize<'de> + Default, D: Deserializer<'de>>(
+                deserializer: D,
+            ) -> Result<T, D::Error> {
+                if current_format() < $version {
+                    Ok(T::default())
+                } else {
+                    T::deserialize(deserializer)
+                }
+            }
         }
-    }
+    };
 }
+
+since_format!(
+    /// A field that stored formats hold from version 3 on.
+    since_format_3,
+    3
+);
+since_format!(
+    /// A field that stored formats hold from version 4 on.
+    since_format_4,
+    4
+);
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@
 //!
 //! A version-2 snapshot's state is in a file of the journal's directory,
 //! [`SNAPSHOT_DIR`]`/`[`snapshot_file_name`]`(seq)`: its parts one after the other, as long as
-//! the manifest says (versions 2 and 3). Part 0 is the directory, the others hold [`LICENSES_PER_CHUNK`] licenses
+//! the manifest says (versions 2 to 4). Part 0 is the directory, the others hold [`LICENSES_PER_CHUNK`] licenses
 //! each, sorted by license id.
 //!
 //! Every value, and every part, is an envelope:
@@ -45,8 +45,10 @@
 //! disabled consumer, a license's feature overrides and key activation, when each machine was
 //! seen, idempotency keys) and new kinds of change. bincode is not self-describing, so each added
 //! field is marked in its type ([`leasehold_engine::shapes`]) and values of versions 1 and 2 are
-//! decoded in those versions' shapes: the added fields get their defaults. Versions 2 and 3 lay
+//! decoded in those versions' shapes: the added fields get their defaults. Versions 2 to 4 lay
 //! out records and snapshots the same way.
+//!
+//! Why version 4. The directory's snapshot holds the webhooks; the log has their changes.
 //!
 //! Why the parts are in a file rather than in sled: when sled opens, it reads back and checks
 //! every value written since it last opened, and reading one value reads the whole tree node
@@ -68,13 +70,17 @@ use serde::{Deserialize, Serialize};
 pub const LOG_TREE: &str = "log";
 /// The tree of events, kept for their retention.
 pub const EVENTS_TREE: &str = "events";
+/// The tree of each webhook's last event done with.
+pub const WEBHOOK_CURSORS_TREE: &str = "webhook_cursors";
+/// The tree of webhook deliveries.
+pub const DELIVERIES_TREE: &str = "deliveries";
 /// The tree of snapshots: manifests (version 2) and whole snapshots (version 1).
 pub const SNAPSHOT_TREE: &str = "snapshots";
 /// The directory, in the journal's, of version-2 snapshots' files.
 pub const SNAPSHOT_DIR: &str = "snapshots";
 
 /// The format this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 /// Bytes before the payload: version and checksum.
 pub const HEADER_LEN: usize = 5;
 

@@ -4,7 +4,10 @@
 
 use crate::config::{DurabilityMode, JournalConfig};
 use crate::error::PersistenceError;
-use crate::format::{decode_event, key_seq, seq_key, EVENTS_TREE, LOG_TREE, SNAPSHOT_DIR, SNAPSHOT_TREE};
+use crate::format::{
+    decode_event, key_seq, seq_key, DELIVERIES_TREE, EVENTS_TREE, LOG_TREE, SNAPSHOT_DIR, SNAPSHOT_TREE,
+    WEBHOOK_CURSORS_TREE,
+};
 use crate::health::Health;
 use crate::recovery::{recover, RecoveryReport};
 use crate::snapshot::{self, Stores};
@@ -113,6 +116,8 @@ impl Core {
             log: db.open_tree(LOG_TREE)?,
             snapshots: db.open_tree(SNAPSHOT_TREE)?,
             events: db.open_tree(EVENTS_TREE)?,
+            webhook_cursors: db.open_tree(WEBHOOK_CURSORS_TREE)?,
+            deliveries: db.open_tree(DELIVERIES_TREE)?,
             snapshot_dir,
             db,
         };
@@ -241,6 +246,14 @@ impl Shared {
 }
 
 impl SledJournal {
+    /// The open database's trees, or why there are none now (the journal is reopening).
+    pub(crate) fn stores(&self) -> Result<Stores, JournalError> {
+        match self.shared.core() {
+            Some(core) => Ok(core.stores.clone()),
+            None => Err(self.shared.health.writable().err().unwrap_or(JournalError::Closed)),
+        }
+    }
+
     /// Opens (or creates) the journal in directory `dir` and recovers the state it holds: the
     /// newest valid snapshot plus the log after it. Pass the state to
     /// [`leasehold_engine::EngineBuilder::recovered`]; the engine expires what ran out meanwhile.
@@ -382,14 +395,19 @@ impl Journal for SledJournal {
         self.shared.health.rebuild(license)
     }
 
-    /// The events tree from `query.after` on, decoded one record at a time.
+    /// The events tree from `query.after` on, up to the last durable entry, decoded one record
+    /// at a time.
     fn events(&self, query: &EventQuery) -> Result<EventPage, JournalError> {
         let Some(core) = self.shared.core() else {
             return Err(self.shared.health.writable().err().unwrap_or(JournalError::Closed));
         };
         let from = query.after.map_or(0, |after| after.saturating_add(1));
+        let durable = core.commit.durable_seq();
+        if from > durable {
+            return Ok(EventPage::default());
+        }
         let mut failure = None;
-        let events = core.stores.events.range(seq_key(from)..).map_while(|item| {
+        let events = core.stores.events.range(seq_key(from)..=seq_key(durable)).map_while(|item| {
             let read = item.map_err(|e| e.to_string()).and_then(|(key, value)| {
                 let seq = key_seq(&key).map_err(|e| e.to_string())?;
                 decode_event(seq, &value).map_err(|e| e.to_string())
@@ -401,6 +419,12 @@ impl Journal for SledJournal {
             Some(why) => Err(JournalError::Io(format!("reading events: {why}"))),
             None => Ok(page),
         }
+    }
+
+    fn last_event_id(&self) -> u64 {
+        let Some(core) = self.shared.core() else { return 0 };
+        let newest = core.stores.events.range(..=seq_key(core.commit.durable_seq())).keys().next_back();
+        newest.and_then(|key| key.ok()).and_then(|key| key_seq(&key).ok()).unwrap_or(0)
     }
 }
 

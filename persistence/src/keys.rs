@@ -9,6 +9,7 @@
 use leasehold_engine::time::Timestamp;
 use leasehold_engine::tokens::keyring::RetiredKey;
 use leasehold_engine::tokens::{Algorithm, KeyError, KeyRing, SigningKey};
+use leasehold_engine::webhooks::WebhookKey;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Write as _};
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 pub const KEYS_DIR: &str = "keys";
 /// The manifest's file name in the key directory.
 pub const MANIFEST_FILE: &str = "keyring.json";
+/// The webhook key's file name in the key directory.
+pub const WEBHOOK_KEY_FILE: &str = "webhooks.key";
 /// Default bound on a token's lifetime (the default offline lease is 30 days): after a restart,
 /// the signing key is assumed to have signed tokens living this long, because the largest `exp`
 /// it signed since the manifest was last saved is not known.
@@ -152,6 +155,26 @@ impl KeyStore {
     /// Records how long each key must stay published (call at shutdown, and now and then).
     pub fn save(&self, ring: &KeyRing) -> Result<(), KeyStoreError> {
         self.write_manifest(ring, None)
+    }
+
+    /// The key webhook secrets are derived from ([`WEBHOOK_KEY_FILE`]: 32 random bytes,
+    /// created on first start, readable by the owner only). Losing it changes every webhook's
+    /// secret.
+    pub fn webhook_key(&self) -> Result<WebhookKey, KeyStoreError> {
+        let path = self.dir.join(WEBHOOK_KEY_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => match <[u8; 32]>::try_from(bytes.as_slice()) {
+                Ok(bytes) => Ok(WebhookKey::new(bytes)),
+                Err(_) => Err(KeyStoreError::Manifest { path, reason: "a webhook key is 32 bytes".into() }),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_private_dir(&self.dir)?;
+                let key = WebhookKey::random();
+                write_atomically(&path, key.as_bytes(), true)?;
+                Ok(key)
+            }
+            Err(e) => Err(KeyStoreError::Io { path, source: e }),
+        }
     }
 
     fn pem_files(&self) -> Result<Vec<PathBuf>, KeyStoreError> {
@@ -356,6 +379,16 @@ mod tests {
         assert_eq!(ring.current().kid(), key.kid());
         let again = store.open_or_create(Algorithm::RS256, NOW).unwrap();
         assert_eq!(again.current().kid(), key.kid());
+    }
+
+    #[test]
+    fn the_webhook_key_is_made_once_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path());
+        let first = store.webhook_key().unwrap();
+        assert_eq!(store.webhook_key().unwrap().as_bytes(), first.as_bytes());
+        fs::write(store.dir().join(WEBHOOK_KEY_FILE), b"short").unwrap();
+        assert!(store.webhook_key().is_err(), "a damaged key is an error, not a new key");
     }
 
     #[test]

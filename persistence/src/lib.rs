@@ -23,6 +23,7 @@
 //! (the reader), `health.rs` (a failing journal) and `journal.rs` (ties them together).
 
 pub mod config;
+mod deliveries;
 pub mod error;
 pub mod format;
 mod health;

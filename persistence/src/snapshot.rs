@@ -43,6 +43,10 @@ pub(crate) struct Stores {
     pub(crate) snapshots: sled::Tree,
     /// Events, kept for their retention (see `crate::format`).
     pub(crate) events: sled::Tree,
+    /// Each webhook's last event done with (see `crate::deliveries`).
+    pub(crate) webhook_cursors: sled::Tree,
+    /// Each webhook's deliveries.
+    pub(crate) deliveries: sled::Tree,
     /// Where version-2 snapshots' files are.
     pub(crate) snapshot_dir: PathBuf,
 }

@@ -86,6 +86,9 @@ pub(crate) struct GroupCommit {
     health: Arc<Health>,
     /// The last sequence number written to sled (and flushed, under `sync`).
     last_written_seq: AtomicU64,
+    /// The last sequence number known durable (flushed; written, under `none`): what readers of
+    /// the events tree may see.
+    durable_seq: AtomicU64,
     /// The error the next flush fails with: how tests reach a failing journal.
     fail_next_flush: Mutex<Option<std::io::Error>>,
     /// Makes every flush take this long first (milliseconds): how tests reach a hanging disk.
@@ -121,6 +124,7 @@ impl GroupCommit {
             poison: OnceLock::new(),
             health,
             last_written_seq: AtomicU64::new(last_seq),
+            durable_seq: AtomicU64::new(last_seq),
             fail_next_flush: Mutex::new(None),
             slow_flush_ms: AtomicU64::new(0),
             in_flush: Mutex::new(None),
@@ -133,6 +137,11 @@ impl GroupCommit {
     /// The last sequence number written to sled.
     pub(crate) fn last_written_seq(&self) -> u64 {
         self.last_written_seq.load(Ordering::Acquire)
+    }
+
+    /// The last sequence number known durable.
+    pub(crate) fn durable_seq(&self) -> u64 {
+        self.durable_seq.load(Ordering::Acquire)
     }
 
     /// Why the journal is poisoned, if it is.
@@ -419,7 +428,12 @@ impl Writer {
             Some(why) => Err(JournalError::Poisoned(why.to_owned())),
             None => self.store(values, &events).and_then(|first| match self.shared.config.durability {
                 DurabilityMode::Sync => self.flush().inspect_err(|_| self.unwrite(first, &events)),
-                DurabilityMode::Batched { .. } | DurabilityMode::None => Ok(()),
+                DurabilityMode::Batched { .. } => Ok(()),
+                // Nothing waits for the disk: written is as durable as it gets.
+                DurabilityMode::None => {
+                    self.shared.durable_seq.fetch_max(self.shared.last_written_seq(), Ordering::AcqRel);
+                    Ok(())
+                }
             }),
         };
         let stored = outcome.is_ok();
@@ -490,12 +504,16 @@ impl Writer {
         if let Some(error) = injected {
             return Err(self.poison(format!("flush failed: {error} (injected)")));
         }
+        let upto = self.shared.last_written_seq();
         let started = Instant::now();
         let flushed = self.db.flush();
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.shared.flush_latency.record_us(elapsed_us);
         match flushed {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.shared.durable_seq.fetch_max(upto, Ordering::AcqRel);
+                Ok(())
+            }
             Err(e) => Err(self.poison(format!("flush failed: {e}"))),
         }
     }

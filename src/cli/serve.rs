@@ -14,6 +14,7 @@ use leasehold_persistence::keys::{KeyStore, KeyStoreError};
 use leasehold_persistence::{JournalConfig, PersistenceError, SledJournal};
 use leasehold_transports::http::{self, HttpState, KeyRotation, ServerMetrics};
 use leasehold_transports::tcp::{self, TcpConfig, TcpState};
+use leasehold_transports::webhooks::Webhooks;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -145,6 +146,10 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         .map_err(io("starting the engine"))?;
 
     let (admin_token, admin_source) = admin_token::resolve(data_dir, settings.file_admin_token.as_deref())?;
+    let webhook_key = key_store.webhook_key()?;
+    let webhooks = Webhooks::start(engine.clone(), Arc::clone(&journal) as _, webhook_key)
+        .map_err(io("starting the webhook deliveries"))?;
+    let webhooks = Arc::new(webhooks);
     let demo = if settings.demo { Some(demo::seed(&engine).await?) } else { None };
 
     tracing::info!(
@@ -168,6 +173,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         public_url: settings.public_url.clone(),
         metrics: ServerMetrics::new(Some(journal.flush_latency()), Some(Arc::clone(&signer))),
         key_rotation: Some(key_rotation(key_store.clone(), Arc::clone(&keys))),
+        webhooks: Some(Arc::clone(&webhooks)),
     });
     let tcp_state = Arc::new(TcpState {
         engine: state.engine.clone(),
@@ -207,6 +213,7 @@ impl Started {
             let _ = stop_tx.send(true);
         };
         let engine = self.state.engine.clone();
+        let webhooks = self.state.webhooks.clone();
         let expiries = async move {
             let mut every = tokio::time::interval(EXPIRY_CHECK_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -237,6 +244,9 @@ impl Started {
 
         if let Err(e) = self.key_store.save(&self.keys) {
             tracing::warn!(error = %e, "could not record the signing keys' lifetimes");
+        }
+        if let Some(webhooks) = &webhooks {
+            webhooks.stop();
         }
         self.signer.shutdown();
         self.journal.close();

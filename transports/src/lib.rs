@@ -20,3 +20,4 @@
 pub mod http;
 pub mod listener;
 pub mod tcp;
+pub mod webhooks;

@@ -9,6 +9,7 @@
 
 use crate::http::reply::{self, ApiError, Body};
 use crate::http::HttpState;
+use crate::webhooks::Webhooks;
 use bytes::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::metrics::{Histogram, HistogramSnapshot, Operation};
@@ -173,6 +174,39 @@ fn seconds(us: u64) -> f64 {
     us as f64 / 1e6
 }
 
+/// Delivery counters and each webhook's backlog.
+fn webhook_metrics(out: &mut String, webhooks: &Webhooks, now_ms: i64) {
+    let counters = webhooks.counters();
+    header(out, "leasehold_webhook_attempts_total", "counter", "Webhook delivery attempts, by outcome.");
+    let delivered = counters.delivered.load(Ordering::Relaxed);
+    let _ = writeln!(out, "leasehold_webhook_attempts_total{{outcome=\"delivered\"}} {delivered}");
+    let failed = counters.attempts_failed.load(Ordering::Relaxed);
+    let _ = writeln!(out, "leasehold_webhook_attempts_total{{outcome=\"failed\"}} {failed}");
+    header(
+        out,
+        "leasehold_webhook_deliveries_failed_total",
+        "counter",
+        "Deliveries given up on after a day of retries.",
+    );
+    let _ = writeln!(out, "leasehold_webhook_deliveries_failed_total {}", counters.failed.load(Ordering::Relaxed));
+    let progress = webhooks.progress();
+    header(out, "leasehold_webhook_backlog", "gauge", "Events waiting for delivery, by webhook (counted up to 10000).");
+    for (id, p) in &progress {
+        let _ = writeln!(out, "leasehold_webhook_backlog{{webhook=\"{id}\"}} {}", p.backlog.load(Ordering::Relaxed));
+    }
+    header(
+        out,
+        "leasehold_webhook_oldest_waiting_seconds",
+        "gauge",
+        "Age of the oldest event waiting for delivery, by webhook (0 when none waits).",
+    );
+    for (id, p) in &progress {
+        let oldest = p.oldest_waiting_ms.load(Ordering::Relaxed);
+        let age = if oldest == 0 { 0.0 } else { (now_ms - oldest).max(0) as f64 / 1000.0 };
+        let _ = writeln!(out, "leasehold_webhook_oldest_waiting_seconds{{webhook=\"{id}\"}} {age:.3}");
+    }
+}
+
 /// The whole exposition.
 pub fn render(state: &HttpState) -> String {
     let metrics = &state.metrics;
@@ -224,6 +258,10 @@ pub fn render(state: &HttpState) -> String {
 
     header(&mut out, "leasehold_events_recorded_total", "counter", "Events recorded since the server started.");
     let _ = writeln!(out, "leasehold_events_recorded_total {}", state.engine.events_recorded());
+
+    if let Some(webhooks) = &state.webhooks {
+        webhook_metrics(&mut out, webhooks, state.engine.now().as_millis());
+    }
 
     header(&mut out, "leasehold_live_leases", "gauge", "Live leases over all licenses.");
     let _ = writeln!(out, "leasehold_live_leases {}", state.engine.live_leases());

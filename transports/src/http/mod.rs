@@ -25,6 +25,7 @@ pub use metrics::ServerMetrics;
 pub use reply::{ApiError, BodyLimits};
 pub use server::{serve, HttpConfig};
 
+use crate::webhooks::Webhooks;
 use leasehold_engine::signer::TokenSigner;
 use leasehold_engine::tokens::{KeyRing, TokenIssuer};
 use leasehold_engine::Engine;
@@ -52,6 +53,8 @@ pub struct HttpState {
     pub metrics: ServerMetrics,
     /// Rotates the signing key durably (`POST /admin/keys/rotate`; `None`: not possible here).
     pub key_rotation: Option<KeyRotation>,
+    /// Delivers the webhooks' events (`None`: `/admin/webhooks` answers 404).
+    pub webhooks: Option<Arc<Webhooks>>,
 }
 
 impl HttpState {

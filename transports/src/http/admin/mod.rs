@@ -14,6 +14,7 @@
 
 pub mod shapes;
 pub mod tokens;
+mod webhooks;
 
 use crate::http::idempotency::{self, answer_once, Secret};
 use crate::http::reply::{self, ApiError, Body};
@@ -87,7 +88,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
     let request: [&[u8]; 3] = [rest.as_bytes(), call.query.as_bytes(), &call.body];
     let once = Idempotency::of(admin_token.as_bytes(), &client_key, 0, &request);
     let secret = match segments.as_slice() {
-        ["consumers"] | ["consumers", _, "api-key"] => Secret::Held,
+        ["consumers"] | ["consumers", _, "api-key"] | ["webhooks"] => Secret::Held,
         _ => Secret::None,
     };
     answer_once(state, once, secret, route(state, &call, &segments, &method, Some(&once))).await
@@ -243,6 +244,7 @@ async fn route(
         (["licenses", id, "offline-token"], &Method::POST) => tokens::offline_token(state, call, id, once).await,
         (["leases", id], &Method::DELETE) => force_release(state, path_id("lease", id)?).await,
         (["events"], &Method::GET) => events(state, query),
+        (["webhooks", rest @ ..], _) => webhooks::route(state, call, rest, method, once).await,
         (["tokens", "audit"], &Method::POST) => tokens::audit_token(state, call).await,
         (["tokens", "regenerate"], &Method::POST) => tokens::regenerate_token(state, call).await,
         (["keys", "rotate"], &Method::POST) => tokens::rotate_key(state, call).await,
@@ -266,6 +268,7 @@ fn allowed(segments: &[&str]) -> &'static str {
         | ["tokens", "audit" | "regenerate"]
         | ["keys", "rotate"] => "POST",
         ["licenses", _, "assignments" | "machines", _] | ["leases", _] => "DELETE",
+        ["webhooks", rest @ ..] => webhooks::allowed(rest),
         _ => "",
     }
 }

@@ -267,7 +267,7 @@ impl LicenseIn {
 
 /// A present field, even when it is `null` (`Some(None)`), told apart from an absent one (`None`,
 /// with `#[serde(default)]`).
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(field: D) -> Result<Option<T>, D::Error> {
+pub(super) fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(field: D) -> Result<Option<T>, D::Error> {
     T::deserialize(field).map(Some)
 }
 
