@@ -1,0 +1,209 @@
+//! Webhooks against a real server and a real receiver (SPEC section 11): deliveries are signed,
+//! retried after failures, in event order, and none is lost to a kill -9.
+
+mod http_common;
+
+use http_common::Server;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One request a receiver got: its headers (lower-case names) and body.
+#[derive(Clone, Debug)]
+struct Received {
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> &str {
+        self.headers.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// An HTTP receiver that answers 503 to its first `fail_first` requests and 200 after.
+struct Receiver {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start(listener: TcpListener, fail_first: usize) -> Receiver {
+        let addr = listener.local_addr().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (seen, answered) = (Arc::clone(&got), Arc::new(AtomicUsize::new(0)));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut headers = Vec::new();
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap_or(0);
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.trim_end().split_once(':') {
+                        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+                    }
+                }
+                let length: usize =
+                    headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                seen.lock().unwrap().push(Received { headers, body: String::from_utf8(body).unwrap() });
+                let status = if answered.fetch_add(1, Ordering::SeqCst) < fail_first { "503 Busy" } else { "200 OK" };
+                let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Receiver { addr, got }
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// The event ids delivered, each once, in the order first received.
+    fn event_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        for r in self.got() {
+            let id = r.header("leasehold-event-id").to_owned();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    fn wait_for(&self, events: usize, within: Duration) {
+        let until = Instant::now() + within;
+        while self.event_ids().len() < events {
+            assert!(Instant::now() < until, "{} of {events} events arrived: {:?}", self.event_ids().len(), self.got());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn subscribe(server: &Server, receiver: SocketAddr, events: Value) -> Value {
+    server.admin_ok(
+        "POST",
+        "/admin/webhooks",
+        Some(json!({"url": format!("http://{receiver}/hooks"), "events": events})),
+        201,
+    )
+}
+
+#[test]
+fn deliveries_are_signed_retried_and_in_order() {
+    let server = Server::start();
+    let receiver = Receiver::start(TcpListener::bind("127.0.0.1:0").unwrap(), 2);
+    let hook = subscribe(&server, receiver.addr, json!(["licensee.*"]));
+    let secret = hook["secret"].as_str().expect("the secret is answered at creation").to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let id = hook["id"].as_str().unwrap().to_owned();
+    let fetched = server.admin_ok("GET", &format!("/admin/webhooks/{id}"), None, 200);
+    assert!(fetched.get("secret").is_none(), "the secret is shown only once: {fetched}");
+
+    let names = ["First", "Second", "Third"];
+    for name in names {
+        server.admin_ok("POST", "/admin/licensees", Some(json!({"name": name, "kind": "organization"})), 201);
+    }
+    server.admin_ok("POST", "/admin/products", Some(json!({"name": "NotWanted"})), 201);
+    receiver.wait_for(3, Duration::from_secs(30));
+
+    let got = receiver.got();
+    assert_eq!(got.len(), 5, "two refused attempts, then three deliveries: {got:?}");
+    let delivered: Vec<String> = got[2..]
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["data"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(delivered, names, "in event order");
+    for r in &got {
+        assert_eq!(r.header("content-type"), "application/json");
+        assert_eq!(r.header("leasehold-event-type"), "licensee.created");
+        let signed = r.header("leasehold-signature");
+        let t: u64 = signed.strip_prefix("t=").and_then(|s| s.split(',').next()).unwrap().parse().unwrap();
+        assert_eq!(
+            signed,
+            leasehold_engine::webhooks::signature(&secret, t, r.body.as_bytes()),
+            "the signature verifies"
+        );
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["id"].as_str().unwrap(), r.header("leasehold-event-id"));
+    }
+
+    let deliveries = server.admin_ok("GET", &format!("/admin/webhooks/{id}/deliveries"), None, 200);
+    let items = deliveries["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    assert!(items.iter().all(|d| d["status"] == "delivered" && d["last_status_code"] == 200), "{deliveries}");
+    assert_eq!(items[2]["attempts"], 3, "the oldest was retried twice: {deliveries}");
+
+    let event_id = items[0]["event_id"].as_str().unwrap();
+    let retried = server.admin_ok("POST", &format!("/admin/webhooks/{id}/deliveries/{event_id}/retry"), None, 202);
+    assert_eq!(retried["retry_requested"], true);
+    receiver.wait_for(3, Duration::from_secs(1));
+    let until = Instant::now() + Duration::from_secs(10);
+    while receiver.got().len() < 6 {
+        assert!(Instant::now() < until, "the retry was not sent");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.admin("POST", &format!("/admin/webhooks/{id}/deliveries/999999/retry"), None).status, 404);
+    let metrics = http_common::request(server.addr, "GET", "/metrics", &[], None).text();
+    assert!(metrics.contains("leasehold_webhook_attempts_total{outcome=\"failed\"} 2"), "{metrics}");
+}
+
+#[test]
+fn bad_webhooks_are_refused_and_deleted_ones_stop() {
+    let server = Server::start();
+    for body in [
+        json!({"url": "ftp://example.com/", "events": ["*"]}),
+        json!({"url": "http://example.com/", "events": []}),
+        json!({"url": "http://example.com/", "events": ["Bad Type"]}),
+        json!({"url": "http://example.com/", "events": ["*"], "secret": "mine"}),
+    ] {
+        assert_eq!(server.admin("POST", "/admin/webhooks", Some(body.clone())).status, 400, "{body}");
+    }
+    let receiver = Receiver::start(TcpListener::bind("127.0.0.1:0").unwrap(), 0);
+    let hook = subscribe(&server, receiver.addr, json!(["*"]));
+    let id = hook["id"].as_str().unwrap();
+    assert_eq!(server.admin("DELETE", &format!("/admin/webhooks/{id}"), None).status, 204);
+    assert_eq!(server.admin("GET", &format!("/admin/webhooks/{id}"), None).status, 404);
+    server.admin_ok("POST", "/admin/products", Some(json!({"name": "AfterDelete"})), 201);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(receiver.got().is_empty(), "a deleted webhook gets nothing: {:?}", receiver.got());
+}
+
+#[test]
+fn deliveries_pending_at_a_kill_9_are_made_after_the_restart() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = Server::start_in(scratch.path(), &[], true);
+    // A receiver that is down: its port is free.
+    let port_holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = port_holder.local_addr().unwrap();
+    drop(port_holder);
+    subscribe(&server, addr, json!(["product.*"]));
+    let names: Vec<String> = (0..5).map(|i| format!("P{i}")).collect();
+    for name in &names {
+        server.admin_ok("POST", "/admin/products", Some(json!({"name": name})), 201);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill();
+
+    let receiver = Receiver::start(TcpListener::bind(addr).expect("the receiver's port is free again"), 0);
+    let _server = Server::start_in(scratch.path(), &[], true);
+    receiver.wait_for(5, Duration::from_secs(30));
+    let delivered: Vec<String> = receiver
+        .got()
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["data"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    let mut firsts = delivered.clone();
+    firsts.dedup();
+    assert_eq!(firsts, names, "every event, in order: {delivered:?}");
+}
