@@ -207,3 +207,39 @@ fn deliveries_pending_at_a_kill_9_are_made_after_the_restart() {
     firsts.dedup();
     assert_eq!(firsts, names, "every event, in order: {delivered:?}");
 }
+
+#[test]
+fn a_receiver_that_never_answers_does_not_hold_up_checkouts() {
+    let server = Server::start();
+    // Accepts connections and never answers: each attempt waits out the 10 s answer limit.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let holder = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for stream in silent.incoming().flatten() {
+            holder.lock().unwrap().push(stream);
+        }
+    });
+    let hook = subscribe(&server, silent_addr, json!(["*"]));
+    let (licensee, _, key) = server.party("Busy");
+    server.license(&licensee, "Busy", http_common::seats(1), json!({"model": {"session_anchors": ["hw"]}}));
+    let until = Instant::now() + Duration::from_secs(5);
+    while held.lock().unwrap().is_empty() {
+        assert!(Instant::now() < until, "the webhook never connected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Refusals for lack of seats are events too (seat.exhausted), queued behind the silent one.
+    let started = Instant::now();
+    for n in 0..100 {
+        let answer = server.authz(&key, &format!("/authz/.txt?Busy&hw=m{}", n % 2)).text();
+        assert!(answer == "true" || answer.starts_with("false"), "{answer}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "100 checkouts answered before the first attempt of the silent receiver timed out"
+    );
+    let id = hook["id"].as_str().unwrap();
+    let deliveries = server.admin_ok("GET", &format!("/admin/webhooks/{id}/deliveries"), None, 200);
+    assert!(deliveries["items"].as_array().unwrap().iter().all(|d| d["status"] != "delivered"), "{deliveries}");
+}
