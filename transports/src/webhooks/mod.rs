@@ -14,7 +14,7 @@ mod task;
 
 use leasehold_engine::ids::WebhookId;
 use leasehold_engine::journal::JournalError;
-use leasehold_engine::webhooks::{Delivery, DeliveryLog, DeliveryStatus, WebhookKey};
+use leasehold_engine::webhooks::{Delivery, DeliveryLog, WebhookKey};
 use leasehold_engine::Engine;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -66,6 +66,16 @@ impl Shared {
     fn bell(&self, webhook: WebhookId) -> Arc<Notify> {
         let mut retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(&retries.entry(webhook).or_default().1)
+    }
+
+    /// Queues a retry of event `event_id` for webhook `webhook` (once); the bell of its task.
+    fn queue_retry(&self, webhook: WebhookId, event_id: u64) -> Arc<Notify> {
+        let mut retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+        let (queue, bell) = retries.entry(webhook).or_default();
+        if !queue.contains(&event_id) {
+            queue.push_back(event_id);
+        }
+        Arc::clone(bell)
     }
 
     fn next_retry(&self, webhook: WebhookId) -> Option<u64> {
@@ -146,15 +156,7 @@ impl Webhooks {
         };
         delivery.retry_requested = true;
         log.record(id, &delivery)?;
-        let bell = {
-            let mut retries = self.shared.retries.lock().unwrap_or_else(|p| p.into_inner());
-            let (queue, bell) = retries.entry(id).or_default();
-            if !queue.contains(&event_id) {
-                queue.push_back(event_id);
-            }
-            Arc::clone(bell)
-        };
-        bell.notify_one();
+        self.shared.queue_retry(id, event_id).notify_one();
         Ok(delivery)
     }
 
@@ -217,9 +219,4 @@ async fn supervise(shared: Arc<Shared>) {
     for (_, task) in tasks {
         task.abort();
     }
-}
-
-/// Whether a delivery status is one a task is done with.
-fn is_done(status: DeliveryStatus) -> bool {
-    matches!(status, DeliveryStatus::Delivered | DeliveryStatus::Failed)
 }

@@ -1,7 +1,7 @@
 //! One webhook's deliveries: its events after its cursor, one at a time, in order.
 
 use super::client::Client;
-use super::{is_done, Shared};
+use super::Shared;
 use crate::http::admin::shapes;
 use bytes::Bytes;
 use leasehold_engine::events::{EventQuery, StoredEvent};
@@ -98,14 +98,8 @@ fn start(shared: &Shared, webhook: &Webhook) -> Result<Position, JournalError> {
         .map(|d| d.event_id)
         .collect();
     asked.sort_unstable();
-    {
-        let mut retries = shared.retries.lock().unwrap_or_else(|p| p.into_inner());
-        let (queue, _) = retries.entry(webhook.id).or_default();
-        for event_id in asked {
-            if !queue.contains(&event_id) {
-                queue.push_back(event_id);
-            }
-        }
+    for event_id in asked {
+        shared.queue_retry(webhook.id, event_id);
     }
     Ok(Position {
         cursor,
@@ -144,7 +138,7 @@ async fn step(
     }
     let (event, delivery) = (event.clone(), delivery.clone());
     let attempted = attempt(shared, client, webhook, position, &event, &delivery).await?;
-    if is_done(attempted.status) {
+    if attempted.status != DeliveryStatus::Pending {
         position.cursor = event.id;
         position.head = None;
         shared.log.advance(webhook.id, event.id)?;
