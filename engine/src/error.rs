@@ -65,3 +65,16 @@ impl From<JournalError> for AdminError {
         AdminError::Engine(EngineError::from(e))
     }
 }
+
+/// An error and its causes, as one line (`outer: inner: innermost`): what a log line or an
+/// answer needs when the outer message alone (hyper's "client error (Connect)") says too little.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}

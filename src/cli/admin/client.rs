@@ -10,6 +10,7 @@ use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use leasehold_engine::error::with_causes;
 use serde_json::Value;
 use std::error::Error as _;
 use std::time::Duration;
@@ -73,7 +74,7 @@ impl Client {
     fn failed(&self, error: &hyper_util::client::legacy::Error) -> AdminError {
         let server = self.server.clone();
         // hyper's own message ("client error (Connect)") says less than its causes.
-        let reason = error.source().map_or_else(|| error.to_string(), causes);
+        let reason = error.source().map_or_else(|| error.to_string(), with_causes);
         if error.is_connect() {
             AdminError::Unreachable { server, reason }
         } else {
@@ -94,18 +95,6 @@ fn answer(status: StatusCode, body: &[u8]) -> Result<Value, AdminError> {
         }),
         Err(_) => Err(AdminError::NotJson { status: status.as_u16(), body: String::from_utf8_lossy(body).into() }),
     }
-}
-
-/// An error and its causes, as one line.
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, USER_AGENT};
 use hyper::Request;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use leasehold_engine::error::with_causes;
 use leasehold_engine::events::StoredEvent;
 use leasehold_engine::webhooks::{signature, AttemptOutcome, ANSWER_WITHIN};
 use leasehold_engine::Timestamp;
@@ -64,21 +65,9 @@ impl Client {
         .await;
         match answered {
             Err(_) => AttemptOutcome::NoAnswer(format!("no answer within {} s", ANSWER_WITHIN.as_secs())),
-            Ok(Err(e)) => AttemptOutcome::NoAnswer(describe(&e)),
+            Ok(Err(e)) => AttemptOutcome::NoAnswer(with_causes(&e)),
             Ok(Ok(status)) if (200..300).contains(&status) => AttemptOutcome::Delivered(status),
             Ok(Ok(status)) => AttemptOutcome::Refused(status),
         }
     }
-}
-
-/// The error and its causes, on one line.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }
