@@ -7,7 +7,7 @@
 mod common;
 
 use leasehold_engine::decide::Idempotency;
-use leasehold_engine::journal::MemoryJournal;
+use leasehold_engine::journal::{Durability, Journal, JournalEntry, JournalError, MemoryJournal};
 use leasehold_engine::replay::Recovered;
 use leasehold_engine::time::Timestamp;
 use leasehold_engine::{
@@ -16,8 +16,9 @@ use leasehold_engine::{
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
+use tokio::sync::oneshot;
 
 const PRODUCT: &str = "Edited";
 
@@ -154,21 +155,58 @@ proptest! {
     }
 }
 
+/// Appends to memory; while held, the changes it is given become durable only when released, so
+/// a checkout's answer (which waits for durability) cannot arrive before the test lets it.
+#[derive(Default)]
+struct HeldJournal {
+    inner: MemoryJournal,
+    held: Mutex<Option<Vec<oneshot::Sender<Result<(), JournalError>>>>>,
+}
+
+impl HeldJournal {
+    fn hold(&self) {
+        *self.held.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// Makes every held change durable; later ones are durable at once.
+    fn release(&self) {
+        for durable in self.held.lock().unwrap().take().into_iter().flatten() {
+            let _ = durable.send(Ok(()));
+        }
+    }
+}
+
+impl Journal for HeldJournal {
+    fn append(&self, entry: &JournalEntry) -> Durability {
+        let now = self.inner.append(entry);
+        match self.held.lock().unwrap().as_mut() {
+            Some(held) => {
+                let (durable, when) = oneshot::channel();
+                held.push(durable);
+                Durability::Pending(when)
+            }
+            None => now,
+        }
+    }
+}
+
 /// A checkout whose caller goes away after sending it: the key is neither refused forever as in
 /// flight nor granted a second time, because the retry asks the license that granted it.
 #[test]
 fn a_retry_after_the_first_caller_gave_up_gets_the_lease_the_first_was_granted() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     rt.block_on(async {
-        let journal = Arc::new(MemoryJournal::new());
+        let journal = Arc::new(HeldJournal::default());
         let clock = Arc::new(ManualClock::starting_at(Timestamp::from_secs(1_790_000_000)));
         let engine = common::engine_on(Arc::clone(&journal) as _, Arc::clone(&clock));
         let (license, consumer) = common::seat_license(&engine, PRODUCT, 2).await;
 
+        journal.hold();
         let mut abandoned = Box::pin(engine.consume(once(consumer, 1, 1)));
         let pending = abandoned.as_mut().poll(&mut Context::from_waker(Waker::noop()));
         assert!(pending.is_pending(), "the checkout is sent to the license and awaits its answer");
         drop(abandoned);
+        journal.release();
 
         let retried = engine.consume(once(consumer, 1, 1)).await.expect("the retry is answered");
         let Decision::Granted(grant) = retried else { panic!("the retry is granted: {retried:?}") };
