@@ -100,3 +100,44 @@ fn a_running_server_needs_its_admin_token() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("admin token"));
 }
+
+#[test]
+fn checkouts_are_measured_without_and_with_webhooks_that_receive_the_events() {
+    let report = bench_report(&[
+        "--in-process",
+        "--protocol",
+        "authz,tcp",
+        "--workload",
+        "check",
+        "--licenses",
+        "3",
+        "--connections",
+        "2",
+        "--duration",
+        "1500ms",
+        "--webhooks",
+        "2",
+    ]);
+    let runs = report["runs"].as_array().expect("runs");
+    for protocol in ["authz", "tcp"] {
+        for workload in ["consume+0wh", "consume+2wh"] {
+            let run = runs
+                .iter()
+                .find(|r| r["protocol"] == protocol && r["workload"] == workload)
+                .unwrap_or_else(|| panic!("no {protocol} {workload} run in {report}"));
+            assert!(run["requests"].as_u64().unwrap_or(0) > 0, "{protocol} {workload} sent nothing: {run}");
+            assert_eq!(run["errors"], 0, "{protocol} {workload} had errors: {run}");
+        }
+        let ratio = format!("{protocol} checkouts with 2 webhooks ÷ with none");
+        assert!(report["ratios"].as_array().expect("ratios").iter().any(|r| r["name"] == ratio.as_str()), "{report}");
+    }
+    // The receiver counts what it got: the webhooks were subscribed and delivered to it.
+    let delivered: u64 = report["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .filter_map(|n| n.as_str()?.strip_suffix(" deliveries received during the run and its warm-up"))
+        .filter_map(|n| n.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(delivered > 0, "no delivery reached the bench's receiver: {report}");
+}

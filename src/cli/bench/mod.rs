@@ -16,6 +16,7 @@ mod report;
 mod seed;
 mod server;
 mod tcp;
+mod webhooks;
 
 use clap::Args;
 use driver::{drive, Plan};
@@ -92,6 +93,10 @@ pub struct BenchArgs {
     /// Skip the baselines (hello-world, RS256 ceiling, Redis).
     #[arg(long)]
     no_baselines: bool,
+    /// Also measure checkouts with this many webhooks subscribed to every event, right after the
+    /// same run with none, while an admin client makes directory changes (0: not measured).
+    #[arg(long, default_value_t = 0)]
+    webhooks: usize,
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
@@ -186,8 +191,8 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
                     if pair_ceiling {
                         measure_ceiling(&mut report, plan).await?;
                     }
-                    let workers = authz_workers(&server, workload, &identities, args.connections);
-                    measure_leasehold(&mut report, "authz", workload, workers, plan, &progress).await;
+                    measure_protocol(&mut report, &server, &identities, args, protocol, workload, plan, &progress)
+                        .await?;
                     if pair_ceiling {
                         measure_ceiling(&mut report, plan).await?;
                     }
@@ -202,28 +207,24 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
                     report.notes.push("Scale check skipped: the Scale API has no check without a lease".into());
                 }
                 Protocol::Scale => {
-                    let workers: Vec<_> = (0..args.connections)
-                        .map(|i| {
-                            let api = Scale::new(server.http, format!("bench-scale-{i}"));
-                            ApiWorker::new(api, workload, Arc::clone(&identities), i, args.connections)
-                        })
-                        .collect();
-                    measure_leasehold(&mut report, "scale", workload, workers, plan, &progress).await;
+                    measure_protocol(&mut report, &server, &identities, args, protocol, workload, plan, &progress)
+                        .await?;
                 }
                 Protocol::Tcp => {
-                    let Some(addr) = server.tcp.or(args.tcp) else {
+                    if !measure_protocol(&mut report, &server, &identities, args, protocol, workload, plan, &progress)
+                        .await?
+                    {
                         report.notes.push("TCP skipped: the server under test has no TCP address (--tcp)".into());
                         break;
-                    };
-                    let workers = tcp::workers(addr, &identities, args.connections, args.pipeline, workload)
-                        .await
-                        .map_err(BenchError::Server)?;
-                    measure_leasehold(&mut report, "tcp", workload, workers, plan, &progress).await;
+                    }
                 }
             }
         }
     }
 
+    if args.webhooks > 0 {
+        webhooks::measure(&mut report, &server, &identities, args, plan, &progress).await?;
+    }
     if !args.no_baselines {
         run_baselines(args, plan, &progress, &mut report).await?;
     }
@@ -293,19 +294,73 @@ async fn measure_ceiling(report: &mut Report, plan: Plan) -> Result<(), BenchErr
     Ok(())
 }
 
+/// Runs `workload` over `protocol` and records it as Leasehold's; false when the server under
+/// test has no address for `protocol`.
+#[allow(clippy::too_many_arguments)]
+async fn measure_protocol(
+    report: &mut Report,
+    server: &server::UnderTest,
+    identities: &Arc<Vec<seed::Identity>>,
+    args: &BenchArgs,
+    protocol: Protocol,
+    workload: Workload,
+    plan: Plan,
+    progress: &ProgressBar,
+) -> Result<bool, BenchError> {
+    measure_labelled(report, server, identities, args, protocol, workload, workload.name(), plan, progress).await
+}
+
+/// [`measure_protocol`], recording the run under the workload name `label`.
+#[allow(clippy::too_many_arguments)]
+async fn measure_labelled(
+    report: &mut Report,
+    server: &server::UnderTest,
+    identities: &Arc<Vec<seed::Identity>>,
+    args: &BenchArgs,
+    protocol: Protocol,
+    workload: Workload,
+    label: &str,
+    plan: Plan,
+    progress: &ProgressBar,
+) -> Result<bool, BenchError> {
+    match protocol {
+        Protocol::Authz => {
+            let workers = authz_workers(server, workload, identities, args.connections);
+            measure_leasehold(report, "authz", label, workers, plan, progress).await;
+        }
+        Protocol::Scale => {
+            let workers: Vec<_> = (0..args.connections)
+                .map(|i| {
+                    let api = Scale::new(server.http, format!("bench-scale-{i}"));
+                    ApiWorker::new(api, workload, Arc::clone(identities), i, args.connections)
+                })
+                .collect();
+            measure_leasehold(report, "scale", label, workers, plan, progress).await;
+        }
+        Protocol::Tcp => {
+            let Some(addr) = server.tcp.or(args.tcp) else { return Ok(false) };
+            let workers = tcp::workers(addr, identities, args.connections, args.pipeline, workload)
+                .await
+                .map_err(BenchError::Server)?;
+            measure_leasehold(report, "tcp", label, workers, plan, progress).await;
+        }
+    }
+    Ok(true)
+}
+
 /// Drives `workers` (one per request in flight) and records the run as Leasehold's over
 /// `protocol`.
 async fn measure_leasehold<W: driver::Worker>(
     report: &mut Report,
     protocol: &str,
-    workload: Workload,
+    workload: &str,
     workers: Vec<W>,
     plan: Plan,
     progress: &ProgressBar,
 ) {
     let in_flight = workers.len();
-    let measured = drive(&format!("{protocol} {}", workload.name()), workers, plan, progress).await;
-    report.runs.push(Run::new("leasehold", protocol, workload.name(), in_flight, plan.rate_per_s, &measured));
+    let measured = drive(&format!("{protocol} {workload}"), workers, plan, progress).await;
+    report.runs.push(Run::new("leasehold", protocol, workload, in_flight, plan.rate_per_s, &measured));
 }
 
 /// `connections` workers on the Enterprise API, each on a hardware id of its own.
@@ -418,6 +473,8 @@ fn add_ratios(report: &mut Report) {
             });
         }
     }
+    // Ratios measured beside their runs (the webhooks' own) follow these.
+    ratios.append(&mut report.ratios);
     report.ratios = ratios;
 }
 
