@@ -35,6 +35,7 @@ use crate::model::{Consumer, Credit, Dimension, Enforcement, Lease, License, Lic
 use crate::replay::Recovered;
 use crate::stored_answers::{answer_key, StoredAnswer, MAX_REMEMBERED_ANSWER_BYTES};
 use crate::time::{Clock, SystemClock, Timestamp};
+use crate::usage::{UsageQuery, UsageRow};
 use crate::webhooks::{new_webhook, NewWebhook, Webhook, WebhookPatch};
 use actix::{ArbiterHandle, Handler, Message};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -151,6 +152,7 @@ impl EngineBuilder {
             directory: RwLock::new(directory),
             running: RunningActors::new(self.idle_actor_budget),
             events_recorded: AtomicU64::new(0),
+            usage_open: ConcurrentMap::default(),
         });
         let inner = Inner {
             router: Arc::new(Router::new(workers, Arc::clone(&shared), licenses.len())),
@@ -172,6 +174,9 @@ impl EngineBuilder {
             for grant in state.idempotent_grants() {
                 let slot = KeySlot::Granted { license: id, at: grant.lease.issued_at };
                 inner.idempotency.insert(grant.idempotency.key, slot);
+            }
+            if state.open_usage().is_some() {
+                inner.shared.usage_open.insert(id, ());
             }
             inner.add_license(state, last_at, halted.remove(&id));
         }
@@ -537,9 +542,13 @@ impl Engine {
             self.inner.hints.get(&(req.consumer, Arc::from(req.item.as_str()))).map(|l| *l)
         };
         let order = first.into_iter().chain(candidates.into_iter().filter(|id| Some(*id) != first));
-        let mut best: Option<Denial> = None;
+        let mut best: Option<(Denial, LicenseId)> = None;
+        // A refusal is counted once, by the license whose refusal is answered: when one license
+        // is asked, by it as it refuses; when several are, here, after the last one refused.
+        let counts_denial = commit && !several;
         for license in order {
-            let answer = self.call(license, |reply| Consume { req: Arc::clone(&req), commit, reply }).await?;
+            let consume = |reply| Consume { req: Arc::clone(&req), commit, counts_denial, reply };
+            let answer = self.call(license, consume).await?;
             match answer {
                 None => continue,
                 Some(Decision::Granted(grant)) => {
@@ -550,13 +559,24 @@ impl Engine {
                 }
                 Some(Decision::Denied(denial)) => {
                     best = Some(match best {
-                        Some(earlier) => earlier.most_specific(denial),
-                        None => denial,
+                        Some((earlier, by)) if !denial.more_specific_than(&earlier) => (earlier, by),
+                        _ => (denial, license),
                     })
                 }
             }
         }
-        Ok(Decision::Denied(best.unwrap_or_else(|| Denial::new(ErrorCode::NoLicenseFound, "no license for this item"))))
+        let Some((denial, by)) = best else {
+            return Ok(Decision::Denied(Denial::new(ErrorCode::NoLicenseFound, "no license for this item")));
+        };
+        if commit && several {
+            match self.admin(by, AdminOp::CountDenial(req.consumer)).await {
+                // A license deleted since it refused has nothing left to count on.
+                Ok(_) | Err(AdminError::NotFound(_)) => {}
+                Err(AdminError::Engine(e)) => return Err(e),
+                Err(other) => unreachable!("counting a refusal is not refused: {other}"),
+            }
+        }
+        Ok(Decision::Denied(denial))
     }
 
     fn license_of_lease(&self, lease: LeaseId) -> Option<LicenseId> {
@@ -643,7 +663,8 @@ impl Engine {
         req.consumer = key_holder(license);
         let req = Arc::new(req);
         let decide = || async {
-            let answer = self.call(license, |reply| Consume { req: Arc::clone(&req), commit, reply }).await?;
+            let consume = |reply| Consume { req: Arc::clone(&req), commit, counts_denial: commit, reply };
+            let answer = self.call(license, consume).await?;
             Ok(answer
                 .unwrap_or_else(|| Decision::Denied(Denial::new(ErrorCode::NoLicenseFound, "no license has this key"))))
         };
@@ -1103,6 +1124,29 @@ impl Engine {
         }
         let answered = answer.await.map_err(|_| EngineError::Stopped)??;
         Ok(answered.once_durable().await?)
+    }
+
+    /// The usage report `query` asks for. The open usage records are closed first (each
+    /// license asked at once, then each waited for), so the report counts everything answered
+    /// before it was asked for.
+    pub async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, EngineError> {
+        let open: Vec<LicenseId> = self.inner.shared.usage_open.iter().map(|entry| *entry.key()).collect();
+        let mut closing = Vec::with_capacity(open.len());
+        for license in open {
+            let (reply, answer) = oneshot::channel();
+            if self.inner.router.send(license, Admin { op: AdminOp::CloseUsage, reply })? {
+                closing.push(answer);
+            }
+        }
+        for answer in closing {
+            match answer.await.map_err(|_| EngineError::Stopped)? {
+                Ok(answered) => drop(answered.once_durable().await?),
+                Err(AdminError::Engine(e)) => return Err(e),
+                // Deleted meanwhile: its record was closed before the deletion.
+                Err(_) => {}
+            }
+        }
+        Ok(self.inner.shared.journal.usage(query)?)
     }
 
     async fn admin_terms(&self, license: LicenseId, op: AdminOp) -> Result<Arc<License>, AdminError> {

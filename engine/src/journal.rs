@@ -7,7 +7,9 @@ use crate::directory::DirectoryEvent;
 use crate::events::{Event, EventPage, EventQuery, StoredEvent};
 use crate::ids::LicenseId;
 use crate::time::Timestamp;
+use crate::usage::{self, UsageQuery, UsageRow};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use tokio::sync::oneshot;
 
@@ -126,6 +128,13 @@ pub trait Journal: Send + Sync + 'static {
     fn last_event_id(&self) -> u64 {
         0
     }
+
+    /// The usage report `query` asks for, from the durable closed usage records; a journal that
+    /// keeps none answers no rows.
+    fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, JournalError> {
+        let _ = query;
+        Ok(Vec::new())
+    }
 }
 
 /// Keeps every entry in memory: a journal for tests and simulations that "restart" an engine
@@ -172,6 +181,18 @@ impl Journal for MemoryJournal {
             Some(StoredEvent { id, at: entry.at, event: event.clone() })
         });
         Ok(EventPage::of(query, events))
+    }
+
+    /// Folds every closed usage record it holds.
+    fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, JournalError> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cells = BTreeMap::new();
+        for entry in entries.iter() {
+            if let Change::License { event: LicenseEvent::UsageClosed(record), .. } = &entry.change {
+                usage::fold_record(&mut cells, record);
+            }
+        }
+        Ok(usage::report(query, cells.iter().map(|(key, cell)| (*key, cell))))
     }
 
     fn last_event_id(&self) -> u64 {

@@ -42,6 +42,7 @@ pub mod shapes;
 pub mod stored_answers;
 pub mod time;
 pub mod tokens;
+pub mod usage;
 pub mod webhooks;
 
 pub use admin::{

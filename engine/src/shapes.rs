@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::Cell;
 
 /// The newest stored format: the one encoded and decoded outside [`in_format`].
-pub const NEWEST_FORMAT: u8 = 4;
+pub const NEWEST_FORMAT: u8 = 5;
 
 thread_local! {
     static FORMAT: Cell<u8> = const { Cell::new(NEWEST_FORMAT) };
@@ -72,6 +72,11 @@ since_format!(
     /// A field that stored formats hold from version 4 on.
     since_format_4,
     4
+);
+since_format!(
+    /// A field that stored formats hold from version 5 on.
+    since_format_5,
+    5
 );
 
 #[cfg(test)]

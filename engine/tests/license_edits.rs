@@ -155,12 +155,15 @@ proptest! {
     }
 }
 
+/// Tells a held change's appender that it is durable.
+type MakesDurable = oneshot::Sender<Result<(), JournalError>>;
+
 /// Appends to memory; while held, the changes it is given become durable only when released, so
 /// a checkout's answer (which waits for durability) cannot arrive before the test lets it.
 #[derive(Default)]
 struct HeldJournal {
     inner: MemoryJournal,
-    held: Mutex<Option<Vec<oneshot::Sender<Result<(), JournalError>>>>>,
+    held: Mutex<Option<Vec<MakesDurable>>>,
 }
 
 impl HeldJournal {

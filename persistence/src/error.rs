@@ -96,6 +96,9 @@ pub enum PersistenceError {
     /// The journal refuses work (poisoned or closed).
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A closed usage record or a usage cell is damaged.
+    #[error("usage data is damaged: {0}")]
+    Usage(#[from] FormatError),
     /// A snapshot's file could not be written, read or removed.
     #[error("snapshot file {path}: {source}")]
     SnapshotFile {

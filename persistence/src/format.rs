@@ -50,6 +50,11 @@
 //!
 //! Why version 4. The directory's snapshot holds the webhooks; the log has their changes.
 //!
+//! Why version 5. A license's snapshot holds its open usage record; the log has refused
+//! checkouts and closed usage records. Closed records are copied to [`USAGE_RECORDS_TREE`] (as
+//! events are to theirs) and merged into [`USAGE_TREE`]'s cells: [`usage_cell_key`] orders a
+//! cell by granularity, period, license and consumer, so a report reads one range.
+//!
 //! Why the parts are in a file rather than in sled: when sled opens, it reads back and checks
 //! every value written since it last opened, and reading one value reads the whole tree node
 //! that holds it. A snapshot stored as one sled value made both sled's open and reading the
@@ -58,11 +63,15 @@
 //! parts are read as fast as the disk gives them.
 
 use crate::error::FormatError;
+use leasehold_engine::decide::LicenseEvent;
 use leasehold_engine::directory::DirectorySnapshot;
 use leasehold_engine::events::StoredEvent;
+use leasehold_engine::ids::{ConsumerId, LicenseId};
 use leasehold_engine::journal::{Change, JournalEntry};
 use leasehold_engine::replay::{LicenseSnapshot, RecoveredSnapshotV1};
 use leasehold_engine::shapes::in_format;
+use leasehold_engine::time::Timestamp;
+use leasehold_engine::usage::{CellKey, Granularity, UsageCell, UsageRecord};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -79,8 +88,17 @@ pub const SNAPSHOT_TREE: &str = "snapshots";
 /// The directory, in the journal's, of version-2 snapshots' files.
 pub const SNAPSHOT_DIR: &str = "snapshots";
 
+/// Each closed usage record ([`LicenseEvent::UsageClosed`]) again, under its entry's sequence
+/// number, as a log record of one entry, until it is merged into [`USAGE_TREE`].
+pub const USAGE_RECORDS_TREE: &str = "usage_records";
+/// Usage cells under [`usage_cell_key`], and the sequence number merged up to under
+/// [`USAGE_CURSOR_KEY`], written together.
+pub const USAGE_TREE: &str = "usage";
+/// Where [`USAGE_TREE`] keeps the last merged sequence number (no cell key starts with 0xff).
+pub const USAGE_CURSOR_KEY: &[u8] = b"\xffmerged";
+
 /// The format this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u8 = 4;
+pub const FORMAT_VERSION: u8 = 5;
 /// Bytes before the payload: version and checksum.
 pub const HEADER_LEN: usize = 5;
 
@@ -103,6 +121,8 @@ pub enum Kind {
     SnapshotDirectory,
     /// A part of a snapshot holding licenses.
     SnapshotLicenses,
+    /// A usage cell.
+    UsageCell,
 }
 
 impl Kind {
@@ -112,6 +132,7 @@ impl Kind {
             Kind::Snapshot => b"leasehold-snapshot",
             Kind::SnapshotDirectory => b"leasehold-snapshot-directory",
             Kind::SnapshotLicenses => b"leasehold-snapshot-licenses",
+            Kind::UsageCell => b"leasehold-usage-cell",
         }
     }
 }
@@ -218,6 +239,85 @@ pub fn decode_event(seq: u64, value: &[u8]) -> Result<StoredEvent, FormatError> 
     match (entries.pop(), entries.is_empty()) {
         (Some(JournalEntry { at, change: Change::Event(event) }), true) => Ok(StoredEvent { id: seq, at, event }),
         _ => Err(FormatError::Decode(format!("the record of event {seq} is not one event"))),
+    }
+}
+
+/// Decodes the usage-records-tree record of entry `seq`: the closed usage record.
+pub fn decode_usage_record(seq: u64, value: &[u8]) -> Result<UsageRecord, FormatError> {
+    let mut entries = decode_batch(seq, value)?;
+    match (entries.pop(), entries.is_empty()) {
+        (Some(JournalEntry { change: Change::License { event: LicenseEvent::UsageClosed(record), .. }, .. }), true) => {
+            Ok(*record)
+        }
+        _ => Err(FormatError::Decode(format!("the record of entry {seq} is not one closed usage record"))),
+    }
+}
+
+/// Bytes of a usage cell's key.
+pub const USAGE_CELL_KEY_LEN: usize = 1 + 8 + 16 + 16;
+
+/// The key of a usage cell: granularity (0 hour, 1 day, 2 month), the period's start (ms,
+/// big-endian with the sign bit flipped, so keys sort by time), the license, and the consumer
+/// (zeros for the license's own cell).
+pub fn usage_cell_key(key: &CellKey) -> [u8; USAGE_CELL_KEY_LEN] {
+    let mut bytes = [0u8; USAGE_CELL_KEY_LEN];
+    bytes[..9].copy_from_slice(&usage_period_prefix(key.granularity, key.period));
+    bytes[9..25].copy_from_slice(key.license.0.as_bytes());
+    if let Some(consumer) = key.consumer {
+        bytes[25..].copy_from_slice(consumer.0.as_bytes());
+    }
+    bytes
+}
+
+/// The first bytes of the keys of `granularity`'s cells of the period starting at `period`.
+pub fn usage_period_prefix(granularity: Granularity, period: Timestamp) -> [u8; 9] {
+    let mut bytes = [0u8; 9];
+    bytes[0] = match granularity {
+        Granularity::Hour => 0,
+        Granularity::Day => 1,
+        Granularity::Month => 2,
+    };
+    bytes[1..].copy_from_slice(&((period.as_millis() as u64) ^ (1 << 63)).to_be_bytes());
+    bytes
+}
+
+/// The cell key stored as `bytes` (the inverse of [`usage_cell_key`]).
+pub fn usage_cell_key_of(bytes: &[u8]) -> Result<CellKey, FormatError> {
+    let bytes: &[u8; USAGE_CELL_KEY_LEN] =
+        bytes.try_into().map_err(|_| FormatError::Decode(format!("a usage cell key of {} bytes", bytes.len())))?;
+    let granularity = match bytes[0] {
+        0 => Granularity::Hour,
+        1 => Granularity::Day,
+        2 => Granularity::Month,
+        other => return Err(FormatError::Decode(format!("usage granularity {other}"))),
+    };
+    let mut period = [0u8; 8];
+    period.copy_from_slice(&bytes[1..9]);
+    let period = Timestamp::from_millis((u64::from_be_bytes(period) ^ (1 << 63)) as i64);
+    let id = |range: std::ops::Range<usize>| {
+        let mut raw = [0u8; 16];
+        raw.copy_from_slice(&bytes[range]);
+        uuid::Uuid::from_bytes(raw)
+    };
+    let consumer = id(25..41);
+    Ok(CellKey {
+        granularity,
+        period,
+        license: LicenseId(id(9..25)),
+        consumer: (!consumer.is_nil()).then_some(ConsumerId(consumer)),
+    })
+}
+
+/// Encodes a usage cell stored under `key`.
+pub fn encode_usage_cell(key: &[u8], cell: &UsageCell) -> Result<Vec<u8>, FormatError> {
+    encode(Kind::UsageCell, key, cell)
+}
+
+/// Decodes the usage cell stored under `key`.
+pub fn decode_usage_cell(key: &[u8], value: &[u8]) -> Result<UsageCell, FormatError> {
+    match open(Kind::UsageCell, key, value)? {
+        (version @ 5..=FORMAT_VERSION, payload) => in_format(version, || decode_bincode(payload)),
+        (found, _) => Err(FormatError::UnknownVersion { found, newest: FORMAT_VERSION }),
     }
 }
 

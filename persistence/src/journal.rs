@@ -6,7 +6,7 @@ use crate::config::{DurabilityMode, JournalConfig};
 use crate::error::PersistenceError;
 use crate::format::{
     decode_event, key_seq, seq_key, DELIVERIES_TREE, EVENTS_TREE, LOG_TREE, SNAPSHOT_DIR, SNAPSHOT_TREE,
-    WEBHOOK_CURSORS_TREE,
+    USAGE_RECORDS_TREE, USAGE_TREE, WEBHOOK_CURSORS_TREE,
 };
 use crate::health::Health;
 use crate::recovery::{recover, RecoveryReport};
@@ -19,6 +19,7 @@ use leasehold_engine::journal::{Change, Durability, Journal, JournalEntry, Journ
 use leasehold_engine::metrics::Histogram;
 use leasehold_engine::replay::Recovered;
 use leasehold_engine::time::Timestamp;
+use leasehold_engine::usage::{UsageQuery, UsageRow};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
@@ -118,6 +119,8 @@ impl Core {
             events: db.open_tree(EVENTS_TREE)?,
             webhook_cursors: db.open_tree(WEBHOOK_CURSORS_TREE)?,
             deliveries: db.open_tree(DELIVERIES_TREE)?,
+            usage_records: db.open_tree(USAGE_RECORDS_TREE)?,
+            usage: db.open_tree(USAGE_TREE)?,
             snapshot_dir,
             db,
         };
@@ -145,6 +148,7 @@ impl Core {
             db: stores.db.clone(),
             log: stores.log.clone(),
             events: stores.events.clone(),
+            usage_records: stores.usage_records.clone(),
             next_seq: report.last_seq + 1,
             snapshot_requests: Some(requests_tx),
             last_snapshot_request_seq: report.snapshot_seq.unwrap_or(0),
@@ -419,6 +423,15 @@ impl Journal for SledJournal {
             Some(why) => Err(JournalError::Io(format!("reading events: {why}"))),
             None => Ok(page),
         }
+    }
+
+    /// Merges the durable closed usage records into the cells, then reads the cells.
+    fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, JournalError> {
+        let Some(core) = self.shared.core() else {
+            return Err(self.shared.health.writable().err().unwrap_or(JournalError::Closed));
+        };
+        crate::usage::report(&core.stores, core.commit.durable_seq(), snapshot::wall_clock_now(), query)
+            .map_err(|e| JournalError::Io(format!("reading usage: {e}")))
     }
 
     fn last_event_id(&self) -> u64 {

@@ -31,6 +31,7 @@ mod journal;
 pub mod keys;
 pub mod recovery;
 mod snapshot;
+mod usage;
 mod writer;
 
 pub use config::{DurabilityMode, JournalConfig};

@@ -16,7 +16,7 @@ use crate::format::{
     seq_key, snapshot_file_name, Manifest, SnapshotHead, DIRECTORY_PART,
 };
 use crate::snapshot::{remove_snapshot, Stores};
-use leasehold_engine::decide::LicenseState;
+use leasehold_engine::decide::{LicenseEvent, LicenseState};
 use leasehold_engine::directory::DirectorySnapshot;
 use leasehold_engine::ids::LicenseId;
 use leasehold_engine::journal::{Change, JournalEntry};
@@ -310,15 +310,15 @@ pub(crate) fn fold_log(
 
 /// Recovers the state of the journal in `stores`, repairing what may be repaired (see the
 /// module comment). The snapshot is decoded on all cores: nothing else runs yet.
-/// Puts event entry `seq` in the events tree if a crash left it only in the log (the log record
-/// is written first).
-fn keep_event(stores: &Stores, seq: u64, entry: &JournalEntry) -> Result<(), PersistenceError> {
-    if stores.events.contains_key(seq_key(seq))? {
+/// Puts entry `seq` in `tree` (the events or the usage-records tree) if a crash left it only
+/// in the log (the log record is written first).
+fn keep_copy(tree: &sled::Tree, seq: u64, entry: &JournalEntry) -> Result<(), PersistenceError> {
+    if tree.contains_key(seq_key(seq))? {
         return Ok(());
     }
-    let encoded = encode_entry(entry).map_err(|e| PersistenceError::Encode { what: "event", reason: e.to_string() })?;
+    let encoded = encode_entry(entry).map_err(|e| PersistenceError::Encode { what: "entry", reason: e.to_string() })?;
     if let Some(record) = seal_batch(seq, &[encoded]) {
-        stores.events.insert(seq_key(seq), record)?;
+        tree.insert(seq_key(seq), record)?;
     }
     Ok(())
 }
@@ -341,6 +341,7 @@ pub(crate) fn recover(stores: &Stores) -> Result<(Recovered, RecoveryReport), Pe
         ..RecoveryReport::default()
     };
     let (db, log) = (&stores.db, &stores.log);
+    let usage_merged = crate::usage::merged_upto(stores)?;
     let replay_started = Instant::now();
     let mut expected = base_seq + 1;
     // Damaged records seen so far (their keys, and the first one's reason): cut if nothing valid
@@ -365,8 +366,12 @@ pub(crate) fn recover(stores: &Stores) -> Result<(Recovered, RecoveryReport), Pe
             (Ok((first, entries)), None) => {
                 for (seq, entry) in (first..).zip(&entries) {
                     state.apply(entry);
-                    if matches!(entry.change, Change::Event(_)) {
-                        keep_event(stores, seq, entry)?;
+                    match &entry.change {
+                        Change::Event(_) => keep_copy(&stores.events, seq, entry)?,
+                        Change::License { event: LicenseEvent::UsageClosed(_), .. } if seq > usage_merged => {
+                            keep_copy(&stores.usage_records, seq, entry)?
+                        }
+                        _ => {}
                     }
                 }
                 expected += entries.len() as u64;
@@ -395,8 +400,10 @@ pub(crate) fn recover(stores: &Stores) -> Result<(Recovered, RecoveryReport), Pe
     }
     report.last_seq = expected - 1;
     // Events of records that were cut (or never flushed with their record) are not events.
-    for key in stores.events.range(seq_key(expected)..).keys() {
-        stores.events.remove(key?)?;
+    for tree in [&stores.events, &stores.usage_records] {
+        for key in tree.range(seq_key(expected)..).keys() {
+            tree.remove(key?)?;
+        }
     }
     report.replay_ms = elapsed_ms(replay_started);
     report.halted_licenses = state.check();

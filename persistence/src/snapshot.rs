@@ -47,6 +47,10 @@ pub(crate) struct Stores {
     pub(crate) webhook_cursors: sled::Tree,
     /// Each webhook's deliveries.
     pub(crate) deliveries: sled::Tree,
+    /// Closed usage records not merged yet (see `crate::usage`).
+    pub(crate) usage_records: sled::Tree,
+    /// Usage cells and how far they are merged.
+    pub(crate) usage: sled::Tree,
     /// Where version-2 snapshots' files are.
     pub(crate) snapshot_dir: PathBuf,
 }
@@ -80,13 +84,22 @@ fn build_snapshot(stores: &Stores, commit: &GroupCommit, upto: u64) -> Result<Op
     if let Some(retention) = commit.config.event_retention {
         expire_events(stores, retention)?;
     }
+    // Closed usage records wait in their tree until merged; merging here keeps that tree small
+    // between reports.
+    crate::usage::merge(stores, commit.durable_seq(), wall_clock_now())?;
     Ok(Some(upto))
+}
+
+/// The system's time.
+pub(crate) fn wall_clock_now() -> Timestamp {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp::from_millis(i64::try_from(now.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Drops the events older than `retention`, oldest first (events are kept in time order).
 fn expire_events(stores: &Stores, retention: std::time::Duration) -> Result<(), PersistenceError> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let cutoff = Timestamp::from_millis(i64::try_from(now.saturating_sub(retention).as_millis()).unwrap_or(i64::MAX));
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = Timestamp::from_millis(wall_clock_now().as_millis().saturating_sub(retention_ms));
     for item in stores.events.iter() {
         let (key, value) = item?;
         let expired = key_seq(&key).and_then(|seq| decode_event(seq, &value)).map_or(true, |e| e.at < cutoff);

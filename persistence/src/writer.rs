@@ -31,6 +31,7 @@
 use crate::config::{DurabilityMode, JournalConfig};
 use crate::format::{encode_entry, seal_batch, seq_key};
 use crate::health::Health;
+use leasehold_engine::decide::LicenseEvent;
 use leasehold_engine::ids::LicenseId;
 use leasehold_engine::journal::{Change, Durability, JournalEntry, JournalError};
 use leasehold_engine::metrics::Histogram;
@@ -51,6 +52,8 @@ struct Pending {
     reply: Option<oneshot::Sender<Result<(), JournalError>>>,
     /// Whether it is an event, which the events tree keeps too.
     event: bool,
+    /// Whether it is a closed usage record, which the usage-records tree keeps too.
+    usage: bool,
 }
 
 #[derive(Default)]
@@ -203,6 +206,7 @@ impl GroupCommit {
             Change::Directory(_) | Change::Event(_) => None,
         };
         let event = matches!(entry.change, Change::Event(_));
+        let usage = matches!(entry.change, Change::License { event: LicenseEvent::UsageClosed(_), .. });
         if let Some(why) = self.poisoned() {
             // The change was decided before the journal failed, and applied: it is lost.
             self.health.lose(license);
@@ -241,7 +245,7 @@ impl GroupCommit {
             self.health.lose(license);
             return Durability::Failed(self.health.writable().err().unwrap_or(JournalError::Closed));
         }
-        queue.pending.push_back(Pending { value, license, reply, event });
+        queue.pending.push_back(Pending { value, license, reply, event, usage });
         let wake_writer = queue.writer_wants > 0 && queue.pending.len() >= queue.writer_wants;
         if wake_writer {
             // Once: until the woken writer runs, the appenders after this one would each wake it
@@ -360,12 +364,21 @@ impl Company {
     }
 }
 
+/// The positions in a batch of the entries kept again beside the log.
+struct Copies {
+    /// Events (the events tree).
+    events: Vec<usize>,
+    /// Closed usage records (the usage-records tree).
+    usage: Vec<usize>,
+}
+
 /// The writer thread's side: sled handles and the next sequence number.
 pub(crate) struct Writer {
     pub(crate) shared: Arc<GroupCommit>,
     pub(crate) db: sled::Db,
     pub(crate) log: sled::Tree,
     pub(crate) events: sled::Tree,
+    pub(crate) usage_records: sled::Tree,
     pub(crate) next_seq: u64,
     /// Where to ask for a snapshot; full means one is already asked for.
     pub(crate) snapshot_requests: Option<mpsc::SyncSender<()>>,
@@ -420,14 +433,17 @@ impl Writer {
     /// batch reached sled.
     fn write(&mut self, batch: Vec<Pending>) -> bool {
         let licenses: Vec<LicenseId> = batch.iter().filter_map(|p| p.license).collect();
-        let events: Vec<usize> = batch.iter().enumerate().filter(|(_, p)| p.event).map(|(i, _)| i).collect();
+        let copies = Copies {
+            events: batch.iter().enumerate().filter(|(_, p)| p.event).map(|(i, _)| i).collect(),
+            usage: batch.iter().enumerate().filter(|(_, p)| p.usage).map(|(i, _)| i).collect(),
+        };
         let (values, replies): (Vec<Vec<u8>>, Vec<_>) = batch.into_iter().map(|p| (p.value, p.reply)).unzip();
         let replies = replies.into_iter().flatten().collect();
         *self.shared.lock_in_flush() = Some(InFlush { since: Instant::now(), replies, licenses });
         let outcome = match self.shared.poisoned() {
             Some(why) => Err(JournalError::Poisoned(why.to_owned())),
-            None => self.store(values, &events).and_then(|first| match self.shared.config.durability {
-                DurabilityMode::Sync => self.flush().inspect_err(|_| self.unwrite(first, &events)),
+            None => self.store(values, &copies).and_then(|first| match self.shared.config.durability {
+                DurabilityMode::Sync => self.flush().inspect_err(|_| self.unwrite(first, &copies)),
                 DurabilityMode::Batched { .. } => Ok(()),
                 // Nothing waits for the disk: written is as durable as it gets.
                 DurabilityMode::None => {
@@ -453,10 +469,10 @@ impl Writer {
         stored
     }
 
-    /// Gives the batch consecutive sequence numbers and writes it as one log record, and its
-    /// events (`events`: their positions in the batch) to the events tree; returns the batch's
-    /// first sequence number.
-    fn store(&mut self, values: Vec<Vec<u8>>, events: &[usize]) -> Result<u64, JournalError> {
+    /// Gives the batch consecutive sequence numbers and writes it as one log record, and the
+    /// entries `copies` names to the events and usage-records trees; returns the batch's first
+    /// sequence number.
+    fn store(&mut self, values: Vec<Vec<u8>>, copies: &Copies) -> Result<u64, JournalError> {
         let first = self.next_seq;
         let next = first + values.len() as u64;
         // Recovery refuses a log with a gap in its sequence numbers; never write one.
@@ -470,12 +486,13 @@ impl Writer {
         if let Err(e) = self.log.insert(seq_key(first), record) {
             return Err(self.poison(format!("writing entries {first}..{next} failed: {e}")));
         }
-        for &index in events {
-            let seq = first + index as u64;
-            let kept =
-                seal_batch(seq, std::slice::from_ref(&values[index])).map(|r| self.events.insert(seq_key(seq), r));
-            if !matches!(kept, Some(Ok(_))) {
-                return Err(self.poison(format!("writing event {seq} failed")));
+        for (tree, indexes) in [(&self.events, &copies.events), (&self.usage_records, &copies.usage)] {
+            for &index in indexes {
+                let seq = first + index as u64;
+                let kept = seal_batch(seq, std::slice::from_ref(&values[index])).map(|r| tree.insert(seq_key(seq), r));
+                if !matches!(kept, Some(Ok(_))) {
+                    return Err(self.poison(format!("writing a copy of entry {seq} failed")));
+                }
             }
         }
         self.next_seq = next;
@@ -486,10 +503,12 @@ impl Writer {
     /// Takes back the record of the batch starting at `first`, whose flush failed: its
     /// appenders are told it failed, so a later flush (sled's own, at close) must not make it
     /// durable. What the failed flush already put on disk cannot be taken back.
-    fn unwrite(&mut self, first: u64, events: &[usize]) {
+    fn unwrite(&mut self, first: u64, copies: &Copies) {
         let _ = self.log.remove(seq_key(first));
-        for &index in events {
-            let _ = self.events.remove(seq_key(first + index as u64));
+        for (tree, indexes) in [(&self.events, &copies.events), (&self.usage_records, &copies.usage)] {
+            for &index in indexes {
+                let _ = tree.remove(seq_key(first + index as u64));
+            }
         }
         self.next_seq = first;
         self.shared.last_written_seq.store(first - 1, Ordering::Release);

@@ -21,6 +21,7 @@ use crate::ids::{ConsumerId, IdSource, LeaseId, LicenseId};
 use crate::journal::{Change, Durability, Journal, JournalEntry};
 use crate::model::{Dimension, Lease, License, LicenseStatus, Product};
 use crate::time::{Clock, Timestamp};
+use crate::usage::Granularity;
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -42,6 +43,8 @@ pub struct Shared {
     pub running: RunningActors,
     /// Events recorded since the engine started.
     pub events_recorded: AtomicU64,
+    /// The licenses with an open usage record, which a report asks to close theirs.
+    pub usage_open: ConcurrentMap<LicenseId, ()>,
 }
 
 impl Shared {
@@ -85,6 +88,9 @@ pub struct Consume {
     pub req: Arc<ConsumeRequest>,
     /// Whether to take the lease (consume) or only answer whether it would be granted (check).
     pub commit: bool,
+    /// Whether a refusal is counted here (a checkout asked of this license alone); when several
+    /// licenses are asked, the engine counts the refusal it answers.
+    pub counts_denial: bool,
     /// The answer.
     pub reply: Reply<Decision<Grant>>,
 }
@@ -140,6 +146,11 @@ pub enum AdminOp {
     KeyActivated,
     /// Record that the license's `valid_until` passed, unless that end was recorded already.
     RecordExpiry,
+    /// Count a checkout refused by this license (when several licenses were asked, the one
+    /// whose refusal was answered).
+    CountDenial(ConsumerId),
+    /// Journal the open usage record as closed, for a report to read.
+    CloseUsage,
     /// Read the machines of a node-locked license.
     Machines,
     /// Read usage.
@@ -173,6 +184,8 @@ impl AdminOp {
             AdminOp::Delete { .. } => Some("license.deleted"),
             // A deleted consumer's event says it; the rest change nothing the admin API shows.
             AdminOp::RemoveConsumer(_)
+            | AdminOp::CountDenial(_)
+            | AdminOp::CloseUsage
             | AdminOp::KeyActivated
             | AdminOp::Machines
             | AdminOp::Usage
@@ -349,6 +362,16 @@ impl LicenseActor {
         event: LicenseEvent,
         answer: impl FnOnce(&LicenseState, &LicenseEvent) -> T,
     ) -> Result<Answered<T>, EngineError> {
+        let open_hour = self.state.open_usage().map(|open| open.hour);
+        let closes_first = match &event {
+            LicenseEvent::UsageClosed(_) => false,
+            LicenseEvent::Deleted => open_hour.is_some(),
+            _ => open_hour.is_some_and(|hour| hour < Granularity::Hour.period_of(at)),
+        };
+        if closes_first {
+            // Its durability is the next append's: the journal makes entries durable in order.
+            self.close_usage(at)?;
+        }
         let ends_many =
             matches!(event, LicenseEvent::MachineFreed(_) | LicenseEvent::ConsumerRemoved(_) | LicenseEvent::Deleted);
         let live_before: Vec<LeaseId> =
@@ -358,6 +381,15 @@ impl LicenseActor {
             return Err(EngineError::Halted(violation));
         }
         self.last_change_at = at;
+        match (open_hour.is_some() && !closes_first, self.state.open_usage().is_some()) {
+            (false, true) => {
+                self.shared.usage_open.insert(self.id(), ());
+            }
+            (true, false) => {
+                self.shared.usage_open.remove(&self.id());
+            }
+            _ => {}
+        }
         for ended in live_before.into_iter().filter(|id| self.state.lease(*id).is_none()) {
             self.shared.lease_index.remove(&ended);
         }
@@ -379,12 +411,20 @@ impl LicenseActor {
             | LicenseEvent::SeatUnassigned(_)
             | LicenseEvent::MachineFreed(_)
             | LicenseEvent::ConsumerRemoved(_)
-            | LicenseEvent::Deleted => {}
+            | LicenseEvent::Deleted
+            | LicenseEvent::Denied(_)
+            | LicenseEvent::UsageClosed(_) => {}
         }
         self.publish();
         let value = answer(&self.state, &event);
         let entry = JournalEntry { at, change: Change::License { license: self.id(), event } };
         Ok(Answered { value, durable: self.shared.journal.append(&entry) })
+    }
+
+    /// Journals the open usage record as closed, if there is one.
+    fn close_usage(&mut self, at: Timestamp) -> Result<Durability, EngineError> {
+        let Some(record) = self.state.usage_record() else { return Ok(Durability::Now) };
+        Ok(self.commit(at, LicenseEvent::UsageClosed(Box::new(record)), |_, _| ())?.durable)
     }
 
     fn grant_of(state: &LicenseState, event: &LicenseEvent) -> Grant {
@@ -472,6 +512,11 @@ impl LicenseActor {
                     .collect();
                 Ok((None, AdminAnswer::Machines(machines)))
             }
+            AdminOp::CountDenial(consumer) => Ok((Some(LicenseEvent::Denied(consumer)), AdminAnswer::Done)),
+            AdminOp::CloseUsage => {
+                let record = self.state.usage_record().map(|r| LicenseEvent::UsageClosed(Box::new(r)));
+                Ok((record, AdminAnswer::Done))
+            }
             AdminOp::Usage => Ok((None, AdminAnswer::Usage(self.state.usage()))),
             AdminOp::Leases => Ok((None, AdminAnswer::Leases(self.state.leases().cloned().collect()))),
         }
@@ -519,7 +564,7 @@ impl Handler<Consume> for LicenseActor {
     type Result = ();
 
     fn handle(&mut self, msg: Consume, ctx: &mut Self::Context) {
-        let answer = self.consume(&msg.req, msg.commit);
+        let answer = self.consume(&msg.req, msg.commit, msg.counts_denial);
         let _ = msg.reply.send(answer); // a caller that stopped waiting undoes nothing
         self.park_if_over_budget(ctx);
     }
@@ -573,13 +618,22 @@ impl Handler<Admin> for LicenseActor {
 }
 
 impl LicenseActor {
-    fn consume(&mut self, req: &ConsumeRequest, commit: bool) -> Result<Answered<Decision<Grant>>, EngineError> {
+    fn consume(
+        &mut self,
+        req: &ConsumeRequest,
+        commit: bool,
+        counts_denial: bool,
+    ) -> Result<Answered<Decision<Grant>>, EngineError> {
         let now = self.begin_message(commit)?;
         let new_id = LeaseId(self.shared.ids.uuid());
         match decide_consume(&self.state, req, now, new_id) {
             Err(denial) => {
                 if commit && denial.code == ErrorCode::MaxConcurrentSessionsExceed {
                     self.seats_exhausted(now);
+                }
+                if commit && counts_denial {
+                    // The refusal waits for its count, so a crash cannot lose a refusal answered.
+                    return self.commit(now, LicenseEvent::Denied(req.consumer), |_, _| Decision::Denied(denial));
                 }
                 Ok(Answered::now(Decision::Denied(denial)))
             }

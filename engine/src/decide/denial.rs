@@ -152,13 +152,9 @@ impl Denial {
         Denial { code, message: message.into() }
     }
 
-    /// The more specific of two denials (the first when equal).
-    pub fn most_specific(self, other: Denial) -> Denial {
-        if other.code.specificity() > self.code.specificity() {
-            other
-        } else {
-            self
-        }
+    /// Whether this denial says more than `other` (of two equally specific, the first is kept).
+    pub fn more_specific_than(&self, other: &Denial) -> bool {
+        self.code.specificity() > other.code.specificity()
     }
 }
 

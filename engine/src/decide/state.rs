@@ -11,6 +11,7 @@ use crate::ids::{sha256, ConsumerId, LeaseId};
 use crate::model::lease::SessionKey;
 use crate::model::{Dimension, Lease, License};
 use crate::time::Timestamp;
+use crate::usage::{OpenUsage, UsageCounts, UsageRecord};
 use serde::{Deserialize, Serialize};
 use smallvec::{smallvec, SmallVec};
 use std::collections::{BTreeMap, VecDeque};
@@ -56,6 +57,11 @@ pub enum LicenseEvent {
     ConsumerRemoved(ConsumerId),
     /// The license was deleted; its leases ended with it.
     Deleted,
+    /// A checkout by this consumer was refused (counted for usage reports; changes no lease).
+    Denied(ConsumerId),
+    /// The open usage record was closed: the journal keeps it, the state starts a new one at
+    /// its next counted change.
+    UsageClosed(Box<UsageRecord>),
 }
 
 /// How long an idempotency key is remembered: a retry within it gets the first answer again.
@@ -185,6 +191,8 @@ pub struct LicenseState {
     pool_seats_in_use: u64,
     consumed: u64,
     preallocated: u64,
+    /// The usage of the hour it last counted a change in, until it is closed.
+    usage_open: Option<Box<OpenUsage>>,
 }
 
 impl LicenseState {
@@ -200,7 +208,25 @@ impl LicenseState {
             pool_seats_in_use: 0,
             consumed: 0,
             preallocated: 0,
+            usage_open: None,
         }
+    }
+
+    /// The open usage record, if a change was counted since the last one closed.
+    pub fn open_usage(&self) -> Option<&OpenUsage> {
+        self.usage_open.as_deref()
+    }
+
+    /// The open usage record as the journal keeps it once closed.
+    pub fn usage_record(&self) -> Option<UsageRecord> {
+        let usage = self.usage_open.as_deref()?.clone();
+        let license = &self.license;
+        Some(UsageRecord {
+            license: license.id,
+            licensee: license.licensee,
+            product: Arc::clone(&license.product_name),
+            usage,
+        })
     }
 
     /// The license's terms.
@@ -367,6 +393,18 @@ impl LicenseState {
     /// the change made it: the caller stops using this license (it is a bug, not a refusal).
     pub fn apply(&mut self, at: Timestamp, event: &LicenseEvent) -> Result<(), Violation> {
         let before = Allotment::of(self);
+        let counted = matches!(
+            event,
+            LicenseEvent::LeaseIssued { .. }
+                | LicenseEvent::IdempotentLeaseIssued { .. }
+                | LicenseEvent::LeaseReleased { .. }
+                | LicenseEvent::Denied(_)
+        );
+        if counted && self.usage_open.is_none() {
+            let held = self.by_consumer.iter().filter(|(_, n)| n.seats > 0).map(|(c, n)| (*c, u64::from(n.seats)));
+            self.usage_open = Some(Box::new(OpenUsage::open(at, self.seats_in_use(), held)));
+        }
+        let credit_before = self.consumed.saturating_add(self.preallocated);
         match event {
             LicenseEvent::Terms(license) => self.license = Arc::clone(license),
             LicenseEvent::LeaseIssued { lease, replaces } => self.issue(lease, *replaces),
@@ -406,12 +444,50 @@ impl LicenseState {
                     self.end_without_cooldown(id);
                 }
             }
+            LicenseEvent::Denied(_) => {}
+            LicenseEvent::UsageClosed(_) => self.usage_open = None,
+        }
+        if counted {
+            self.count_usage(event, credit_before);
         }
         allotment_check(before, self)?;
         if cfg!(debug_assertions) {
             self.check_consistency()?;
         }
         Ok(())
+    }
+
+    /// Counts `event`, just applied, in the open usage record; `credit_before` is the credit
+    /// consumed and set aside before it.
+    fn count_usage(&mut self, event: &LicenseEvent, credit_before: u64) {
+        let credit_taken = i128::from(self.consumed.saturating_add(self.preallocated)) - i128::from(credit_before);
+        let credit_taken = i64::try_from(credit_taken).unwrap_or(if credit_taken < 0 { i64::MIN } else { i64::MAX });
+        let (consumer, grant, denial) = match event {
+            LicenseEvent::LeaseIssued { lease, replaces }
+            | LicenseEvent::IdempotentLeaseIssued { lease, replaces, .. } => {
+                (Some(lease.consumer), replaces.is_none(), false)
+            }
+            LicenseEvent::Denied(consumer) => (Some(*consumer), false, true),
+            _ => (None, false, false),
+        };
+        let dimension = self.license.credit.dimension;
+        let seats = self.seats_in_use();
+        let consumer_seats = consumer.map(|c| u64::from(self.seats_of(c)));
+        let Some(open) = self.usage_open.as_deref_mut() else { return };
+        let count = |counts: &mut UsageCounts, seats: u64| {
+            counts.peak_seats = counts.peak_seats.max(seats);
+            counts.grants += u64::from(grant);
+            counts.denials += u64::from(denial);
+            match dimension {
+                Dimension::UseCount => counts.uses = counts.uses.saturating_add(credit_taken),
+                Dimension::UseTime => counts.use_time_s = counts.use_time_s.saturating_add(credit_taken),
+                Dimension::Seats => {}
+            }
+        };
+        count(&mut open.totals, seats);
+        if let (Some(consumer), Some(seats)) = (consumer, consumer_seats) {
+            count(open.consumer(consumer), seats);
+        }
     }
 
     /// Checks that every part of the state agrees with the others: the lease table with the
@@ -702,6 +778,9 @@ pub struct LicenseStateSnapshot {
     pub consumed: u64,
     /// Uses or seconds set aside by live leases.
     pub preallocated: u64,
+    /// The open usage record.
+    #[serde(default, with = "crate::shapes::since_format_5")]
+    pub usage_open: Option<OpenUsage>,
 }
 
 impl LicenseState {
@@ -736,6 +815,7 @@ impl LicenseState {
             idempotent: self.idempotent_grants().cloned().collect(),
             consumed: self.consumed,
             preallocated: self.preallocated,
+            usage_open: self.open_usage().cloned(),
         }
     }
 
@@ -777,6 +857,7 @@ impl LicenseState {
         state.pool_seats_in_use = snapshot.pool_seats_in_use;
         state.consumed = snapshot.consumed;
         state.preallocated = snapshot.preallocated;
+        state.usage_open = snapshot.usage_open.map(Box::new);
         state
     }
 }

@@ -271,13 +271,15 @@ pub fn append_all(journal: &SledJournal, entries: &[JournalEntry]) {
     }
 }
 
-/// `snapshot` without when each machine was seen: formats before 3 did not keep it, so a state
-/// restored from one dates its machines from their live leases instead.
-pub fn without_machine_times(
+/// `snapshot` without what formats before 3 and before 5 did not keep: when each machine was
+/// seen (a state restored from one dates its machines from their live leases instead), and the
+/// open usage record (one restored from an older snapshot counts only the changes after it).
+pub fn without_fields_older_formats_lack(
     mut snapshot: leasehold_engine::replay::RecoveredSnapshot,
 ) -> leasehold_engine::replay::RecoveredSnapshot {
     for (_, state, _) in &mut snapshot.licenses {
         state.hardware_seen.clear();
+        state.usage_open = None;
     }
     snapshot
 }

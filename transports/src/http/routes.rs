@@ -148,6 +148,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/tokens/regenerate"),
     ("POST", "/admin/keys/rotate"),
     ("GET", "/admin/events"),
+    ("GET", "/admin/usage"),
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/licensing-signing-keys/.well-known/jwks.json"),
     ("GET", "/.well-known/license-configuration"),

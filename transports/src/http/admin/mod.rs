@@ -14,6 +14,7 @@
 
 pub mod shapes;
 pub mod tokens;
+mod usage;
 mod webhooks;
 
 use crate::http::idempotency::{self, answer_once, Secret};
@@ -244,6 +245,7 @@ async fn route(
         (["licenses", id, "offline-token"], &Method::POST) => tokens::offline_token(state, call, id, once).await,
         (["leases", id], &Method::DELETE) => force_release(state, path_id("lease", id)?).await,
         (["events"], &Method::GET) => events(state, query),
+        (["usage"], &Method::GET) => usage::report(state, query).await,
         (["webhooks", rest @ ..], _) => webhooks::route(state, call, rest, method, once).await,
         (["tokens", "audit"], &Method::POST) => tokens::audit_token(state, call).await,
         (["tokens", "regenerate"], &Method::POST) => tokens::regenerate_token(state, call).await,
@@ -262,7 +264,7 @@ fn allowed(segments: &[&str]) -> &'static str {
         ["licensees" | "consumers" | "products" | "licenses"] => "GET or POST",
         ["licenses" | "licensees" | "consumers", _] => "GET, PATCH or DELETE",
         ["products", _] => "GET or PATCH",
-        ["licenses", _, "leases" | "machines"] | ["events"] => "GET",
+        ["licenses", _, "leases" | "machines"] | ["events"] | ["usage"] => "GET",
         ["licenses", _, "revoke" | "deactivate" | "reactivate" | "assignments" | "offline-token"]
         | ["consumers", _, "api-key"]
         | ["tokens", "audit" | "regenerate"]
