@@ -1136,6 +1136,9 @@ impl Engine {
             let (reply, answer) = oneshot::channel();
             if self.inner.router.send(license, Admin { op: AdminOp::CloseUsage, reply })? {
                 closing.push(answer);
+            } else {
+                // Gone from the router (deleted): nothing is left to close.
+                self.inner.shared.usage_open.remove(&license);
             }
         }
         for answer in closing {

@@ -21,6 +21,7 @@
 use crate::ids::{ConsumerId, LicenseId, LicenseeId};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -78,14 +79,15 @@ pub struct OpenUsage {
     pub hour: Timestamp,
     /// The license's own counts.
     pub totals: UsageCounts,
-    /// Each consumer's counts on the license, by consumer.
-    pub consumers: Vec<(ConsumerId, UsageCounts)>,
+    /// Each consumer's counts on the license, by consumer (most licenses see one consumer an
+    /// hour: it is kept in place, so an open record is one allocation).
+    pub consumers: SmallVec<[(ConsumerId, UsageCounts); 1]>,
 }
 
 impl OpenUsage {
     /// A record of the hour of `at`, opened with `seats` held and each consumer's seats.
     pub fn open(at: Timestamp, seats: u64, by_consumer: impl Iterator<Item = (ConsumerId, u64)>) -> OpenUsage {
-        let mut consumers: Vec<(ConsumerId, UsageCounts)> =
+        let mut consumers: SmallVec<[(ConsumerId, UsageCounts); 1]> =
             by_consumer.map(|(c, peak_seats)| (c, UsageCounts { peak_seats, ..UsageCounts::default() })).collect();
         consumers.sort_by_key(|(c, _)| *c);
         let totals = UsageCounts { peak_seats: seats, ..UsageCounts::default() };
@@ -405,7 +407,10 @@ mod tests {
             usage: OpenUsage {
                 hour,
                 totals: UsageCounts { peak_seats: 2, grants, ..UsageCounts::default() },
-                consumers: vec![(consumer, UsageCounts { peak_seats: 1, grants, ..UsageCounts::default() })],
+                consumers: smallvec::smallvec![(
+                    consumer,
+                    UsageCounts { peak_seats: 1, grants, ..UsageCounts::default() }
+                )],
             },
         };
         let mut cells = BTreeMap::new();

@@ -405,6 +405,11 @@ impl LicenseState {
             self.usage_open = Some(Box::new(OpenUsage::open(at, self.seats_in_use(), held)));
         }
         let credit_before = self.consumed.saturating_add(self.preallocated);
+        // A release's consumer, read before the lease is gone: credit it gives back is its own.
+        let releaser = match event {
+            LicenseEvent::LeaseReleased { lease, .. } => self.leases.get(lease).map(|l| l.consumer),
+            _ => None,
+        };
         match event {
             LicenseEvent::Terms(license) => self.license = Arc::clone(license),
             LicenseEvent::LeaseIssued { lease, replaces } => self.issue(lease, *replaces),
@@ -448,7 +453,7 @@ impl LicenseState {
             LicenseEvent::UsageClosed(_) => self.usage_open = None,
         }
         if counted {
-            self.count_usage(event, credit_before);
+            self.count_usage(event, releaser, credit_before);
         }
         allotment_check(before, self)?;
         if cfg!(debug_assertions) {
@@ -457,9 +462,9 @@ impl LicenseState {
         Ok(())
     }
 
-    /// Counts `event`, just applied, in the open usage record; `credit_before` is the credit
-    /// consumed and set aside before it.
-    fn count_usage(&mut self, event: &LicenseEvent, credit_before: u64) {
+    /// Counts `event`, just applied, in the open usage record; `releaser` is the consumer of the
+    /// lease a release ended, `credit_before` the credit consumed and set aside before it.
+    fn count_usage(&mut self, event: &LicenseEvent, releaser: Option<ConsumerId>, credit_before: u64) {
         let credit_taken = i128::from(self.consumed.saturating_add(self.preallocated)) - i128::from(credit_before);
         let credit_taken = i64::try_from(credit_taken).unwrap_or(if credit_taken < 0 { i64::MIN } else { i64::MAX });
         let (consumer, grant, denial) = match event {
@@ -468,7 +473,7 @@ impl LicenseState {
                 (Some(lease.consumer), replaces.is_none(), false)
             }
             LicenseEvent::Denied(consumer) => (Some(*consumer), false, true),
-            _ => (None, false, false),
+            _ => (releaser, false, false),
         };
         let dimension = self.license.credit.dimension;
         let seats = self.seats_in_use();
