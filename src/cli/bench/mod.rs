@@ -191,8 +191,18 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
                     if pair_ceiling {
                         measure_ceiling(&mut report, plan).await?;
                     }
-                    measure_protocol(&mut report, &server, &identities, args, protocol, workload, plan, &progress)
-                        .await?;
+                    measure_protocol(
+                        &mut report,
+                        &server,
+                        &identities,
+                        args,
+                        protocol,
+                        workload,
+                        workload.name(),
+                        plan,
+                        &progress,
+                    )
+                    .await?;
                     if pair_ceiling {
                         measure_ceiling(&mut report, plan).await?;
                     }
@@ -207,12 +217,32 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
                     report.notes.push("Scale check skipped: the Scale API has no check without a lease".into());
                 }
                 Protocol::Scale => {
-                    measure_protocol(&mut report, &server, &identities, args, protocol, workload, plan, &progress)
-                        .await?;
+                    measure_protocol(
+                        &mut report,
+                        &server,
+                        &identities,
+                        args,
+                        protocol,
+                        workload,
+                        workload.name(),
+                        plan,
+                        &progress,
+                    )
+                    .await?;
                 }
                 Protocol::Tcp => {
-                    if !measure_protocol(&mut report, &server, &identities, args, protocol, workload, plan, &progress)
-                        .await?
+                    if !measure_protocol(
+                        &mut report,
+                        &server,
+                        &identities,
+                        args,
+                        protocol,
+                        workload,
+                        workload.name(),
+                        plan,
+                        &progress,
+                    )
+                    .await?
                     {
                         report.notes.push("TCP skipped: the server under test has no TCP address (--tcp)".into());
                         break;
@@ -294,25 +324,10 @@ async fn measure_ceiling(report: &mut Report, plan: Plan) -> Result<(), BenchErr
     Ok(())
 }
 
-/// Runs `workload` over `protocol` and records it as Leasehold's; false when the server under
-/// test has no address for `protocol`.
+/// Runs `workload` over `protocol` and records it as Leasehold's under the workload name
+/// `label`; false when the server under test has no address for `protocol`.
 #[allow(clippy::too_many_arguments)]
 async fn measure_protocol(
-    report: &mut Report,
-    server: &server::UnderTest,
-    identities: &Arc<Vec<seed::Identity>>,
-    args: &BenchArgs,
-    protocol: Protocol,
-    workload: Workload,
-    plan: Plan,
-    progress: &ProgressBar,
-) -> Result<bool, BenchError> {
-    measure_labelled(report, server, identities, args, protocol, workload, workload.name(), plan, progress).await
-}
-
-/// [`measure_protocol`], recording the run under the workload name `label`.
-#[allow(clippy::too_many_arguments)]
-async fn measure_labelled(
     report: &mut Report,
     server: &server::UnderTest,
     identities: &Arc<Vec<seed::Identity>>,

@@ -7,7 +7,7 @@ use super::driver::{Failure, Plan};
 use super::http::{Connection, Workload};
 use super::report::{Ratio, Report};
 use super::server::UnderTest;
-use super::{measure_labelled, seed, BenchArgs, BenchError};
+use super::{measure_protocol, seed, BenchArgs, BenchError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
@@ -104,7 +104,7 @@ pub async fn measure(
             let before = (receiver.delivered(), churn.changes());
             let label = format!("consume+{webhooks}wh");
             let measured =
-                measure_labelled(report, server, identities, args, protocol, Workload::Consume, &label, plan, progress)
+                measure_protocol(report, server, identities, args, protocol, Workload::Consume, &label, plan, progress)
                     .await?;
             let (delivered, changes) = (receiver.delivered() - before.0, churn.changes() - before.1);
             for id in subscribed {
