@@ -183,3 +183,46 @@ fn all_follows_next_cursor_to_the_last_page() {
     assert_eq!(ids, created);
     assert_eq!(all["next_cursor"], Value::Null);
 }
+
+#[test]
+fn webhooks_and_usage_have_their_verbs() {
+    let server = Server::start();
+    let hook = [
+        "webhooks",
+        "create",
+        "--url",
+        "http://127.0.0.1:9/hooks",
+        "--event",
+        "license.*",
+        "--event",
+        "seat.exhausted",
+    ];
+    let created = admin_json(&server, &hook);
+    let webhook = id(&created);
+    assert!(created["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")), "{created}");
+    assert_eq!(created["events"], serde_json::json!(["license.*", "seat.exhausted"]));
+
+    let table = admin(&server, &["webhooks", "list"]);
+    assert_eq!(table.status.code(), Some(0), "{}", text(&table.stderr));
+    assert!(text(&table.stdout).contains("http://127.0.0.1:9/hooks"), "{}", text(&table.stdout));
+    let paused = admin_json(&server, &["webhooks", "update", &webhook, "--enabled", "false", "--event", "*"]);
+    assert_eq!((paused["enabled"].clone(), paused["events"].clone()), (Value::Bool(false), serde_json::json!(["*"])));
+    let deliveries = admin_json(&server, &["webhooks", "deliveries", &webhook]);
+    assert!(deliveries["items"].is_array(), "{deliveries}");
+    let missing = admin(&server, &["webhooks", "retry", &webhook, "999999"]);
+    assert_eq!(missing.status.code(), Some(1), "no such delivery: {}", text(&missing.stdout));
+    let deleted = admin(&server, &["webhooks", "delete", &webhook]);
+    assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted.stderr));
+
+    let (licensee, _, key) = server.party("Acme");
+    let license = server.license(&licensee, "Cad", http_common::seats(1), serde_json::json!({}));
+    assert_eq!(server.authz(&key, "/authz/.txt?Cad").text(), "true");
+    let all_time = ["--from", "2020-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z", "--granularity", "month"];
+    let report = admin(&server, &[&["usage", "report"][..], &all_time].concat());
+    assert_eq!(report.status.code(), Some(0), "{}", text(&report.stderr));
+    let table = text(&report.stdout);
+    assert!(table.contains("PEAK SEATS") && table.contains(&license), "{table}");
+    let backwards = ["usage", "report", "--from", "2026-02-01T00:00:00Z", "--to", "2026-01-01T00:00:00Z"];
+    let refused = admin(&server, &backwards);
+    assert_eq!(refused.status.code(), Some(1), "from after to: {}", text(&refused.stdout));
+}

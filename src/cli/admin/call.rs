@@ -110,7 +110,12 @@ impl Call {
     /// The same request read as a listing page (`limit`, `cursor`, `--all`) shown in `columns`.
     pub fn listing(self, page: &super::PageArgs, columns: &'static [Column]) -> Call {
         let call = self.with_query("limit", page.limit).with_query("cursor", page.cursor.as_deref());
-        Call { view: View::Table(columns), follow_pages: page.all, ..call }
+        Call { follow_pages: page.all, ..call.shown_as(columns) }
+    }
+
+    /// The same request, whose answer is `{"items": [...]}` in one page, shown in `columns`.
+    pub fn shown_as(self, columns: &'static [Column]) -> Call {
+        Call { view: View::Table(columns), ..self }
     }
 
     /// The path and the encoded query, as sent; `cursor` replaces the query's own.

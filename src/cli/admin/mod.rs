@@ -1,8 +1,8 @@
 //! `leasehold admin <resource> <verb> ...`: a command-line client of the admin API (SPEC
-//! sections 9 and 10), one HTTP request per verb.
+//! sections 9 to 11), one HTTP request per verb.
 //!
 //! The path of a command: clap parses the arguments into a resource's verb ([`licensees`],
-//! [`consumers`], [`products`], [`licenses`], [`actions`], [`events`]), which builds a [`call::Call`] (the
+//! [`consumers`], [`products`], [`licenses`], [`actions`], [`events`], [`webhooks`], [`usage`]), which builds a [`call::Call`] (the
 //! request as data); [`client`] sends it with the admin token and maps what comes back or goes
 //! wrong; [`output`] prints the answer, as a table for people or as JSON for scripts.
 //!
@@ -19,6 +19,8 @@ mod licenses;
 mod output;
 mod parse;
 mod products;
+mod usage;
+mod webhooks;
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -78,6 +80,12 @@ enum Resource {
     /// What changed, who changed it and when.
     #[command(subcommand)]
     Events(events::Events),
+    /// Events posted to other systems: subscriptions, deliveries, retries.
+    #[command(subcommand)]
+    Webhooks(webhooks::Webhooks),
+    /// Usage per period, for billing.
+    #[command(subcommand)]
+    Usage(usage::Usage),
 }
 
 impl Resource {
@@ -91,6 +99,8 @@ impl Resource {
             Resource::Tokens(verb) => verb.call(),
             Resource::Keys(verb) => verb.call(),
             Resource::Events(verb) => verb.call(),
+            Resource::Webhooks(verb) => verb.call(),
+            Resource::Usage(verb) => verb.call(),
         }
     }
 }
