@@ -65,11 +65,6 @@ impl UsageCounts {
         self.uses = self.uses.saturating_add(other.uses);
         self.use_time_s = self.use_time_s.saturating_add(other.use_time_s);
     }
-
-    /// Whether nothing was counted.
-    pub fn is_empty(&self) -> bool {
-        *self == UsageCounts::default()
-    }
 }
 
 /// The record a license keeps of the hour it last changed in.

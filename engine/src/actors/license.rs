@@ -369,7 +369,6 @@ impl LicenseActor {
             _ => open_hour.is_some_and(|hour| hour < Granularity::Hour.period_of(at)),
         };
         if closes_first {
-            // Its durability is the next append's: the journal makes entries durable in order.
             self.close_usage(at)?;
         }
         let ends_many =
@@ -421,10 +420,18 @@ impl LicenseActor {
         Ok(Answered { value, durable: self.shared.journal.append(&entry) })
     }
 
-    /// Journals the open usage record as closed, if there is one.
-    fn close_usage(&mut self, at: Timestamp) -> Result<Durability, EngineError> {
-        let Some(record) = self.state.usage_record() else { return Ok(Durability::Now) };
-        Ok(self.commit(at, LicenseEvent::UsageClosed(Box::new(record)), |_, _| ())?.durable)
+    /// Journals the open usage record as closed, if there is one. Nothing waits for it: the
+    /// change it comes before is durable only once it is (the journal keeps their order).
+    fn close_usage(&mut self, at: Timestamp) -> Result<(), EngineError> {
+        match self.usage_closed() {
+            Some(closed) => self.commit(at, closed, |_, _| ()).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// The event that closes the open usage record, if there is one.
+    fn usage_closed(&self) -> Option<LicenseEvent> {
+        self.state.usage_record().map(|record| LicenseEvent::UsageClosed(Box::new(record)))
     }
 
     fn grant_of(state: &LicenseState, event: &LicenseEvent) -> Grant {
@@ -513,10 +520,7 @@ impl LicenseActor {
                 Ok((None, AdminAnswer::Machines(machines)))
             }
             AdminOp::CountDenial(consumer) => Ok((Some(LicenseEvent::Denied(consumer)), AdminAnswer::Done)),
-            AdminOp::CloseUsage => {
-                let record = self.state.usage_record().map(|r| LicenseEvent::UsageClosed(Box::new(r)));
-                Ok((record, AdminAnswer::Done))
-            }
+            AdminOp::CloseUsage => Ok((self.usage_closed(), AdminAnswer::Done)),
             AdminOp::Usage => Ok((None, AdminAnswer::Usage(self.state.usage()))),
             AdminOp::Leases => Ok((None, AdminAnswer::Leases(self.state.leases().cloned().collect()))),
         }

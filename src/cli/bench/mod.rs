@@ -181,73 +181,34 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
 
     for &protocol in &args.protocol {
         for &workload in &args.workload {
-            match protocol {
-                Protocol::Authz => {
-                    // A ratio's two sides are measured minutes apart otherwise, and a shared
-                    // machine changes speed within a minute: the signing ceiling is measured
-                    // right before and right after the signed checkouts it divides, and
-                    // hello-world and the half load right after the checks.
-                    let pair_ceiling = workload == Workload::Consume && !args.no_baselines;
-                    if pair_ceiling {
-                        measure_ceiling(&mut report, plan).await?;
-                    }
-                    measure_protocol(
-                        &mut report,
-                        &server,
-                        &identities,
-                        args,
-                        protocol,
-                        workload,
-                        workload.name(),
-                        plan,
-                        &progress,
-                    )
-                    .await?;
-                    if pair_ceiling {
-                        measure_ceiling(&mut report, plan).await?;
-                    }
-                    if workload == Workload::Check {
-                        if !args.no_baselines {
-                            measure_hello(&mut report, args, plan, &progress).await?;
-                        }
-                        measure_half_load(&mut report, &server, &identities, args, plan, &progress).await;
-                    }
+            if protocol == Protocol::Scale && workload == Workload::Check {
+                report.notes.push("Scale check skipped: the Scale API has no check without a lease".into());
+                continue;
+            }
+            // A ratio's two sides are measured minutes apart otherwise, and a shared machine
+            // changes speed within a minute: the signing ceiling is measured right before and
+            // right after the signed `/authz/` checkouts it divides, and hello-world and the half
+            // load right after the `/authz/` checks.
+            let authz = protocol == Protocol::Authz;
+            let pair_ceiling = authz && workload == Workload::Consume && !args.no_baselines;
+            if pair_ceiling {
+                measure_ceiling(&mut report, plan).await?;
+            }
+            let label = workload.name();
+            if !measure_protocol(&mut report, &server, &identities, args, protocol, workload, label, plan, &progress)
+                .await?
+            {
+                report.notes.push("TCP skipped: the server under test has no TCP address (--tcp)".into());
+                break;
+            }
+            if pair_ceiling {
+                measure_ceiling(&mut report, plan).await?;
+            }
+            if authz && workload == Workload::Check {
+                if !args.no_baselines {
+                    measure_hello(&mut report, args, plan, &progress).await?;
                 }
-                Protocol::Scale if workload == Workload::Check => {
-                    report.notes.push("Scale check skipped: the Scale API has no check without a lease".into());
-                }
-                Protocol::Scale => {
-                    measure_protocol(
-                        &mut report,
-                        &server,
-                        &identities,
-                        args,
-                        protocol,
-                        workload,
-                        workload.name(),
-                        plan,
-                        &progress,
-                    )
-                    .await?;
-                }
-                Protocol::Tcp => {
-                    if !measure_protocol(
-                        &mut report,
-                        &server,
-                        &identities,
-                        args,
-                        protocol,
-                        workload,
-                        workload.name(),
-                        plan,
-                        &progress,
-                    )
-                    .await?
-                    {
-                        report.notes.push("TCP skipped: the server under test has no TCP address (--tcp)".into());
-                        break;
-                    }
-                }
+                measure_half_load(&mut report, &server, &identities, args, plan, &progress).await;
             }
         }
     }

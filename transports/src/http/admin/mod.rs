@@ -280,6 +280,14 @@ fn path_id<T: FromStr>(what: &str, text: &str) -> Result<T, ApiError> {
     text.parse().map_err(|_| ApiError::not_found(format!("{what} {text:?}")))
 }
 
+/// The `name=value` pairs of a query string, values percent-decoded (`+` is a space).
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, String)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (name, percent_decode_str(&value.replace('+', " ")).decode_utf8_lossy().into_owned())
+    })
+}
+
 /// A listing's page and filters (SPEC section 10): `?limit=N` (1 to [`MAX_LISTED`], default
 /// [`DEFAULT_LISTED`]), `?cursor=C` (a `next_cursor` of an earlier page), and the filters the
 /// listing knows; anything else is 400.
@@ -292,9 +300,7 @@ struct Listing {
 impl Listing {
     fn parse(query: &str, filters: &[&str]) -> Result<Listing, ApiError> {
         let mut listing = Listing { limit: DEFAULT_LISTED, after: None, filters: Vec::new() };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode_str(&value.replace('+', " ")).decode_utf8_lossy().into_owned();
+        for (name, value) in query_pairs(query) {
             match name {
                 "limit" => {
                     listing.limit = value.parse().ok().filter(|n| (1..=MAX_LISTED).contains(n)).ok_or_else(|| {

@@ -7,7 +7,6 @@ use crate::http::HttpState;
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
 use leasehold_engine::usage::{Granularity, GroupBy, UsageQuery, UsageRow};
-use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 
@@ -69,9 +68,7 @@ fn csv_field(text: &str) -> String {
 fn parse(query: &str) -> Result<(UsageQuery, bool), ApiError> {
     let (mut from, mut to, mut license, mut licensee) = (None, None, None, None);
     let (mut granularity, mut group_by, mut csv) = (Granularity::Day, GroupBy::License, false);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode_str(&value.replace('+', " ")).decode_utf8_lossy().into_owned();
+    for (name, value) in super::query_pairs(query) {
         match name {
             "from" => from = Some(parse_rfc3339("from", &value)?),
             "to" => to = Some(parse_rfc3339("to", &value)?),
