@@ -52,6 +52,7 @@ fn listing(c: &mut Criterion) {
         after,
         event_type: event_type.map(Into::into),
         subject: subject.map(Into::into),
+        within: None,
         limit: 100,
     };
     let mut group = c.benchmark_group(format!("events_listing_{total}"));

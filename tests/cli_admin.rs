@@ -226,3 +226,28 @@ fn webhooks_and_usage_have_their_verbs() {
     let refused = admin(&server, &backwards);
     assert_eq!(refused.status.code(), Some(1), "from after to: {}", text(&refused.stdout));
 }
+
+#[test]
+fn credentials_are_created_listed_used_and_deleted() {
+    let server = Server::start();
+    let (licensee, _, _) = server.party("Acme");
+    let created =
+        admin_json(&server, &["credentials", "create", "--name", "it", "--role", "orgadmin", "--licensee", &licensee]);
+    let token = created["token"].as_str().expect("the token, shown once").to_owned();
+    let table = admin(&server, &["credentials", "list"]);
+    let listed = text(&table.stdout);
+    assert!(listed.contains("orgadmin") && listed.contains(&id(&created)) && !listed.contains(&token), "{listed}");
+
+    let url = format!("http://{}", server.addr);
+    let as_orgadmin = |args: &[&str]| run(&[&["admin", "--server", &url, "--admin-token", &token], args].concat(), &[]);
+    let own = as_orgadmin(&["licensees", "list", "--json"]);
+    assert_eq!(own.status.code(), Some(0), "{}", text(&own.stderr));
+    assert!(text(&own.stdout).contains(&licensee));
+    let refused = as_orgadmin(&["products", "create", "--name", "Nope"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("forbidden") || text(&refused.stdout).contains("forbidden"));
+
+    let deleted = admin(&server, &["credentials", "delete", &id(&created)]);
+    assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted.stderr));
+    assert_eq!(as_orgadmin(&["licensees", "list"]).status.code(), Some(1), "a deleted credential still works");
+}

@@ -6,7 +6,7 @@ use crate::error::AdminError;
 use crate::ids::LicenseeId;
 use crate::model::{
     Consumer, ConsumerKind, Credit, Enforcement, Feature, FeatureOverrides, License, LicenseModel, Licensee,
-    LicenseeKind, Product, Tier,
+    LicenseeKind, Product, Role, Tier,
 };
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,32 @@ pub struct NewConsumer {
     /// The vendor's own id for it.
     #[serde(default)]
     pub external_id: Option<String>,
+}
+
+/// A new credential of the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCredential {
+    /// Display name.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The licensee an `orgadmin` acts for (required for that role, refused for the others).
+    #[serde(default)]
+    pub licensee: Option<LicenseeId>,
+}
+
+impl NewCredential {
+    /// Refuses a licensee missing from an `orgadmin` or given to another role.
+    pub fn check_scope(&self) -> Result<(), AdminError> {
+        match (self.role, self.licensee) {
+            (Role::OrgAdmin, None) => Err(AdminError::Invalid("an orgadmin credential needs a licensee".into())),
+            (Role::Admin | Role::Reader, Some(_)) => Err(AdminError::Invalid(format!(
+                "a {} credential acts for every licensee; only an orgadmin takes a licensee",
+                self.role.as_str()
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A new product with its features and tiers.

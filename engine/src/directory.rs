@@ -6,8 +6,8 @@
 
 use crate::decide::{Denial, ErrorCode, LicenseFilters};
 use crate::hashing::Map;
-use crate::ids::{ConsumerId, LicenseId, LicenseeId, ProductId, WebhookId};
-use crate::model::{Consumer, License, LicenseStatus, Licensee, Product};
+use crate::ids::{ConsumerId, CredentialId, LicenseId, LicenseeId, ProductId, WebhookId};
+use crate::model::{Consumer, Credential, License, LicenseStatus, Licensee, Product};
 use crate::stored_answers::{AnswerBook, StoredAnswer};
 use crate::time::Timestamp;
 use crate::webhooks::Webhook;
@@ -38,6 +38,10 @@ pub enum DirectoryEvent {
     Webhook(Webhook),
     /// A webhook was deleted.
     WebhookDeleted(WebhookId),
+    /// A credential of the admin API was created.
+    Credential(Credential),
+    /// A credential was deleted (revoked).
+    CredentialDeleted(CredentialId),
 }
 
 /// The directory of parties, products and license terms.
@@ -53,6 +57,8 @@ pub struct Directory {
     licenses_by_key: Map<String, LicenseId>,
     answers: AnswerBook,
     webhooks: Map<WebhookId, Webhook>,
+    credentials: Map<CredentialId, Credential>,
+    credentials_by_token: Map<[u8; 32], CredentialId>,
 }
 
 impl Directory {
@@ -89,6 +95,17 @@ impl Directory {
             }
             DirectoryEvent::WebhookDeleted(id) => {
                 self.webhooks.remove(id);
+            }
+            DirectoryEvent::Credential(c) => {
+                if let Some(old) = self.credentials.insert(c.id, c.clone()) {
+                    self.credentials_by_token.remove(&old.token_sha256);
+                }
+                self.credentials_by_token.insert(c.token_sha256, c.id);
+            }
+            DirectoryEvent::CredentialDeleted(id) => {
+                if let Some(old) = self.credentials.remove(id) {
+                    self.credentials_by_token.remove(&old.token_sha256);
+                }
             }
         }
     }
@@ -214,6 +231,21 @@ impl Directory {
         self.webhooks.values()
     }
 
+    /// The credential `id`.
+    pub fn credential(&self, id: CredentialId) -> Option<&Credential> {
+        self.credentials.get(&id)
+    }
+
+    /// The credential whose token hashes to `sha256`.
+    pub fn credential_by_token_hash(&self, sha256: &[u8; 32]) -> Option<&Credential> {
+        self.credentials_by_token.get(sha256).and_then(|id| self.credentials.get(id))
+    }
+
+    /// Every credential.
+    pub fn credentials(&self) -> impl Iterator<Item = &Credential> {
+        self.credentials.values()
+    }
+
     /// The licenses `consumer` may use for `item` under `filters`, in the order SPEC section 3
     /// gives: seat licenses with the latest end first, then use-count and use-time licenses with
     /// the earliest end first. A consumer that does not exist is `notAuthorized`; none found is
@@ -282,6 +314,9 @@ pub struct DirectorySnapshot {
     /// The webhooks.
     #[serde(default, with = "crate::shapes::since_format_4")]
     pub webhooks: Vec<Webhook>,
+    /// The credentials of the admin API.
+    #[serde(default, with = "crate::shapes::since_format_6")]
+    pub credentials: Vec<Credential>,
 }
 
 /// The directory as a version-1 snapshot stored it: [`DirectorySnapshot`] with the license terms
@@ -308,15 +343,15 @@ impl DirectorySnapshotV1 {
     pub fn split(self) -> (DirectorySnapshot, Vec<Arc<License>>) {
         let DirectorySnapshotV1 { licensees, consumers, products, licenses, licenses_by_licensee, licenses_by_key } =
             self;
-        let (answers, webhooks) = (Vec::new(), Vec::new());
         let snapshot = DirectorySnapshot {
             licensees,
             consumers,
             products,
             licenses_by_licensee,
             licenses_by_key,
-            answers,
-            webhooks,
+            answers: Vec::new(),
+            webhooks: Vec::new(),
+            credentials: Vec::new(),
         };
         (snapshot, licenses)
     }
@@ -342,6 +377,7 @@ impl Directory {
             }),
             answers: self.answers.to_vec(),
             webhooks: sorted(self.webhooks.values().cloned().collect(), |w| w.id),
+            credentials: sorted(self.credentials.values().cloned().collect(), |c| c.id),
         }
     }
 
@@ -369,6 +405,9 @@ impl Directory {
         }
         for webhook in snapshot.webhooks {
             directory.apply(&DirectoryEvent::Webhook(webhook));
+        }
+        for credential in snapshot.credentials {
+            directory.apply(&DirectoryEvent::Credential(credential));
         }
         directory
     }

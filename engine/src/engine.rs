@@ -6,6 +6,8 @@
 //! router) until one grants; the actor decides with the pure rules, applies the change,
 //! journals it and answers once it is durable.
 
+mod organization;
+
 use crate::actors::license::{
     Admin, AdminAnswer, AdminOp, Consume, DormantLicense, Machine, Release, Renew, Reply, Retry, Shared,
 };
@@ -181,7 +183,7 @@ impl EngineBuilder {
             inner.add_license(state, last_at, halted.remove(&id));
         }
         Router::start_idle_sweep(&inner.router, self.idle_sweep)?;
-        Ok(Engine { inner: Arc::new(inner) })
+        Ok(Engine { inner: Arc::new(inner), actor: Arc::new(Actor::admin()) })
     }
 }
 
@@ -322,6 +324,8 @@ impl Inner {
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+    /// Whom the events of the administrative changes made through this handle name.
+    actor: Arc<Actor>,
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), AdminError> {
@@ -335,6 +339,17 @@ impl Engine {
     /// A builder with the defaults: system clock, random ids, no journal.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
+    }
+
+    /// This engine, with its administrative changes recorded as `actor`'s (the credential an
+    /// admin request came with); the engine itself makes them as [`Actor::admin`].
+    pub fn acting_as(&self, actor: Actor) -> Engine {
+        Engine { inner: Arc::clone(&self.inner), actor: Arc::new(actor) }
+    }
+
+    /// Whom the events of the administrative changes made through this handle name.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
     }
 
     /// The worker arbiters, for running transports and load on the engine's own threads (a
@@ -579,7 +594,8 @@ impl Engine {
         Ok(Decision::Denied(denial))
     }
 
-    fn license_of_lease(&self, lease: LeaseId) -> Option<LicenseId> {
+    /// The license that holds live lease `lease`.
+    pub fn license_of_lease(&self, lease: LeaseId) -> Option<LicenseId> {
         self.inner.shared.lease_index.get(&lease).map(|l| *l)
     }
 
@@ -772,7 +788,7 @@ impl Engine {
         let durability = {
             let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
             let event = change(&directory)?;
-            let recorded = Event::of_directory_change(&event, &directory, Actor::admin());
+            let recorded = Event::of_directory_change(&event, &directory, Actor::clone(&self.actor));
             directory.apply(&event);
             if matches!(event, DirectoryEvent::Consumer(_) | DirectoryEvent::ConsumerDeleted(_)) {
                 // After the change: a connection that sees the new epoch sees the new consumer.
@@ -1056,7 +1072,7 @@ impl Engine {
             let durability = if matches!(created, Durability::Failed(_)) {
                 created
             } else {
-                let event = Event::of_license("license.created", &license, Actor::admin());
+                let event = Event::of_license("license.created", &license, Actor::clone(&self.actor));
                 self.inner.shared.append_event(now, event)
             };
             self.inner.add_license(LicenseState::new(Arc::clone(&license)), now, None);
@@ -1119,7 +1135,7 @@ impl Engine {
 
     async fn admin(&self, license: LicenseId, op: AdminOp) -> Result<AdminAnswer, AdminError> {
         let (reply, answer) = oneshot::channel();
-        if !self.inner.router.send(license, Admin { op, reply })? {
+        if !self.inner.router.send(license, Admin { op, reply, actor: Actor::clone(&self.actor) })? {
             return Err(AdminError::NotFound(format!("license {license}")));
         }
         let answered = answer.await.map_err(|_| EngineError::Stopped)??;
@@ -1134,7 +1150,7 @@ impl Engine {
         let mut closing = Vec::with_capacity(open.len());
         for license in open {
             let (reply, answer) = oneshot::channel();
-            if self.inner.router.send(license, Admin { op: AdminOp::CloseUsage, reply })? {
+            if self.inner.router.send(license, Admin { op: AdminOp::CloseUsage, reply, actor: Actor::system() })? {
                 closing.push(answer);
             } else {
                 // Gone from the router (deleted): nothing is left to close.
@@ -1356,9 +1372,11 @@ impl Engine {
             dir.licensee(id).ok_or_else(|| AdminError::NotFound(format!("licensee {id}")))?;
             let licenses = dir.licenses_of(id).count();
             let consumers = dir.consumers().filter(|c| c.licensees.contains(&id)).count();
-            if licenses + consumers > 0 {
+            let credentials = dir.credentials().filter(|c| c.licensee == Some(id)).count();
+            if licenses + consumers + credentials > 0 {
                 return Err(AdminError::Conflict(format!(
-                    "the licensee has {licenses} licenses and {consumers} consumers; delete them first"
+                    "the licensee has {licenses} licenses, {consumers} consumers and {credentials} credentials; \
+                     delete them first"
                 )));
             }
             Ok(DirectoryEvent::LicenseeDeleted(id))

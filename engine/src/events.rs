@@ -6,11 +6,14 @@
 //! [`Change::Event`]: crate::journal::Change::Event
 
 use crate::directory::{Directory, DirectoryEvent};
+use crate::ids::CredentialId;
 use crate::model::{Consumer, License, Licensee, Product};
 use crate::time::Timestamp;
 use crate::webhooks::Webhook;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +58,13 @@ impl Event {
                 (format!("webhook.{verb}"), ("webhook", w.id.to_string()), webhook(w))
             }
             DirectoryEvent::WebhookDeleted(id) => ("webhook.deleted".into(), ("webhook", id.to_string()), json!({})),
+            DirectoryEvent::Credential(c) => {
+                let data = json!({"id": c.id, "name": c.name, "role": c.role, "licensee": c.licensee});
+                ("credential.created".into(), ("credential", c.id.to_string()), data)
+            }
+            DirectoryEvent::CredentialDeleted(id) => {
+                ("credential.deleted".into(), ("credential", id.to_string()), json!({}))
+            }
             DirectoryEvent::Answered { .. } => return None,
         };
         let (kind, id) = subject;
@@ -128,6 +138,11 @@ impl Actor {
     pub fn system() -> Self {
         Actor { kind: ActorKind::System, id: "leasehold".into() }
     }
+
+    /// The holder of credential `id`.
+    pub fn credential(id: CredentialId) -> Self {
+        Actor { kind: ActorKind::Credential, id: id.to_string() }
+    }
 }
 
 /// The kinds of actors of SPEC section 11.
@@ -184,6 +199,8 @@ pub struct EventQuery {
     pub event_type: Option<String>,
     /// Only events about the subject with this id.
     pub subject: Option<String>,
+    /// Only events about one of these subjects (by id): the objects a scoped caller may see.
+    pub within: Option<Arc<HashSet<String>>>,
     /// At most this many.
     pub limit: usize,
 }
@@ -192,7 +209,9 @@ impl EventQuery {
     /// Whether `event` is one the query wants (its id aside).
     pub fn wants(&self, event: &Event) -> bool {
         let type_wanted = self.event_type.as_deref().is_none_or(|pattern| type_matches(pattern, &event.event_type));
-        type_wanted && self.subject.as_deref().is_none_or(|id| event.subject.id == id)
+        type_wanted
+            && self.subject.as_deref().is_none_or(|id| event.subject.id == id)
+            && self.within.as_ref().is_none_or(|ids| ids.contains(&event.subject.id))
     }
 }
 
@@ -239,7 +258,13 @@ mod tests {
     }
 
     fn query(event_type: Option<&str>, subject: Option<&str>, limit: usize) -> EventQuery {
-        EventQuery { after: None, event_type: event_type.map(Into::into), subject: subject.map(Into::into), limit }
+        EventQuery {
+            after: None,
+            event_type: event_type.map(Into::into),
+            subject: subject.map(Into::into),
+            within: None,
+            limit,
+        }
     }
 
     #[test]
@@ -250,6 +275,12 @@ mod tests {
         assert!(!query(Some("license.created"), None, 1).wants(&revoked));
         assert!(!query(Some("licensee.*"), None, 1).wants(&revoked));
         assert!(!query(None, Some("L2"), 1).wants(&revoked));
+        let within = |ids: &[&str]| EventQuery {
+            within: Some(Arc::new(ids.iter().map(|id| id.to_string()).collect())),
+            ..query(None, None, 1)
+        };
+        assert!(within(&["L0", "L1"]).wants(&revoked));
+        assert!(!within(&["L2"]).wants(&revoked));
     }
 
     #[test]

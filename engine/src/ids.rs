@@ -54,6 +54,10 @@ uuid_id!(
     WebhookId
 );
 uuid_id!(
+    /// An API credential with a role (SPEC section 12).
+    CredentialId
+);
+uuid_id!(
     /// One lease; rotated on every renewal. Tokens carry it as `jti`.
     LeaseId
 );

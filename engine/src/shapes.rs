@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::Cell;
 
 /// The newest stored format: the one encoded and decoded outside [`in_format`].
-pub const NEWEST_FORMAT: u8 = 5;
+pub const NEWEST_FORMAT: u8 = 6;
 
 thread_local! {
     static FORMAT: Cell<u8> = const { Cell::new(NEWEST_FORMAT) };
@@ -77,6 +77,11 @@ since_format!(
     /// A field that stored formats hold from version 5 on.
     since_format_5,
     5
+);
+since_format!(
+    /// A field that stored formats hold from version 6 on.
+    since_format_6,
+    6
 );
 
 #[cfg(test)]

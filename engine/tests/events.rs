@@ -12,7 +12,8 @@ use leasehold_engine::{Engine, LicensePatch, ManualClock};
 use std::sync::Arc;
 
 fn expiries(journal: &MemoryJournal) -> Vec<(String, ActorKind)> {
-    let query = EventQuery { after: None, event_type: Some("license.expired".into()), subject: None, limit: 100 };
+    let query =
+        EventQuery { after: None, event_type: Some("license.expired".into()), subject: None, within: None, limit: 100 };
     let page = journal.events(&query).expect("events");
     page.items.into_iter().map(|e| (e.event.subject.id, e.event.actor.kind)).collect()
 }

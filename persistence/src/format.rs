@@ -55,6 +55,9 @@
 //! events are to theirs) and merged into [`USAGE_TREE`]'s cells: [`usage_cell_key`] orders a
 //! cell by granularity, period, license and consumer, so a report reads one range.
 //!
+//! Why version 6. The directory's snapshot holds the credentials of the admin API; the log has
+//! their changes.
+//!
 //! Why the parts are in a file rather than in sled: when sled opens, it reads back and checks
 //! every value written since it last opened, and reading one value reads the whole tree node
 //! that holds it. A snapshot stored as one sled value made both sled's open and reading the
@@ -98,7 +101,7 @@ pub const USAGE_TREE: &str = "usage";
 pub const USAGE_CURSOR_KEY: &[u8] = b"\xffmerged";
 
 /// The format this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u8 = 5;
+pub const FORMAT_VERSION: u8 = 6;
 /// Bytes before the payload: version and checksum.
 pub const HEADER_LEN: usize = 5;
 

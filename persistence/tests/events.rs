@@ -27,7 +27,7 @@ fn now() -> Timestamp {
 }
 
 fn all(journal: &SledJournal) -> Vec<(u64, String)> {
-    let query = EventQuery { after: None, event_type: None, subject: None, limit: 1000 };
+    let query = EventQuery { after: None, event_type: None, subject: None, within: None, limit: 1000 };
     let page = journal.events(&query).unwrap_or_else(|e| panic!("events: {e}"));
     page.items.into_iter().map(|e| (e.id, e.event.subject.id)).collect()
 }
@@ -67,7 +67,13 @@ fn events_are_listed_in_order_after_a_reopen_and_after_a_snapshot_cut_their_log(
     assert_eq!(listed, events_of(&entries, |_| true), "an event's id is its sequence number");
     let after = listed[1].0;
     let filtered = journal
-        .events(&EventQuery { after: Some(after), event_type: Some("product.*".into()), subject: None, limit: 2 })
+        .events(&EventQuery {
+            after: Some(after),
+            event_type: Some("product.*".into()),
+            subject: None,
+            within: None,
+            limit: 2,
+        })
         .unwrap_or_else(|e| panic!("events: {e}"));
     assert!(filtered.items.iter().all(|e| e.id > after && e.event.event_type.starts_with("product.")));
     assert_eq!((filtered.items.len(), filtered.next_after), (2, filtered.items.last().map(|e| e.id)));

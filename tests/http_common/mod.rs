@@ -114,8 +114,13 @@ impl Server {
 
     /// An admin API call with the right token.
     pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.admin_as(ADMIN, method, path, body)
+    }
+
+    /// An admin call with bearer token `token` (the admin token or a credential's).
+    pub fn admin_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Reply {
         let body = body.map(|b| b.to_string());
-        let mut headers = vec![("Authorization", format!("Bearer {ADMIN}"))];
+        let mut headers = vec![("Authorization", format!("Bearer {token}"))];
         if body.is_some() {
             headers.push(("Content-Type", "application/json".into()));
         }

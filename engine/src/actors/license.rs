@@ -226,6 +226,8 @@ pub struct Admin {
     pub op: AdminOp,
     /// The answer.
     pub reply: oneshot::Sender<Result<Answered<AdminAnswer>, AdminError>>,
+    /// Who asked: the actor of the event the operation records.
+    pub actor: events::Actor,
 }
 
 /// Stop and leave the state in the router's slot, if no request waits (sent by the idle sweep).
@@ -609,7 +611,7 @@ impl Handler<Admin> for LicenseActor {
 
     fn handle(&mut self, msg: Admin, ctx: &mut Self::Context) {
         let deletes = matches!(msg.op, AdminOp::Delete { .. });
-        let answer = self.administer(msg.op);
+        let answer = self.administer(msg.op, msg.actor);
         let deleted = deletes && answer.is_ok();
         let _ = msg.reply.send(answer);
         if deleted {
@@ -712,12 +714,12 @@ impl LicenseActor {
         }
     }
 
-    fn administer(&mut self, op: AdminOp) -> Result<Answered<AdminAnswer>, AdminError> {
+    fn administer(&mut self, op: AdminOp, asked_by: events::Actor) -> Result<Answered<AdminAnswer>, AdminError> {
         let change = !matches!(op, AdminOp::Usage | AdminOp::Leases | AdminOp::Machines);
         let now = self.begin_message(change)?;
         let recorded = op.event_type();
         // Only an expiry is the license's own doing; every other operation is an administrator's.
-        let actor = if matches!(op, AdminOp::RecordExpiry) { events::Actor::system() } else { events::Actor::admin() };
+        let actor = if matches!(op, AdminOp::RecordExpiry) { events::Actor::system() } else { asked_by };
         Ok(match self.admin(op)? {
             (None, answer) => Answered::now(answer),
             (Some(event), answer) => {

@@ -2,12 +2,14 @@
 //! sold (products, features, tiers), what was bought (licenses) and what is in use (leases).
 
 pub mod catalog;
+pub mod credential;
 pub mod lease;
 pub mod license;
 pub mod party;
 pub mod version;
 
 pub use catalog::{CatalogError, Feature, Product, Tier};
+pub use credential::{Credential, Role};
 pub use lease::{Anchors, Lease, LeaseMode};
 pub use license::{
     Credit, Dimension, Enforcement, FeatureOverrides, IpRules, License, LicenseModel, LicenseStatus, SessionAnchor,

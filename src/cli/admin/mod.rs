@@ -2,7 +2,7 @@
 //! sections 9 to 11), one HTTP request per verb.
 //!
 //! The path of a command: clap parses the arguments into a resource's verb ([`licensees`],
-//! [`consumers`], [`products`], [`licenses`], [`actions`], [`events`], [`webhooks`], [`usage`]), which builds a [`call::Call`] (the
+//! [`consumers`], [`products`], [`licenses`], [`actions`], [`events`], [`webhooks`], [`usage`], [`credentials`]), which builds a [`call::Call`] (the
 //! request as data); [`client`] sends it with the admin token and maps what comes back or goes
 //! wrong; [`output`] prints the answer, as a table for people or as JSON for scripts.
 //!
@@ -13,6 +13,7 @@ mod actions;
 mod call;
 mod client;
 mod consumers;
+mod credentials;
 mod events;
 mod licensees;
 mod licenses;
@@ -43,7 +44,7 @@ pub struct AdminArgs {
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "URL", env = "LEASEHOLD_SERVER", default_value = DEFAULT_SERVER,
           value_parser = parse::server)]
     server: String,
-    /// The admin token, sent as `Authorization: Bearer <token>`.
+    /// The admin token or a credential's token, sent as `Authorization: Bearer <token>`.
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "TOKEN", env = "LEASEHOLD_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Print the server's JSON answer (pretty) instead of a table, for scripts.
@@ -86,6 +87,9 @@ enum Resource {
     /// Usage per period, for billing.
     #[command(subcommand)]
     Usage(usage::Usage),
+    /// Tokens of the admin API with a role: admin, reader, or one licensee's orgadmin.
+    #[command(subcommand)]
+    Credentials(credentials::Credentials),
 }
 
 impl Resource {
@@ -101,6 +105,7 @@ impl Resource {
             Resource::Events(verb) => verb.call(),
             Resource::Webhooks(verb) => verb.call(),
             Resource::Usage(verb) => verb.call(),
+            Resource::Credentials(verb) => verb.call(),
         }
     }
 }

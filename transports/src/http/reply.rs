@@ -49,6 +49,11 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "notAuthorized", description)
     }
 
+    /// 403: the credential is valid but its role may not do this.
+    pub fn forbidden(description: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", description)
+    }
+
     /// 404: nothing here, or an unknown id.
     pub fn not_found(description: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "notFound", description)

@@ -157,7 +157,13 @@ fn next_wanted(
 ) -> Result<Option<StoredEvent>, JournalError> {
     loop {
         if position.page.is_empty() {
-            let query = EventQuery { after: Some(position.read_through), event_type: None, subject: None, limit: PAGE };
+            let query = EventQuery {
+                after: Some(position.read_through),
+                event_type: None,
+                subject: None,
+                within: None,
+                limit: PAGE,
+            };
             let page = shared.engine.events(&query).map_err(|e| JournalError::Io(e.to_string()))?;
             if page.items.is_empty() {
                 if position.cursor < position.read_through {
@@ -229,7 +235,8 @@ async fn retry(
     let Some(delivery) = shared.log.delivery(webhook.id, event_id)?.filter(|d| d.retry_requested) else {
         return Ok(());
     };
-    let query = EventQuery { after: Some(event_id.saturating_sub(1)), event_type: None, subject: None, limit: 1 };
+    let query =
+        EventQuery { after: Some(event_id.saturating_sub(1)), event_type: None, subject: None, within: None, limit: 1 };
     let page = shared.engine.events(&query).map_err(|e| JournalError::Io(e.to_string()))?;
     match page.items.into_iter().next().filter(|e| e.id == event_id) {
         Some(event) => {
@@ -247,7 +254,7 @@ async fn retry(
 
 /// Forgets the deliveries of events the log no longer keeps.
 fn trim(shared: &Shared, webhook: &Webhook) -> Result<(), JournalError> {
-    let oldest = EventQuery { after: None, event_type: None, subject: None, limit: 1 };
+    let oldest = EventQuery { after: None, event_type: None, subject: None, within: None, limit: 1 };
     let page = shared.engine.events(&oldest).map_err(|e| JournalError::Io(e.to_string()))?;
     match page.items.first() {
         Some(first) => shared.log.forget_before(webhook.id, first.id),
@@ -269,7 +276,13 @@ fn count_backlog(shared: &Shared, webhook: &Webhook, position: &mut Position, pr
         return;
     }
     position.backlog_counted_at = Some(tokio::time::Instant::now());
-    let query = EventQuery { after: Some(position.cursor), event_type: None, subject: None, limit: BACKLOG_COUNTED };
+    let query = EventQuery {
+        after: Some(position.cursor),
+        event_type: None,
+        subject: None,
+        within: None,
+        limit: BACKLOG_COUNTED,
+    };
     let Ok(page) = shared.engine.events(&query) else { return };
     let mut waiting = page.items.iter().filter(|e| webhook.wants(&e.event));
     let oldest: Option<Timestamp> = waiting.clone().next().map(|e| e.at);

@@ -12,6 +12,7 @@
 //! was journaled finds the object instead of making a second one; an answer that holds a secret
 //! (a consumer's API key) is never stored, and its retry derives the same secret again.
 
+pub mod access;
 pub mod shapes;
 pub mod tokens;
 mod usage;
@@ -20,12 +21,15 @@ mod webhooks;
 use crate::http::idempotency::{self, answer_once, Secret};
 use crate::http::reply::{self, ApiError, Body};
 use crate::http::{auth, HttpState};
+use access::{Caller, Scope};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::decide::Idempotency;
-use leasehold_engine::events::EventQuery;
-use leasehold_engine::{ConsumerId, Decision, ErrorCode, LeaseId, LicenseId, LicenseeId};
+use leasehold_engine::directory::Directory;
+use leasehold_engine::events::{Actor, EventQuery};
+use leasehold_engine::{ConsumerId, Decision, Engine, ErrorCode, LeaseId, LicenseId, LicenseeId};
+use leasehold_engine::{ConsumerPatch, NewConsumer, NewCredential};
 use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -33,7 +37,9 @@ use shapes::{
     AssignmentIn, ConsumerIn, ConsumerPatchIn, LicenseIn, LicensePatchIn, LicenseeIn, LicenseePatchIn, ProductIn,
     ProductPatchIn, RevokeIn,
 };
+use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Most entries one page of a listing may hold (`?limit=`).
 pub const MAX_LISTED: usize = 1000;
@@ -63,12 +69,30 @@ impl Call {
     }
 }
 
+/// An authorized admin request's context.
+pub struct Admin<'a> {
+    /// The server.
+    pub http: &'a HttpState,
+    /// The engine, acting as the caller: the events of the request's changes name it.
+    pub engine: Engine,
+    /// What the caller may see and change.
+    pub scope: Scope,
+}
+
+/// The caller of an admin request with `headers`: the admin token or a credential.
+fn caller(state: &HttpState, headers: &hyper::HeaderMap) -> Result<(Caller, String), ApiError> {
+    let refused = || ApiError::unauthorized("send Authorization: Bearer <admin token or credential token>");
+    let secret = auth::bearer(headers).ok_or_else(refused)?;
+    if state.admin_token.matches(secret) {
+        return Ok((Caller::AdminToken, secret.to_owned()));
+    }
+    let credential = state.engine.credential_for_token(secret).ok_or_else(refused)?;
+    Ok((Caller::Credential(credential), secret.to_owned()))
+}
+
 /// Answers one request under `/admin/` (`rest` is the path after it).
 pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Result<Response<Body>, ApiError> {
-    let Some(admin_token) = auth::bearer(req.headers()).filter(|secret| state.admin_token.matches(secret)) else {
-        return Err(ApiError::unauthorized("send Authorization: Bearer <admin token>"));
-    };
-    let admin_token = admin_token.to_owned();
+    let (caller, secret) = caller(state, req.headers())?;
     let client_key = idempotency::client_key(req.headers())?;
     // Each segment is decoded on its own, after the split: an id may hold an encoded '/'.
     let decoded = rest
@@ -79,25 +103,31 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
         .map_err(|_| ApiError::not_found("the path is not UTF-8 once percent-decoded"))?;
     let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
+    let scope = access::authorize(&state.engine, &caller, &method, &segments)?;
+    let engine = match caller.credential() {
+        Some(id) => state.engine.acting_as(Actor::credential(id)),
+        None => state.engine.clone(),
+    };
+    let admin = Admin { http: state, engine, scope };
     let query = req.uri().query().unwrap_or("").to_owned();
     let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
     let body = reply::read_body(req, state.limits).await?;
     let call = Call { content_type, body, query };
     let Some(client_key) = client_key.filter(|_| method == Method::POST) else {
-        return route(state, &call, &segments, &method, None).await;
+        return route(&admin, &call, &segments, &method, None).await;
     };
     let request: [&[u8]; 3] = [rest.as_bytes(), call.query.as_bytes(), &call.body];
-    let once = Idempotency::of(admin_token.as_bytes(), &client_key, 0, &request);
+    let once = Idempotency::of(secret.as_bytes(), &client_key, 0, &request);
     let secret = match segments.as_slice() {
-        ["consumers"] | ["consumers", _, "api-key"] | ["webhooks"] => Secret::Held,
+        ["consumers"] | ["consumers", _, "api-key"] | ["webhooks"] | ["credentials"] => Secret::Held,
         _ => Secret::None,
     };
-    answer_once(state, once, secret, route(state, &call, &segments, &method, Some(&once))).await
+    answer_once(state, once, secret, route(&admin, &call, &segments, &method, Some(&once))).await
 }
 
 /// Carries out one admin request; `once` is the idempotency of a `POST` that sent a key.
 async fn route(
-    state: &HttpState,
+    state: &Admin<'_>,
     call: &Call,
     segments: &[&str],
     method: &Method,
@@ -109,7 +139,8 @@ async fn route(
         (["licensees"], &Method::GET) => {
             let listing = Listing::parse(query, &[])?;
             let directory = state.engine.directory();
-            Ok(listing.page(directory.licensees(), |l| l.id.to_string(), shapes::licensee))
+            let licensees = directory.licensees().filter(|l| state.scope.covers(l.id));
+            Ok(listing.page(licensees, |l| l.id.to_string(), shapes::licensee))
         }
         (["licensees", id], &Method::PATCH) => {
             let id: LicenseeId = path_id("licensee", id)?;
@@ -133,6 +164,7 @@ async fn route(
             let directory = state.engine.directory();
             let consumers = directory
                 .consumers()
+                .filter(|c| c.licensees.iter().any(|l| state.scope.covers(*l)))
                 .filter(|c| licensee.is_none_or(|wanted| c.licensees.iter().any(|l| l.to_string() == wanted)));
             Ok(listing.page(consumers, |c| c.id.to_string(), shapes::consumer))
         }
@@ -146,8 +178,9 @@ async fn route(
         }
         (["consumers", id], &Method::PATCH) => {
             let id: ConsumerId = path_id("consumer", id)?;
-            let body: ConsumerPatchIn = call.required()?;
-            let consumer = state.engine.patch_consumer(id, body.into()).await?;
+            let patch: ConsumerPatch = call.required::<ConsumerPatchIn>()?.into();
+            state.scope.check_licensees(patch.licensees.as_deref().unwrap_or_default())?;
+            let consumer = state.engine.patch_consumer(id, patch).await?;
             Ok(reply::json(StatusCode::OK, &shapes::consumer(&consumer)))
         }
         (["consumers", id], &Method::DELETE) => {
@@ -183,7 +216,8 @@ async fn route(
                 (listing.filter("licensee"), listing.filter("product"), listing.filter("status"));
             let directory = state.engine.directory();
             let licenses = directory.licenses().filter(|l| {
-                licensee.is_none_or(|wanted| l.licensee.to_string() == wanted)
+                state.scope.covers(l.licensee)
+                    && licensee.is_none_or(|wanted| l.licensee.to_string() == wanted)
                     && product.is_none_or(|wanted| &*l.product_name == wanted)
                     && status.is_none_or(|wanted| shapes::status_name(&l.status) == wanted)
             });
@@ -245,6 +279,16 @@ async fn route(
         (["licenses", id, "offline-token"], &Method::POST) => tokens::offline_token(state, call, id, once).await,
         (["leases", id], &Method::DELETE) => force_release(state, path_id("lease", id)?).await,
         (["events"], &Method::GET) => events(state, query),
+        (["credentials"], &Method::GET) => {
+            let listing = Listing::parse(query, &[])?;
+            let directory = state.engine.directory();
+            Ok(listing.page(directory.credentials(), |c| c.id.to_string(), shapes::credential))
+        }
+        (["credentials"], &Method::POST) => create_credential(state, call, once).await,
+        (["credentials", id], &Method::DELETE) => {
+            state.engine.delete_credential(path_id("credential", id)?).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
+        }
         (["usage"], &Method::GET) => usage::report(state, query).await,
         (["webhooks", rest @ ..], _) => webhooks::route(state, call, rest, method, once).await,
         (["tokens", "audit"], &Method::POST) => tokens::audit_token(state, call).await,
@@ -261,7 +305,8 @@ fn is_route(segments: &[&str]) -> bool {
 
 fn allowed(segments: &[&str]) -> &'static str {
     match segments {
-        ["licensees" | "consumers" | "products" | "licenses"] => "GET or POST",
+        ["licensees" | "consumers" | "products" | "licenses" | "credentials"] => "GET or POST",
+        ["credentials", _] => "DELETE",
         ["licenses" | "licensees" | "consumers", _] => "GET, PATCH or DELETE",
         ["products", _] => "GET or PATCH",
         ["licenses", _, "leases" | "machines"] | ["events"] | ["usage"] => "GET",
@@ -352,7 +397,7 @@ impl Listing {
 }
 
 async fn create_licensee(
-    state: &HttpState,
+    state: &Admin<'_>,
     call: &Call,
     once: Option<&Idempotency>,
 ) -> Result<Response<Body>, ApiError> {
@@ -365,22 +410,38 @@ async fn create_licensee(
 }
 
 async fn create_consumer(
-    state: &HttpState,
+    state: &Admin<'_>,
     call: &Call,
     once: Option<&Idempotency>,
 ) -> Result<Response<Body>, ApiError> {
-    let body: ConsumerIn = call.required()?;
+    let new: NewConsumer = call.required::<ConsumerIn>()?.into();
+    state.scope.check_licensees(&new.licensees)?;
     let (consumer, api_key) = match once {
-        Some(idempotency) => state.engine.create_consumer_once(idempotency, body.into()).await?,
-        None => state.engine.create_consumer(body.into()).await?,
+        Some(idempotency) => state.engine.create_consumer_once(idempotency, new).await?,
+        None => state.engine.create_consumer(new).await?,
     };
     let mut answer = shapes::consumer(&consumer);
     answer["api_key"] = json!(api_key);
     Ok(reply::json(StatusCode::CREATED, &answer))
 }
 
+async fn create_credential(
+    state: &Admin<'_>,
+    call: &Call,
+    once: Option<&Idempotency>,
+) -> Result<Response<Body>, ApiError> {
+    let body: NewCredential = call.required()?;
+    let (credential, token) = match once {
+        Some(idempotency) => state.engine.create_credential_once(idempotency, body).await?,
+        None => state.engine.create_credential(body).await?,
+    };
+    let mut answer = shapes::credential(&credential);
+    answer["token"] = json!(token);
+    Ok(reply::json(StatusCode::CREATED, &answer))
+}
+
 async fn create_product(
-    state: &HttpState,
+    state: &Admin<'_>,
     call: &Call,
     once: Option<&Idempotency>,
 ) -> Result<Response<Body>, ApiError> {
@@ -393,7 +454,7 @@ async fn create_product(
 }
 
 async fn create_license(
-    state: &HttpState,
+    state: &Admin<'_>,
     call: &Call,
     once: Option<&Idempotency>,
 ) -> Result<Response<Body>, ApiError> {
@@ -407,7 +468,7 @@ async fn create_license(
     Ok(reply::json(StatusCode::CREATED, &shapes::license(&license, usage.as_ref())))
 }
 
-async fn get_license(state: &HttpState, id: LicenseId) -> Result<Response<Body>, ApiError> {
+async fn get_license(state: &Admin<'_>, id: LicenseId) -> Result<Response<Body>, ApiError> {
     let license = state.engine.license(id).ok_or_else(|| ApiError::not_found(format!("license {id}")))?;
     let usage = state.engine.usage(id).await?;
     // The actor's terms are the latest (a revocation lands there first).
@@ -415,7 +476,7 @@ async fn get_license(state: &HttpState, id: LicenseId) -> Result<Response<Body>,
     Ok(reply::json(StatusCode::OK, &shapes::license(&license, Some(&usage))))
 }
 
-async fn patch_license(state: &HttpState, call: &Call, id: LicenseId) -> Result<Response<Body>, ApiError> {
+async fn patch_license(state: &Admin<'_>, call: &Call, id: LicenseId) -> Result<Response<Body>, ApiError> {
     let body: LicensePatchIn = call.required()?;
     let current = state.engine.license(id).ok_or_else(|| ApiError::not_found(format!("license {id}")))?;
     let license = state.engine.patch_license(id, body.into_patch(current.credit.dimension)?).await?;
@@ -425,7 +486,7 @@ async fn patch_license(state: &HttpState, call: &Call, id: LicenseId) -> Result<
 
 /// `GET /admin/events`: recorded events oldest first, after `after` (or `cursor`), of a `type`
 /// (`prefix.*` for a family) and about a `subject`.
-fn events(state: &HttpState, query: &str) -> Result<Response<Body>, ApiError> {
+fn events(state: &Admin<'_>, query: &str) -> Result<Response<Body>, ApiError> {
     let listing = Listing::parse(query, &["after", "type", "subject"])?;
     let after = match listing.filter("after").or(listing.after.as_deref()) {
         None => None,
@@ -437,6 +498,10 @@ fn events(state: &HttpState, query: &str) -> Result<Response<Body>, ApiError> {
         after,
         event_type: listing.filter("type").map(str::to_owned),
         subject: listing.filter("subject").map(str::to_owned),
+        within: match state.scope {
+            Scope::Everything => None,
+            Scope::Licensee(own) => Some(Arc::new(subjects_of(&state.engine.directory(), own))),
+        },
         limit: listing.limit,
     };
     let page = state.engine.events(&query)?;
@@ -445,7 +510,17 @@ fn events(state: &HttpState, query: &str) -> Result<Response<Body>, ApiError> {
     Ok(reply::json(StatusCode::OK, &json!({"items": items, "next_cursor": next_cursor})))
 }
 
-async fn force_release(state: &HttpState, id: LeaseId) -> Result<Response<Body>, ApiError> {
+/// The ids of licensee `own`'s objects, as events name their subjects: what an orgadmin's event
+/// listing holds.
+fn subjects_of(directory: &Directory, own: LicenseeId) -> HashSet<String> {
+    let mut ids = HashSet::from([own.to_string()]);
+    ids.extend(directory.consumers().filter(|c| c.licensees.contains(&own)).map(|c| c.id.to_string()));
+    ids.extend(directory.licenses_of(own).map(|l| l.id.to_string()));
+    ids.extend(directory.credentials().filter(|c| c.licensee == Some(own)).map(|c| c.id.to_string()));
+    ids
+}
+
+async fn force_release(state: &Admin<'_>, id: LeaseId) -> Result<Response<Body>, ApiError> {
     match state.engine.force_release(id).await? {
         Decision::Granted(released) => Ok(reply::json(
             StatusCode::OK,

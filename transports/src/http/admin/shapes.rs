@@ -9,8 +9,8 @@ use leasehold_engine::actors::license::Machine;
 use leasehold_engine::decide::Usage;
 use leasehold_engine::events::StoredEvent;
 use leasehold_engine::model::{
-    Consumer, ConsumerKind, Credit, Dimension, Enforcement, Feature, FeatureOverrides, Lease, License, LicenseModel,
-    LicenseStatus, Licensee, LicenseeKind, Product, Tier,
+    Consumer, ConsumerKind, Credential, Credit, Dimension, Enforcement, Feature, FeatureOverrides, Lease, License,
+    LicenseModel, LicenseStatus, Licensee, LicenseeKind, Product, Tier,
 };
 use leasehold_engine::{
     ConsumerId, ConsumerPatch, LicenseKeyRequest, LicensePatch, LicenseeId, LicenseePatch, NewConsumer, NewLicense,
@@ -125,6 +125,11 @@ impl From<ConsumerPatchIn> for ConsumerPatch {
             disabled: p.disabled,
         }
     }
+}
+
+/// A credential as answered (never with its token: that is shown once, at creation).
+pub fn credential(c: &Credential) -> Value {
+    json!({"id": c.id, "name": c.name, "role": c.role, "licensee": c.licensee})
 }
 
 /// A consumer as answered (never with its key: that is shown once, at creation).

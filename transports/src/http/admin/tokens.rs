@@ -8,13 +8,12 @@
 //! the denial a client would get now (`licenseRevoked`, `leaseIdNotFound`, ...).
 
 use super::shapes::rfc3339;
-use super::{path_id, Call};
+use super::{path_id, Admin, Call};
 use crate::http::reply::{self, ApiError, Body};
-use crate::http::HttpState;
 use hyper::{Response, StatusCode};
 use leasehold_engine::claims::Claims;
 use leasehold_engine::decide::{check_in_force, Idempotency};
-use leasehold_engine::events::{self, Actor, Event};
+use leasehold_engine::events::{self, Event};
 use leasehold_engine::ids::{IdSource, SeededIds};
 use leasehold_engine::model::LeaseMode;
 use leasehold_engine::tokens::audit::{self, AuditReport};
@@ -83,7 +82,7 @@ fn denied(denial: &Denial) -> ApiError {
 /// `POST /admin/licenses/{id}/offline-token`: checks out an offline lease of the license for
 /// the consumer on the hardware (generated when not given) and answers its signed token.
 pub async fn offline_token(
-    state: &HttpState,
+    state: &Admin<'_>,
     call: &Call,
     id: &str,
     once: Option<&Idempotency>,
@@ -115,6 +114,7 @@ pub async fn offline_token(
     };
     let item = grant.lease.item.to_string();
     let token = state
+        .http
         .tokens()
         .issue(Dialect::Enterprise, Subject::Item(&item), &decision, None)
         .expect("a grant has a token")
@@ -133,7 +133,7 @@ pub async fn offline_token(
 
 /// What the current state says about the token with `token_claims`, and the claims an audit
 /// leaves out of the comparison.
-async fn expected_claims(state: &HttpState, token_claims: &Claims) -> Result<(Claims, Vec<&'static str>), ApiError> {
+async fn expected_claims(state: &Admin<'_>, token_claims: &Claims) -> Result<(Claims, Vec<&'static str>), ApiError> {
     let subject = audit::subject(token_claims);
     let license_id = subject
         .license_id
@@ -151,7 +151,7 @@ async fn expected_claims(state: &HttpState, token_claims: &Claims) -> Result<(Cl
     };
     // The actor's terms are the latest (a revocation lands there first).
     let license = state.engine.license(license_id).unwrap_or(license);
-    let tokens = state.tokens();
+    let tokens = state.http.tokens();
     let dialect = subject.dialect;
     let item = subject.item.clone().unwrap_or_else(|| license.product_name.to_string());
     let mut ignored = HISTORICAL_CLAIMS.to_vec();
@@ -198,7 +198,7 @@ fn decode(token: &str) -> Result<Claims, ApiError> {
 }
 
 /// `POST /admin/tokens/audit`: compares the token's claims with what the current state gives.
-pub async fn audit_token(state: &HttpState, call: &Call) -> Result<Response<Body>, ApiError> {
+pub async fn audit_token(state: &Admin<'_>, call: &Call) -> Result<Response<Body>, ApiError> {
     let token = read_token(call)?;
     if audit::is_encrypted(&token) {
         let report = AuditReport { consistent: true, encrypted: true, drift: Vec::new() };
@@ -211,7 +211,7 @@ pub async fn audit_token(state: &HttpState, call: &Call) -> Result<Response<Body
 }
 
 /// `POST /admin/tokens/regenerate`: a token with the claims the current state gives, signed now.
-pub async fn regenerate_token(state: &HttpState, call: &Call) -> Result<Response<Body>, ApiError> {
+pub async fn regenerate_token(state: &Admin<'_>, call: &Call) -> Result<Response<Body>, ApiError> {
     let token = read_token(call)?;
     if audit::is_encrypted(&token) {
         return Err(ApiError::bad_request("an encrypted token (JWE) can be read only by its client"));
@@ -219,15 +219,15 @@ pub async fn regenerate_token(state: &HttpState, call: &Call) -> Result<Response
     let claims = decode(&token)?;
     let (expected, _) = expected_claims(state, &claims).await?;
     let regenerated = audit::regenerated_claims(&claims, expected);
-    let token = state.tokens().sign(regenerated, None).await.map_err(leasehold_engine::EngineError::from)?;
+    let token = state.http.tokens().sign(regenerated, None).await.map_err(leasehold_engine::EngineError::from)?;
     Ok(reply::json(StatusCode::OK, &json!({"token": token})))
 }
 
 /// `POST /admin/keys/rotate`: a new signing key (of the body's `alg`, or the current key's);
 /// the old one stays published while tokens it signed live.
-pub async fn rotate_key(state: &HttpState, call: &Call) -> Result<Response<Body>, ApiError> {
+pub async fn rotate_key(state: &Admin<'_>, call: &Call) -> Result<Response<Body>, ApiError> {
     let body: RotateIn = call.optional()?;
-    let (Some(keys), Some(rotation)) = (&state.keys, &state.key_rotation) else {
+    let (Some(keys), Some(rotation)) = (&state.http.keys, &state.http.key_rotation) else {
         return Err(ApiError::not_found("this server signs with no keys it can rotate"));
     };
     let alg = match body.alg.as_deref() {
@@ -243,7 +243,7 @@ pub async fn rotate_key(state: &HttpState, call: &Call) -> Result<Response<Body>
     tracing::info!(kid, alg = alg.as_str(), "signing key rotated");
     let event = Event {
         event_type: "key.rotated".into(),
-        actor: Actor::admin(),
+        actor: state.engine.actor().clone(),
         subject: events::Subject { kind: "key".into(), id: kid.clone() },
         data: json!({"kid": kid, "alg": alg.as_str()}).to_string(),
     };

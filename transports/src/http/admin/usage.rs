@@ -1,9 +1,10 @@
 //! `GET /admin/usage` (SPEC section 11): usage per period, grouped by license, licensee, product
 //! or consumer, as JSON or CSV. What each column counts is in [`leasehold_engine::usage`].
 
+use super::access::Scope;
 use super::shapes::{parse_rfc3339, rfc3339};
+use super::Admin;
 use crate::http::reply::{self, ApiError, Body};
-use crate::http::HttpState;
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
 use leasehold_engine::usage::{Granularity, GroupBy, UsageQuery, UsageRow};
@@ -16,8 +17,12 @@ pub const MAX_PERIODS: usize = 1_000;
 const COLUMNS: [&str; 7] = ["period_start", "key", "peak_seats", "grants", "denials", "uses", "use_time_s"];
 
 /// Answers `GET /admin/usage?from=&to=&granularity=&group_by=[&license=][&licensee=][&format=]`.
-pub(super) async fn report(state: &HttpState, query: &str) -> Result<Response<Body>, ApiError> {
-    let (usage_query, csv) = parse(query)?;
+pub(super) async fn report(state: &Admin<'_>, query: &str) -> Result<Response<Body>, ApiError> {
+    let (mut usage_query, csv) = parse(query)?;
+    if let Scope::Licensee(own) = state.scope {
+        state.scope.check_licensees(usage_query.licensee.as_slice())?;
+        usage_query.licensee = Some(own);
+    }
     let rows = state.engine.usage_report(&usage_query).await?;
     if csv {
         let mut text = COLUMNS.join(",");

@@ -2,9 +2,8 @@
 //! The secret is answered once, when the webhook is created; it is derived from the server's
 //! webhook key, so a retried create (same `Idempotency-Key`, same id) answers the same secret.
 
-use super::{path_id, Call, Listing};
+use super::{path_id, Admin, Call, Listing};
 use crate::http::reply::{self, ApiError, Body};
-use crate::http::HttpState;
 use crate::webhooks::{RetryError, Webhooks};
 use hyper::{Method, Response, StatusCode};
 use leasehold_engine::decide::Idempotency;
@@ -40,13 +39,13 @@ struct WebhookPatchIn {
 
 /// Answers a request under `/admin/webhooks` (`segments` after `webhooks`).
 pub(super) async fn route(
-    state: &HttpState,
+    state: &Admin<'_>,
     call: &Call,
     segments: &[&str],
     method: &Method,
     once: Option<&Idempotency>,
 ) -> Result<Response<Body>, ApiError> {
-    let webhooks = state.webhooks.as_deref().ok_or_else(|| {
+    let webhooks = state.http.webhooks.as_deref().ok_or_else(|| {
         ApiError::not_found("this server delivers no webhooks (it was started without a delivery log)")
     })?;
     match (segments, method) {
@@ -121,7 +120,7 @@ pub(super) fn allowed(segments: &[&str]) -> &'static str {
 }
 
 async fn create(
-    state: &HttpState,
+    state: &Admin<'_>,
     webhooks: &Webhooks,
     call: &Call,
     once: Option<&Idempotency>,
@@ -138,7 +137,7 @@ async fn create(
 }
 
 /// The id of a webhook that exists.
-fn known(state: &HttpState, id: &str) -> Result<WebhookId, ApiError> {
+fn known(state: &Admin<'_>, id: &str) -> Result<WebhookId, ApiError> {
     let id: WebhookId = path_id("webhook", id)?;
     match state.engine.directory().webhook(id) {
         Some(_) => Ok(id),
