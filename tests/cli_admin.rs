@@ -251,3 +251,39 @@ fn credentials_are_created_listed_used_and_deleted() {
     assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted.stderr));
     assert_eq!(as_orgadmin(&["licensees", "list"]).status.code(), Some(1), "a deleted credential still works");
 }
+
+#[test]
+fn groups_and_entitlements_have_their_verbs() {
+    let server = Server::start();
+    let (licensee, consumer, _) = server.party("Acme");
+    let created =
+        admin_json(&server, &["groups", "create", "--licensee", &licensee, "--name", "Design", "--kind", "user"]);
+    let group = id(&created);
+    assert_eq!(created["kind"], "user", "{created}");
+    let joined = admin_json(&server, &["groups", "add-member", &group, "--consumer", &consumer]);
+    assert_eq!(joined["members"], serde_json::json!([consumer]), "{joined}");
+
+    let created =
+        admin_json(&server, &["entitlements", "create", "--licensee", &licensee, "--name", "CAD", "--group", &group]);
+    let entitlement = id(&created);
+    assert_eq!(created["groups"], serde_json::json!([group]), "{created}");
+    let license = server.license(&licensee, "Cad", http_common::seats(1), serde_json::json!({}));
+    admin_json(&server, &["entitlements", "add-license", &entitlement, "--license", &license]);
+    let shown = admin_json(&server, &["entitlements", "get", &entitlement]);
+    assert_eq!(shown["licenses"], serde_json::json!([license]), "{shown}");
+
+    let table = admin(&server, &["groups", "list", "--licensee", &licensee]);
+    assert_eq!(table.status.code(), Some(0), "{}", text(&table.stderr));
+    assert!(text(&table.stdout).contains(&group), "{}", text(&table.stdout));
+
+    let undone: [&[&str]; 4] = [
+        &["entitlements", "remove-license", &entitlement, "--license", &license],
+        &["groups", "remove-member", &group, "--consumer", &consumer],
+        &["entitlements", "delete", &entitlement],
+        &["groups", "delete", &group],
+    ];
+    for verb in undone {
+        let done = admin(&server, verb);
+        assert_eq!(done.status.code(), Some(0), "{verb:?}: {}", text(&done.stderr));
+    }
+}

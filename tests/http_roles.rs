@@ -22,6 +22,8 @@ struct Objects {
     product: String,
     webhook: String,
     credential: String,
+    group: String,
+    entitlement: String,
 }
 
 fn id(v: &Value) -> String {
@@ -32,8 +34,21 @@ fn id(v: &Value) -> String {
 /// paths that name them, a webhook and a reader credential.
 fn objects(server: &Server, tag: &str) -> Objects {
     let (licensee, consumer, key) = server.party(tag);
+    let group = server.admin_ok(
+        "POST",
+        &format!("/admin/licensees/{licensee}/groups"),
+        Some(json!({"name": tag, "kind": "user"})),
+        201,
+    );
+    server.admin_ok("POST", &format!("/admin/groups/{}/members", id(&group)), Some(json!({"consumer": consumer})), 200);
+    let entitlement = server.admin_ok(
+        "POST",
+        &format!("/admin/licensees/{licensee}/entitlements"),
+        Some(json!({"name": tag, "groups": [id(&group)]})),
+        201,
+    );
     let product = format!("P-{tag}");
-    let license = server.license(&licensee, &product, seats(5), json!({}));
+    let license = server.license(&licensee, &product, seats(5), json!({"entitlement": id(&entitlement)}));
     let lease = server.authz(&key, &format!("/authz/.json?{product}&hw=hw-{tag}")).json()["jti"]
         .as_str()
         .expect("a lease")
@@ -45,7 +60,17 @@ fn objects(server: &Server, tag: &str) -> Objects {
         201,
     );
     let credential = server.admin_ok("POST", "/admin/credentials", Some(json!({"name": tag, "role": "reader"})), 201);
-    Objects { licensee, consumer, license, lease, product, webhook: id(&webhook), credential: id(&credential) }
+    Objects {
+        licensee,
+        consumer,
+        license,
+        lease,
+        product,
+        webhook: id(&webhook),
+        credential: id(&credential),
+        group: id(&group),
+        entitlement: id(&entitlement),
+    }
 }
 
 /// `route`'s path with its ids naming `objects`.
@@ -56,7 +81,9 @@ fn path(route: &AdminRoute, objects: &Objects, tag: &str) -> String {
         let value = match (parts[at.saturating_sub(1)], *part) {
             (_, p) if !p.starts_with('{') => p.to_owned(),
             ("licensees", _) => objects.licensee.clone(),
-            ("consumers" | "assignments", _) => objects.consumer.clone(),
+            ("consumers" | "assignments" | "members", _) => objects.consumer.clone(),
+            ("groups", _) => objects.group.clone(),
+            ("entitlements", _) => objects.entitlement.clone(),
             ("licenses", _) => objects.license.clone(),
             ("leases", _) => objects.lease.clone(),
             ("products", _) => objects.product.clone(),
@@ -83,7 +110,12 @@ fn body(route: &AdminRoute, objects: &Objects) -> Option<Value> {
             Some(json!({"name": "matrix", "kind": "user", "licensees": [objects.licensee]}))
         }
         ("POST", "/admin/licensees") => Some(json!({"name": "matrix", "kind": "person"})),
-        ("POST", "/admin/licenses/{id}/assignments") => Some(json!({"consumer": objects.consumer})),
+        ("POST", "/admin/licenses/{id}/assignments" | "/admin/groups/{id}/members") => {
+            Some(json!({"consumer": objects.consumer}))
+        }
+        ("POST", "/admin/entitlements/{id}/licenses") => Some(json!({"license": objects.license})),
+        ("POST", "/admin/licensees/{id}/groups") => Some(json!({"name": "matrix", "kind": "device"})),
+        ("POST", "/admin/licensees/{id}/entitlements") => Some(json!({"name": "matrix", "groups": []})),
         ("PATCH", "/admin/consumers/{id}") => Some(json!({"name": "renamed"})),
         ("GET" | "DELETE", _) => None,
         _ => Some(json!({})),
@@ -123,7 +155,8 @@ fn the_route_table_has_every_admin_route_of_the_router() {
     assert_eq!(table.len(), ADMIN_ROUTES.len(), "a route is in the table twice");
 
     // SPEC section 12's orgadmin: its licensee, consumers (keys included), licenses, leases,
-    // machines, seat assignments, usage and events; nothing that is the vendor's.
+    // machines, seat assignments, groups, memberships, entitlements, usage and events; nothing
+    // that is the vendor's.
     let orgadmin: BTreeSet<(&str, &str)> =
         ADMIN_ROUTES.iter().filter(|r| r.orgadmin).map(|r| (r.method, r.path)).collect();
     let spec: BTreeSet<(&str, &str)> = [
@@ -143,6 +176,19 @@ fn the_route_table_has_every_admin_route_of_the_router() {
         ("POST", "/admin/licenses/{id}/assignments"),
         ("DELETE", "/admin/licenses/{id}/assignments/{consumer}"),
         ("DELETE", "/admin/leases/{lease_id}"),
+        ("GET", "/admin/licensees/{id}/groups"),
+        ("POST", "/admin/licensees/{id}/groups"),
+        ("GET", "/admin/groups/{id}"),
+        ("DELETE", "/admin/groups/{id}"),
+        ("POST", "/admin/groups/{id}/members"),
+        ("DELETE", "/admin/groups/{id}/members/{consumer}"),
+        ("GET", "/admin/licensees/{id}/entitlements"),
+        ("POST", "/admin/licensees/{id}/entitlements"),
+        ("GET", "/admin/entitlements/{id}"),
+        ("PATCH", "/admin/entitlements/{id}"),
+        ("DELETE", "/admin/entitlements/{id}"),
+        ("POST", "/admin/entitlements/{id}/licenses"),
+        ("DELETE", "/admin/entitlements/{id}/licenses/{license}"),
         ("GET", "/admin/events"),
         ("GET", "/admin/usage"),
     ]

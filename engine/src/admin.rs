@@ -3,7 +3,7 @@
 //! a change of terms (SPEC section 10).
 
 use crate::error::AdminError;
-use crate::ids::LicenseeId;
+use crate::ids::{EntitlementId, GroupId, LicenseeId};
 use crate::model::{
     Consumer, ConsumerKind, Credit, Enforcement, Feature, FeatureOverrides, License, LicenseModel, Licensee,
     LicenseeKind, Product, Role, Tier,
@@ -67,6 +67,36 @@ impl NewCredential {
     }
 }
 
+/// A new group of a licensee's users or device clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewGroup {
+    /// Display name.
+    pub name: String,
+    /// Which kind of consumer it holds.
+    pub kind: ConsumerKind,
+}
+
+/// A new entitlement of a licensee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEntitlement {
+    /// Display name.
+    pub name: String,
+    /// The licensee's groups whose members may use its licenses.
+    #[serde(default)]
+    pub groups: Vec<GroupId>,
+}
+
+/// A change to an entitlement: only what is `Some` changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntitlementPatch {
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The groups, replaced whole.
+    #[serde(default)]
+    pub groups: Option<Vec<GroupId>>,
+}
+
 /// A new product with its features and tiers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewProduct {
@@ -116,6 +146,8 @@ pub struct NewLicense {
     pub properties: BTreeMap<String, String>,
     /// The rules.
     pub model: LicenseModel,
+    /// The entitlement it joins (one of the licensee's).
+    pub entitlement: Option<EntitlementId>,
 }
 
 impl NewLicense {
@@ -132,6 +164,7 @@ impl NewLicense {
             revokes_sibling_keys: true,
             properties: BTreeMap::new(),
             model: LicenseModel::default(),
+            entitlement: None,
         }
     }
 }
@@ -162,6 +195,8 @@ pub struct LicensePatch {
     /// added to the license's overrides, each one replacing an opposite override of the same
     /// feature.
     pub features: Option<FeatureOverrides>,
+    /// The entitlement it is in (`Some(None)`: none; one of its licensee's).
+    pub entitlement: Option<Option<EntitlementId>>,
 }
 
 impl LicensePatch {
@@ -171,6 +206,9 @@ impl LicensePatch {
         let mut next = current.clone();
         if let Some(from) = self.valid_from {
             next.valid_from = from;
+        }
+        if let Some(entitlement) = self.entitlement {
+            next.entitlement = entitlement;
         }
         if let Some(until) = self.valid_until {
             next.valid_until = until;

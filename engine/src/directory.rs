@@ -6,8 +6,8 @@
 
 use crate::decide::{Denial, ErrorCode, LicenseFilters};
 use crate::hashing::Map;
-use crate::ids::{ConsumerId, CredentialId, LicenseId, LicenseeId, ProductId, WebhookId};
-use crate::model::{Consumer, Credential, License, LicenseStatus, Licensee, Product};
+use crate::ids::{ConsumerId, CredentialId, EntitlementId, GroupId, LicenseId, LicenseeId, ProductId, WebhookId};
+use crate::model::{Consumer, Credential, Entitlement, Group, License, LicenseStatus, Licensee, Product};
 use crate::stored_answers::{AnswerBook, StoredAnswer};
 use crate::time::Timestamp;
 use crate::webhooks::Webhook;
@@ -42,6 +42,28 @@ pub enum DirectoryEvent {
     Credential(Credential),
     /// A credential was deleted (revoked).
     CredentialDeleted(CredentialId),
+    /// A group was created (with no members).
+    Group(Group),
+    /// A group was deleted: its memberships end and its entitlements no longer name it.
+    GroupDeleted(GroupId),
+    /// A consumer joined a group.
+    MemberAdded {
+        /// The group.
+        group: GroupId,
+        /// The consumer.
+        consumer: ConsumerId,
+    },
+    /// A consumer left a group.
+    MemberRemoved {
+        /// The group.
+        group: GroupId,
+        /// The consumer.
+        consumer: ConsumerId,
+    },
+    /// An entitlement was created or changed.
+    Entitlement(Entitlement),
+    /// An entitlement was deleted (no license was in it).
+    EntitlementDeleted(EntitlementId),
 }
 
 /// The directory of parties, products and license terms.
@@ -59,6 +81,10 @@ pub struct Directory {
     webhooks: Map<WebhookId, Webhook>,
     credentials: Map<CredentialId, Credential>,
     credentials_by_token: Map<[u8; 32], CredentialId>,
+    groups: Map<GroupId, Group>,
+    /// The groups each consumer is in.
+    memberships: Map<ConsumerId, Vec<GroupId>>,
+    entitlements: Map<EntitlementId, Entitlement>,
 }
 
 impl Directory {
@@ -73,6 +99,12 @@ impl Directory {
                     self.consumers_by_key.remove(&old.api_key_sha256);
                 }
                 self.consumers_by_key.insert(c.api_key_sha256, c.id);
+                // A consumer that left a licensee leaves its groups.
+                let left: Vec<GroupId> =
+                    self.groups_of(c.id).filter(|g| !c.licensees.contains(&g.licensee)).map(|g| g.id).collect();
+                for group in left {
+                    self.leave(group, c.id);
+                }
             }
             DirectoryEvent::Product(p) => {
                 if let Some(old) = self.products.insert(p.id, p.clone()) {
@@ -87,6 +119,11 @@ impl Directory {
             DirectoryEvent::ConsumerDeleted(id) => {
                 if let Some(old) = self.consumers.remove(id) {
                     self.consumers_by_key.remove(&old.api_key_sha256);
+                }
+                for group in self.memberships.remove(id).unwrap_or_default() {
+                    if let Some(group) = self.groups.get_mut(&group) {
+                        group.members.remove(id);
+                    }
                 }
             }
             DirectoryEvent::Answered { key, answer } => self.answers.record(*key, answer.clone()),
@@ -106,6 +143,49 @@ impl Directory {
                 if let Some(old) = self.credentials.remove(id) {
                     self.credentials_by_token.remove(&old.token_sha256);
                 }
+            }
+            DirectoryEvent::Group(g) => {
+                for member in &g.members {
+                    self.memberships.entry(*member).or_default().push(g.id);
+                }
+                self.groups.insert(g.id, g.clone());
+            }
+            DirectoryEvent::GroupDeleted(id) => {
+                let members = self.groups.get(id).map(|g| g.members.clone()).unwrap_or_default();
+                for member in members {
+                    self.leave(*id, member);
+                }
+                self.groups.remove(id);
+                for entitlement in self.entitlements.values_mut() {
+                    entitlement.groups.retain(|g| g != id);
+                }
+            }
+            DirectoryEvent::MemberAdded { group, consumer } => {
+                if let Some(g) = self.groups.get_mut(group) {
+                    if g.members.insert(*consumer) {
+                        self.memberships.entry(*consumer).or_default().push(*group);
+                    }
+                }
+            }
+            DirectoryEvent::MemberRemoved { group, consumer } => self.leave(*group, *consumer),
+            DirectoryEvent::Entitlement(e) => {
+                self.entitlements.insert(e.id, e.clone());
+            }
+            DirectoryEvent::EntitlementDeleted(id) => {
+                self.entitlements.remove(id);
+            }
+        }
+    }
+
+    /// Takes `consumer` out of `group`.
+    fn leave(&mut self, group: GroupId, consumer: ConsumerId) {
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.members.remove(&consumer);
+        }
+        if let Some(groups) = self.memberships.get_mut(&consumer) {
+            groups.retain(|g| *g != group);
+            if groups.is_empty() {
+                self.memberships.remove(&consumer);
             }
         }
     }
@@ -246,6 +326,48 @@ impl Directory {
         self.credentials.values()
     }
 
+    /// The group `id`.
+    pub fn group(&self, id: GroupId) -> Option<&Group> {
+        self.groups.get(&id)
+    }
+
+    /// Every group.
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    /// The groups `consumer` is in.
+    pub fn groups_of(&self, consumer: ConsumerId) -> impl Iterator<Item = &Group> {
+        self.memberships.get(&consumer).into_iter().flatten().filter_map(|g| self.groups.get(g))
+    }
+
+    /// The entitlement `id`.
+    pub fn entitlement(&self, id: EntitlementId) -> Option<&Entitlement> {
+        self.entitlements.get(&id)
+    }
+
+    /// Every entitlement.
+    pub fn entitlements(&self) -> impl Iterator<Item = &Entitlement> {
+        self.entitlements.values()
+    }
+
+    /// The consume rule of SPEC section 12: whether `consumer` may use `license`. It must belong
+    /// to the license's licensee; a license in an entitlement also needs it to be a member of
+    /// one of the entitlement's groups of its own kind (users in user groups, devices in device
+    /// client groups). An entitlement that is gone lets no one in.
+    pub fn may_use(&self, consumer: &Consumer, license: &License) -> bool {
+        if !consumer.licensees.contains(&license.licensee) {
+            return false;
+        }
+        let Some(entitlement) = license.entitlement else { return true };
+        let Some(entitlement) = self.entitlements.get(&entitlement) else { return false };
+        entitlement
+            .groups
+            .iter()
+            .filter_map(|g| self.groups.get(g))
+            .any(|g| g.kind == consumer.kind && g.members.contains(&consumer.id))
+    }
+
     /// The licenses `consumer` may use for `item` under `filters`, in the order SPEC section 3
     /// gives: seat licenses with the latest end first, then use-count and use-time licenses with
     /// the earliest end first. A consumer that does not exist is `notAuthorized`; none found is
@@ -262,18 +384,23 @@ impl Directory {
         if consumer.disabled {
             return Err(Denial::new(ErrorCode::NotAuthorized, "this consumer is disabled"));
         }
-        let mut found: Vec<&License> = if filters.entitlement.is_some() {
-            Vec::new()
-        } else {
-            consumer
-                .licensees
-                .iter()
-                .filter(|l| filters.licensee.is_none_or(|want| want == **l))
-                .flat_map(|l| self.licenses_of(*l))
-                .filter(|lic| filters.license.is_none_or(|want| want == lic.id) && lic.grants_item(item))
-                .map(|lic| &**lic)
-                .collect()
+        let entitlement = match &filters.entitlement {
+            None => None,
+            Some(text) => match text.parse::<EntitlementId>() {
+                Ok(id) => Some(id),
+                Err(_) => return Err(Denial::new(ErrorCode::NoLicenseFound, "no license for this item")),
+            },
         };
+        let mut found: Vec<&License> = consumer
+            .licensees
+            .iter()
+            .filter(|l| filters.licensee.is_none_or(|want| want == **l))
+            .flat_map(|l| self.licenses_of(*l))
+            .filter(|lic| filters.license.is_none_or(|want| want == lic.id) && lic.grants_item(item))
+            .filter(|lic| entitlement.is_none_or(|want| lic.entitlement == Some(want)))
+            .filter(|lic| lic.entitlement.is_none() || self.may_use(consumer, lic))
+            .map(|lic| &**lic)
+            .collect();
         if found.is_empty() {
             return Err(Denial::new(ErrorCode::NoLicenseFound, "no license for this item"));
         }
@@ -317,6 +444,12 @@ pub struct DirectorySnapshot {
     /// The credentials of the admin API.
     #[serde(default, with = "crate::shapes::since_format_6")]
     pub credentials: Vec<Credential>,
+    /// The groups, with their members.
+    #[serde(default, with = "crate::shapes::since_format_6")]
+    pub groups: Vec<Group>,
+    /// The entitlements.
+    #[serde(default, with = "crate::shapes::since_format_6")]
+    pub entitlements: Vec<Entitlement>,
 }
 
 /// The directory as a version-1 snapshot stored it: [`DirectorySnapshot`] with the license terms
@@ -352,6 +485,8 @@ impl DirectorySnapshotV1 {
             answers: Vec::new(),
             webhooks: Vec::new(),
             credentials: Vec::new(),
+            groups: Vec::new(),
+            entitlements: Vec::new(),
         };
         (snapshot, licenses)
     }
@@ -378,6 +513,8 @@ impl Directory {
             answers: self.answers.to_vec(),
             webhooks: sorted(self.webhooks.values().cloned().collect(), |w| w.id),
             credentials: sorted(self.credentials.values().cloned().collect(), |c| c.id),
+            groups: sorted(self.groups.values().cloned().collect(), |g| g.id),
+            entitlements: sorted(self.entitlements.values().cloned().collect(), |e| e.id),
         }
     }
 
@@ -408,6 +545,12 @@ impl Directory {
         }
         for credential in snapshot.credentials {
             directory.apply(&DirectoryEvent::Credential(credential));
+        }
+        for group in snapshot.groups {
+            directory.apply(&DirectoryEvent::Group(group));
+        }
+        for entitlement in snapshot.entitlements {
+            directory.apply(&DirectoryEvent::Entitlement(entitlement));
         }
         directory
     }

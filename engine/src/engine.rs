@@ -27,7 +27,8 @@ use crate::error::{AdminError, EngineError};
 use crate::events::{Actor, Event, EventPage, EventQuery};
 use crate::hashing::ConcurrentMap;
 use crate::ids::{
-    sha256, ConsumerId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds, SeededIds, WebhookId,
+    sha256, ConsumerId, EntitlementId, IdSource, LeaseId, LicenseId, LicenseeId, ProductId, RandomIds, SeededIds,
+    WebhookId,
 };
 use crate::journal::{Change, Durability, EphemeralJournal, Journal, JournalEntry};
 use crate::metrics::{EngineMetrics, Operation};
@@ -326,6 +327,14 @@ pub struct Engine {
     inner: Arc<Inner>,
     /// Whom the events of the administrative changes made through this handle name.
     actor: Arc<Actor>,
+}
+
+/// Refuses an entitlement that is not `licensee`'s (a license joins only its own licensee's).
+fn check_entitlement(directory: &Directory, licensee: LicenseeId, id: EntitlementId) -> Result<(), AdminError> {
+    match directory.entitlement(id) {
+        Some(entitlement) if entitlement.licensee == licensee => Ok(()),
+        _ => Err(AdminError::NotFound(format!("entitlement {id} of the license's licensee"))),
+    }
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), AdminError> {
@@ -1001,6 +1010,9 @@ impl Engine {
             LicenseKeyRequest::Generate => Some(Engine::generate_license_key(ids)),
             LicenseKeyRequest::Given(key) => Some(key),
         };
+        if let Some(entitlement) = new.entitlement {
+            check_entitlement(directory, new.licensee, entitlement)?;
+        }
         let id = LicenseId(ids.uuid());
         if let Some(key) = &license_key {
             if !is_valid_license_key(key) {
@@ -1030,6 +1042,7 @@ impl Engine {
             feature_overrides: Default::default(),
             key_activated_at: None,
             expiry_recorded: None,
+            entitlement: new.entitlement,
         };
         license.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
         Ok(license)
@@ -1207,6 +1220,9 @@ impl Engine {
         let product = {
             let directory = self.directory();
             let terms = directory.license(license).ok_or_else(|| AdminError::NotFound(format!("license {license}")))?;
+            if let Some(Some(entitlement)) = patch.entitlement {
+                check_entitlement(&directory, terms.licensee, entitlement)?;
+            }
             directory
                 .product(terms.product)
                 .cloned()

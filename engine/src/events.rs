@@ -7,7 +7,7 @@
 
 use crate::directory::{Directory, DirectoryEvent};
 use crate::ids::CredentialId;
-use crate::model::{Consumer, License, Licensee, Product};
+use crate::model::{Consumer, Group, License, Licensee, Product};
 use crate::time::Timestamp;
 use crate::webhooks::Webhook;
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,22 @@ impl Event {
             DirectoryEvent::CredentialDeleted(id) => {
                 ("credential.deleted".into(), ("credential", id.to_string()), json!({}))
             }
+            DirectoryEvent::Group(g) => ("group.created".into(), ("group", g.id.to_string()), group(g)),
+            DirectoryEvent::GroupDeleted(id) => ("group.deleted".into(), ("group", id.to_string()), json!({})),
+            DirectoryEvent::MemberAdded { group, consumer } => {
+                ("group.member_added".into(), ("group", group.to_string()), json!({"consumer": consumer}))
+            }
+            DirectoryEvent::MemberRemoved { group, consumer } => {
+                ("group.member_removed".into(), ("group", group.to_string()), json!({"consumer": consumer}))
+            }
+            DirectoryEvent::Entitlement(e) => {
+                let verb = verb(before.entitlement(e.id).is_some());
+                let data = json!({"id": e.id, "licensee": e.licensee, "name": e.name, "groups": e.groups});
+                (format!("entitlement.{verb}"), ("entitlement", e.id.to_string()), data)
+            }
+            DirectoryEvent::EntitlementDeleted(id) => {
+                ("entitlement.deleted".into(), ("entitlement", id.to_string()), json!({}))
+            }
             DirectoryEvent::Answered { .. } => return None,
         };
         let (kind, id) = subject;
@@ -92,6 +108,11 @@ impl Event {
         }
         Event::about_license(event_type, license, data, actor)
     }
+}
+
+/// A group without its members (a membership is an event of its own).
+fn group(g: &Group) -> serde_json::Value {
+    json!({"id": g.id, "licensee": g.licensee, "name": g.name, "kind": g.kind})
 }
 
 fn licensee(l: &Licensee) -> serde_json::Value {

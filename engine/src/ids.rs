@@ -58,6 +58,14 @@ uuid_id!(
     CredentialId
 );
 uuid_id!(
+    /// A licensee's group of users or of device clients (SPEC section 12).
+    GroupId
+);
+uuid_id!(
+    /// A licensee's entitlement: licenses and the groups that may use them (SPEC section 12).
+    EntitlementId
+);
+uuid_id!(
     /// One lease; rotated on every renewal. Tokens carry it as `jti`.
     LeaseId
 );

@@ -46,8 +46,8 @@ pub mod usage;
 pub mod webhooks;
 
 pub use admin::{
-    ConsumerPatch, LicenseKeyRequest, LicensePatch, LicenseePatch, NewConsumer, NewCredential, NewLicense, NewLicensee,
-    NewProduct, ProductPatch,
+    ConsumerPatch, EntitlementPatch, LicenseKeyRequest, LicensePatch, LicenseePatch, NewConsumer, NewCredential,
+    NewEntitlement, NewGroup, NewLicense, NewLicensee, NewProduct, ProductPatch,
 };
 pub use answer::{Grant, Released};
 pub use decide::{
@@ -55,6 +55,6 @@ pub use decide::{
 };
 pub use engine::{Answering, Authentication, Engine, EngineBuilder};
 pub use error::{AdminError, EngineError};
-pub use ids::{ConsumerId, CredentialId, LeaseId, LicenseId, LicenseeId, ProductId, WebhookId};
+pub use ids::{ConsumerId, CredentialId, EntitlementId, GroupId, LeaseId, LicenseId, LicenseeId, ProductId, WebhookId};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use tokens::{claims, signer};

@@ -71,6 +71,7 @@ fn license(credit: Credit, model: LicenseModel) -> License {
         feature_overrides: Default::default(),
         key_activated_at: None,
         expiry_recorded: None,
+        entitlement: None,
     }
 }
 

@@ -277,6 +277,7 @@ fn terms(credit: Credit, model: LicenseModel) -> License {
         feature_overrides: Default::default(),
         key_activated_at: None,
         expiry_recorded: None,
+        entitlement: None,
     }
 }
 

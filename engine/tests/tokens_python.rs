@@ -46,6 +46,7 @@ fn seat_grant(now: leasehold_engine::Timestamp) -> Grant {
         feature_overrides: Default::default(),
         key_activated_at: None,
         expiry_recorded: None,
+        entitlement: None,
     };
     let consumer = ConsumerId(Uuid::new_v4());
     let anchors = Anchors {

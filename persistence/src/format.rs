@@ -55,8 +55,9 @@
 //! events are to theirs) and merged into [`USAGE_TREE`]'s cells: [`usage_cell_key`] orders a
 //! cell by granularity, period, license and consumer, so a report reads one range.
 //!
-//! Why version 6. The directory's snapshot holds the credentials of the admin API; the log has
-//! their changes.
+//! Why version 6. The directory's snapshot holds the organizations (SPEC section 12): the
+//! credentials of the admin API, groups and entitlements, and a license's terms name their
+//! entitlement; the log has their changes.
 //!
 //! Why the parts are in a file rather than in sled: when sled opens, it reads back and checks
 //! every value written since it last opened, and reading one value reads the whole tree node

@@ -141,7 +141,7 @@ pub(crate) fn newest_snapshot(stores: &Stores, threads: usize) -> Result<Base, P
 
 /// One part of a snapshot, decoded (and its licenses' states restored).
 enum DecodedPart {
-    Directory(DirectorySnapshot),
+    Directory(Box<DirectorySnapshot>),
     Licenses(Vec<(LicenseId, LicenseState, Timestamp)>),
 }
 
@@ -202,7 +202,7 @@ fn read_parts(dir: &Path, seq: u64, manifest: &Manifest, threads: usize) -> Resu
         drop(decoded_tx);
         for part in decoded {
             match part {
-                Ok(DecodedPart::Directory(part)) => directory = Some(part),
+                Ok(DecodedPart::Directory(part)) => directory = Some(*part),
                 Ok(DecodedPart::Licenses(part)) => {
                     licenses.extend(part.into_iter().map(|(id, state, at)| (id, (state, at))));
                 }
@@ -268,7 +268,7 @@ fn decode_part(
         }
     }
     if index == DIRECTORY_PART {
-        return Ok(DecodedPart::Directory(decode_directory_part(seq, &value)?));
+        return Ok(DecodedPart::Directory(Box::new(decode_directory_part(seq, &value)?)));
     }
     let licenses = decode_licenses_part(seq, index, &value)?;
     drop(value);

@@ -14,8 +14,8 @@ pub struct LicenseFilters {
     pub license: Option<LicenseId>,
     /// Only licenses of this licensee (organization or person).
     pub licensee: Option<LicenseeId>,
-    /// Only licenses of this entitlement. Leasehold has no entitlements yet, so a consume
-    /// naming one finds no license rather than silently ignoring the filter.
+    /// Only licenses of this entitlement (its id as sent: one that is not an entitlement's id
+    /// finds no license).
     pub entitlement: Option<String>,
 }
 

@@ -1,15 +1,16 @@
 //! The administration of organizations (SPEC section 12): the credentials of the admin API and
-//! their roles.
+//! their roles, groups of users and device clients, and entitlements.
 
 use super::{check_name, Engine};
-use crate::admin::NewCredential;
+use crate::admin::{EntitlementPatch, LicensePatch, NewCredential, NewEntitlement, NewGroup};
 use crate::decide::Idempotency;
-use crate::directory::DirectoryEvent;
+use crate::directory::{Directory, DirectoryEvent};
 use crate::error::AdminError;
-use crate::ids::{sha256, CredentialId, IdSource};
-use crate::model::Credential;
+use crate::ids::{sha256, ConsumerId, CredentialId, EntitlementId, GroupId, IdSource, LicenseId, LicenseeId};
+use crate::model::{ConsumerKind, Credential, Entitlement, Group, License};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// A fresh credential token: `lhc_` and 32 bytes from `ids` in base64url.
@@ -80,4 +81,179 @@ impl Engine {
         let found = directory.credential_by_token_hash(&digest)?;
         bool::from(found.token_sha256.ct_eq(&digest)).then(|| found.clone())
     }
+}
+
+/// A consumer of a group's licensee and kind, or why not.
+fn check_member(dir: &Directory, group: &Group, consumer: ConsumerId) -> Result<(), AdminError> {
+    let found = dir.consumer(consumer).filter(|c| c.licensees.contains(&group.licensee));
+    let found = found.ok_or_else(|| AdminError::NotFound(format!("consumer {consumer} of the group's licensee")))?;
+    if found.kind != group.kind {
+        return Err(AdminError::Invalid(format!(
+            "group {} holds {} consumers; consumer {consumer} is not one",
+            group.id,
+            kind_name(group.kind)
+        )));
+    }
+    Ok(())
+}
+
+fn kind_name(kind: ConsumerKind) -> &'static str {
+    match kind {
+        ConsumerKind::User => "user",
+        ConsumerKind::Device => "device",
+    }
+}
+
+/// Refuses groups that are not `licensee`'s.
+fn check_groups(dir: &Directory, licensee: LicenseeId, groups: &[GroupId]) -> Result<(), AdminError> {
+    match groups.iter().find(|g| dir.group(**g).is_none_or(|g| g.licensee != licensee)) {
+        Some(unknown) => Err(AdminError::NotFound(format!("group {unknown} of the entitlement's licensee"))),
+        None => Ok(()),
+    }
+}
+
+impl Engine {
+    /// Creates a group of `licensee`'s users or device clients (with the ids of the request
+    /// `once`, when given, so that its retry finds the group).
+    pub async fn create_group(
+        &self,
+        licensee: LicenseeId,
+        new: NewGroup,
+        once: Option<&Idempotency>,
+    ) -> Result<Group, AdminError> {
+        check_name("name", &new.name)?;
+        let id = GroupId(self.ids_for(once).uuid());
+        let mut group = Group { id, licensee, name: new.name, kind: new.kind, members: Default::default() };
+        self.record_directory(|dir| {
+            if let Some(created) = dir.group(id) {
+                group = created.clone();
+            } else if dir.licensee(licensee).is_none() {
+                return Err(AdminError::NotFound(format!("licensee {licensee}")));
+            }
+            Ok(DirectoryEvent::Group(group.clone()))
+        })
+        .await?;
+        Ok(group)
+    }
+
+    /// Deletes a group: its members leave it and its entitlements no longer name it.
+    pub async fn delete_group(&self, id: GroupId) -> Result<(), AdminError> {
+        self.record_directory(|dir| {
+            dir.group(id).ok_or_else(|| AdminError::NotFound(format!("group {id}")))?;
+            Ok(DirectoryEvent::GroupDeleted(id))
+        })
+        .await
+    }
+
+    /// Adds `consumer` (of the group's licensee and kind) to group `id`; adding a member again
+    /// changes nothing.
+    pub async fn add_member(&self, id: GroupId, consumer: ConsumerId) -> Result<Group, AdminError> {
+        let mut after = None;
+        self.record_directory(|dir| {
+            let group = dir.group(id).ok_or_else(|| AdminError::NotFound(format!("group {id}")))?;
+            check_member(dir, group, consumer)?;
+            let mut changed = group.clone();
+            changed.members.insert(consumer);
+            after = Some(changed);
+            Ok(DirectoryEvent::MemberAdded { group: id, consumer })
+        })
+        .await?;
+        Ok(after.expect("a recorded change was made"))
+    }
+
+    /// Takes `consumer` out of group `id` (404 when it is not a member).
+    pub async fn remove_member(&self, id: GroupId, consumer: ConsumerId) -> Result<(), AdminError> {
+        self.record_directory(|dir| {
+            let group = dir.group(id).ok_or_else(|| AdminError::NotFound(format!("group {id}")))?;
+            if !group.members.contains(&consumer) {
+                return Err(AdminError::NotFound(format!("consumer {consumer} in group {id}")));
+            }
+            Ok(DirectoryEvent::MemberRemoved { group: id, consumer })
+        })
+        .await
+    }
+
+    /// Creates an entitlement of `licensee` whose licenses the members of `new.groups` (the
+    /// licensee's) may use.
+    pub async fn create_entitlement(
+        &self,
+        licensee: LicenseeId,
+        new: NewEntitlement,
+        once: Option<&Idempotency>,
+    ) -> Result<Entitlement, AdminError> {
+        check_name("name", &new.name)?;
+        let id = EntitlementId(self.ids_for(once).uuid());
+        let mut entitlement = Entitlement { id, licensee, name: new.name, groups: dedup(new.groups) };
+        self.record_directory(|dir| {
+            if let Some(created) = dir.entitlement(id) {
+                entitlement = created.clone();
+            } else {
+                dir.licensee(licensee).ok_or_else(|| AdminError::NotFound(format!("licensee {licensee}")))?;
+                check_groups(dir, licensee, &entitlement.groups)?;
+            }
+            Ok(DirectoryEvent::Entitlement(entitlement.clone()))
+        })
+        .await?;
+        Ok(entitlement)
+    }
+
+    /// Renames an entitlement or replaces its groups.
+    pub async fn patch_entitlement(
+        &self,
+        id: EntitlementId,
+        patch: EntitlementPatch,
+    ) -> Result<Entitlement, AdminError> {
+        if let Some(name) = &patch.name {
+            check_name("name", name)?;
+        }
+        let mut after = None;
+        self.record_directory(|dir| {
+            let mut entitlement =
+                dir.entitlement(id).cloned().ok_or_else(|| AdminError::NotFound(format!("entitlement {id}")))?;
+            if let Some(name) = &patch.name {
+                entitlement.name = name.clone();
+            }
+            if let Some(groups) = &patch.groups {
+                check_groups(dir, entitlement.licensee, groups)?;
+                entitlement.groups = dedup(groups.clone());
+            }
+            after = Some(entitlement.clone());
+            Ok(DirectoryEvent::Entitlement(entitlement))
+        })
+        .await?;
+        Ok(after.expect("a recorded change was made"))
+    }
+
+    /// Deletes an entitlement that holds no license (taking licenses out of one would open them
+    /// to every consumer of the licensee, so that is done license by license).
+    pub async fn delete_entitlement(&self, id: EntitlementId) -> Result<(), AdminError> {
+        self.record_directory(|dir| {
+            let entitlement = dir.entitlement(id).ok_or_else(|| AdminError::NotFound(format!("entitlement {id}")))?;
+            let held = dir.licenses_of(entitlement.licensee).filter(|l| l.entitlement == Some(id)).count();
+            if held > 0 {
+                return Err(AdminError::Conflict(format!(
+                    "{held} licenses are in the entitlement; move them out first"
+                )));
+            }
+            Ok(DirectoryEvent::EntitlementDeleted(id))
+        })
+        .await
+    }
+
+    /// Puts license `license` in entitlement `entitlement` (one of its licensee's), or with
+    /// `None` takes it out of the one it is in.
+    pub async fn set_entitlement(
+        &self,
+        license: LicenseId,
+        entitlement: Option<EntitlementId>,
+    ) -> Result<Arc<License>, AdminError> {
+        let patch = LicensePatch { entitlement: Some(entitlement), ..LicensePatch::default() };
+        self.patch_license(license, patch).await
+    }
+}
+
+fn dedup(mut groups: Vec<GroupId>) -> Vec<GroupId> {
+    let mut seen = std::collections::HashSet::new();
+    groups.retain(|g| seen.insert(*g));
+    groups
 }

@@ -2,7 +2,7 @@
 //! window, a status, and the license model whose rules every lease must satisfy.
 
 use super::version::DottedVersion;
-use crate::ids::{LicenseId, LicenseeId, ProductId};
+use crate::ids::{EntitlementId, LicenseId, LicenseeId, ProductId};
 use crate::interning::Interner;
 use crate::time::Timestamp;
 use ipnet::IpNet;
@@ -337,6 +337,10 @@ pub struct License {
     /// again, once, at its new end).
     #[serde(default, with = "crate::shapes::since_format_3")]
     pub expiry_recorded: Option<Timestamp>,
+    /// The entitlement it is in: only members of the entitlement's groups may use it. Outside
+    /// one, every consumer of its licensee may.
+    #[serde(default, with = "crate::shapes::since_format_6")]
+    pub entitlement: Option<EntitlementId>,
 }
 
 /// Features a license grants or withholds on top of its tier's.

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod credential;
 pub mod lease;
 pub mod license;
+pub mod organization;
 pub mod party;
 pub mod version;
 
@@ -15,4 +16,5 @@ pub use license::{
     Credit, Dimension, Enforcement, FeatureOverrides, IpRules, License, LicenseModel, LicenseStatus, SessionAnchor,
     VersionRange,
 };
+pub use organization::{Entitlement, Group};
 pub use party::{Consumer, ConsumerKind, Licensee, LicenseeKind};

@@ -228,6 +228,9 @@ pub struct NewLicense {
     /// The license model as a JSON file (each field optional; --model fields win over it).
     #[arg(long, value_name = "FILE", value_parser = parse::json_file)]
     model_file: Option<Value>,
+    /// The entitlement it joins (one of the licensee's).
+    #[arg(long, value_name = "ID")]
+    entitlement: Option<String>,
 }
 
 /// A new license's credit: one dimension and its quantity.
@@ -276,6 +279,9 @@ pub struct Changes {
     /// A feature of its tier this license does not get (repeat for several).
     #[arg(long = "remove-feature", value_name = "NAME")]
     remove_features: Vec<String>,
+    /// The entitlement it moves to (one of its licensee's), or `none` to take it out of its own.
+    #[arg(long, value_name = "ID", value_parser = parse::id_or_none)]
+    entitlement: Option<Value>,
 }
 
 impl Licenses {
@@ -343,6 +349,7 @@ impl NewLicense {
             ("license_key", self.license_key.then_some(Value::Bool(true))),
             ("properties", properties(self.properties)),
             ("model", (!model.is_empty()).then_some(Value::Object(model))),
+            ("entitlement", self.entitlement.map(Value::from)),
         ])
     }
 }
@@ -372,6 +379,7 @@ impl Changes {
             ("properties", properties(self.properties)),
             ("model", non_empty_object(Value::Object(model))),
             ("features", non_empty_object(features)),
+            ("entitlement", self.entitlement),
         ])
     }
 }

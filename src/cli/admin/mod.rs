@@ -2,9 +2,10 @@
 //! sections 9 to 11), one HTTP request per verb.
 //!
 //! The path of a command: clap parses the arguments into a resource's verb ([`licensees`],
-//! [`consumers`], [`products`], [`licenses`], [`actions`], [`events`], [`webhooks`], [`usage`], [`credentials`]), which builds a [`call::Call`] (the
-//! request as data); [`client`] sends it with the admin token and maps what comes back or goes
-//! wrong; [`output`] prints the answer, as a table for people or as JSON for scripts.
+//! [`consumers`], [`products`], [`licenses`], [`actions`], [`events`], [`webhooks`], [`usage`],
+//! [`credentials`], [`groups`], [`entitlements`]), which builds a [`call::Call`] (the request as
+//! data); [`client`] sends it with the admin token and maps what comes back or goes wrong;
+//! [`output`] prints the answer, as a table for people or as JSON for scripts.
 //!
 //! Exit codes: 0 on success; 1 when the server refuses (its `code` and `description` are
 //! printed) or cannot be reached; 2 on a usage error (clap's own, or no admin token).
@@ -14,7 +15,9 @@ mod call;
 mod client;
 mod consumers;
 mod credentials;
+mod entitlements;
 mod events;
+mod groups;
 mod licensees;
 mod licenses;
 mod output;
@@ -90,6 +93,12 @@ enum Resource {
     /// Tokens of the admin API with a role: admin, reader, or one licensee's orgadmin.
     #[command(subcommand)]
     Credentials(credentials::Credentials),
+    /// A licensee's groups of users or device clients and their members.
+    #[command(subcommand)]
+    Groups(groups::Groups),
+    /// A licensee's entitlements: which groups may use which licenses.
+    #[command(subcommand)]
+    Entitlements(entitlements::Entitlements),
 }
 
 impl Resource {
@@ -106,6 +115,8 @@ impl Resource {
             Resource::Webhooks(verb) => verb.call(),
             Resource::Usage(verb) => verb.call(),
             Resource::Credentials(verb) => verb.call(),
+            Resource::Groups(verb) => verb.call(),
+            Resource::Entitlements(verb) => verb.call(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Readers of the admin commands' argument values (`--property k=v`, `--model key=json`,
-//! `--tier 'Name:f1,f2'`, dates, JSON files, the server URL). Each is a clap value parser, so a
-//! malformed value is a usage error (exit code 2) before anything is sent.
+//! `--tier 'Name:f1,f2'`, dates, an id or `none`, JSON files, the server URL). Each is a clap
+//! value parser, so a malformed value is a usage error (exit code 2) before anything is sent.
 
 use serde_json::{json, Value};
 use std::path::Path;
@@ -32,6 +32,14 @@ pub fn until(text: &str) -> Result<Value, String> {
         return Ok(Value::Null);
     }
     time(text).map(Value::String)
+}
+
+/// An object's id, or `none` (`null`: no object, as a license taken out of its entitlement).
+pub fn id_or_none(text: &str) -> Result<Value, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Value::Null);
+    }
+    Ok(Value::String(text.to_owned()))
 }
 
 /// `KEY=VALUE`, a license property.
@@ -92,6 +100,12 @@ mod tests {
         assert_eq!(time("2027-12-31T12:00:00+02:00").as_deref(), Ok("2027-12-31T12:00:00+02:00"));
         assert_eq!(until("never"), Ok(Value::Null));
         assert_eq!(until("2027-01-01"), Ok(json!("2027-01-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn none_is_null_and_an_id_is_itself() {
+        assert_eq!(id_or_none("none"), Ok(Value::Null));
+        assert_eq!(id_or_none("0191f1c2-7e4b-7c3a"), Ok(json!("0191f1c2-7e4b-7c3a")));
     }
 
     #[test]

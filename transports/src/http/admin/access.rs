@@ -11,7 +11,7 @@ use crate::http::reply::ApiError;
 use hyper::Method;
 use leasehold_engine::directory::Directory;
 use leasehold_engine::model::{Credential, Role};
-use leasehold_engine::{ConsumerId, CredentialId, Engine, LeaseId, LicenseId, LicenseeId};
+use leasehold_engine::{ConsumerId, CredentialId, Engine, EntitlementId, GroupId, LeaseId, LicenseId, LicenseeId};
 
 /// An admin route: its method, its path as in the OpenAPI document, and whether an `orgadmin`
 /// may use it (on its own licensee's objects).
@@ -74,6 +74,19 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
     route("DELETE", "/admin/webhooks/{id}", false),
     route("GET", "/admin/webhooks/{id}/deliveries", false),
     route("POST", "/admin/webhooks/{id}/deliveries/{delivery}/retry", false),
+    route("GET", "/admin/licensees/{id}/groups", true),
+    route("POST", "/admin/licensees/{id}/groups", true),
+    route("GET", "/admin/groups/{id}", true),
+    route("DELETE", "/admin/groups/{id}", true),
+    route("POST", "/admin/groups/{id}/members", true),
+    route("DELETE", "/admin/groups/{id}/members/{consumer}", true),
+    route("GET", "/admin/licensees/{id}/entitlements", true),
+    route("POST", "/admin/licensees/{id}/entitlements", true),
+    route("GET", "/admin/entitlements/{id}", true),
+    route("PATCH", "/admin/entitlements/{id}", true),
+    route("DELETE", "/admin/entitlements/{id}", true),
+    route("POST", "/admin/entitlements/{id}/licenses", true),
+    route("DELETE", "/admin/entitlements/{id}/licenses/{license}", true),
     route("GET", "/admin/credentials", false),
     route("POST", "/admin/credentials", false),
     route("DELETE", "/admin/credentials/{id}", false),
@@ -200,7 +213,13 @@ fn check_owned(
 ) -> Result<(), ApiError> {
     let owned = match collection {
         "licensees" => text.parse::<LicenseeId>().is_ok_and(|id| id == own),
-        "consumers" | "assignments" => {
+        "groups" => text.parse::<GroupId>().ok().and_then(|id| directory.group(id)).is_some_and(|g| g.licensee == own),
+        "entitlements" => text
+            .parse::<EntitlementId>()
+            .ok()
+            .and_then(|id| directory.entitlement(id))
+            .is_some_and(|e| e.licensee == own),
+        "consumers" | "assignments" | "members" => {
             let consumer = text.parse::<ConsumerId>().ok().and_then(|id| directory.consumer(id));
             let consumer = consumer.filter(|c| c.licensees.contains(&own));
             if let Some(shared) = consumer.filter(|c| changes && collection == "consumers" && c.licensees.len() > 1) {
@@ -230,7 +249,9 @@ fn check_owned(
     } else {
         let what = match collection {
             "licensees" => "licensee",
-            "consumers" | "assignments" => "consumer",
+            "consumers" | "assignments" | "members" => "consumer",
+            "groups" => "group",
+            "entitlements" => "entitlement",
             "licenses" => "license",
             "leases" => "lease",
             _ => "object",

@@ -13,6 +13,7 @@
 //! (a consumer's API key) is never stored, and its retry derives the same secret again.
 
 pub mod access;
+mod organization;
 pub mod shapes;
 pub mod tokens;
 mod usage;
@@ -134,6 +135,9 @@ async fn route(
     once: Option<&Idempotency>,
 ) -> Result<Response<Body>, ApiError> {
     let query = call.query.as_str();
+    if let Some(answer) = organization::route(state, call, segments, method, once).await {
+        return answer;
+    }
     match (segments, method) {
         (["licensees"], &Method::POST) => create_licensee(state, call, once).await,
         (["licensees"], &Method::GET) => {
@@ -316,7 +320,7 @@ fn allowed(segments: &[&str]) -> &'static str {
         | ["keys", "rotate"] => "POST",
         ["licenses", _, "assignments" | "machines", _] | ["leases", _] => "DELETE",
         ["webhooks", rest @ ..] => webhooks::allowed(rest),
-        _ => "",
+        other => organization::allowed(other),
     }
 }
 
@@ -517,6 +521,8 @@ fn subjects_of(directory: &Directory, own: LicenseeId) -> HashSet<String> {
     ids.extend(directory.consumers().filter(|c| c.licensees.contains(&own)).map(|c| c.id.to_string()));
     ids.extend(directory.licenses_of(own).map(|l| l.id.to_string()));
     ids.extend(directory.credentials().filter(|c| c.licensee == Some(own)).map(|c| c.id.to_string()));
+    ids.extend(directory.groups().filter(|g| g.licensee == own).map(|g| g.id.to_string()));
+    ids.extend(directory.entitlements().filter(|e| e.licensee == own).map(|e| e.id.to_string()));
     ids
 }
 

@@ -9,12 +9,12 @@ use leasehold_engine::actors::license::Machine;
 use leasehold_engine::decide::Usage;
 use leasehold_engine::events::StoredEvent;
 use leasehold_engine::model::{
-    Consumer, ConsumerKind, Credential, Credit, Dimension, Enforcement, Feature, FeatureOverrides, Lease, License,
-    LicenseModel, LicenseStatus, Licensee, LicenseeKind, Product, Tier,
+    Consumer, ConsumerKind, Credential, Credit, Dimension, Enforcement, Entitlement, Feature, FeatureOverrides, Group,
+    Lease, License, LicenseModel, LicenseStatus, Licensee, LicenseeKind, Product, Tier,
 };
 use leasehold_engine::{
-    ConsumerId, ConsumerPatch, LicenseKeyRequest, LicensePatch, LicenseeId, LicenseePatch, NewConsumer, NewLicense,
-    NewLicensee, NewProduct, ProductPatch, Timestamp,
+    ConsumerId, ConsumerPatch, EntitlementId, LicenseId, LicenseKeyRequest, LicensePatch, LicenseeId, LicenseePatch,
+    NewConsumer, NewLicense, NewLicensee, NewProduct, ProductPatch, Timestamp,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -127,6 +127,16 @@ impl From<ConsumerPatchIn> for ConsumerPatch {
     }
 }
 
+/// A group as answered, with its members.
+pub fn group(g: &Group) -> Value {
+    json!({"id": g.id, "licensee": g.licensee, "name": g.name, "kind": g.kind, "members": g.members})
+}
+
+/// An entitlement as answered, with the licenses in it.
+pub fn entitlement(e: &Entitlement, licenses: &[LicenseId]) -> Value {
+    json!({"id": e.id, "licensee": e.licensee, "name": e.name, "groups": e.groups, "licenses": licenses})
+}
+
 /// A credential as answered (never with its token: that is shown once, at creation).
 pub fn credential(c: &Credential) -> Value {
     json!({"id": c.id, "name": c.name, "role": c.role, "licensee": c.licensee})
@@ -233,6 +243,8 @@ pub struct LicenseIn {
     properties: BTreeMap<String, String>,
     #[serde(default)]
     model: Option<Value>,
+    #[serde(default)]
+    entitlement: Option<EntitlementId>,
 }
 
 /// Reads a license model, refusing fields the model does not have.
@@ -266,6 +278,7 @@ impl LicenseIn {
             revokes_sibling_keys: self.revokes_sibling_keys,
             properties: self.properties,
             model: model(self.model)?,
+            entitlement: self.entitlement,
         })
     }
 }
@@ -308,6 +321,8 @@ pub struct LicensePatchIn {
     revokes_sibling_keys: Option<bool>,
     #[serde(default)]
     features: Option<FeaturesPatchIn>,
+    #[serde(default, deserialize_with = "present")]
+    entitlement: Option<Option<EntitlementId>>,
 }
 
 /// The per-license feature overrides of a `PATCH`.
@@ -345,6 +360,7 @@ impl LicensePatchIn {
             properties: self.properties,
             revokes_sibling_keys: self.revokes_sibling_keys,
             features: self.features.map(|f| FeatureOverrides { add: f.add, remove: f.remove }),
+            entitlement: self.entitlement,
         })
     }
 }
@@ -384,6 +400,7 @@ pub fn license(l: &License, usage: Option<&Usage>) -> Value {
         "key_activated_at": l.key_activated_at.map(rfc3339),
         "properties": l.properties,
         "model": l.model,
+        "entitlement": l.entitlement,
     });
     out["status"] = json!(status_name(&l.status));
     if let LicenseStatus::Revoked { reason, at } = &l.status {

@@ -271,19 +271,20 @@ fn licensees(state: &HttpState, consumer: ConsumerId, paging: &Paging) -> Result
     Ok(reply::json(StatusCode::OK, &page))
 }
 
-/// The licenses of `licensee` that `consumer` may see (it must belong to the licensee): those
-/// not revoked or deactivated, in the order they were issued.
+/// The licenses of `licensee` that `consumer` may see (it must belong to the licensee): those it
+/// may use (SPEC section 12) that are not revoked or deactivated, in the order they were issued.
 fn visible_licenses(
     state: &HttpState,
     consumer: ConsumerId,
     licensee: LicenseeId,
 ) -> Result<Vec<Arc<License>>, ApiError> {
     let directory = state.engine.directory();
-    let member = directory.consumer(consumer).is_some_and(|c| c.licensees.contains(&licensee));
-    if !member {
+    let member = directory.consumer(consumer).filter(|c| c.licensees.contains(&licensee));
+    let Some(member) = member else {
         return Err(forbidden(format!("the consumer does not belong to licensee {licensee}")));
-    }
-    Ok(directory.licenses_of(licensee).filter(|l| l.status == LicenseStatus::Active).cloned().collect())
+    };
+    let usable = directory.licenses_of(licensee).filter(|l| directory.may_use(member, l));
+    Ok(usable.filter(|l| l.status == LicenseStatus::Active).cloned().collect())
 }
 
 /// Keeps the licenses whose `filterField` (default `productName`, the only one) equals
