@@ -1,8 +1,10 @@
 //! In-process engine throughput: consume+release pairs and checks, unsigned, with the load
-//! running on the engine's own worker threads and many requests in flight per worker. Two
-//! shapes: one hot license, and 10,000 licenses spread over the workers. For 10,000 licenses two
-//! placements of the callers: on any worker (a request may cross to another worker and back),
-//! and on each license's home worker (no crossing: the engine's own ceiling). Before the
+//! running on the engine's own worker threads and many requests in flight per worker. Three
+//! shapes: one hot license, 10,000 licenses spread over the workers, and the same 10,000
+//! licensees organized (10 groups each, each license in an entitlement: the consume rule of
+//! SPEC section 12 on every checkout). For 10,000 licenses two placements of the callers: on any
+//! worker (a request may cross to another worker and back), and on each license's home worker
+//! (no crossing: the engine's own ceiling). Before the
 //! criterion runs, it prints the memory an idle license and a live lease cost (RSS growth over
 //! 100,000 of each).
 //!
@@ -11,7 +13,7 @@
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use leasehold::{
     ConsumeRequest, ConsumerId, ConsumerKind, Credit, Decision, Dimension, Enforcement, Engine, LicenseId,
-    LicenseeKind, NewConsumer, NewLicense, NewLicensee, NewProduct, ReleaseRequest,
+    LicenseeKind, NewConsumer, NewEntitlement, NewGroup, NewLicense, NewLicensee, NewProduct, ReleaseRequest,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,9 +33,19 @@ fn setup_runtime() -> tokio::runtime::Runtime {
 /// A consumer and the license it uses.
 type Client = (ConsumerId, LicenseId);
 
+/// Groups per licensee when the licensees are organized (SPEC section 12).
+const GROUPS_PER_LICENSEE: usize = 10;
+
 /// An engine with `licenses` licenses of `seats` seats each, one licensee per license, and
-/// `consumers_per_license` consumers for each.
-fn engine_with(licenses: usize, seats: u64, consumers_per_license: usize) -> (Engine, Arc<Vec<Client>>) {
+/// `consumers_per_license` consumers for each. An `organized` licensee has
+/// [`GROUPS_PER_LICENSEE`] user groups, its license is in an entitlement of all of them, and its
+/// consumers are in the last one: each checkout runs the whole consume rule.
+fn engine_with(
+    licenses: usize,
+    seats: u64,
+    consumers_per_license: usize,
+    organized: bool,
+) -> (Engine, Arc<Vec<Client>>) {
     let engine = Engine::builder().build().expect("engine");
     let consumers = setup_runtime().block_on(async {
         engine.create_product(NewProduct { name: PRODUCT.into(), features: vec![], tiers: vec![] }).await.unwrap();
@@ -43,7 +55,19 @@ fn engine_with(licenses: usize, seats: u64, consumers_per_license: usize) -> (En
             let licensee =
                 NewLicensee { name: format!("customer-{i}"), kind: LicenseeKind::Organization, external_id: None };
             let licensee = engine.create_licensee(licensee).await.unwrap();
-            let license = engine.create_license(NewLicense::new(licensee.id, PRODUCT, credit)).await.unwrap();
+            let mut groups = Vec::new();
+            if organized {
+                for g in 0..GROUPS_PER_LICENSEE {
+                    let group = NewGroup { name: format!("group-{g}"), kind: ConsumerKind::User };
+                    groups.push(engine.create_group(licensee.id, group, None).await.unwrap().id);
+                }
+            }
+            let mut new = NewLicense::new(licensee.id, PRODUCT, credit);
+            if organized {
+                let entitlement = NewEntitlement { name: "all".into(), groups: groups.clone() };
+                new.entitlement = Some(engine.create_entitlement(licensee.id, entitlement, None).await.unwrap().id);
+            }
+            let license = engine.create_license(new).await.unwrap();
             for j in 0..consumers_per_license {
                 let new = NewConsumer {
                     name: format!("user-{i}-{j}"),
@@ -52,7 +76,11 @@ fn engine_with(licenses: usize, seats: u64, consumers_per_license: usize) -> (En
                     email: None,
                     external_id: None,
                 };
-                consumers.push((engine.create_consumer(new).await.unwrap().0.id, license.id));
+                let consumer = engine.create_consumer(new).await.unwrap().0.id;
+                if let Some(last) = groups.last() {
+                    engine.add_member(*last, consumer).await.unwrap();
+                }
+                consumers.push((consumer, license.id));
             }
         }
         consumers
@@ -140,12 +168,14 @@ fn run(engine: &Engine, clients: &[Client], work: Work, placement: Placement, to
 fn throughput(c: &mut Criterion) {
     // Enough consumers (and seats) on the hot license that every task has its own.
     let hot_consumers = 1024;
-    let hot = engine_with(1, hot_consumers as u64, hot_consumers);
-    let spread = engine_with(10_000, 1, 1);
+    let hot = engine_with(1, hot_consumers as u64, hot_consumers, false);
+    let spread = engine_with(10_000, 1, 1, false);
+    let organized = engine_with(10_000, 1, 1, true);
     let shapes = [
         ("1 license", &hot, Placement::AnyWorker),
         ("10000 licenses, any worker", &spread, Placement::AnyWorker),
         ("10000 licenses, home worker", &spread, Placement::HomeWorker),
+        ("10000 licensees x 10 groups, home worker", &organized, Placement::HomeWorker),
     ];
     for (work, name) in [(Work::ConsumeRelease, "consume+release"), (Work::Check, "check")] {
         let mut group = c.benchmark_group(name);
@@ -170,7 +200,7 @@ fn rss_bytes() -> u64 {
 fn memory_report() {
     let count = if quick() { 10_000 } else { 100_000 };
     let before = rss_bytes();
-    let (engine, clients) = engine_with(count, 1, 1);
+    let (engine, clients) = engine_with(count, 1, 1, false);
     // Start every license's actor with a check, so an idle license is counted with its actor.
     run(&engine, &clients, Work::Check, Placement::AnyWorker, count as u64);
     let idle = rss_bytes();

@@ -355,17 +355,18 @@ impl Directory {
     /// to the license's licensee; a license in an entitlement also needs it to be a member of
     /// one of the entitlement's groups of its own kind (users in user groups, devices in device
     /// client groups). An entitlement that is gone lets no one in.
+    ///
+    /// A group only ever holds consumers of its kind (a membership of another kind is refused),
+    /// so being a member is enough; the consumer's few memberships are searched rather than the
+    /// entitlement's groups, which keeps the rule to two map lookups on the checkout path.
     pub fn may_use(&self, consumer: &Consumer, license: &License) -> bool {
         if !consumer.licensees.contains(&license.licensee) {
             return false;
         }
         let Some(entitlement) = license.entitlement else { return true };
         let Some(entitlement) = self.entitlements.get(&entitlement) else { return false };
-        entitlement
-            .groups
-            .iter()
-            .filter_map(|g| self.groups.get(g))
-            .any(|g| g.kind == consumer.kind && g.members.contains(&consumer.id))
+        let memberships = self.memberships.get(&consumer.id).map_or(&[][..], Vec::as_slice);
+        memberships.iter().any(|g| entitlement.groups.contains(g))
     }
 
     /// The licenses `consumer` may use for `item` under `filters`, in the order SPEC section 3
