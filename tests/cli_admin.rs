@@ -262,6 +262,8 @@ fn groups_and_entitlements_have_their_verbs() {
     assert_eq!(created["kind"], "user", "{created}");
     let joined = admin_json(&server, &["groups", "add-member", &group, "--consumer", &consumer]);
     assert_eq!(joined["members"], serde_json::json!([consumer]), "{joined}");
+    let invited = admin_json(&server, &["groups", "invite", &group, "--email", "new@acme.example"]);
+    assert!(invited["token"].as_str().is_some_and(|t| t.starts_with("lhi_")), "{invited}");
 
     let created =
         admin_json(&server, &["entitlements", "create", "--licensee", &licensee, "--name", "CAD", "--group", &group]);

@@ -114,6 +114,7 @@ fn body(route: &AdminRoute, objects: &Objects) -> Option<Value> {
             Some(json!({"consumer": objects.consumer}))
         }
         ("POST", "/admin/entitlements/{id}/licenses") => Some(json!({"license": objects.license})),
+        ("POST", "/admin/groups/{id}/invitations") => Some(json!({"email": "new@example.com"})),
         ("POST", "/admin/licensees/{id}/groups") => Some(json!({"name": "matrix", "kind": "device"})),
         ("POST", "/admin/licensees/{id}/entitlements") => Some(json!({"name": "matrix", "groups": []})),
         ("PATCH", "/admin/consumers/{id}") => Some(json!({"name": "renamed"})),
@@ -182,6 +183,7 @@ fn the_route_table_has_every_admin_route_of_the_router() {
         ("DELETE", "/admin/groups/{id}"),
         ("POST", "/admin/groups/{id}/members"),
         ("DELETE", "/admin/groups/{id}/members/{consumer}"),
+        ("POST", "/admin/groups/{id}/invitations"),
         ("GET", "/admin/licensees/{id}/entitlements"),
         ("POST", "/admin/licensees/{id}/entitlements"),
         ("GET", "/admin/entitlements/{id}"),

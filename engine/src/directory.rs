@@ -6,8 +6,12 @@
 
 use crate::decide::{Denial, ErrorCode, LicenseFilters};
 use crate::hashing::Map;
-use crate::ids::{ConsumerId, CredentialId, EntitlementId, GroupId, LicenseId, LicenseeId, ProductId, WebhookId};
-use crate::model::{Consumer, Credential, Entitlement, Group, License, LicenseStatus, Licensee, Product};
+use crate::ids::{
+    ConsumerId, CredentialId, EntitlementId, GroupId, InvitationId, LicenseId, LicenseeId, ProductId, WebhookId,
+};
+use crate::model::{
+    Consumer, Credential, Entitlement, Group, Invitation, InvitationAnswer, License, LicenseStatus, Licensee, Product,
+};
 use crate::stored_answers::{AnswerBook, StoredAnswer};
 use crate::time::Timestamp;
 use crate::webhooks::Webhook;
@@ -64,6 +68,25 @@ pub enum DirectoryEvent {
     Entitlement(Entitlement),
     /// An entitlement was deleted (no license was in it).
     EntitlementDeleted(EntitlementId),
+    /// An invitation to a group was made.
+    Invitation(Invitation),
+    /// An invitation was accepted: `consumer` (new, or as it is now with the group's licensee)
+    /// joined its group.
+    InvitationAccepted {
+        /// The invitation.
+        invitation: InvitationId,
+        /// Who accepted, as it is after joining.
+        consumer: Consumer,
+        /// When.
+        at: Timestamp,
+    },
+    /// An invitation was declined.
+    InvitationDeclined {
+        /// The invitation.
+        invitation: InvitationId,
+        /// When.
+        at: Timestamp,
+    },
 }
 
 /// The directory of parties, products and license terms.
@@ -85,6 +108,8 @@ pub struct Directory {
     /// The groups each consumer is in.
     memberships: Map<ConsumerId, Vec<GroupId>>,
     entitlements: Map<EntitlementId, Entitlement>,
+    invitations: Map<InvitationId, Invitation>,
+    invitations_by_token: Map<[u8; 32], InvitationId>,
 }
 
 impl Directory {
@@ -173,6 +198,25 @@ impl Directory {
             }
             DirectoryEvent::EntitlementDeleted(id) => {
                 self.entitlements.remove(id);
+            }
+            DirectoryEvent::Invitation(i) => {
+                self.invitations_by_token.insert(i.token_sha256, i.id);
+                self.invitations.insert(i.id, i.clone());
+            }
+            DirectoryEvent::InvitationAccepted { invitation, consumer, at } => {
+                let group = self.invitations.get(invitation).map(|i| i.group);
+                self.apply(&DirectoryEvent::Consumer(consumer.clone()));
+                if let Some(group) = group {
+                    self.apply(&DirectoryEvent::MemberAdded { group, consumer: consumer.id });
+                }
+                if let Some(i) = self.invitations.get_mut(invitation) {
+                    i.answer = Some(InvitationAnswer::Accepted { consumer: consumer.id, at: *at });
+                }
+            }
+            DirectoryEvent::InvitationDeclined { invitation, at } => {
+                if let Some(i) = self.invitations.get_mut(invitation) {
+                    i.answer = Some(InvitationAnswer::Declined { at: *at });
+                }
             }
         }
     }
@@ -351,6 +395,16 @@ impl Directory {
         self.entitlements.values()
     }
 
+    /// The invitation `id`.
+    pub fn invitation(&self, id: InvitationId) -> Option<&Invitation> {
+        self.invitations.get(&id)
+    }
+
+    /// The invitation whose token hashes to `sha256`.
+    pub fn invitation_by_token_hash(&self, sha256: &[u8; 32]) -> Option<&Invitation> {
+        self.invitations_by_token.get(sha256).and_then(|id| self.invitations.get(id))
+    }
+
     /// The consume rule of SPEC section 12: whether `consumer` may use `license`. It must belong
     /// to the license's licensee; a license in an entitlement also needs it to be a member of
     /// one of the entitlement's groups of its own kind (users in user groups, devices in device
@@ -451,6 +505,9 @@ pub struct DirectorySnapshot {
     /// The entitlements.
     #[serde(default, with = "crate::shapes::since_format_6")]
     pub entitlements: Vec<Entitlement>,
+    /// The invitations, answered or not.
+    #[serde(default, with = "crate::shapes::since_format_6")]
+    pub invitations: Vec<Invitation>,
 }
 
 /// The directory as a version-1 snapshot stored it: [`DirectorySnapshot`] with the license terms
@@ -488,6 +545,7 @@ impl DirectorySnapshotV1 {
             credentials: Vec::new(),
             groups: Vec::new(),
             entitlements: Vec::new(),
+            invitations: Vec::new(),
         };
         (snapshot, licenses)
     }
@@ -516,6 +574,7 @@ impl Directory {
             credentials: sorted(self.credentials.values().cloned().collect(), |c| c.id),
             groups: sorted(self.groups.values().cloned().collect(), |g| g.id),
             entitlements: sorted(self.entitlements.values().cloned().collect(), |e| e.id),
+            invitations: sorted(self.invitations.values().cloned().collect(), |i| i.id),
         }
     }
 
@@ -552,6 +611,9 @@ impl Directory {
         }
         for entitlement in snapshot.entitlements {
             directory.apply(&DirectoryEvent::Entitlement(entitlement));
+        }
+        for invitation in snapshot.invitations {
+            directory.apply(&DirectoryEvent::Invitation(invitation));
         }
         directory
     }

@@ -8,6 +8,8 @@
 
 mod organization;
 
+pub use organization::{Acceptance, INVITATION_TTL_S, MAX_INVITATION_TTL_S};
+
 use crate::actors::license::{
     Admin, AdminAnswer, AdminOp, Consume, DormantLicense, Machine, Release, Renew, Reply, Retry, Shared,
 };

@@ -55,6 +55,9 @@ pub enum AdminError {
     /// The request conflicts with the current state (a name taken, no free seat to reserve).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// What the request names is past its expiry (an invitation).
+    #[error("expired: {0}")]
+    Expired(String),
     /// The engine could not carry it out.
     #[error(transparent)]
     Engine(#[from] EngineError),

@@ -81,6 +81,17 @@ impl Event {
             DirectoryEvent::EntitlementDeleted(id) => {
                 ("entitlement.deleted".into(), ("entitlement", id.to_string()), json!({}))
             }
+            DirectoryEvent::Invitation(i) => {
+                let data = json!({"id": i.id, "group": i.group, "email": i.email, "expires_at": i.expires_at});
+                ("invitation.created".into(), ("invitation", i.id.to_string()), data)
+            }
+            DirectoryEvent::InvitationAccepted { invitation, consumer, .. } => {
+                let data = json!({"consumer": consumer.id});
+                ("invitation.accepted".into(), ("invitation", invitation.to_string()), data)
+            }
+            DirectoryEvent::InvitationDeclined { invitation, .. } => {
+                ("invitation.declined".into(), ("invitation", invitation.to_string()), json!({}))
+            }
             DirectoryEvent::Answered { .. } => return None,
         };
         let (kind, id) = subject;

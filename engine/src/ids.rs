@@ -66,6 +66,10 @@ uuid_id!(
     EntitlementId
 );
 uuid_id!(
+    /// An invitation to join a group (SPEC section 12).
+    InvitationId
+);
+uuid_id!(
     /// One lease; rotated on every renewal. Tokens carry it as `jti`.
     LeaseId
 );

@@ -55,6 +55,9 @@ pub use decide::{
 };
 pub use engine::{Answering, Authentication, Engine, EngineBuilder};
 pub use error::{AdminError, EngineError};
-pub use ids::{ConsumerId, CredentialId, EntitlementId, GroupId, LeaseId, LicenseId, LicenseeId, ProductId, WebhookId};
+pub use ids::{
+    ConsumerId, CredentialId, EntitlementId, GroupId, InvitationId, LeaseId, LicenseId, LicenseeId, ProductId,
+    WebhookId,
+};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use tokens::{claims, signer};

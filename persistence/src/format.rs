@@ -56,8 +56,8 @@
 //! cell by granularity, period, license and consumer, so a report reads one range.
 //!
 //! Why version 6. The directory's snapshot holds the organizations (SPEC section 12): the
-//! credentials of the admin API, groups and entitlements, and a license's terms name their
-//! entitlement; the log has their changes.
+//! credentials of the admin API, groups, entitlements and invitations, and a license's terms
+//! name their entitlement; the log has their changes.
 //!
 //! Why the parts are in a file rather than in sled: when sled opens, it reads back and checks
 //! every value written since it last opened, and reading one value reads the whole tree node

@@ -361,8 +361,10 @@ fn background_snapshots_wait_for_as_many_entries_as_the_state_holds() {
 }
 
 /// The journal entries of an organization's changes (SPEC section 12): a credential, two groups
-/// with members, an entitlement with a license in it, a member leaving, a group deleted.
+/// with members, an entitlement with a license in it, a member leaving, a group deleted, an
+/// invitation accepted by a new user and one declined.
 fn organization_entries() -> Vec<JournalEntry> {
+    use leasehold_engine::engine::Acceptance;
     use leasehold_engine::journal::{Journal, MemoryJournal};
     use leasehold_engine::model::Role;
     use leasehold_engine::{Engine, EntitlementPatch, NewCredential, NewEntitlement, NewGroup};
@@ -390,15 +392,27 @@ fn organization_entries() -> Vec<JournalEntry> {
         engine.delete_group(groups[1]).await.unwrap_or_else(|e| panic!("{e}"));
         let patch = EntitlementPatch { name: Some("renamed".into()), groups: Some(vec![groups[0]]) };
         engine.patch_entitlement(entitlement.id, patch).await.unwrap_or_else(|e| panic!("{e}"));
+        for (email, accepts) in [("new@acme.example", true), ("no@acme.example", false)] {
+            let made = engine.create_invitation(groups[0], email.into(), None, None).await;
+            let (_, token) = made.unwrap_or_else(|e| panic!("invitation: {e}"));
+            if accepts {
+                let by = Acceptance::NewUser { name: "newcomer".into() };
+                engine.accept_invitation(&token, by).await.unwrap_or_else(|e| panic!("accept: {e}"));
+            } else {
+                engine.decline_invitation(&token).await.unwrap_or_else(|e| panic!("decline: {e}"));
+            }
+        }
         memory.entries()
     })
 }
 
 #[test]
-fn credentials_groups_and_entitlements_survive_a_snapshot_and_a_replay() {
+fn credentials_groups_entitlements_and_invitations_survive_a_snapshot_and_a_replay() {
     let entries = organization_entries();
     let full = replayed(&entries);
     assert_eq!((full.directory.credentials.len(), full.directory.groups.len()), (1, 1));
+    assert_eq!(full.directory.invitations.iter().filter(|i| i.answer.is_some()).count(), 2);
+    assert_eq!(full.directory.consumers.len(), 2, "the new user is there");
     assert_eq!(full.directory.entitlements.first().map(|e| e.name.as_str()), Some("renamed"));
     assert!(full.licenses.iter().any(|(_, state, _)| state.license.entitlement.is_some()));
     for cut in 0..=entries.len() {

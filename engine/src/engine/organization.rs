@@ -1,13 +1,16 @@
 //! The administration of organizations (SPEC section 12): the credentials of the admin API and
-//! their roles, groups of users and device clients, and entitlements.
+//! their roles, groups of users and device clients, entitlements, and invitations to groups.
 
-use super::{check_name, Engine};
+use super::{check_name, new_api_key, Engine};
 use crate::admin::{EntitlementPatch, LicensePatch, NewCredential, NewEntitlement, NewGroup};
 use crate::decide::Idempotency;
 use crate::directory::{Directory, DirectoryEvent};
 use crate::error::AdminError;
-use crate::ids::{sha256, ConsumerId, CredentialId, EntitlementId, GroupId, IdSource, LicenseId, LicenseeId};
-use crate::model::{ConsumerKind, Credential, Entitlement, Group, License};
+use crate::ids::{
+    sha256, ConsumerId, CredentialId, EntitlementId, GroupId, IdSource, InvitationId, LicenseId, LicenseeId,
+};
+use crate::model::{Consumer, ConsumerKind, Credential, Entitlement, Group, Invitation, InvitationAnswer, License};
+use crate::time::Timestamp;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use std::sync::Arc;
@@ -256,4 +259,152 @@ fn dedup(mut groups: Vec<GroupId>) -> Vec<GroupId> {
     let mut seen = std::collections::HashSet::new();
     groups.retain(|g| seen.insert(*g));
     groups
+}
+
+/// How long an invitation may be accepted when its creator does not say.
+pub const INVITATION_TTL_S: u64 = 7 * 24 * 3_600;
+
+/// The longest an invitation may be valid.
+pub const MAX_INVITATION_TTL_S: u64 = 90 * 24 * 3_600;
+
+/// Who accepts an invitation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acceptance {
+    /// An existing consumer (by its own API key).
+    Consumer(ConsumerId),
+    /// A new user consumer of the group's licensee, with this name.
+    NewUser {
+        /// Its display name.
+        name: String,
+    },
+}
+
+/// A fresh invitation token: `lhi_` and 32 bytes from `ids` in base64url.
+fn new_invitation_token(ids: &dyn IdSource) -> String {
+    let mut secret = [0u8; 32];
+    ids.fill(&mut secret);
+    format!("lhi_{}", URL_SAFE_NO_PAD.encode(secret))
+}
+
+/// The pending invitation whose token is `token` at `now`, or why it cannot be answered.
+fn pending<'d>(dir: &'d Directory, token: &str, now: Timestamp) -> Result<&'d Invitation, AdminError> {
+    let digest = sha256(token.as_bytes());
+    let found = dir.invitation_by_token_hash(&digest).filter(|i| bool::from(i.token_sha256.ct_eq(&digest)));
+    let invitation = found.ok_or_else(|| AdminError::NotFound("invitation".into()))?;
+    match invitation.answer {
+        Some(InvitationAnswer::Accepted { .. }) => Err(AdminError::Conflict("the invitation was accepted".into())),
+        Some(InvitationAnswer::Declined { .. }) => Err(AdminError::Conflict("the invitation was declined".into())),
+        None if invitation.expires_at <= now => Err(AdminError::Expired("the invitation expired".into())),
+        None => Ok(invitation),
+    }
+}
+
+impl Engine {
+    /// Invites `email` to group `group` for `ttl_s` seconds (default [`INVITATION_TTL_S`]); the
+    /// token is returned only here (derived from the key of the request `once`, when given).
+    pub async fn create_invitation(
+        &self,
+        group: GroupId,
+        email: String,
+        ttl_s: Option<u64>,
+        once: Option<&Idempotency>,
+    ) -> Result<(Invitation, String), AdminError> {
+        if !is_valid_email(&email) {
+            return Err(AdminError::Invalid("email must be an address of at most 254 characters".into()));
+        }
+        let ttl_s = ttl_s.unwrap_or(INVITATION_TTL_S);
+        if !(1..=MAX_INVITATION_TTL_S).contains(&ttl_s) {
+            return Err(AdminError::Invalid(format!("expires_in_s must be 1 to {MAX_INVITATION_TTL_S}")));
+        }
+        let ids = self.ids_for(once);
+        let token = new_invitation_token(&*ids);
+        let mut invitation = Invitation {
+            id: InvitationId(ids.uuid()),
+            group,
+            email,
+            token_sha256: sha256(token.as_bytes()),
+            expires_at: self.now().plus_millis(i64::try_from(ttl_s.saturating_mul(1_000)).unwrap_or(i64::MAX)),
+            answer: None,
+        };
+        self.record_directory(|dir| {
+            if let Some(created) = dir.invitation(invitation.id) {
+                invitation = created.clone();
+            } else if dir.group(group).is_none() {
+                return Err(AdminError::NotFound(format!("group {group}")));
+            }
+            Ok(DirectoryEvent::Invitation(invitation.clone()))
+        })
+        .await?;
+        Ok((invitation, token))
+    }
+
+    /// Accepts the invitation whose token is `token`: the consumer joins the group (and its
+    /// licensee), or a new user consumer is made in it. Answers the consumer, and the new
+    /// consumer's API key (only here). A token works once.
+    pub async fn accept_invitation(
+        &self,
+        token: &str,
+        by: Acceptance,
+    ) -> Result<(Consumer, Option<String>), AdminError> {
+        let fresh_key = matches!(by, Acceptance::NewUser { .. }).then(|| new_api_key(&*self.inner.shared.ids));
+        let fresh_id = ConsumerId(self.fresh_id());
+        let at = self.now();
+        let mut joined = None;
+        self.record_directory(|dir| {
+            let invitation = pending(dir, token, at)?;
+            let group =
+                dir.group(invitation.group).ok_or_else(|| AdminError::NotFound("the invitation's group".into()))?;
+            let consumer = match &by {
+                Acceptance::Consumer(id) => {
+                    let mut consumer =
+                        dir.consumer(*id).cloned().ok_or_else(|| AdminError::NotFound(format!("consumer {id}")))?;
+                    if consumer.kind != group.kind {
+                        return Err(AdminError::Invalid("the group holds consumers of another kind".into()));
+                    }
+                    if !consumer.licensees.contains(&group.licensee) {
+                        consumer.licensees.push(group.licensee);
+                    }
+                    consumer
+                }
+                Acceptance::NewUser { name } => {
+                    check_name("name", name)?;
+                    if group.kind != ConsumerKind::User {
+                        return Err(AdminError::Invalid("a device client group takes existing devices only".into()));
+                    }
+                    Consumer {
+                        id: fresh_id,
+                        name: name.clone(),
+                        kind: ConsumerKind::User,
+                        licensees: vec![group.licensee],
+                        email: Some(invitation.email.clone()),
+                        api_key_sha256: sha256(fresh_key.as_deref().unwrap_or_default().as_bytes()),
+                        external_id: None,
+                        disabled: false,
+                    }
+                }
+            };
+            joined = Some(consumer.clone());
+            Ok(DirectoryEvent::InvitationAccepted { invitation: invitation.id, consumer, at })
+        })
+        .await?;
+        Ok((joined.expect("a recorded change was made"), fresh_key))
+    }
+
+    /// Declines the invitation whose token is `token`; it cannot be accepted afterwards.
+    pub async fn decline_invitation(&self, token: &str) -> Result<(), AdminError> {
+        let at = self.now();
+        self.record_directory(|dir| {
+            let invitation = pending(dir, token, at)?;
+            Ok(DirectoryEvent::InvitationDeclined { invitation: invitation.id, at })
+        })
+        .await
+    }
+}
+
+/// A plausible e-mail address: one `@` with text either side, printable, at most 254 bytes.
+fn is_valid_email(email: &str) -> bool {
+    let ok_chars = email.chars().all(|c| c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control()));
+    matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.contains('@'))
+        && email.len() <= 254
+        && ok_chars
 }

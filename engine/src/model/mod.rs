@@ -16,5 +16,5 @@ pub use license::{
     Credit, Dimension, Enforcement, FeatureOverrides, IpRules, License, LicenseModel, LicenseStatus, SessionAnchor,
     VersionRange,
 };
-pub use organization::{Entitlement, Group};
+pub use organization::{Entitlement, Group, Invitation, InvitationAnswer};
 pub use party::{Consumer, ConsumerKind, Licensee, LicenseeKind};

@@ -1,8 +1,9 @@
 //! A licensee's organization (SPEC section 12): groups of its users and of its device clients,
-//! and entitlements that say which groups may use which of its licenses.
+//! entitlements that say which groups may use which of its licenses, and invitations to groups.
 
-use crate::ids::{ConsumerId, EntitlementId, GroupId, LicenseeId};
+use crate::ids::{ConsumerId, EntitlementId, GroupId, InvitationId, LicenseeId};
 use crate::model::ConsumerKind;
+use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -33,4 +34,38 @@ pub struct Entitlement {
     pub name: String,
     /// The groups whose members may use its licenses (a member of a group of its own kind).
     pub groups: Vec<GroupId>,
+}
+
+/// An invitation to join a group: its token (kept as a digest) works once, until it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// Its id.
+    pub id: InvitationId,
+    /// The group it invites to.
+    pub group: GroupId,
+    /// Whom it was sent to.
+    pub email: String,
+    /// SHA-256 of its token; the token itself is shown once and never stored.
+    pub token_sha256: [u8; 32],
+    /// After this it can no longer be answered.
+    pub expires_at: Timestamp,
+    /// How it was answered, once it was.
+    pub answer: Option<InvitationAnswer>,
+}
+
+/// How an invitation was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvitationAnswer {
+    /// Accepted: `consumer` joined the group.
+    Accepted {
+        /// Who joined.
+        consumer: ConsumerId,
+        /// When.
+        at: Timestamp,
+    },
+    /// Declined.
+    Declined {
+        /// When.
+        at: Timestamp,
+    },
 }

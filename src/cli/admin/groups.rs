@@ -4,6 +4,7 @@
 use super::call::{column, encode, given, Call, Column};
 use super::PageArgs;
 use clap::{Subcommand, ValueEnum};
+use serde_json::Value;
 
 /// A listing's columns.
 const COLUMNS: &[Column] =
@@ -26,6 +27,8 @@ impl Kind {
         }
     }
 }
+
+const INVITATION_NOTE: &str = "The token is shown only now: send it to the invitee.";
 
 /// The verbs on groups.
 #[derive(Debug, Subcommand)]
@@ -76,6 +79,18 @@ pub enum Groups {
         #[arg(long)]
         consumer: String,
     },
+    /// Invite someone to a group; the token is shown once (answered at
+    /// `POST /invitations/{token}/accept` or `/decline`).
+    Invite {
+        /// The group's id.
+        id: String,
+        /// Whom the invitation is for.
+        #[arg(long)]
+        email: String,
+        /// Seconds it may be answered in (7 days when not given).
+        #[arg(long, value_name = "SECONDS")]
+        expires_in_s: Option<u64>,
+    },
 }
 
 impl Groups {
@@ -94,6 +109,10 @@ impl Groups {
             }
             Groups::RemoveMember { id, consumer } => {
                 Call::delete(format!("{}/members/{}", path(&id), encode(&consumer)))
+            }
+            Groups::Invite { id, email, expires_in_s } => {
+                let body = given([("email", Some(email.into())), ("expires_in_s", expires_in_s.map(Value::from))]);
+                Call::post(format!("{}/invitations", path(&id)), body).with_note(INVITATION_NOTE)
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod authz;
 pub mod discovery;
 pub mod idempotency;
+pub mod invitations;
 pub mod metrics;
 pub mod openapi;
 pub mod reply;

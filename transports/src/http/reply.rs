@@ -152,6 +152,7 @@ impl From<AdminError> for ApiError {
             AdminError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             AdminError::Invalid(why) => ApiError::bad_request(why),
             AdminError::Conflict(why) => ApiError::conflict(why),
+            AdminError::Expired(why) => ApiError::new(StatusCode::GONE, "expired", why),
             AdminError::Engine(e) => e.into(),
         }
     }

@@ -6,7 +6,7 @@
 use crate::http::authz::{self, Format};
 use crate::http::metrics::RouteFamily;
 use crate::http::reply::{self, ApiError, Body};
-use crate::http::{admin, discovery, metrics, openapi, scale, HttpState};
+use crate::http::{admin, discovery, invitations, metrics, openapi, scale, HttpState};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
@@ -70,6 +70,10 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
     }
     if let Some(rest) = path.strip_prefix(scale::PREFIX) {
         return scale::handle(state, req, rest, peer.ip()).await;
+    }
+    if let Some(rest) = path.strip_prefix(invitations::PREFIX) {
+        let rest = rest.to_owned();
+        return invitations::handle(state, req, &rest).await;
     }
     if let Some(rest) = path.strip_prefix("/admin/") {
         let rest = rest.to_owned();
@@ -155,6 +159,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/admin/groups/{id}"),
     ("POST", "/admin/groups/{id}/members"),
     ("DELETE", "/admin/groups/{id}/members/{consumer}"),
+    ("POST", "/admin/groups/{id}/invitations"),
+    ("POST", "/invitations/{token}/accept"),
+    ("POST", "/invitations/{token}/decline"),
     ("GET", "/admin/licensees/{id}/entitlements"),
     ("POST", "/admin/licensees/{id}/entitlements"),
     ("GET", "/admin/entitlements/{id}"),

@@ -80,6 +80,7 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
     route("DELETE", "/admin/groups/{id}", true),
     route("POST", "/admin/groups/{id}/members", true),
     route("DELETE", "/admin/groups/{id}/members/{consumer}", true),
+    route("POST", "/admin/groups/{id}/invitations", true),
     route("GET", "/admin/licensees/{id}/entitlements", true),
     route("POST", "/admin/licensees/{id}/entitlements", true),
     route("GET", "/admin/entitlements/{id}", true),

@@ -120,7 +120,9 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
     let request: [&[u8]; 3] = [rest.as_bytes(), call.query.as_bytes(), &call.body];
     let once = Idempotency::of(secret.as_bytes(), &client_key, 0, &request);
     let secret = match segments.as_slice() {
-        ["consumers"] | ["consumers", _, "api-key"] | ["webhooks"] | ["credentials"] => Secret::Held,
+        ["consumers"] | ["consumers", _, "api-key"] | ["webhooks"] | ["credentials"] | ["groups", _, "invitations"] => {
+            Secret::Held
+        }
         _ => Secret::None,
     };
     answer_once(state, once, secret, route(&admin, &call, &segments, &method, Some(&once))).await

@@ -14,6 +14,15 @@ use leasehold_engine::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// `POST /admin/groups/{id}/invitations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvitationIn {
+    email: String,
+    #[serde(default)]
+    expires_in_s: Option<u64>,
+}
+
 /// `POST /admin/entitlements/{id}/licenses`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +74,23 @@ pub(super) async fn route(
                 let body: AssignmentIn = call.required()?;
                 let group = state.engine.add_member(id, body.consumer).await?;
                 Ok(reply::json(StatusCode::OK, &shapes::group(&group)))
+            }
+            .await
+        }
+        (["groups", id, "invitations"], &Method::POST) => {
+            async {
+                let id: GroupId = path_id("group", id)?;
+                let body: InvitationIn = call.required()?;
+                let (invitation, token) =
+                    state.engine.create_invitation(id, body.email, body.expires_in_s, once).await?;
+                let answer = json!({
+                    "id": invitation.id,
+                    "group": invitation.group,
+                    "email": invitation.email,
+                    "token": token,
+                    "expires_at": shapes::rfc3339(invitation.expires_at),
+                });
+                Ok(reply::json(StatusCode::CREATED, &answer))
             }
             .await
         }
@@ -131,7 +157,7 @@ pub(super) fn allowed(segments: &[&str]) -> &'static str {
         ["licensees", _, "groups" | "entitlements"] => "GET or POST",
         ["groups", _] => "GET or DELETE",
         ["entitlements", _] => "GET, PATCH or DELETE",
-        ["groups", _, "members"] | ["entitlements", _, "licenses"] => "POST",
+        ["groups", _, "members" | "invitations"] | ["entitlements", _, "licenses"] => "POST",
         ["groups", _, "members", _] | ["entitlements", _, "licenses", _] => "DELETE",
         _ => "",
     }
