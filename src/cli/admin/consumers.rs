@@ -19,7 +19,7 @@ const COLUMNS: &[Column] = &[
 /// Said after an answer that carries an API key.
 const KEY_NOTE: &str = "The api_key is shown only now: keep it.";
 
-/// What a consumer is.
+/// What a consumer is (and which kind a group holds).
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Kind {
     /// A person using the software.
@@ -29,7 +29,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Kind::User => "user",
             Kind::Device => "device",

@@ -2,31 +2,14 @@
 //! members (`/admin/licensees/{id}/groups`, `/admin/groups`).
 
 use super::call::{column, encode, given, Call, Column};
+use super::consumers::Kind;
 use super::PageArgs;
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use serde_json::Value;
 
 /// A listing's columns.
 const COLUMNS: &[Column] =
     &[column("ID", "/id"), column("NAME", "/name"), column("KIND", "/kind"), column("MEMBERS", "/members")];
-
-/// Which kind of consumer a group holds (SPEC section 12).
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Kind {
-    /// People using the software.
-    User,
-    /// Machines or services using it without a person.
-    Device,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::User => "user",
-            Kind::Device => "device",
-        }
-    }
-}
 
 const INVITATION_NOTE: &str = "The token is shown only now: send it to the invitee.";
 

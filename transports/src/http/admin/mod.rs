@@ -137,8 +137,8 @@ async fn route(
     once: Option<&Idempotency>,
 ) -> Result<Response<Body>, ApiError> {
     let query = call.query.as_str();
-    if let Some(answer) = organization::route(state, call, segments, method, once).await {
-        return answer;
+    if !organization::allowed(segments).is_empty() {
+        return organization::route(state, call, segments, method, once).await;
     }
     match (segments, method) {
         (["licensees"], &Method::POST) => create_licensee(state, call, once).await,

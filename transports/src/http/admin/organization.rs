@@ -31,15 +31,15 @@ struct LicenseRef {
 }
 
 /// Answers a request under `/admin/licensees/{id}/groups`, `/admin/licensees/{id}/entitlements`,
-/// `/admin/groups` or `/admin/entitlements`; `None` for a path that is none of these.
+/// `/admin/groups` or `/admin/entitlements` (a path [`allowed`] knows).
 pub(super) async fn route(
     state: &Admin<'_>,
     call: &Call,
     segments: &[&str],
     method: &Method,
     once: Option<&Idempotency>,
-) -> Option<Result<Response<Body>, ApiError>> {
-    Some(match (segments, method) {
+) -> Result<Response<Body>, ApiError> {
+    match (segments, method) {
         (["licensees", id, "groups"], &Method::POST) => create_group(state, call, id, once).await,
         (["licensees", id, "groups"], &Method::GET) => listing(state, call, id, |directory, licensee| {
             directory
@@ -54,53 +54,37 @@ pub(super) async fn route(
             of_licensee.map(|e| (e.id.to_string(), entitlement(directory, e))).collect()
         }),
         (["groups", id], &Method::GET) => {
-            let id: GroupId = match path_id("group", id) {
-                Ok(id) => id,
-                Err(e) => return Some(Err(e)),
-            };
+            let id: GroupId = path_id("group", id)?;
             let found = state.engine.directory().group(id).map(shapes::group);
             found.map(|v| reply::json(StatusCode::OK, &v)).ok_or_else(|| ApiError::not_found(format!("group {id}")))
         }
         (["groups", id], &Method::DELETE) => {
-            async {
-                state.engine.delete_group(path_id("group", id)?).await?;
-                Ok(reply::empty(StatusCode::NO_CONTENT))
-            }
-            .await
+            state.engine.delete_group(path_id("group", id)?).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
         }
         (["groups", id, "members"], &Method::POST) => {
-            async {
-                let id: GroupId = path_id("group", id)?;
-                let body: AssignmentIn = call.required()?;
-                let group = state.engine.add_member(id, body.consumer).await?;
-                Ok(reply::json(StatusCode::OK, &shapes::group(&group)))
-            }
-            .await
+            let id: GroupId = path_id("group", id)?;
+            let body: AssignmentIn = call.required()?;
+            let group = state.engine.add_member(id, body.consumer).await?;
+            Ok(reply::json(StatusCode::OK, &shapes::group(&group)))
         }
         (["groups", id, "invitations"], &Method::POST) => {
-            async {
-                let id: GroupId = path_id("group", id)?;
-                let body: InvitationIn = call.required()?;
-                let (invitation, token) =
-                    state.engine.create_invitation(id, body.email, body.expires_in_s, once).await?;
-                let answer = json!({
-                    "id": invitation.id,
-                    "group": invitation.group,
-                    "email": invitation.email,
-                    "token": token,
-                    "expires_at": shapes::rfc3339(invitation.expires_at),
-                });
-                Ok(reply::json(StatusCode::CREATED, &answer))
-            }
-            .await
+            let id: GroupId = path_id("group", id)?;
+            let body: InvitationIn = call.required()?;
+            let (invitation, token) = state.engine.create_invitation(id, body.email, body.expires_in_s, once).await?;
+            let answer = json!({
+                "id": invitation.id,
+                "group": invitation.group,
+                "email": invitation.email,
+                "token": token,
+                "expires_at": shapes::rfc3339(invitation.expires_at),
+            });
+            Ok(reply::json(StatusCode::CREATED, &answer))
         }
         (["groups", id, "members", consumer], &Method::DELETE) => {
-            async {
-                let consumer: ConsumerId = path_id("consumer", consumer)?;
-                state.engine.remove_member(path_id("group", id)?, consumer).await?;
-                Ok(reply::empty(StatusCode::NO_CONTENT))
-            }
-            .await
+            let consumer: ConsumerId = path_id("consumer", consumer)?;
+            state.engine.remove_member(path_id("group", id)?, consumer).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
         }
         (["entitlements", id], &Method::GET) => path_id::<EntitlementId>("entitlement", id).and_then(|id| {
             let directory = state.engine.directory();
@@ -110,45 +94,33 @@ pub(super) async fn route(
                 .ok_or_else(|| ApiError::not_found(format!("entitlement {id}")))
         }),
         (["entitlements", id], &Method::PATCH) => {
-            async {
-                let id: EntitlementId = path_id("entitlement", id)?;
-                let patch: EntitlementPatch = call.required()?;
-                let changed = state.engine.patch_entitlement(id, patch).await?;
-                Ok(reply::json(StatusCode::OK, &entitlement(&state.engine.directory(), &changed)))
-            }
-            .await
+            let id: EntitlementId = path_id("entitlement", id)?;
+            let patch: EntitlementPatch = call.required()?;
+            let changed = state.engine.patch_entitlement(id, patch).await?;
+            Ok(reply::json(StatusCode::OK, &entitlement(&state.engine.directory(), &changed)))
         }
         (["entitlements", id], &Method::DELETE) => {
-            async {
-                state.engine.delete_entitlement(path_id("entitlement", id)?).await?;
-                Ok(reply::empty(StatusCode::NO_CONTENT))
-            }
-            .await
+            state.engine.delete_entitlement(path_id("entitlement", id)?).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
         }
         (["entitlements", id, "licenses"], &Method::POST) => {
-            async {
-                let id: EntitlementId = path_id("entitlement", id)?;
-                let body: LicenseRef = call.required()?;
-                state.engine.set_entitlement(body.license, Some(id)).await?;
-                Ok(reply::json(StatusCode::OK, &json!({"entitlement": id, "license": body.license})))
-            }
-            .await
+            let id: EntitlementId = path_id("entitlement", id)?;
+            let body: LicenseRef = call.required()?;
+            state.engine.set_entitlement(body.license, Some(id)).await?;
+            Ok(reply::json(StatusCode::OK, &json!({"entitlement": id, "license": body.license})))
         }
         (["entitlements", id, "licenses", license], &Method::DELETE) => {
-            async {
-                let id: EntitlementId = path_id("entitlement", id)?;
-                let license: LicenseId = path_id("license", license)?;
-                let in_it = state.engine.license(license).is_some_and(|l| l.entitlement == Some(id));
-                if !in_it {
-                    return Err(ApiError::not_found(format!("license {license} in entitlement {id}")));
-                }
-                state.engine.set_entitlement(license, None).await?;
-                Ok(reply::empty(StatusCode::NO_CONTENT))
+            let id: EntitlementId = path_id("entitlement", id)?;
+            let license: LicenseId = path_id("license", license)?;
+            let in_it = state.engine.license(license).is_some_and(|l| l.entitlement == Some(id));
+            if !in_it {
+                return Err(ApiError::not_found(format!("license {license} in entitlement {id}")));
             }
-            .await
+            state.engine.set_entitlement(license, None).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
         }
-        _ => return None,
-    })
+        _ => Err(ApiError::method_not_allowed(allowed(segments))),
+    }
 }
 
 /// The methods a path of this module allows (empty when it is none of them).
