@@ -16,11 +16,12 @@ use base64::Engine as _;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// A fresh credential token: `lhc_` and 32 bytes from `ids` in base64url.
-fn new_token(ids: &dyn IdSource) -> String {
+/// A fresh bearer token: `prefix` (which says what it is for: `lhc_` a credential, `lhi_` an
+/// invitation) and 32 bytes from `ids` in base64url.
+fn new_token(prefix: &str, ids: &dyn IdSource) -> String {
     let mut secret = [0u8; 32];
     ids.fill(&mut secret);
-    format!("lhc_{}", URL_SAFE_NO_PAD.encode(secret))
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(secret))
 }
 
 impl Engine {
@@ -47,7 +48,7 @@ impl Engine {
         check_name("name", &new.name)?;
         new.check_scope()?;
         let ids = self.ids_for(once);
-        let token = new_token(&*ids);
+        let token = new_token("lhc_", &*ids);
         let mut credential = Credential {
             id: CredentialId(ids.uuid()),
             name: new.name,
@@ -279,13 +280,6 @@ pub enum Acceptance {
     },
 }
 
-/// A fresh invitation token: `lhi_` and 32 bytes from `ids` in base64url.
-fn new_invitation_token(ids: &dyn IdSource) -> String {
-    let mut secret = [0u8; 32];
-    ids.fill(&mut secret);
-    format!("lhi_{}", URL_SAFE_NO_PAD.encode(secret))
-}
-
 /// The pending invitation whose token is `token` at `now`, or why it cannot be answered.
 fn pending<'d>(dir: &'d Directory, token: &str, now: Timestamp) -> Result<&'d Invitation, AdminError> {
     let digest = sha256(token.as_bytes());
@@ -317,7 +311,7 @@ impl Engine {
             return Err(AdminError::Invalid(format!("expires_in_s must be 1 to {MAX_INVITATION_TTL_S}")));
         }
         let ids = self.ids_for(once);
-        let token = new_invitation_token(&*ids);
+        let token = new_token("lhi_", &*ids);
         let mut invitation = Invitation {
             id: InvitationId(ids.uuid()),
             group,

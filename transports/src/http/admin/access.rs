@@ -103,10 +103,11 @@ pub enum Caller {
 }
 
 impl Caller {
-    fn role(&self) -> Role {
+    /// Its role, and the licensee an orgadmin acts for.
+    fn role(&self) -> (Role, Option<LicenseeId>) {
         match self {
-            Caller::AdminToken => Role::Admin,
-            Caller::Credential(c) => c.role,
+            Caller::AdminToken => (Role::Admin, None),
+            Caller::Credential(c) => (c.role, c.licensee),
         }
     }
 
@@ -167,7 +168,7 @@ fn template_parts(template: &str) -> Vec<&str> {
 /// no route is let through (the router answers 404 or 405, which says nothing about objects).
 pub fn authorize(engine: &Engine, caller: &Caller, method: &Method, segments: &[&str]) -> Result<Scope, ApiError> {
     let Some(route) = find_route(method, segments) else {
-        return match caller.role() {
+        return match caller.role().0 {
             Role::Admin => Ok(Scope::Everything),
             // Nothing to reach, but no reason to tell a narrower role more than "not yours".
             Role::Reader | Role::OrgAdmin => {
@@ -175,29 +176,23 @@ pub fn authorize(engine: &Engine, caller: &Caller, method: &Method, segments: &[
             }
         };
     };
-    match caller {
-        Caller::AdminToken => Ok(Scope::Everything),
-        Caller::Credential(credential) => match (credential.role, credential.licensee) {
-            (Role::Admin, _) => Ok(Scope::Everything),
-            (Role::Reader, _) if route.method == "GET" => Ok(Scope::Everything),
-            (Role::OrgAdmin, Some(own)) if route.orgadmin => {
-                let directory = engine.directory();
-                let parts = template_parts(route.path);
-                let changes = route.method != "GET";
-                for (at, (part, id)) in parts.iter().zip(segments).enumerate().skip(1) {
-                    if part.starts_with('{') {
-                        check_owned(engine, &directory, own, parts[at - 1], id, changes)?;
-                    }
+    match caller.role() {
+        (Role::Admin, _) => Ok(Scope::Everything),
+        (Role::Reader, _) if route.method == "GET" => Ok(Scope::Everything),
+        (Role::OrgAdmin, Some(own)) if route.orgadmin => {
+            let directory = engine.directory();
+            let parts = template_parts(route.path);
+            let changes = route.method != "GET";
+            for (at, (part, id)) in parts.iter().zip(segments).enumerate().skip(1) {
+                if part.starts_with('{') {
+                    check_owned(engine, &directory, own, parts[at - 1], id, changes)?;
                 }
-                Ok(Scope::Licensee(own))
             }
-            (role, _) => Err(ApiError::forbidden(format!(
-                "a {} credential may not {} {}",
-                role.as_str(),
-                route.method,
-                route.path
-            ))),
-        },
+            Ok(Scope::Licensee(own))
+        }
+        (role, _) => {
+            Err(ApiError::forbidden(format!("a {} credential may not {} {}", role.as_str(), route.method, route.path)))
+        }
     }
 }
 
@@ -212,14 +207,19 @@ fn check_owned(
     text: &str,
     changes: bool,
 ) -> Result<(), ApiError> {
-    let owned = match collection {
-        "licensees" => text.parse::<LicenseeId>().is_ok_and(|id| id == own),
-        "groups" => text.parse::<GroupId>().ok().and_then(|id| directory.group(id)).is_some_and(|g| g.licensee == own),
-        "entitlements" => text
-            .parse::<EntitlementId>()
-            .ok()
-            .and_then(|id| directory.entitlement(id))
-            .is_some_and(|e| e.licensee == own),
+    let (what, owned) = match collection {
+        "licensees" => ("licensee", text.parse::<LicenseeId>().is_ok_and(|id| id == own)),
+        "groups" => (
+            "group",
+            text.parse::<GroupId>().ok().and_then(|id| directory.group(id)).is_some_and(|g| g.licensee == own),
+        ),
+        "entitlements" => (
+            "entitlement",
+            text.parse::<EntitlementId>()
+                .ok()
+                .and_then(|id| directory.entitlement(id))
+                .is_some_and(|e| e.licensee == own),
+        ),
         "consumers" | "assignments" | "members" => {
             let consumer = text.parse::<ConsumerId>().ok().and_then(|id| directory.consumer(id));
             let consumer = consumer.filter(|c| c.licensees.contains(&own));
@@ -229,34 +229,28 @@ fn check_owned(
                     shared.id
                 )));
             }
-            consumer.is_some()
+            ("consumer", consumer.is_some())
         }
-        "licenses" => {
-            text.parse::<LicenseId>().ok().and_then(|id| directory.license(id)).is_some_and(|l| l.licensee == own)
-        }
-        "leases" => text
-            .parse::<LeaseId>()
-            .ok()
-            .and_then(|id| engine.license_of_lease(id))
-            .and_then(|id| directory.license(id))
-            .is_some_and(|l| l.licensee == own),
+        "licenses" => (
+            "license",
+            text.parse::<LicenseId>().ok().and_then(|id| directory.license(id)).is_some_and(|l| l.licensee == own),
+        ),
+        "leases" => (
+            "lease",
+            text.parse::<LeaseId>()
+                .ok()
+                .and_then(|id| engine.license_of_lease(id))
+                .and_then(|id| directory.license(id))
+                .is_some_and(|l| l.licensee == own),
+        ),
         // A machine is named within its license, checked just before.
-        "machines" => true,
+        "machines" => ("machine", true),
         // An id of a kind not listed here is never an orgadmin's.
-        _ => false,
+        _ => ("object", false),
     };
     if owned {
         Ok(())
     } else {
-        let what = match collection {
-            "licensees" => "licensee",
-            "consumers" | "assignments" | "members" => "consumer",
-            "groups" => "group",
-            "entitlements" => "entitlement",
-            "licenses" => "license",
-            "leases" => "lease",
-            _ => "object",
-        };
         Err(ApiError::not_found(format!("{what} {text:?}")))
     }
 }
