@@ -289,3 +289,32 @@ fn groups_and_entitlements_have_their_verbs() {
         assert_eq!(done.status.code(), Some(0), "{verb:?}: {}", text(&done.stderr));
     }
 }
+
+#[test]
+fn activation_codes_are_made_listed_and_shown() {
+    let server = Server::start();
+    server.admin_ok("POST", "/admin/products", Some(serde_json::json!({"name": "Cad"})), 201);
+    let made = admin_json(
+        &server,
+        &[
+            "activation-codes",
+            "create",
+            "--product",
+            "Cad",
+            "--seats",
+            "2",
+            "--count",
+            "3",
+            "--expires-at",
+            "2099-01-01",
+        ],
+    );
+    let batch = made["batch"].as_str().expect("a batch id").to_owned();
+    assert_eq!(made["codes"].as_array().map(Vec::len), Some(3), "{made}");
+    assert_eq!(made["credit"]["qty"], 2, "{made}");
+    assert_eq!(made["expires_at"], "2099-01-01T00:00:00Z", "{made}");
+    let listed = text(&admin(&server, &["activation-codes", "list"]).stdout);
+    assert!(listed.contains(&batch) && listed.contains("Cad"), "{listed}");
+    let shown = admin_json(&server, &["activation-codes", "get", &batch]);
+    assert_eq!((shown["issued"].clone(), shown["redeemed"].clone()), (serde_json::json!(3), serde_json::json!(0)));
+}

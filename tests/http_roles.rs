@@ -24,6 +24,7 @@ struct Objects {
     credential: String,
     group: String,
     entitlement: String,
+    activation_batch: String,
 }
 
 fn id(v: &Value) -> String {
@@ -31,7 +32,7 @@ fn id(v: &Value) -> String {
 }
 
 /// A licensee with a consumer, a license with a live lease of that consumer, and, for the
-/// paths that name them, a webhook and a reader credential.
+/// paths that name them, a webhook, a reader credential and a batch of activation codes.
 fn objects(server: &Server, tag: &str) -> Objects {
     let (licensee, consumer, key) = server.party(tag);
     let group = server.admin_ok(
@@ -60,6 +61,8 @@ fn objects(server: &Server, tag: &str) -> Objects {
         201,
     );
     let credential = server.admin_ok("POST", "/admin/credentials", Some(json!({"name": tag, "role": "reader"})), 201);
+    let batch = json!({"product": product, "credit": seats(1), "count": 1});
+    let batch = server.admin_ok("POST", "/admin/activation-codes", Some(batch), 201);
     Objects {
         licensee,
         consumer,
@@ -70,6 +73,7 @@ fn objects(server: &Server, tag: &str) -> Objects {
         credential: id(&credential),
         group: id(&group),
         entitlement: id(&entitlement),
+        activation_batch: batch["batch"].as_str().expect("a batch").to_owned(),
     }
 }
 
@@ -89,6 +93,7 @@ fn path(route: &AdminRoute, objects: &Objects, tag: &str) -> String {
             ("products", _) => objects.product.clone(),
             ("webhooks", _) => objects.webhook.clone(),
             ("credentials", _) => objects.credential.clone(),
+            ("activation-codes", _) => objects.activation_batch.clone(),
             ("machines", _) => format!("hw-{tag}"),
             ("deliveries", _) => "1".to_owned(),
             (before, p) => panic!("no test value for {p} after {before} in {}", route.path),

@@ -5,8 +5,8 @@
 use crate::error::AdminError;
 use crate::ids::{EntitlementId, GroupId, LicenseeId};
 use crate::model::{
-    Consumer, ConsumerKind, Credit, Enforcement, Feature, FeatureOverrides, License, LicenseModel, Licensee,
-    LicenseeKind, Product, Role, Tier,
+    Consumer, ConsumerKind, Credit, Enforcement, Feature, FeatureOverrides, License, LicenseModel, LicenseTemplate,
+    Licensee, LicenseeKind, Product, Role, Tier,
 };
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -167,6 +167,25 @@ impl NewLicense {
             entitlement: None,
         }
     }
+}
+
+/// Most codes in one batch.
+pub const MAX_ACTIVATION_CODES: u32 = 10_000;
+
+/// Most redemptions of one code.
+pub const MAX_USES_PER_CODE: u32 = 10_000;
+
+/// A new batch of activation codes (`POST /admin/activation-codes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewActivationBatch {
+    /// The license each redemption makes.
+    pub template: LicenseTemplate,
+    /// How many codes (1 to [`MAX_ACTIVATION_CODES`]).
+    pub count: u32,
+    /// How many consumers may redeem each code (1 to [`MAX_USES_PER_CODE`]).
+    pub uses_per_code: u32,
+    /// After this no code can be redeemed; never when absent.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A change to a license's terms (`PATCH /admin/licenses/{id}`): only what is `Some` changes.

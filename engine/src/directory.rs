@@ -7,10 +7,12 @@
 use crate::decide::{Denial, ErrorCode, LicenseFilters};
 use crate::hashing::Map;
 use crate::ids::{
-    ConsumerId, CredentialId, EntitlementId, GroupId, InvitationId, LicenseId, LicenseeId, ProductId, WebhookId,
+    ActivationBatchId, ConsumerId, CredentialId, EntitlementId, GroupId, InvitationId, LicenseId, LicenseeId,
+    ProductId, WebhookId,
 };
 use crate::model::{
-    Consumer, Credential, Entitlement, Group, Invitation, InvitationAnswer, License, LicenseStatus, Licensee, Product,
+    ActivationBatch, Consumer, Credential, Entitlement, Group, Invitation, InvitationAnswer, License, LicenseStatus,
+    Licensee, Product, Redemption,
 };
 use crate::stored_answers::{AnswerBook, StoredAnswer};
 use crate::time::Timestamp;
@@ -87,6 +89,20 @@ pub enum DirectoryEvent {
         /// When.
         at: Timestamp,
     },
+    /// A batch of activation codes was made.
+    ActivationBatch(ActivationBatch),
+    /// An activation code was redeemed: the redemption and the license it made, in one change,
+    /// so that a code's use and its license are durable together or not at all.
+    ActivationCodeRedeemed {
+        /// The code's batch.
+        batch: ActivationBatchId,
+        /// The code's place in its batch.
+        code: u32,
+        /// Who redeemed it, when, and which license it made.
+        redemption: Redemption,
+        /// The license.
+        license: Arc<License>,
+    },
 }
 
 /// The directory of parties, products and license terms.
@@ -110,6 +126,9 @@ pub struct Directory {
     entitlements: Map<EntitlementId, Entitlement>,
     invitations: Map<InvitationId, Invitation>,
     invitations_by_token: Map<[u8; 32], InvitationId>,
+    activation_batches: Map<ActivationBatchId, ActivationBatch>,
+    /// Each code's batch and place in it, by the code's digest.
+    activation_codes: Map<[u8; 32], (ActivationBatchId, u32)>,
 }
 
 impl Directory {
@@ -217,6 +236,19 @@ impl Directory {
                 if let Some(i) = self.invitations.get_mut(invitation) {
                     i.answer = Some(InvitationAnswer::Declined { at: *at });
                 }
+            }
+            DirectoryEvent::ActivationBatch(b) => {
+                for (place, code) in (0u32..).zip(&b.codes) {
+                    self.activation_codes.insert(code.code_sha256, (b.id, place));
+                }
+                self.activation_batches.insert(b.id, b.clone());
+            }
+            DirectoryEvent::ActivationCodeRedeemed { batch, code, redemption, license } => {
+                let redeemed = self.activation_batches.get_mut(batch).and_then(|b| b.codes.get_mut(*code as usize));
+                if let Some(redeemed) = redeemed {
+                    redeemed.redemptions.push(*redemption);
+                }
+                self.set_license(Arc::clone(license));
             }
         }
     }
@@ -405,6 +437,23 @@ impl Directory {
         self.invitations_by_token.get(sha256).and_then(|id| self.invitations.get(id))
     }
 
+    /// The activation code batch `id`.
+    pub fn activation_batch(&self, id: ActivationBatchId) -> Option<&ActivationBatch> {
+        self.activation_batches.get(&id)
+    }
+
+    /// Every activation code batch.
+    pub fn activation_batches(&self) -> impl Iterator<Item = &ActivationBatch> {
+        self.activation_batches.values()
+    }
+
+    /// The batch holding the activation code whose canonical form hashes to `sha256`, and the
+    /// code's place in it.
+    pub fn activation_code_by_hash(&self, sha256: &[u8; 32]) -> Option<(&ActivationBatch, u32)> {
+        let (batch, place) = self.activation_codes.get(sha256)?;
+        Some((self.activation_batches.get(batch)?, *place))
+    }
+
     /// The consume rule of SPEC section 12: whether `consumer` may use `license`. It must belong
     /// to the license's licensee; a license in an entitlement also needs it to be a member of
     /// one of the entitlement's groups of its own kind (users in user groups, devices in device
@@ -508,6 +557,9 @@ pub struct DirectorySnapshot {
     /// The invitations, answered or not.
     #[serde(default, with = "crate::shapes::since_format_6")]
     pub invitations: Vec<Invitation>,
+    /// The activation code batches, with their redemptions.
+    #[serde(default, with = "crate::shapes::since_format_7")]
+    pub activation_batches: Vec<ActivationBatch>,
 }
 
 /// The directory as a version-1 snapshot stored it: [`DirectorySnapshot`] with the license terms
@@ -546,6 +598,7 @@ impl DirectorySnapshotV1 {
             groups: Vec::new(),
             entitlements: Vec::new(),
             invitations: Vec::new(),
+            activation_batches: Vec::new(),
         };
         (snapshot, licenses)
     }
@@ -575,6 +628,7 @@ impl Directory {
             groups: sorted(self.groups.values().cloned().collect(), |g| g.id),
             entitlements: sorted(self.entitlements.values().cloned().collect(), |e| e.id),
             invitations: sorted(self.invitations.values().cloned().collect(), |i| i.id),
+            activation_batches: sorted(self.activation_batches.values().cloned().collect(), |b| b.id),
         }
     }
 
@@ -614,6 +668,9 @@ impl Directory {
         }
         for invitation in snapshot.invitations {
             directory.apply(&DirectoryEvent::Invitation(invitation));
+        }
+        for batch in snapshot.activation_batches {
+            directory.apply(&DirectoryEvent::ActivationBatch(batch));
         }
         directory
     }

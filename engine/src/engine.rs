@@ -6,8 +6,10 @@
 //! router) until one grants; the actor decides with the pure rules, applies the change,
 //! journals it and answers once it is durable.
 
+mod activation;
 mod organization;
 
+pub use activation::{Redeemed, FAILURE_WINDOW_MS, MAX_FAILED_REDEMPTIONS};
 pub use organization::{Acceptance, INVITATION_TTL_S, MAX_INVITATION_TTL_S};
 
 use crate::actors::license::{
@@ -37,6 +39,7 @@ use crate::metrics::{EngineMetrics, Operation};
 use crate::model::catalog::{is_valid_name, MAX_NAME_CHARS};
 use crate::model::license::is_valid_license_key;
 use crate::model::{Consumer, Credit, Dimension, Enforcement, Lease, License, LicenseStatus, Licensee, Product};
+use crate::rate_limit::FailureLimit;
 use crate::replay::Recovered;
 use crate::stored_answers::{answer_key, StoredAnswer, MAX_REMEMBERED_ANSWER_BYTES};
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -48,7 +51,7 @@ use base64::Engine as _;
 use dashmap::mapref::entry::Entry;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -168,6 +171,7 @@ impl EngineBuilder {
             credentials_epoch: AtomicU64::new(0),
             mailbox_capacity: self.mailbox_capacity,
             metrics: EngineMetrics::default(),
+            redemption_failures: Mutex::new(FailureLimit::new(MAX_FAILED_REDEMPTIONS, FAILURE_WINDOW_MS)),
             shared,
         };
         let now = inner.shared.clock.now();
@@ -315,6 +319,8 @@ struct Inner {
     hints: ConcurrentMap<(ConsumerId, Arc<str>), LicenseId>,
     mailbox_capacity: usize,
     metrics: EngineMetrics,
+    /// Each consumer's failed redemptions of activation codes in the current window.
+    redemption_failures: Mutex<FailureLimit<ConsumerId>>,
 }
 
 impl Inner {
@@ -795,17 +801,32 @@ impl Engine {
         &self,
         change: impl FnOnce(&Directory) -> Result<DirectoryEvent, AdminError>,
     ) -> Result<(), AdminError> {
-        self.inner.shared.journal.writable()?;
+        self.record_directory_or(change).await
+    }
+
+    /// [`Engine::record_directory`] for a change that `change` may refuse with an error of its
+    /// own kind.
+    async fn record_directory_or<E: From<AdminError>>(
+        &self,
+        change: impl FnOnce(&Directory) -> Result<DirectoryEvent, E>,
+    ) -> Result<(), E> {
+        self.inner.shared.journal.writable().map_err(AdminError::from)?;
         let durability = {
             let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
             let event = change(&directory)?;
             let recorded = Event::of_directory_change(&event, &directory, Actor::clone(&self.actor));
             directory.apply(&event);
-            if matches!(event, DirectoryEvent::Consumer(_) | DirectoryEvent::ConsumerDeleted(_)) {
-                // After the change: a connection that sees the new epoch sees the new consumer.
-                self.inner.credentials_epoch.fetch_add(1, Ordering::Release);
-            }
             let at = self.now();
+            match &event {
+                // After the change: a connection that sees the new epoch sees the new consumer.
+                DirectoryEvent::Consumer(_) | DirectoryEvent::ConsumerDeleted(_) => {
+                    self.inner.credentials_epoch.fetch_add(1, Ordering::Release);
+                }
+                DirectoryEvent::ActivationCodeRedeemed { license, .. } => {
+                    self.inner.add_license(LicenseState::new(Arc::clone(license)), at, None);
+                }
+                _ => {}
+            }
             let journal = &self.inner.shared.journal;
             let changed = journal.append(&JournalEntry { at, change: Change::Directory(event) });
             match recorded {
@@ -817,8 +838,8 @@ impl Engine {
             }
         };
         let (changed, recorded) = durability;
-        changed.wait().await?;
-        Ok(recorded.wait().await?)
+        changed.wait().await.map_err(AdminError::from)?;
+        Ok(recorded.wait().await.map_err(AdminError::from)?)
     }
 
     /// Claims `idempotency`'s key for a request that is not a checkout (an admin change, a
@@ -992,6 +1013,11 @@ impl Engine {
         if directory.licensee(new.licensee).is_none() {
             return Err(AdminError::NotFound(format!("licensee {}", new.licensee)));
         }
+        self.terms_of(new, directory, ids)
+    }
+
+    /// The terms `new` asks for, checked against the catalog (its licensee is not looked up).
+    fn terms_of(&self, new: NewLicense, directory: &Directory, ids: &dyn IdSource) -> Result<License, AdminError> {
         let product = directory
             .product_named(&new.product)
             .ok_or_else(|| AdminError::NotFound(format!("product {:?}", new.product)))?;

@@ -63,6 +63,44 @@ pub enum AdminError {
     Engine(#[from] EngineError),
 }
 
+/// Why an activation code was not redeemed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedeemError {
+    /// No code of any batch is this one.
+    #[error("no activation code matches")]
+    CodeNotFound,
+    /// The code has no use left (or the license it made for this consumer was deleted).
+    #[error("this activation code is used up")]
+    CodeUsed,
+    /// The code's batch expired, or the licenses it makes would already have ended.
+    #[error("this activation code has expired")]
+    CodeExpired,
+    /// The consumer failed too often in the last minute; it may try again after `retry_after_ms`.
+    #[error("too many failed redemptions; retry later")]
+    TooManyFailures {
+        /// Until the consumer may try again.
+        retry_after_ms: u64,
+    },
+    /// Something else in the request was wrong (the licensee), or the engine could not carry
+    /// it out.
+    #[error(transparent)]
+    Refused(#[from] AdminError),
+}
+
+impl RedeemError {
+    /// Whether the failure counts towards the consumer's limit: every refusal of what the
+    /// client sent, not the server's own trouble.
+    pub fn counts_as_failure(&self) -> bool {
+        !matches!(self, RedeemError::TooManyFailures { .. } | RedeemError::Refused(AdminError::Engine(_)))
+    }
+}
+
+impl From<JournalError> for RedeemError {
+    fn from(e: JournalError) -> Self {
+        RedeemError::Refused(e.into())
+    }
+}
+
 impl From<JournalError> for AdminError {
     fn from(e: JournalError) -> Self {
         AdminError::Engine(EngineError::from(e))

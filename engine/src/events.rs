@@ -6,7 +6,7 @@
 //! [`Change::Event`]: crate::journal::Change::Event
 
 use crate::directory::{Directory, DirectoryEvent};
-use crate::ids::CredentialId;
+use crate::ids::{ConsumerId, CredentialId};
 use crate::model::{Consumer, Group, License, Licensee, Product};
 use crate::time::Timestamp;
 use crate::webhooks::Webhook;
@@ -92,6 +92,22 @@ impl Event {
             DirectoryEvent::InvitationDeclined { invitation, .. } => {
                 ("invitation.declined".into(), ("invitation", invitation.to_string()), json!({}))
             }
+            DirectoryEvent::ActivationBatch(b) => {
+                let data = json!({
+                    "id": b.id,
+                    "product": b.template.product,
+                    "tier": b.template.tier,
+                    "count": b.codes.len(),
+                    "uses_per_code": b.uses_per_code,
+                    "expires_at": b.expires_at,
+                });
+                ("activation_batch.created".into(), ("activation_batch", b.id.to_string()), data)
+            }
+            DirectoryEvent::ActivationCodeRedeemed { batch, license: l, .. } => {
+                let mut data = license(l);
+                data["activation_batch"] = json!(batch);
+                ("license.created".into(), ("license", l.id.to_string()), data)
+            }
             DirectoryEvent::Answered { .. } => return None,
         };
         let (kind, id) = subject;
@@ -112,13 +128,18 @@ impl Event {
 
     /// The event `event_type` of license `license` (its terms after the change) by `actor`. The
     /// license key is left out: it is a credential.
-    pub fn of_license(event_type: &str, license: &License, actor: Actor) -> Event {
-        let mut data = serde_json::to_value(license).unwrap_or_default();
-        if let Some(fields) = data.as_object_mut() {
-            fields.remove("license_key");
-        }
-        Event::about_license(event_type, license, data, actor)
+    pub fn of_license(event_type: &str, terms: &License, actor: Actor) -> Event {
+        Event::about_license(event_type, terms, license(terms), actor)
     }
+}
+
+/// A license's terms without its key (a credential).
+fn license(l: &License) -> serde_json::Value {
+    let mut data = serde_json::to_value(l).unwrap_or_default();
+    if let Some(fields) = data.as_object_mut() {
+        fields.remove("license_key");
+    }
+    data
 }
 
 /// A group without its members (a membership is an event of its own).
@@ -169,6 +190,11 @@ impl Actor {
     /// The server itself.
     pub fn system() -> Self {
         Actor { kind: ActorKind::System, id: "leasehold".into() }
+    }
+
+    /// Consumer `id`, by its own request.
+    pub fn consumer(id: ConsumerId) -> Self {
+        Actor { kind: ActorKind::Consumer, id: id.to_string() }
     }
 
     /// The holder of credential `id`.

@@ -70,6 +70,10 @@ uuid_id!(
     InvitationId
 );
 uuid_id!(
+    /// A batch of activation codes made from one license template (SPEC section 12).
+    ActivationBatchId
+);
+uuid_id!(
     /// One lease; rotated on every renewal. Tokens carry it as `jti`.
     LeaseId
 );

@@ -36,6 +36,7 @@ pub mod interning;
 pub mod journal;
 pub mod metrics;
 pub mod model;
+pub mod rate_limit;
 pub mod replay;
 pub mod select;
 pub mod shapes;
@@ -46,18 +47,18 @@ pub mod usage;
 pub mod webhooks;
 
 pub use admin::{
-    ConsumerPatch, EntitlementPatch, LicenseKeyRequest, LicensePatch, LicenseePatch, NewConsumer, NewCredential,
-    NewEntitlement, NewGroup, NewLicense, NewLicensee, NewProduct, ProductPatch,
+    ConsumerPatch, EntitlementPatch, LicenseKeyRequest, LicensePatch, LicenseePatch, NewActivationBatch, NewConsumer,
+    NewCredential, NewEntitlement, NewGroup, NewLicense, NewLicensee, NewProduct, ProductPatch,
 };
 pub use answer::{Grant, Released};
 pub use decide::{
     ConsumeRequest, Decision, Denial, ErrorCode, LicenseFilters, ReleaseRequest, Releaser, RenewRequest, Usage, UsedQty,
 };
 pub use engine::{Answering, Authentication, Engine, EngineBuilder};
-pub use error::{AdminError, EngineError};
+pub use error::{AdminError, EngineError, RedeemError};
 pub use ids::{
-    ConsumerId, CredentialId, EntitlementId, GroupId, InvitationId, LeaseId, LicenseId, LicenseeId, ProductId,
-    WebhookId,
+    ActivationBatchId, ConsumerId, CredentialId, EntitlementId, GroupId, InvitationId, LeaseId, LicenseId, LicenseeId,
+    ProductId, WebhookId,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use tokens::{claims, signer};

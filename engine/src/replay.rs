@@ -3,7 +3,7 @@
 
 use crate::decide::state::LicenseStateSnapshot;
 use crate::decide::{LicenseEvent, LicenseState, Violation};
-use crate::directory::{Directory, DirectorySnapshot, DirectorySnapshotV1};
+use crate::directory::{Directory, DirectoryEvent, DirectorySnapshot, DirectorySnapshotV1};
 use crate::ids::LicenseId;
 use crate::journal::{Change, JournalEntry};
 use crate::model::License;
@@ -30,7 +30,13 @@ impl Recovered {
     /// cannot come from this engine's own journal, and skipping is safer than inventing terms.
     pub fn apply(&mut self, entry: &JournalEntry) {
         match &entry.change {
-            Change::Directory(event) => self.directory.apply(event),
+            Change::Directory(event) => {
+                self.directory.apply(event);
+                if let DirectoryEvent::ActivationCodeRedeemed { license, .. } = event {
+                    let state = LicenseState::new(Arc::clone(license));
+                    self.licenses.entry(license.id).or_insert((state, entry.at));
+                }
+            }
             Change::Event(_) => {}
             Change::License { license, event } => {
                 if let LicenseEvent::Terms(terms) = event {

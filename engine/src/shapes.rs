@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::Cell;
 
 /// The newest stored format: the one encoded and decoded outside [`in_format`].
-pub const NEWEST_FORMAT: u8 = 6;
+pub const NEWEST_FORMAT: u8 = 7;
 
 thread_local! {
     static FORMAT: Cell<u8> = const { Cell::new(NEWEST_FORMAT) };
@@ -82,6 +82,11 @@ since_format!(
     /// A field that stored formats hold from version 6 on.
     since_format_6,
     6
+);
+since_format!(
+    /// A field that stored formats hold from version 7 on.
+    since_format_7,
+    7
 );
 
 #[cfg(test)]

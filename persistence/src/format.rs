@@ -59,6 +59,10 @@
 //! credentials of the admin API, groups, entitlements and invitations, and a license's terms
 //! name their entitlement; the log has their changes.
 //!
+//! Why version 7. The directory's snapshot holds the batches of activation codes with their
+//! redemptions; the log has the batches and the redemptions, each redemption with the license
+//! it made.
+//!
 //! Why the parts are in a file rather than in sled: when sled opens, it reads back and checks
 //! every value written since it last opened, and reading one value reads the whole tree node
 //! that holds it. A snapshot stored as one sled value made both sled's open and reading the
@@ -102,7 +106,7 @@ pub const USAGE_TREE: &str = "usage";
 pub const USAGE_CURSOR_KEY: &[u8] = b"\xffmerged";
 
 /// The format this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u8 = 6;
+pub const FORMAT_VERSION: u8 = 7;
 /// Bytes before the payload: version and checksum.
 pub const HEADER_LEN: usize = 5;
 

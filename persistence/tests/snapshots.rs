@@ -362,12 +362,13 @@ fn background_snapshots_wait_for_as_many_entries_as_the_state_holds() {
 
 /// The journal entries of an organization's changes (SPEC section 12): a credential, two groups
 /// with members, an entitlement with a license in it, a member leaving, a group deleted, an
-/// invitation accepted by a new user and one declined.
+/// invitation accepted by a new user and one declined, and a batch of activation codes with a
+/// code redeemed and its license then revoked.
 fn organization_entries() -> Vec<JournalEntry> {
     use leasehold_engine::engine::Acceptance;
     use leasehold_engine::journal::{Journal, MemoryJournal};
-    use leasehold_engine::model::Role;
-    use leasehold_engine::{Engine, EntitlementPatch, NewCredential, NewEntitlement, NewGroup};
+    use leasehold_engine::model::{Credit, Dimension, Enforcement, LicenseModel, LicenseTemplate, Role};
+    use leasehold_engine::{Engine, EntitlementPatch, NewActivationBatch, NewCredential, NewEntitlement, NewGroup};
     use std::sync::Arc;
     common::runtime().block_on(async {
         let memory = Arc::new(MemoryJournal::new());
@@ -402,12 +403,26 @@ fn organization_entries() -> Vec<JournalEntry> {
                 engine.decline_invitation(&token).await.unwrap_or_else(|e| panic!("decline: {e}"));
             }
         }
+        let product = engine.license(seats.license).map(|l| l.product_name.to_string()).unwrap_or_default();
+        let template = LicenseTemplate {
+            product,
+            tier: None,
+            credit: Some(Credit { dimension: Dimension::Seats, qty: 1, enforcement: Enforcement::Enforced }),
+            model: LicenseModel::default(),
+            license_duration_s: Some(3_600),
+            valid_until: None,
+        };
+        let batch = NewActivationBatch { template, count: 2, uses_per_code: 1, expires_at: None };
+        let (_, codes) = engine.create_activation_codes(batch, None).await.unwrap_or_else(|e| panic!("batch: {e}"));
+        let redeemed = engine.redeem_activation_code(&codes[0], seats.consumer, None).await;
+        let redeemed = redeemed.unwrap_or_else(|e| panic!("redeem: {e}")).license;
+        engine.revoke(redeemed.id, "refunded").await.unwrap_or_else(|e| panic!("revoke: {e}"));
         memory.entries()
     })
 }
 
 #[test]
-fn credentials_groups_entitlements_and_invitations_survive_a_snapshot_and_a_replay() {
+fn credentials_groups_entitlements_invitations_and_activation_codes_survive_a_snapshot_and_a_replay() {
     let entries = organization_entries();
     let full = replayed(&entries);
     assert_eq!((full.directory.credentials.len(), full.directory.groups.len()), (1, 1));
@@ -415,6 +430,11 @@ fn credentials_groups_entitlements_and_invitations_survive_a_snapshot_and_a_repl
     assert_eq!(full.directory.consumers.len(), 2, "the new user is there");
     assert_eq!(full.directory.entitlements.first().map(|e| e.name.as_str()), Some("renamed"));
     assert!(full.licenses.iter().any(|(_, state, _)| state.license.entitlement.is_some()));
+    assert_eq!(full.directory.activation_batches.first().map(|b| b.redeemed()), Some(1));
+    let revoked =
+        full.licenses.iter().filter(|(_, s, _)| s.license.status != leasehold_engine::model::LicenseStatus::Active);
+    let revoked = revoked.count();
+    assert_eq!(revoked, 1, "the redeemed license has its state, and it changed");
     for cut in 0..=entries.len() {
         let mut restored = through_parts(cut as u64, &Recovered::from_entries(&entries[..cut]));
         for entry in &entries[cut..] {

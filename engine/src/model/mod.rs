@@ -1,6 +1,7 @@
 //! The licensing domain as plain data: who buys (licensees), who consumes (consumers), what is
 //! sold (products, features, tiers), what was bought (licenses) and what is in use (leases).
 
+pub mod activation;
 pub mod catalog;
 pub mod credential;
 pub mod lease;
@@ -9,6 +10,7 @@ pub mod organization;
 pub mod party;
 pub mod version;
 
+pub use activation::{ActivationBatch, ActivationCode, LicenseTemplate, Redemption};
 pub use catalog::{CatalogError, Feature, Product, Tier};
 pub use credential::{Credential, Role};
 pub use lease::{Anchors, Lease, LeaseMode};

@@ -193,12 +193,10 @@ pub enum Licenses {
     },
 }
 
-/// What `licenses create` takes.
+/// What a license is of, its credit and its model: what `licenses create` and a batch of
+/// activation codes take.
 #[derive(Debug, Args)]
-pub struct NewLicense {
-    /// The licensee's id.
-    #[arg(long, value_name = "ID")]
-    licensee: String,
+pub struct Terms {
     /// The product's name.
     #[arg(long, value_name = "NAME")]
     product: String,
@@ -210,6 +208,47 @@ pub struct NewLicense {
     /// Count use beyond the credit instead of refusing it (METERED).
     #[arg(long, requires = "credit")]
     metered: bool,
+    /// A license model field, as max_hardware=1 or 'session_anchors=["hw"]' (repeat for several).
+    #[arg(long = "model", value_name = "KEY=JSON", value_parser = parse::model_field)]
+    model: Vec<(String, Value)>,
+    /// The license model as a JSON file (each field optional; --model fields win over it).
+    #[arg(long, value_name = "FILE", value_parser = parse::json_file)]
+    model_file: Option<Value>,
+}
+
+impl Terms {
+    /// The request's fields these terms fill.
+    pub fn fields(self) -> [(&'static str, Option<Value>); 4] {
+        let enforcement = if self.metered { Enforcement::Metered } else { Enforcement::Enforced };
+        let credit = self.credit.dimension_and_qty().map(|(dimension, qty)| {
+            given([
+                ("dimension", Some(dimension.into())),
+                ("qty", Some(qty.into())),
+                ("enforcement", Some(enforcement.as_str().into())),
+            ])
+        });
+        let mut model = match self.model_file {
+            Some(Value::Object(fields)) => fields,
+            _ => Map::new(),
+        };
+        model.extend(self.model);
+        [
+            ("product", Some(self.product.into())),
+            ("tier", self.tier.map(Value::from)),
+            ("credit", credit),
+            ("model", (!model.is_empty()).then_some(Value::Object(model))),
+        ]
+    }
+}
+
+/// What `licenses create` takes.
+#[derive(Debug, Args)]
+pub struct NewLicense {
+    /// The licensee's id.
+    #[arg(long, value_name = "ID")]
+    licensee: String,
+    #[command(flatten)]
+    terms: Terms,
     /// Valid from (RFC 3339 or YYYY-MM-DD) [default: now].
     #[arg(long, value_name = "TIME", value_parser = parse::time)]
     valid_from: Option<String>,
@@ -222,12 +261,6 @@ pub struct NewLicense {
     /// A property put in tokens, as lang=en (repeat for several).
     #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse::property)]
     properties: Vec<(String, String)>,
-    /// A license model field, as max_hardware=1 or 'session_anchors=["hw"]' (repeat for several).
-    #[arg(long = "model", value_name = "KEY=JSON", value_parser = parse::model_field)]
-    model: Vec<(String, Value)>,
-    /// The license model as a JSON file (each field optional; --model fields win over it).
-    #[arg(long, value_name = "FILE", value_parser = parse::json_file)]
-    model_file: Option<Value>,
     /// The entitlement it joins (one of the licensee's).
     #[arg(long, value_name = "ID")]
     entitlement: Option<String>,
@@ -326,31 +359,14 @@ impl Licenses {
 
 impl NewLicense {
     fn body(self) -> Value {
-        let enforcement = if self.metered { Enforcement::Metered } else { Enforcement::Enforced };
-        let credit = self.credit.dimension_and_qty().map(|(dimension, qty)| {
-            given([
-                ("dimension", Some(dimension.into())),
-                ("qty", Some(qty.into())),
-                ("enforcement", Some(enforcement.as_str().into())),
-            ])
-        });
-        let mut model = match self.model_file {
-            Some(Value::Object(fields)) => fields,
-            _ => Map::new(),
-        };
-        model.extend(self.model);
-        given([
+        given(self.terms.fields().into_iter().chain([
             ("licensee", Some(self.licensee.into())),
-            ("product", Some(self.product.into())),
-            ("tier", self.tier.map(Value::from)),
-            ("credit", credit),
             ("valid_from", self.valid_from.map(Value::from)),
             ("valid_until", self.valid_until),
             ("license_key", self.license_key.then_some(Value::Bool(true))),
             ("properties", properties(self.properties)),
-            ("model", (!model.is_empty()).then_some(Value::Object(model))),
             ("entitlement", self.entitlement.map(Value::from)),
-        ])
+        ]))
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! The path of a command: clap parses the arguments into a resource's verb ([`licensees`],
 //! [`consumers`], [`products`], [`licenses`], [`actions`], [`events`], [`webhooks`], [`usage`],
-//! [`credentials`], [`groups`], [`entitlements`]), which builds a [`call::Call`] (the request as
+//! [`credentials`], [`groups`], [`entitlements`], [`activation_codes`]), which builds a [`call::Call`] (the request as
 //! data); [`client`] sends it with the admin token and maps what comes back or goes wrong;
 //! [`output`] prints the answer, as a table for people or as JSON for scripts.
 //!
@@ -11,6 +11,7 @@
 //! printed) or cannot be reached; 2 on a usage error (clap's own, or no admin token).
 
 mod actions;
+mod activation_codes;
 mod call;
 mod client;
 mod consumers;
@@ -99,6 +100,9 @@ enum Resource {
     /// A licensee's entitlements: which groups may use which licenses.
     #[command(subcommand)]
     Entitlements(entitlements::Entitlements),
+    /// Activation codes (product keys): batches made from a license template.
+    #[command(subcommand)]
+    ActivationCodes(activation_codes::ActivationCodes),
 }
 
 impl Resource {
@@ -117,6 +121,7 @@ impl Resource {
             Resource::Credentials(verb) => verb.call(),
             Resource::Groups(verb) => verb.call(),
             Resource::Entitlements(verb) => verb.call(),
+            Resource::ActivationCodes(verb) => verb.call(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! [`admin`] turn requests into engine calls; [`reply`] writes answers and errors; [`auth`]
 //! reads the bearer credentials.
 
+pub mod activation_codes;
 pub mod admin;
 pub mod auth;
 pub mod authz;

@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use leasehold_engine::{AdminError, EngineError};
+use leasehold_engine::{AdminError, EngineError, RedeemError};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -142,6 +142,23 @@ impl From<EngineError> for ApiError {
                 tracing::error!(error = %other, "engine failure");
                 ApiError::internal(other.to_string())
             }
+        }
+    }
+}
+
+impl From<RedeemError> for ApiError {
+    fn from(e: RedeemError) -> Self {
+        let description = e.to_string();
+        match e {
+            RedeemError::CodeNotFound => ApiError::new(StatusCode::NOT_FOUND, "activationCodeNotFound", description),
+            RedeemError::CodeUsed => ApiError::new(StatusCode::CONFLICT, "activationCodeUsed", description),
+            RedeemError::CodeExpired => ApiError::new(StatusCode::GONE, "activationCodeExpired", description),
+            RedeemError::TooManyFailures { retry_after_ms } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "tooManyRequests",
+                format!("{description}: in {} s", retry_after_ms.div_ceil(1_000)),
+            ),
+            RedeemError::Refused(e) => e.into(),
         }
     }
 }

@@ -6,7 +6,7 @@
 use crate::http::authz::{self, Format};
 use crate::http::metrics::RouteFamily;
 use crate::http::reply::{self, ApiError, Body};
-use crate::http::{admin, discovery, invitations, metrics, openapi, scale, HttpState};
+use crate::http::{activation_codes, admin, discovery, invitations, metrics, openapi, scale, HttpState};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
@@ -66,6 +66,7 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
         "/.well-known/license-configuration" => return discovery::license_configuration_document(state, &req),
         "/openapi.json" => return openapi::handle(&req),
         "/metrics" => return metrics::handle(state, &req),
+        activation_codes::PATH => return activation_codes::handle(state, req).await,
         _ => {}
     }
     if let Some(rest) = path.strip_prefix(scale::PREFIX) {
@@ -162,6 +163,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/groups/{id}/invitations"),
     ("POST", "/invitations/{token}/accept"),
     ("POST", "/invitations/{token}/decline"),
+    ("GET", "/admin/activation-codes"),
+    ("POST", "/admin/activation-codes"),
+    ("GET", "/admin/activation-codes/{batch}"),
+    ("POST", "/activation-codes/redeem"),
     ("GET", "/admin/licensees/{id}/entitlements"),
     ("POST", "/admin/licensees/{id}/entitlements"),
     ("GET", "/admin/entitlements/{id}"),

@@ -91,6 +91,9 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
     route("GET", "/admin/credentials", false),
     route("POST", "/admin/credentials", false),
     route("DELETE", "/admin/credentials/{id}", false),
+    route("GET", "/admin/activation-codes", false),
+    route("POST", "/admin/activation-codes", false),
+    route("GET", "/admin/activation-codes/{batch}", false),
 ];
 
 /// Who sent an admin request.

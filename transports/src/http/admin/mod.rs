@@ -13,6 +13,7 @@
 //! (a consumer's API key) is never stored, and its retry derives the same secret again.
 
 pub mod access;
+mod activation;
 mod organization;
 pub mod shapes;
 pub mod tokens;
@@ -120,9 +121,12 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
     let request: [&[u8]; 3] = [rest.as_bytes(), call.query.as_bytes(), &call.body];
     let once = Idempotency::of(secret.as_bytes(), &client_key, 0, &request);
     let secret = match segments.as_slice() {
-        ["consumers"] | ["consumers", _, "api-key"] | ["webhooks"] | ["credentials"] | ["groups", _, "invitations"] => {
-            Secret::Held
-        }
+        ["consumers"]
+        | ["consumers", _, "api-key"]
+        | ["webhooks"]
+        | ["credentials"]
+        | ["groups", _, "invitations"]
+        | ["activation-codes"] => Secret::Held,
         _ => Secret::None,
     };
     answer_once(state, once, secret, route(&admin, &call, &segments, &method, Some(&once))).await
@@ -139,6 +143,9 @@ async fn route(
     let query = call.query.as_str();
     if !organization::allowed(segments).is_empty() {
         return organization::route(state, call, segments, method, once).await;
+    }
+    if !activation::allowed(segments).is_empty() {
+        return activation::route(state, call, segments, method, once).await;
     }
     match (segments, method) {
         (["licensees"], &Method::POST) => create_licensee(state, call, once).await,
@@ -322,6 +329,7 @@ fn allowed(segments: &[&str]) -> &'static str {
         | ["keys", "rotate"] => "POST",
         ["licenses", _, "assignments" | "machines", _] | ["leases", _] => "DELETE",
         ["webhooks", rest @ ..] => webhooks::allowed(rest),
+        ["activation-codes", ..] => activation::allowed(segments),
         other => organization::allowed(other),
     }
 }

@@ -39,7 +39,7 @@ pub fn parse_rfc3339(field: &str, text: &str) -> Result<Timestamp, ApiError> {
     Ok(Timestamp::from_millis(ms))
 }
 
-fn opt_time(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+pub(super) fn opt_time(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     text.map(|t| parse_rfc3339(field, t)).transpose()
 }
 
@@ -247,8 +247,14 @@ pub struct LicenseIn {
     entitlement: Option<EntitlementId>,
 }
 
+impl From<CreditIn> for Credit {
+    fn from(c: CreditIn) -> Self {
+        Credit { dimension: c.dimension, qty: c.qty, enforcement: c.enforcement }
+    }
+}
+
 /// Reads a license model, refusing fields the model does not have.
-fn model(value: Option<Value>) -> Result<LicenseModel, ApiError> {
+pub(super) fn model(value: Option<Value>) -> Result<LicenseModel, ApiError> {
     let Some(value) = value else { return Ok(LicenseModel::default()) };
     let Value::Object(fields) = &value else { return Err(ApiError::bad_request("model must be an object")) };
     let known = serde_json::to_value(LicenseModel::default()).unwrap_or(Value::Null);
@@ -271,7 +277,7 @@ impl LicenseIn {
             licensee: self.licensee,
             product: self.product,
             tier: self.tier,
-            credit: self.credit.map(|c| Credit { dimension: c.dimension, qty: c.qty, enforcement: c.enforcement }),
+            credit: self.credit.map(Credit::from),
             valid_from: opt_time("valid_from", self.valid_from.as_deref())?,
             valid_until: opt_time("valid_until", self.valid_until.as_deref())?,
             license_key,

@@ -1,0 +1,51 @@
+//! Redeeming an activation code (SPEC section 12): `POST /activation-codes/redeem` `{"code",
+//! "licensee"?}` with a consumer's API key makes the code's license for the consumer's licensee.
+//! 201 with the license the first time, 200 with the same license when the same consumer redeems
+//! the same code again.
+
+use crate::http::admin::shapes;
+use crate::http::reply::{self, ApiError, Body};
+use crate::http::{auth, HttpState};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use leasehold_engine::{LicenseeId, RedeemError};
+use serde::Deserialize;
+use serde_json::json;
+
+/// The path of this module's route.
+pub const PATH: &str = "/activation-codes/redeem";
+
+/// The body of a redemption.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeemIn {
+    code: String,
+    #[serde(default)]
+    licensee: Option<LicenseeId>,
+}
+
+/// Answers `POST` [`PATH`].
+pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::method_not_allowed("POST"));
+    }
+    let key = auth::bearer(req.headers()).ok_or_else(|| ApiError::unauthorized("send a consumer's API key"))?;
+    let consumer = state.engine.authenticate(key).ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
+    let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
+    let body = reply::read_body(req, state.limits).await?;
+    let asked: RedeemIn = reply::parse_json(content_type.as_deref(), &body)?;
+    match state.engine.redeem_activation_code(&asked.code, consumer, asked.licensee).await {
+        Ok(redeemed) => {
+            let status = if redeemed.created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(reply::json(status, &json!({"license": shapes::license(&redeemed.license, None)})))
+        }
+        Err(RedeemError::TooManyFailures { retry_after_ms }) => {
+            let seconds = retry_after_ms.div_ceil(1_000);
+            let mut refused = ApiError::from(RedeemError::TooManyFailures { retry_after_ms }).into_response();
+            refused.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+            Ok(refused)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
