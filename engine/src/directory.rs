@@ -11,8 +11,8 @@ use crate::ids::{
     ProductId, WebhookId,
 };
 use crate::model::{
-    ActivationBatch, Consumer, Credential, Entitlement, Group, Invitation, InvitationAnswer, License, LicenseStatus,
-    Licensee, Product, Redemption,
+    ActivationBatch, ConnectedIdentity, Consumer, Credential, Entitlement, Group, Invitation, InvitationAnswer,
+    License, LicenseStatus, Licensee, Product, Redemption,
 };
 use crate::stored_answers::{AnswerBook, StoredAnswer};
 use crate::time::Timestamp;
@@ -91,6 +91,14 @@ pub enum DirectoryEvent {
     },
     /// A batch of activation codes was made.
     ActivationBatch(ActivationBatch),
+    /// A consumer signed in for the first time with an identity provider's token: it was made,
+    /// with the personal licensee made for it, if any, in one change.
+    SignedUp {
+        /// Its new personal licensee.
+        licensee: Option<Licensee>,
+        /// The consumer.
+        consumer: Consumer,
+    },
     /// An activation code was redeemed: the redemption and the license it made, in one change,
     /// so that a code's use and its license are durable together or not at all.
     ActivationCodeRedeemed {
@@ -111,6 +119,7 @@ pub struct Directory {
     licensees: Map<LicenseeId, Licensee>,
     consumers: Map<ConsumerId, Consumer>,
     consumers_by_key: Map<[u8; 32], ConsumerId>,
+    consumers_by_identity: Map<ConnectedIdentity, ConsumerId>,
     products: Map<ProductId, Product>,
     products_by_name: Map<String, ProductId>,
     licenses: Map<LicenseId, Arc<License>>,
@@ -141,8 +150,14 @@ impl Directory {
             DirectoryEvent::Consumer(c) => {
                 if let Some(old) = self.consumers.insert(c.id, c.clone()) {
                     self.consumers_by_key.remove(&old.api_key_sha256);
+                    if let Some(identity) = &old.identity {
+                        self.consumers_by_identity.remove(identity);
+                    }
                 }
                 self.consumers_by_key.insert(c.api_key_sha256, c.id);
+                if let Some(identity) = &c.identity {
+                    self.consumers_by_identity.insert(identity.clone(), c.id);
+                }
                 // A consumer that left a licensee leaves its groups.
                 let left: Vec<GroupId> =
                     self.groups_of(c.id).filter(|g| !c.licensees.contains(&g.licensee)).map(|g| g.id).collect();
@@ -163,6 +178,9 @@ impl Directory {
             DirectoryEvent::ConsumerDeleted(id) => {
                 if let Some(old) = self.consumers.remove(id) {
                     self.consumers_by_key.remove(&old.api_key_sha256);
+                    if let Some(identity) = &old.identity {
+                        self.consumers_by_identity.remove(identity);
+                    }
                 }
                 for group in self.memberships.remove(id).unwrap_or_default() {
                     if let Some(group) = self.groups.get_mut(&group) {
@@ -236,6 +254,12 @@ impl Directory {
                 if let Some(i) = self.invitations.get_mut(invitation) {
                     i.answer = Some(InvitationAnswer::Declined { at: *at });
                 }
+            }
+            DirectoryEvent::SignedUp { licensee, consumer } => {
+                if let Some(licensee) = licensee {
+                    self.apply(&DirectoryEvent::Licensee(licensee.clone()));
+                }
+                self.apply(&DirectoryEvent::Consumer(consumer.clone()));
             }
             DirectoryEvent::ActivationBatch(b) => {
                 for (place, code) in (0u32..).zip(&b.codes) {
@@ -435,6 +459,17 @@ impl Directory {
     /// The invitation whose token hashes to `sha256`.
     pub fn invitation_by_token_hash(&self, sha256: &[u8; 32]) -> Option<&Invitation> {
         self.invitations_by_token.get(sha256).and_then(|id| self.invitations.get(id))
+    }
+
+    /// The consumer that signs in as `identity`.
+    pub fn consumer_by_identity(&self, identity: &ConnectedIdentity) -> Option<&Consumer> {
+        self.consumers_by_identity.get(identity).and_then(|id| self.consumers.get(id))
+    }
+
+    /// The licensee whose `external_id` is `external_id` (a scan: it is asked when a consumer
+    /// signs in for the first time, not on every request).
+    pub fn licensee_by_external_id(&self, external_id: &str) -> Option<&Licensee> {
+        self.licensees.values().find(|l| l.external_id.as_deref() == Some(external_id))
     }
 
     /// The activation code batch `id`.

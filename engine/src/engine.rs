@@ -7,9 +7,11 @@
 //! journals it and answers once it is durable.
 
 mod activation;
+mod identity;
 mod organization;
 
 pub use activation::{Redeemed, FAILURE_WINDOW_MS, MAX_FAILED_REDEMPTIONS};
+pub use identity::SignIn;
 pub use organization::{Acceptance, INVITATION_TTL_S, MAX_INVITATION_TTL_S};
 
 use crate::actors::license::{
@@ -932,6 +934,7 @@ impl Engine {
             api_key_sha256: sha256(api_key.as_bytes()),
             external_id: new.external_id,
             disabled: false,
+            identity: None,
         };
         self.record_directory(|dir| {
             if let Some(created) = dir.consumer(consumer.id) {

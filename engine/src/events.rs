@@ -92,6 +92,11 @@ impl Event {
             DirectoryEvent::InvitationDeclined { invitation, .. } => {
                 ("invitation.declined".into(), ("invitation", invitation.to_string()), json!({}))
             }
+            DirectoryEvent::SignedUp { licensee: personal, consumer: c } => {
+                let mut data = consumer(c);
+                data["personal_licensee"] = personal.as_ref().map(licensee).unwrap_or_default();
+                ("consumer.created".into(), ("consumer", c.id.to_string()), data)
+            }
             DirectoryEvent::ActivationBatch(b) => {
                 let data = json!({
                     "id": b.id,
@@ -161,6 +166,7 @@ fn consumer(c: &Consumer) -> serde_json::Value {
         "email": c.email,
         "external_id": c.external_id,
         "disabled": c.disabled,
+        "identity": c.identity,
     })
 }
 

@@ -278,6 +278,7 @@ fn directory_with_one_license() -> (Directory, ConsumerId) {
         api_key_sha256: [1; 32],
         external_id: None,
         disabled: false,
+        identity: None,
     };
     directory.apply(&DirectoryEvent::Consumer(member));
     let outsider = Consumer {
@@ -289,6 +290,7 @@ fn directory_with_one_license() -> (Directory, ConsumerId) {
         api_key_sha256: [2; 32],
         external_id: None,
         disabled: false,
+        identity: None,
     };
     directory.apply(&DirectoryEvent::Consumer(outsider));
     directory.set_license(Arc::new(terms));

@@ -11,6 +11,7 @@ use leasehold_engine::engine::DEFAULT_MAILBOX_CAPACITY;
 use leasehold_engine::tokens::Algorithm;
 use leasehold_persistence::DurabilityMode;
 use leasehold_transports::http::{BodyLimits, HttpConfig};
+use leasehold_transports::identity::{IdentityConfig, TrustedIssuer};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -93,6 +94,9 @@ pub struct ServeArgs {
 /// Days events are kept unless configured (SPEC section 11).
 pub const DEFAULT_EVENTS_RETENTION_DAYS: u64 = 90;
 
+/// The least time between two fetches of an issuer's keys, seconds.
+pub const DEFAULT_JWKS_MIN_REFRESH_S: u64 = 60;
+
 fn parse_durability(text: &str) -> Result<DurabilityMode, String> {
     text.parse()
 }
@@ -117,6 +121,16 @@ pub struct FileConfig {
     workers: Option<usize>,
     #[serde(default)]
     limits: FileLimits,
+    identity: Option<FileIdentity>,
+}
+
+/// The `[identity]` table: the identity providers whose tokens sign consumers in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileIdentity {
+    jwks_min_refresh_s: Option<u64>,
+    #[serde(default)]
+    issuers: Vec<TrustedIssuer>,
 }
 
 /// The `[limits]` table.
@@ -199,6 +213,8 @@ pub struct Settings {
     pub license_queue: usize,
     /// Worker threads for connections and license actors.
     pub workers: usize,
+    /// The identity providers trusted (`None`: consumers sign in with API keys only).
+    pub identity: Option<IdentityConfig>,
     /// The file the settings were read from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -217,6 +233,21 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 /// Parses the text of a configuration file (`path` names it in errors).
 pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+}
+
+/// Refuses an issuer this server cannot fetch keys from, or that names no audience.
+fn check_issuer(trusted: &TrustedIssuer) -> Result<(), String> {
+    let issuer = &trusted.issuer;
+    if issuer.starts_with("https://") {
+        return Err(format!("{issuer}: https issuers need the TLS client, which is not built yet; use http://"));
+    }
+    if !issuer.starts_with("http://") || issuer.parse::<hyper::Uri>().is_err() {
+        return Err(format!("an issuer is an http:// URL, not {issuer:?}"));
+    }
+    if trusted.audience.trim().is_empty() {
+        return Err(format!("{issuer}: the audience must not be empty"));
+    }
+    Ok(())
 }
 
 fn check_public_url(url: &str) -> Result<String, String> {
@@ -259,6 +290,16 @@ impl Settings {
         if file.admin_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(invalid("admin_token", "must not be empty (leave it out to generate one)".into()));
         }
+        let identity = match file.identity {
+            Some(identity) if !identity.issuers.is_empty() => {
+                for trusted in &identity.issuers {
+                    check_issuer(trusted).map_err(|m| invalid("identity.issuers", m))?;
+                }
+                let refresh_s = identity.jwks_min_refresh_s.unwrap_or(DEFAULT_JWKS_MIN_REFRESH_S);
+                Some(IdentityConfig { issuers: identity.issuers, jwks_min_refresh: Duration::from_secs(refresh_s) })
+            }
+            _ => None,
+        };
         let limits = &file.limits;
         let defaults = HttpConfig::default();
         let secs = Duration::from_secs;
@@ -294,6 +335,7 @@ impl Settings {
             },
             license_queue: args.license_queue.or(limits.license_queue).unwrap_or(DEFAULT_MAILBOX_CAPACITY),
             workers: args.workers.or(file.workers).unwrap_or_else(default_workers),
+            identity,
             config_file: file_path.map(Path::to_path_buf),
         };
         settings.check()?;

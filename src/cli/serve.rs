@@ -13,6 +13,7 @@ use leasehold_engine::{AdminError, Engine};
 use leasehold_persistence::keys::{KeyStore, KeyStoreError};
 use leasehold_persistence::{JournalConfig, PersistenceError, SledJournal};
 use leasehold_transports::http::{self, HttpState, KeyRotation, ServerMetrics};
+use leasehold_transports::identity::Identities;
 use leasehold_transports::tcp::{self, TcpConfig, TcpState};
 use leasehold_transports::webhooks::Webhooks;
 use std::net::SocketAddr;
@@ -174,6 +175,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         metrics: ServerMetrics::new(Some(journal.flush_latency()), Some(Arc::clone(&signer))),
         key_rotation: Some(key_rotation(key_store.clone(), Arc::clone(&keys))),
         webhooks: Some(Arc::clone(&webhooks)),
+        identities: settings.identity.clone().map(|config| Arc::new(Identities::new(config))),
     });
     let tcp_state = Arc::new(TcpState {
         engine: state.engine.clone(),

@@ -374,6 +374,7 @@ impl Engine {
                         api_key_sha256: sha256(fresh_key.as_deref().unwrap_or_default().as_bytes()),
                         external_id: None,
                         disabled: false,
+                        identity: None,
                     }
                 }
             };
@@ -396,7 +397,7 @@ impl Engine {
 }
 
 /// A plausible e-mail address: one `@` with text either side, printable, at most 254 bytes.
-fn is_valid_email(email: &str) -> bool {
+pub(super) fn is_valid_email(email: &str) -> bool {
     let ok_chars = email.chars().all(|c| c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control()));
     matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.contains('@'))
         && email.len() <= 254

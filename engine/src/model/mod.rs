@@ -19,4 +19,4 @@ pub use license::{
     VersionRange,
 };
 pub use organization::{Entitlement, Group, Invitation, InvitationAnswer};
-pub use party::{Consumer, ConsumerKind, Licensee, LicenseeKind};
+pub use party::{ConnectedIdentity, Consumer, ConsumerKind, Licensee, LicenseeKind};

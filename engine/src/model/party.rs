@@ -58,4 +58,16 @@ pub struct Consumer {
     /// A disabled consumer's key is refused and its leases are not renewed.
     #[serde(default, with = "crate::shapes::since_format_3")]
     pub disabled: bool,
+    /// The identity provider's account it signs in with, when it has one (SPEC section 13).
+    #[serde(default, with = "crate::shapes::since_format_7")]
+    pub identity: Option<ConnectedIdentity>,
+}
+
+/// An account at an identity provider: the issuer of its tokens and its subject there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConnectedIdentity {
+    /// The issuer (`iss`).
+    pub issuer: String,
+    /// The subject (`sub`), unique within the issuer.
+    pub subject: String,
 }

@@ -30,8 +30,8 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Result<Respons
     if req.method() != Method::POST {
         return Err(ApiError::method_not_allowed("POST"));
     }
-    let key = auth::bearer(req.headers()).ok_or_else(|| ApiError::unauthorized("send a consumer's API key"))?;
-    let consumer = state.engine.authenticate(key).ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
+    let missing = "send a consumer's API key or identity provider's token";
+    let consumer = auth::consumer(state, req.headers(), missing).await?;
     let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
     let body = reply::read_body(req, state.limits).await?;
     let asked: RedeemIn = reply::parse_json(content_type.as_deref(), &body)?;

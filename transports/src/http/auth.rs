@@ -4,9 +4,15 @@
 //! The admin token is kept only as its SHA-256 digest and compared in constant time, so the
 //! server (and its data directory) never needs the token itself after it was issued.
 
+use crate::http::reply::ApiError;
+use crate::http::HttpState;
+use crate::identity::{looks_like_jwt, IdentityError};
 use hyper::header::AUTHORIZATION;
-use hyper::HeaderMap;
+use hyper::{HeaderMap, StatusCode};
+use leasehold_engine::engine::SignIn;
 use leasehold_engine::ids::sha256;
+use leasehold_engine::model::ConnectedIdentity;
+use leasehold_engine::ConsumerId;
 use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
 
@@ -20,6 +26,42 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let secret = secret.trim();
     let ok = scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty() && secret.len() <= MAX_SECRET_BYTES;
     ok.then_some(secret)
+}
+
+/// The consumer a request speaks for: by its API key, or by a token of a trusted identity
+/// provider (`Bearer <JWT>`, or `IdToken <JWT>` as the official SDK's ID-token authorization
+/// sends it), whose first sign-in makes the consumer. 401 says what to send (`missing`) when
+/// nothing usable came, and which check a token failed when one did.
+pub async fn consumer(state: &HttpState, headers: &HeaderMap, missing: &str) -> Result<ConsumerId, ApiError> {
+    let value = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let Some((scheme, secret)) = value.and_then(|v| v.split_once(' ')) else {
+        return Err(ApiError::unauthorized(missing));
+    };
+    let secret = secret.trim();
+    let id_token = scheme.eq_ignore_ascii_case("idtoken");
+    if !id_token && !scheme.eq_ignore_ascii_case("bearer") || secret.is_empty() {
+        return Err(ApiError::unauthorized(missing));
+    }
+    if !id_token && !looks_like_jwt(secret) {
+        let key = Some(secret).filter(|s| s.len() <= MAX_SECRET_BYTES);
+        return key.and_then(|k| state.engine.authenticate(k)).ok_or_else(|| ApiError::unauthorized(missing));
+    }
+    let refused = |status, e: IdentityError| ApiError { status, code: e.code(), description: e.to_string() };
+    let identities = state.identities.as_deref().ok_or_else(|| {
+        refused(StatusCode::UNAUTHORIZED, IdentityError::UntrustedIssuer("any: this server trusts no issuer".into()))
+    })?;
+    let now_s = u64::try_from(state.engine.now().as_secs()).unwrap_or(0);
+    let signed_in = identities.verify(secret, now_s).await.map_err(|e| match e {
+        IdentityError::ProviderUnavailable(_) => refused(StatusCode::SERVICE_UNAVAILABLE, e),
+        other => refused(StatusCode::UNAUTHORIZED, other),
+    })?;
+    let who = SignIn {
+        identity: ConnectedIdentity { issuer: signed_in.issuer, subject: signed_in.subject },
+        email: signed_in.email,
+        licensee_ref: signed_in.licensee_ref,
+        kind: signed_in.kind,
+    };
+    state.engine.sign_in(&who).await?.ok_or_else(|| ApiError::unauthorized("this consumer is disabled"))
 }
 
 /// Why a stored admin token digest could not be read.

@@ -7,7 +7,7 @@ use crate::http::admin::shapes;
 use crate::http::reply::{self, ApiError, Body};
 use crate::http::{auth, HttpState};
 use hyper::body::Incoming;
-use hyper::header::CONTENT_TYPE;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::engine::Acceptance;
 use percent_encoding::percent_decode_str;
@@ -34,9 +34,9 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
     if req.method() != Method::POST {
         return Err(ApiError::method_not_allowed("POST"));
     }
-    let consumer = match auth::bearer(req.headers()) {
-        None => None,
-        Some(key) => Some(state.engine.authenticate(key).ok_or_else(|| ApiError::unauthorized("unknown API key"))?),
+    let consumer = match req.headers().contains_key(AUTHORIZATION) {
+        false => None,
+        true => Some(auth::consumer(state, req.headers(), "unknown API key").await?),
     };
     let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
     let body = reply::read_body(req, state.limits).await?;

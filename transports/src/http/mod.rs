@@ -27,6 +27,7 @@ pub use metrics::ServerMetrics;
 pub use reply::{ApiError, BodyLimits};
 pub use server::{serve, HttpConfig};
 
+use crate::identity::Identities;
 use crate::webhooks::Webhooks;
 use leasehold_engine::signer::TokenSigner;
 use leasehold_engine::tokens::{KeyRing, TokenIssuer};
@@ -57,6 +58,8 @@ pub struct HttpState {
     pub key_rotation: Option<KeyRotation>,
     /// Delivers the webhooks' events (`None`: `/admin/webhooks` answers 404).
     pub webhooks: Option<Arc<Webhooks>>,
+    /// The identity providers whose tokens sign consumers in (`None`: API keys only).
+    pub identities: Option<Arc<Identities>>,
 }
 
 impl HttpState {

@@ -152,6 +152,7 @@ pub fn consumer(c: &Consumer) -> Value {
         "email": c.email,
         "external_id": c.external_id,
         "disabled": c.disabled,
+        "identity": c.identity,
     })
 }
 

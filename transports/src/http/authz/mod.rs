@@ -112,9 +112,8 @@ async fn answer(
     if req.method() != Method::GET && req.method() != Method::POST {
         return Err(ApiError::method_not_allowed("GET, POST or OPTIONS"));
     }
-    let consumer = auth::bearer(req.headers())
-        .and_then(|key| state.engine.authenticate(key))
-        .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <consumer API key>"))?;
+    let missing = "send Authorization: Bearer <consumer API key or identity provider's token>";
+    let consumer = auth::consumer(state, req.headers(), missing).await?;
     let idempotency_key = idempotency::client_key(req.headers())?;
     let raw = full_query(state, req).await?;
     match query::parse(&raw).map_err(|e| ApiError::bad_request(e.to_string()))? {

@@ -111,7 +111,7 @@ pub async fn handle(
     license_key: Option<&str>,
     client_ip: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
-    let caller = caller::identify(state, req.headers(), license_key)?;
+    let caller = caller::identify(state, req.headers(), license_key).await?;
     let client = headers::read(req.headers())?;
     let idempotency_key = idempotency::client_key(req.headers())?;
     let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());

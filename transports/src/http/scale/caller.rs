@@ -66,11 +66,11 @@ pub fn license_of_key(state: &HttpState, key: &str) -> Result<LicenseId, ApiErro
     license.ok_or_else(|| ApiError { code: "noLicenseFound", ..ApiError::not_found("no license has this license key") })
 }
 
-/// The consumer whose API key the request carries: 401 without a known one.
-pub fn consumer_of(state: &HttpState, headers: &HeaderMap) -> Result<ConsumerId, ApiError> {
-    auth::bearer(headers)
-        .and_then(|key| state.engine.authenticate(key))
-        .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <consumer API key>, or use a license key"))
+/// The consumer whose API key or identity provider's token the request carries: 401 without
+/// a known one.
+pub async fn consumer_of(state: &HttpState, headers: &HeaderMap) -> Result<ConsumerId, ApiError> {
+    let missing = "send Authorization: Bearer <consumer API key or identity provider's token>, or use a license key";
+    auth::consumer(state, headers, missing).await
 }
 
 /// Checks a `licenseConsumerId` the request gave (header or query) against the caller: 400 when
@@ -87,12 +87,12 @@ pub fn check_named_consumer(caller: ConsumerId, named: Option<&str>) -> Result<(
 
 /// Who an action (checkout, heartbeat, release, metered use) acts for: the license key's holder
 /// when the path names a key, otherwise the API key's consumer.
-pub fn identify(state: &HttpState, headers: &HeaderMap, license_key: Option<&str>) -> Result<Caller, ApiError> {
+pub async fn identify(state: &HttpState, headers: &HeaderMap, license_key: Option<&str>) -> Result<Caller, ApiError> {
     if let Some(key) = license_key {
         let license = license_of_key(state, key)?;
         return Ok(Caller::Key { key: key.to_owned(), license });
     }
-    let consumer = consumer_of(state, headers)?;
+    let consumer = consumer_of(state, headers).await?;
     let named = headers.get(CONSUMER_HEADER).map(|v| v.to_str().unwrap_or("?"));
     check_named_consumer(consumer, named)?;
     Ok(Caller::Consumer(consumer))

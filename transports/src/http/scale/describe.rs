@@ -242,7 +242,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, read: Read) -> Re
         Read::Key(KeyRead::Bindings) => return license_key_bindings(state, &query, &paging).await,
         Read::Consumer(read) => read,
     };
-    let consumer = caller::consumer_of(state, req.headers())?;
+    let consumer = caller::consumer_of(state, req.headers()).await?;
     check_named_consumer(consumer, query.text(CONSUMER_HEADER))?;
     match read {
         ConsumerRead::Licensees => licensees(state, consumer, &paging),

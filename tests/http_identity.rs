@@ -1,0 +1,241 @@
+//! Consumers signed in by an OpenID Connect provider (SPEC section 13), against a real one: the
+//! `oidc-provider` package run by `tests/js/oidc_provider.mjs` under Node.js. Its tokens sign
+//! consumers in on `/authz/` and the Scale API; the first sign-in makes the consumer, in the
+//! licensee the licensee claim names or in a personal licensee; hostile tokens are each refused
+//! with their own code; a key the provider adds later is fetched when a token names it; a kill -9
+//! keeps who is who.
+//!
+//! Needs Node.js and `tests/js/node_modules` (`npm ci --prefix tests/js`, which `scripts/test-all`
+//! runs). Without them it fails: a test of an identity provider that skips proves nothing.
+
+mod http_common;
+
+use http_common::{request, seats, Reply, Server};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const AUDIENCE: &str = "leasehold";
+
+fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("js")
+}
+
+/// A running `oidc-provider`.
+struct Provider {
+    child: Child,
+    issuer: String,
+    addr: std::net::SocketAddr,
+}
+
+impl Provider {
+    /// Starts the provider with the keys in `dir` (made on its first start), publishing
+    /// `published` of them, on `port` (0: any).
+    fn start(dir: &Path, port: u16, published: &[&str]) -> Provider {
+        assert!(
+            js_dir().join("node_modules/oidc-provider/package.json").exists(),
+            "oidc-provider is not installed: run npm ci --prefix tests/js (scripts/test-all does)"
+        );
+        let config = json!({
+            "port": port,
+            "audience": AUDIENCE,
+            "keys_file": dir.join("keys.json"),
+            "key_ids": ["k1", "k2"],
+            "published": published,
+            "clients": {
+                "alice": {"email": "alice@acme.example", "org": "ACME-1"},
+                "bob": {"email": "bob@home.example"},
+            },
+        });
+        let config_path = dir.join("provider.json");
+        std::fs::write(&config_path, config.to_string()).expect("the provider's configuration is written");
+        let mut child = Command::new(std::env::var("LEASEHOLD_TEST_NODE").unwrap_or_else(|_| "node".into()))
+            .arg(js_dir().join("oidc_provider.mjs"))
+            .arg(&config_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs (apt-get install nodejs)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let issuer = loop {
+            let line = lines.next().expect("the provider prints its issuer").expect("UTF-8");
+            if let Some(issuer) = line.strip_prefix("listening ") {
+                break issuer.to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        let addr = issuer.trim_start_matches("http://").parse().expect("an address");
+        Provider { child, issuer, addr }
+    }
+
+    /// An access token of client (person) `who`, as the provider issues it.
+    fn token(&self, who: &str) -> String {
+        let body = format!("grant_type=client_credentials&scope=licenses&client_id={who}&client_secret=secret");
+        let headers = [("Content-Type", "application/x-www-form-urlencoded")];
+        let reply = request(self.addr, "POST", "/token", &headers, Some(body.as_bytes()));
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()["access_token"].as_str().expect("an access token").to_owned()
+    }
+
+    /// `claims` signed with the provider's key `kid` (published or not).
+    fn sign(&self, claims: Value, kid: &str) -> String {
+        let body = json!({"claims": claims, "kid": kid}).to_string();
+        let reply = request(self.addr, "POST", "/test/sign", &[], Some(body.as_bytes()));
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.text()
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_s() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn authz(server: &Server, scheme: &str, token: &str, item: &str) -> Reply {
+    let auth = format!("{scheme} {token}");
+    request(server.addr, "GET", &format!("/authz/.txt?{item}"), &[("Authorization", &auth)], None)
+}
+
+/// The refusal's status and code.
+fn refusal(reply: &Reply) -> (u16, Value) {
+    (reply.status, reply.json()["code"].clone())
+}
+
+fn start_leasehold(dir: &Path, provider: &Provider) -> Server {
+    let config = format!(
+        "[identity]\njwks_min_refresh_s = 1\n\n[[identity.issuers]]\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\nlicensee_claim = \"org\"\n",
+        provider.issuer
+    );
+    let path = dir.join("leasehold.toml");
+    std::fs::write(&path, config).expect("the configuration is written");
+    Server::start_in(&dir.join("data"), &["--config", path.to_str().expect("UTF-8")], true)
+}
+
+fn consumers(server: &Server) -> Vec<Value> {
+    server.admin_ok("GET", "/admin/consumers", None, 200)["items"].as_array().expect("items").clone()
+}
+
+#[test]
+fn a_providers_tokens_sign_consumers_in_and_make_them_once() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let provider = Provider::start(scratch.path(), 0, &["k1"]);
+    let server = start_leasehold(scratch.path(), &provider);
+    let acme = server.admin_ok(
+        "POST",
+        "/admin/licensees",
+        Some(json!({"name": "Acme", "kind": "organization", "external_id": "ACME-1"})),
+        201,
+    );
+    let acme = acme["id"].as_str().unwrap().to_owned();
+    server.license(&acme, "Cad", seats(5), json!({}));
+
+    // Alice's first token makes her a consumer of the licensee her `org` claim names.
+    let alice = provider.token("alice");
+    let first = authz(&server, "Bearer", &alice, "Cad");
+    assert_eq!((first.status, first.text()), (200, "true".to_owned()));
+    let made = consumers(&server);
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0]["licensees"], json!([acme]));
+    assert_eq!(made[0]["email"], json!("alice@acme.example"));
+    assert_eq!(made[0]["identity"], json!({"issuer": provider.issuer, "subject": "alice"}));
+
+    // The same token again, a new token, the SDK's IdToken scheme: the same consumer.
+    assert_eq!(authz(&server, "Bearer", &alice, "Cad").text(), "true");
+    assert_eq!(authz(&server, "IdToken", &provider.token("alice"), "Cad").text(), "true");
+    assert_eq!(consumers(&server).len(), 1);
+
+    // Bob's token names no licensee: he gets a personal one, with no license in it.
+    let bob = authz(&server, "Bearer", &provider.token("bob"), "Cad");
+    assert_eq!((bob.status, bob.text()), (200, "false".to_owned()), "signed in, not licensed");
+    let bob = consumers(&server).into_iter().find(|c| c["email"] == json!("bob@home.example")).expect("bob");
+    let personal = bob["licensees"][0].as_str().expect("a licensee").to_owned();
+    let personal = server.admin_ok("GET", &format!("/admin/licensees/{personal}"), None, 200);
+    assert_eq!(personal["kind"], json!("person"));
+
+    // Who is who survives a kill -9; a disabled consumer's tokens are refused.
+    server.kill();
+    let server = start_leasehold(scratch.path(), &provider);
+    assert_eq!(authz(&server, "Bearer", &alice, "Cad").text(), "true");
+    assert_eq!(consumers(&server).len(), 2);
+    let alice_id = consumers(&server).into_iter().find(|c| c["email"] == json!("alice@acme.example")).unwrap();
+    let path = format!("/admin/consumers/{}", alice_id["id"].as_str().unwrap());
+    server.admin_ok("PATCH", &path, Some(json!({"disabled": true})), 200);
+    assert_eq!(authz(&server, "Bearer", &alice, "Cad").status, 401);
+}
+
+#[test]
+fn hostile_tokens_are_refused_each_with_its_code_and_a_new_key_is_fetched() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let provider = Provider::start(scratch.path(), 0, &["k1"]);
+    let server = start_leasehold(scratch.path(), &provider);
+    server.admin_ok("POST", "/admin/products", Some(json!({"name": "Cad"})), 201);
+    let (iss, now) = (provider.issuer.clone(), now_s());
+    let claims = |changes: Value| {
+        let mut claims = json!({"iss": iss, "sub": "mallory", "aud": AUDIENCE, "iat": now, "exp": now + 300});
+        for (k, v) in changes.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        claims
+    };
+    let good = authz(&server, "Bearer", &provider.sign(claims(json!({})), "k1"), "Cad");
+    assert_eq!(good.status, 200, "a good one: {}", good.text());
+
+    let alice = provider.token("alice");
+    // One symbol of the signature changed (not its last, whose low bits base64 ignores).
+    let at = alice.len() - 20;
+    let swapped = if &alice[at..=at] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{swapped}{}", &alice[..at], &alice[at + 1..]);
+    let header = |json: &str| {
+        use std::fmt::Write as _;
+        // base64url without padding, by hand: the test needs no base64 crate.
+        const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bytes = json.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                let _ = write!(out, "{}", char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
+            }
+        }
+        out
+    };
+    let payload = alice.split('.').nth(1).unwrap();
+    let unsigned = format!("{}.{payload}.", header(r#"{"alg":"none","typ":"JWT"}"#));
+    let hs256 = format!("{}.{payload}.c2lnbmF0dXJl", header(r#"{"alg":"HS256","kid":"k1"}"#));
+    let hostile = [
+        (provider.sign(claims(json!({"exp": now - 3_600})), "k1"), "tokenExpired"),
+        (provider.sign(claims(json!({"nbf": now + 3_600})), "k1"), "tokenNotYetValid"),
+        (provider.sign(claims(json!({"aud": "someone-else"})), "k1"), "wrongAudience"),
+        (provider.sign(claims(json!({"iss": "http://127.0.0.1:9/evil"})), "k1"), "untrustedIssuer"),
+        (provider.sign(claims(json!({})), "k2"), "unknownSigningKey"),
+        (tampered, "badSignature"),
+        (hs256, "badSignature"),
+        (unsigned, "malformedToken"),
+        ("eyJ.not.ajwt".to_owned(), "malformedToken"),
+        (format!("{alice}{}", "A".repeat(9_000)), "malformedToken"),
+    ];
+    for (token, code) in hostile {
+        let reply = authz(&server, "Bearer", &token, "Cad");
+        assert_eq!(refusal(&reply), (401, json!(code)), "{code}: {}", reply.text());
+    }
+    assert_eq!(consumers(&server).len(), 1, "only the good token made a consumer");
+
+    // The provider starts publishing k2: a token signed with it is accepted once the keys are
+    // fetched again (at most once a second in this configuration).
+    let port = provider.addr.port();
+    drop(provider);
+    let provider = Provider::start(scratch.path(), port, &["k1", "k2"]);
+    std::thread::sleep(Duration::from_millis(1_100));
+    let with_k2 = provider.sign(claims(json!({})), "k2");
+    let reply = authz(&server, "Bearer", &with_k2, "Cad");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
