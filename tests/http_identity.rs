@@ -239,3 +239,36 @@ fn hostile_tokens_are_refused_each_with_its_code_and_a_new_key_is_fetched() {
     let reply = authz(&server, "Bearer", &with_k2, "Cad");
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
+
+#[test]
+fn the_official_scale_sdk_signs_in_with_an_id_token() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let provider = Provider::start(scratch.path(), 0, &["k1"]);
+    let server = start_leasehold(scratch.path(), &provider);
+    let acme = server.admin_ok(
+        "POST",
+        "/admin/licensees",
+        Some(json!({"name": "Acme", "kind": "organization", "external_id": "ACME-1"})),
+        201,
+    );
+    server.license(acme["id"].as_str().unwrap(), "Cad", seats(1), json!({}));
+    let python = std::env::var("LEASEHOLD_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("set LEASEHOLD_TEST_PYTHON to a Python with tenduke-scale==2.3.0 (scripts/test-all installs one)")
+    });
+    let python = match Path::new(&python).is_relative() && python.contains('/') {
+        true => Path::new(env!("CARGO_MANIFEST_DIR")).join(&python).to_string_lossy().into_owned(),
+        false => python,
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/scale_sdk_id_token.py");
+    let output = Command::new(&python)
+        .arg(script)
+        .arg(format!("http://{}", server.addr))
+        .arg(http_common::ADMIN)
+        .arg(provider.token("alice"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    assert!(stdout.lines().any(|l| l == "PASS the_sdk_signs_in_with_an_id_token"), "{stdout}");
+}

@@ -14,7 +14,7 @@
 
 use crate::answer::Grant;
 use crate::decide::Denial;
-use crate::model::{Anchors, Dimension};
+use crate::model::{Anchors, Consumer, Dimension};
 use crate::time::Timestamp;
 use serde_json::{json, Map, Value};
 
@@ -133,6 +133,21 @@ pub fn scale_grant(grant: &Grant, issuer: &str, now: Timestamp) -> Claims {
     claims.insert("licenseConsumerId".into(), json!(lease.consumer.to_string()));
     claims.insert("clientClaims".into(), Value::Object(client_claims(&lease.anchors)));
     claims
+}
+
+/// The claims Scale tokens carry about their consumer when it has what they say: its e-mail
+/// address, its external reference (`external_id`) and its connected identity (the identity
+/// provider's `sub`).
+pub fn add_consumer_claims(claims: &mut Claims, consumer: &Consumer) {
+    if let Some(email) = &consumer.email {
+        claims.insert("licenseConsumerEmail".into(), json!(email));
+    }
+    if let Some(reference) = &consumer.external_id {
+        claims.insert("licenseConsumerExternalReference".into(), json!(reference));
+    }
+    if let Some(identity) = &consumer.identity {
+        claims.insert("licenseConsumerConnectedIdentityId".into(), json!(identity.subject));
+    }
 }
 
 /// Scale claims for a refused heartbeat at `now`: a denial that names no product (the lease it

@@ -74,7 +74,13 @@ impl<'a> TokenIssuer<'a> {
         let now = self.engine.now();
         Some(match (decision, dialect, subject) {
             (Decision::Granted(grant), Dialect::Enterprise, _) => claims::enterprise_grant(grant, self.issuer),
-            (Decision::Granted(grant), Dialect::Scale, _) => claims::scale_grant(grant, self.issuer, now),
+            (Decision::Granted(grant), Dialect::Scale, _) => {
+                let mut claims = claims::scale_grant(grant, self.issuer, now);
+                if let Some(consumer) = self.engine.directory().consumer(grant.lease.consumer) {
+                    claims::add_consumer_claims(&mut claims, consumer);
+                }
+                claims
+            }
             (Decision::Denied(denial), Dialect::Enterprise, Subject::Item(item)) => {
                 claims::enterprise_denial(item, denial, self.issuer, now)
             }
