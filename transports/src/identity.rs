@@ -328,3 +328,52 @@ fn decoding_key(jwk: &Jwk) -> Option<DecodingKey> {
 pub fn looks_like_jwt(secret: &str) -> bool {
     secret.split('.').count() == 3 && secret.starts_with("ey")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+
+    fn identities() -> Identities {
+        Identities::new(IdentityConfig {
+            issuers: vec![TrustedIssuer {
+                issuer: "http://127.0.0.1:9".into(),
+                audience: "leasehold".into(),
+                licensee_claim: None,
+                kind: ConsumerKind::User,
+            }],
+            jwks_min_refresh: Duration::from_secs(60),
+        })
+    }
+
+    fn token(header: &str, claims: &str) -> String {
+        format!("{}.{}.c2ln", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims))
+    }
+
+    fn verify(token: &str) -> Result<SignedIn, IdentityError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        runtime.block_on(identities().verify(token, 1_000))
+    }
+
+    #[test]
+    fn tokens_are_told_from_api_keys_by_their_shape() {
+        assert!(looks_like_jwt(&token(r#"{"alg":"RS256"}"#, "{}")));
+        assert!(!looks_like_jwt("lh_abcdef"));
+        assert!(!looks_like_jwt("ey.only-two"));
+    }
+
+    #[test]
+    fn what_is_refused_before_any_key_is_fetched() {
+        let untrusted = token(r#"{"alg":"RS256","kid":"k"}"#, r#"{"iss":"http://elsewhere","sub":"s"}"#);
+        assert_eq!(verify(&untrusted), Err(IdentityError::UntrustedIssuer("http://elsewhere".into())));
+        let unsigned = token(r#"{"alg":"none"}"#, r#"{"iss":"http://127.0.0.1:9","sub":"s"}"#);
+        assert!(matches!(verify(&unsigned), Err(IdentityError::Malformed(_))));
+        let no_kid = token(r#"{"alg":"RS256"}"#, r#"{"iss":"http://127.0.0.1:9","sub":"s"}"#);
+        assert!(matches!(verify(&no_kid), Err(IdentityError::Malformed(_))));
+        assert!(matches!(verify(&"e".repeat(MAX_JWT_BYTES + 1)), Err(IdentityError::Malformed(_))));
+        let unreachable = token(r#"{"alg":"RS256","kid":"k"}"#, r#"{"iss":"http://127.0.0.1:9","sub":"s"}"#);
+        let refused = verify(&unreachable).unwrap_err();
+        assert_eq!(refused.code(), "identityProviderUnavailable", "{refused}");
+    }
+}
