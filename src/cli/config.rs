@@ -12,6 +12,7 @@ use leasehold_engine::tokens::Algorithm;
 use leasehold_persistence::DurabilityMode;
 use leasehold_transports::http::{BodyLimits, HttpConfig};
 use leasehold_transports::identity::{IdentityConfig, TrustedIssuer};
+use leasehold_transports::mail::SmtpConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -122,6 +123,7 @@ pub struct FileConfig {
     #[serde(default)]
     limits: FileLimits,
     identity: Option<FileIdentity>,
+    smtp: Option<SmtpConfig>,
 }
 
 /// The `[identity]` table: the identity providers whose tokens sign consumers in.
@@ -215,6 +217,8 @@ pub struct Settings {
     pub workers: usize,
     /// The identity providers trusted (`None`: consumers sign in with API keys only).
     pub identity: Option<IdentityConfig>,
+    /// Where e-mail goes out (`None`: nothing is e-mailed).
+    pub smtp: Option<SmtpConfig>,
     /// The file the settings were read from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -336,6 +340,7 @@ impl Settings {
             license_queue: args.license_queue.or(limits.license_queue).unwrap_or(DEFAULT_MAILBOX_CAPACITY),
             workers: args.workers.or(file.workers).unwrap_or_else(default_workers),
             identity,
+            smtp: file.smtp,
             config_file: file_path.map(Path::to_path_buf),
         };
         settings.check()?;

@@ -14,6 +14,7 @@ use leasehold_persistence::keys::{KeyStore, KeyStoreError};
 use leasehold_persistence::{JournalConfig, PersistenceError, SledJournal};
 use leasehold_transports::http::{self, HttpState, KeyRotation, ServerMetrics};
 use leasehold_transports::identity::Identities;
+use leasehold_transports::mail::{MailError, Mailer};
 use leasehold_transports::tcp::{self, TcpConfig, TcpState};
 use leasehold_transports::webhooks::Webhooks;
 use std::net::SocketAddr;
@@ -50,6 +51,9 @@ pub enum ServeError {
     /// The settings are wrong.
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The `[smtp]` settings cannot work.
+    #[error("configuration: {0}")]
+    Mail(#[from] MailError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -152,6 +156,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         .map_err(io("starting the webhook deliveries"))?;
     let webhooks = Arc::new(webhooks);
     let demo = if settings.demo { Some(demo::seed(&engine).await?) } else { None };
+    let mailer = settings.smtp.as_ref().map(Mailer::new).transpose()?.map(Arc::new);
 
     tracing::info!(
         http = %http_addr,
@@ -176,6 +181,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         key_rotation: Some(key_rotation(key_store.clone(), Arc::clone(&keys))),
         webhooks: Some(Arc::clone(&webhooks)),
         identities: settings.identity.clone().map(|config| Arc::new(Identities::new(config))),
+        mailer,
     });
     let tcp_state = Arc::new(TcpState {
         engine: state.engine.clone(),

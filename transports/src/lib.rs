@@ -20,5 +20,6 @@
 pub mod http;
 pub mod identity;
 pub mod listener;
+pub mod mail;
 pub mod tcp;
 pub mod webhooks;

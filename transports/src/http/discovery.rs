@@ -32,7 +32,7 @@ fn only_get<B>(req: &Request<B>) -> Result<(), ApiError> {
 
 /// The URL the server is reached at: the configured public URL, else `http://<Host>`, else the
 /// issuer (an HTTP/1.0 request may have no `Host`).
-fn base_url<B>(state: &HttpState, req: &Request<B>) -> Result<String, ApiError> {
+pub(crate) fn base_url<B>(state: &HttpState, req: &Request<B>) -> Result<String, ApiError> {
     if let Some(public) = &state.public_url {
         return Ok(public.trim_end_matches('/').to_owned());
     }

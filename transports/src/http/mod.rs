@@ -28,6 +28,7 @@ pub use reply::{ApiError, BodyLimits};
 pub use server::{serve, HttpConfig};
 
 use crate::identity::Identities;
+use crate::mail::Mailer;
 use crate::webhooks::Webhooks;
 use leasehold_engine::signer::TokenSigner;
 use leasehold_engine::tokens::{KeyRing, TokenIssuer};
@@ -60,6 +61,8 @@ pub struct HttpState {
     pub webhooks: Option<Arc<Webhooks>>,
     /// The identity providers whose tokens sign consumers in (`None`: API keys only).
     pub identities: Option<Arc<Identities>>,
+    /// Sends e-mail (`None`: no SMTP server is configured, and nothing is e-mailed).
+    pub mailer: Option<Arc<Mailer>>,
 }
 
 impl HttpState {

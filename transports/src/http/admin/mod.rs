@@ -22,7 +22,7 @@ mod webhooks;
 
 use crate::http::idempotency::{self, answer_once, Secret};
 use crate::http::reply::{self, ApiError, Body};
-use crate::http::{auth, HttpState};
+use crate::http::{auth, discovery, HttpState};
 use access::{Caller, Scope};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::CONTENT_TYPE;
@@ -54,6 +54,8 @@ pub struct Call {
     content_type: Option<String>,
     body: Bytes,
     query: String,
+    /// The URL the server is reached at, for links in what it e-mails.
+    base_url: String,
 }
 
 impl Call {
@@ -113,8 +115,9 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
     let admin = Admin { http: state, engine, scope };
     let query = req.uri().query().unwrap_or("").to_owned();
     let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
+    let base_url = discovery::base_url(state, &req)?;
     let body = reply::read_body(req, state.limits).await?;
-    let call = Call { content_type, body, query };
+    let call = Call { content_type, body, query, base_url };
     let Some(client_key) = client_key.filter(|_| method == Method::POST) else {
         return route(&admin, &call, &segments, &method, None).await;
     };

@@ -4,10 +4,12 @@
 use super::shapes::{self, AssignmentIn};
 use super::{path_id, Admin, Call, Listing};
 use crate::http::reply::{self, ApiError, Body};
+use crate::mail::Mail;
 use hyper::{Method, Response, StatusCode};
 use leasehold_engine::decide::Idempotency;
 use leasehold_engine::directory::Directory;
 use leasehold_engine::model::Entitlement;
+use leasehold_engine::Timestamp;
 use leasehold_engine::{
     ConsumerId, EntitlementId, EntitlementPatch, GroupId, LicenseId, LicenseeId, NewEntitlement, NewGroup,
 };
@@ -72,12 +74,26 @@ pub(super) async fn route(
             let id: GroupId = path_id("group", id)?;
             let body: InvitationIn = call.required()?;
             let (invitation, token) = state.engine.create_invitation(id, body.email, body.expires_in_s, once).await?;
+            let emailed = match &state.http.mailer {
+                Some(mailer) => {
+                    let group = state.engine.directory().group(id).map(|g| g.name.clone()).unwrap_or_default();
+                    let mail =
+                        invitation_mail(&invitation.email, &group, &call.base_url, &token, invitation.expires_at);
+                    let sent = mailer.send(mail).await;
+                    if let Err(e) = &sent {
+                        tracing::warn!(invitation = %invitation.id, error = %e, "the invitation was not e-mailed");
+                    }
+                    sent.is_ok()
+                }
+                None => false,
+            };
             let answer = json!({
                 "id": invitation.id,
                 "group": invitation.group,
                 "email": invitation.email,
                 "token": token,
                 "expires_at": shapes::rfc3339(invitation.expires_at),
+                "emailed": emailed,
             });
             Ok(reply::json(StatusCode::CREATED, &answer))
         }
@@ -121,6 +137,22 @@ pub(super) async fn route(
         }
         _ => Err(ApiError::method_not_allowed(allowed(segments))),
     }
+}
+
+/// The message inviting `email` to group `group`: the token, and how to answer with it.
+fn invitation_mail(email: &str, group: &str, base_url: &str, token: &str, expires_at: Timestamp) -> Mail {
+    let accept = format!("{base_url}/invitations/{token}/accept");
+    let body = format!(
+        "You are invited to join the group {group:?}.\n\n\
+         Your invitation token: {token}\n\n\
+         Accept it as a new user:\n  \
+         curl -X POST {accept} -H 'Content-Type: application/json' -d '{{\"name\": \"Your Name\"}}'\n\n\
+         or with your existing API key:\n  \
+         curl -X POST {accept} -H 'Authorization: Bearer <your API key>'\n\n\
+         Decline it with POST {base_url}/invitations/{token}/decline. It expires at {}.\n",
+        shapes::rfc3339(expires_at)
+    );
+    Mail { to: email.to_owned(), subject: format!("Your invitation to {group}"), body }
 }
 
 /// The methods a path of this module allows (empty when it is none of them).
