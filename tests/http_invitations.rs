@@ -4,6 +4,7 @@
 
 mod http_common;
 
+use http_common::smtp::SmtpServer;
 use http_common::{request, seats, Reply, Server};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -127,72 +128,12 @@ fn invitations_add_existing_and_new_users_once_until_they_expire_even_across_a_k
     assert_eq!(server.admin_as(&orgadmin, "POST", &foreign, Some(json!({"email": "x@acme.example"}))).status, 404);
 }
 
-/// A real SMTP server (Python's aiosmtpd) that prints each message it receives; `$LEASEHOLD_TEST_PYTHON`
-/// has it (`scripts/test-all` installs it).
-struct SmtpServer {
-    child: std::process::Child,
-    port: u16,
-    messages: std::sync::mpsc::Receiver<String>,
-}
-
-impl SmtpServer {
-    fn start() -> SmtpServer {
-        let python = std::env::var("LEASEHOLD_TEST_PYTHON").unwrap_or_else(|_| {
-            panic!("set LEASEHOLD_TEST_PYTHON to a Python with aiosmtpd (scripts/test-all makes one)")
-        });
-        let python = match std::path::Path::new(&python).is_relative() && python.contains('/') {
-            true => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&python).to_string_lossy().into_owned(),
-            false => python,
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let mut child = std::process::Command::new(&python)
-            .args(["-u", "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Debugging", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {python:?}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (send, messages) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut message = String::new();
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("END MESSAGE") {
-                    let _ = send.send(std::mem::take(&mut message));
-                } else {
-                    message.push_str(&line);
-                    message.push('\n');
-                }
-            }
-        });
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return SmtpServer { child, port, messages };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("aiosmtpd did not start listening on {port}");
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn an_invitation_is_emailed_with_its_token_when_smtp_is_configured() {
     let smtp = SmtpServer::start();
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let config = scratch.path().join("leasehold.toml");
-    let settings =
-        format!("[smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"Licensing <licenses@vendor.example>\"\n", smtp.port);
-    std::fs::write(&config, settings).expect("the configuration is written");
+    std::fs::write(&config, smtp.config()).expect("the configuration is written");
     let server = Server::start_in(&scratch.path().join("data"), &["--config", config.to_str().unwrap()], true);
     let (licensee, _, _) = server.party("Acme");
     let group = id(&server.admin_ok(
@@ -209,9 +150,7 @@ fn an_invitation_is_emailed_with_its_token_when_smtp_is_configured() {
     );
     assert_eq!(created["emailed"], json!(true), "{created}");
     let token = created["token"].as_str().unwrap();
-    let message = smtp.messages.recv_timeout(Duration::from_secs(10)).expect("the message arrives");
-    // Quoted-printable, as a mail client reads it: soft line breaks joined, `=3D` is `=`.
-    let message = message.replace("=\n", "").replace("=3D", "=");
+    let message = smtp.next_message();
     assert!(message.contains("To: ada@acme.example"), "{message}");
     assert!(message.contains("From: Licensing <licenses@vendor.example>"), "{message}");
     assert!(message.contains(&format!("/invitations/{token}/accept")), "{message}");

@@ -8,11 +8,11 @@ use crate::decide::{Denial, ErrorCode, LicenseFilters};
 use crate::hashing::Map;
 use crate::ids::{
     ActivationBatchId, ConsumerId, CredentialId, EntitlementId, GroupId, InvitationId, LicenseId, LicenseeId,
-    ProductId, WebhookId,
+    ProductId, SignUpId, WebhookId,
 };
 use crate::model::{
-    ActivationBatch, ConnectedIdentity, Consumer, Credential, Entitlement, Group, Invitation, InvitationAnswer,
-    License, LicenseStatus, Licensee, Product, Redemption,
+    Account, ActivationBatch, ConnectedIdentity, Consumer, Credential, Entitlement, Group, Invitation,
+    InvitationAnswer, License, LicenseStatus, Licensee, Product, Redemption, SignUp,
 };
 use crate::stored_answers::{AnswerBook, StoredAnswer};
 use crate::time::Timestamp;
@@ -99,6 +99,29 @@ pub enum DirectoryEvent {
         /// The consumer.
         consumer: Consumer,
     },
+    /// A person registered for a product's tier (a set-password token was e-mailed).
+    SignUp(SignUp),
+    /// A registration's token set a password: the account, made (with its personal licensee and
+    /// consumer) at its first password, or with a new password.
+    PasswordSet {
+        /// The registration whose token was used.
+        sign_up: SignUpId,
+        /// When.
+        at: Timestamp,
+        /// The account after the change.
+        account: Account,
+        /// Its new personal licensee, at the first password.
+        licensee: Option<Licensee>,
+        /// Its new consumer, at the first password.
+        consumer: Option<Consumer>,
+    },
+    /// A registration's claim was fulfilled with a new license, in one change.
+    Claimed {
+        /// The registration.
+        sign_up: SignUpId,
+        /// The license.
+        license: Arc<License>,
+    },
     /// An activation code was redeemed: the redemption and the license it made, in one change,
     /// so that a code's use and its license are durable together or not at all.
     ActivationCodeRedeemed {
@@ -111,6 +134,19 @@ pub enum DirectoryEvent {
         /// The license.
         license: Arc<License>,
     },
+}
+
+impl DirectoryEvent {
+    /// The license this change makes, when it makes one (a redemption, a claim): it needs its
+    /// live state, as a license created on its own gets.
+    pub fn new_license(&self) -> Option<&Arc<License>> {
+        match self {
+            DirectoryEvent::ActivationCodeRedeemed { license, .. } | DirectoryEvent::Claimed { license, .. } => {
+                Some(license)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The directory of parties, products and license terms.
@@ -138,6 +174,10 @@ pub struct Directory {
     activation_batches: Map<ActivationBatchId, ActivationBatch>,
     /// Each code's batch and place in it, by the code's digest.
     activation_codes: Map<[u8; 32], (ActivationBatchId, u32)>,
+    sign_ups: Map<SignUpId, SignUp>,
+    sign_ups_by_token: Map<[u8; 32], SignUpId>,
+    /// Accounts by their address (lower case).
+    accounts: Map<String, Account>,
 }
 
 impl Directory {
@@ -260,6 +300,28 @@ impl Directory {
                     self.apply(&DirectoryEvent::Licensee(licensee.clone()));
                 }
                 self.apply(&DirectoryEvent::Consumer(consumer.clone()));
+            }
+            DirectoryEvent::SignUp(s) => {
+                self.sign_ups_by_token.insert(s.token_sha256, s.id);
+                self.sign_ups.insert(s.id, s.clone());
+            }
+            DirectoryEvent::PasswordSet { sign_up, at, account, licensee, consumer } => {
+                if let Some(licensee) = licensee {
+                    self.apply(&DirectoryEvent::Licensee(licensee.clone()));
+                }
+                if let Some(consumer) = consumer {
+                    self.apply(&DirectoryEvent::Consumer(consumer.clone()));
+                }
+                if let Some(s) = self.sign_ups.get_mut(sign_up) {
+                    s.password_set_at = Some(*at);
+                }
+                self.accounts.insert(account.email.clone(), account.clone());
+            }
+            DirectoryEvent::Claimed { sign_up, license } => {
+                if let Some(s) = self.sign_ups.get_mut(sign_up) {
+                    s.license = Some(license.id);
+                }
+                self.set_license(Arc::clone(license));
             }
             DirectoryEvent::ActivationBatch(b) => {
                 for (place, code) in (0u32..).zip(&b.codes) {
@@ -461,6 +523,28 @@ impl Directory {
         self.invitations_by_token.get(sha256).and_then(|id| self.invitations.get(id))
     }
 
+    /// The registration whose set-password token hashes to `sha256`.
+    pub fn sign_up_by_token_hash(&self, sha256: &[u8; 32]) -> Option<&SignUp> {
+        self.sign_ups_by_token.get(sha256).and_then(|id| self.sign_ups.get(id))
+    }
+
+    /// The registrations of `email` (lower case), oldest first.
+    pub fn sign_ups_of(&self, email: &str) -> Vec<&SignUp> {
+        let mut found: Vec<&SignUp> = self.sign_ups.values().filter(|s| s.email == email).collect();
+        found.sort_by_key(|s| (s.expires_at, s.id));
+        found
+    }
+
+    /// The account of `email` (lower case).
+    pub fn account(&self, email: &str) -> Option<&Account> {
+        self.accounts.get(email)
+    }
+
+    /// The account that logs in as `consumer`.
+    pub fn account_of(&self, consumer: ConsumerId) -> Option<&Account> {
+        self.accounts.values().find(|a| a.consumer == consumer)
+    }
+
     /// The consumer that signs in as `identity`.
     pub fn consumer_by_identity(&self, identity: &ConnectedIdentity) -> Option<&Consumer> {
         self.consumers_by_identity.get(identity).and_then(|id| self.consumers.get(id))
@@ -595,6 +679,12 @@ pub struct DirectorySnapshot {
     /// The activation code batches, with their redemptions.
     #[serde(default, with = "crate::shapes::since_format_7")]
     pub activation_batches: Vec<ActivationBatch>,
+    /// The self-service registrations.
+    #[serde(default, with = "crate::shapes::since_format_7")]
+    pub sign_ups: Vec<SignUp>,
+    /// The accounts of people who signed up.
+    #[serde(default, with = "crate::shapes::since_format_7")]
+    pub accounts: Vec<Account>,
 }
 
 /// The directory as a version-1 snapshot stored it: [`DirectorySnapshot`] with the license terms
@@ -634,6 +724,8 @@ impl DirectorySnapshotV1 {
             entitlements: Vec::new(),
             invitations: Vec::new(),
             activation_batches: Vec::new(),
+            sign_ups: Vec::new(),
+            accounts: Vec::new(),
         };
         (snapshot, licenses)
     }
@@ -664,6 +756,8 @@ impl Directory {
             entitlements: sorted(self.entitlements.values().cloned().collect(), |e| e.id),
             invitations: sorted(self.invitations.values().cloned().collect(), |i| i.id),
             activation_batches: sorted(self.activation_batches.values().cloned().collect(), |b| b.id),
+            sign_ups: sorted(self.sign_ups.values().cloned().collect(), |s| s.id),
+            accounts: sorted(self.accounts.values().cloned().collect(), |a| a.email.clone()),
         }
     }
 
@@ -707,6 +801,10 @@ impl Directory {
         for batch in snapshot.activation_batches {
             directory.apply(&DirectoryEvent::ActivationBatch(batch));
         }
+        for sign_up in snapshot.sign_ups {
+            directory.apply(&DirectoryEvent::SignUp(sign_up));
+        }
+        directory.accounts = snapshot.accounts.into_iter().map(|a| (a.email.clone(), a)).collect();
         directory
     }
 }

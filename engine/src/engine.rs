@@ -9,10 +9,12 @@
 mod activation;
 mod identity;
 mod organization;
+mod signup;
 
 pub use activation::{Redeemed, FAILURE_WINDOW_MS, MAX_FAILED_REDEMPTIONS};
 pub use identity::SignIn;
 pub use organization::{Acceptance, INVITATION_TTL_S, MAX_INVITATION_TTL_S};
+pub use signup::{canonical_email, Claimed, SET_PASSWORD_TTL_S};
 
 use crate::actors::license::{
     Admin, AdminAnswer, AdminOp, Consume, DormantLicense, Machine, Release, Renew, Reply, Retry, Shared,
@@ -41,7 +43,7 @@ use crate::metrics::{EngineMetrics, Operation};
 use crate::model::catalog::{is_valid_name, MAX_NAME_CHARS};
 use crate::model::license::is_valid_license_key;
 use crate::model::{Consumer, Credit, Dimension, Enforcement, Lease, License, LicenseStatus, Licensee, Product};
-use crate::rate_limit::FailureLimit;
+use crate::rate_limit::RateLimit;
 use crate::replay::Recovered;
 use crate::stored_answers::{answer_key, StoredAnswer, MAX_REMEMBERED_ANSWER_BYTES};
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -173,7 +175,7 @@ impl EngineBuilder {
             credentials_epoch: AtomicU64::new(0),
             mailbox_capacity: self.mailbox_capacity,
             metrics: EngineMetrics::default(),
-            redemption_failures: Mutex::new(FailureLimit::new(MAX_FAILED_REDEMPTIONS, FAILURE_WINDOW_MS)),
+            redemption_failures: Mutex::new(RateLimit::new(MAX_FAILED_REDEMPTIONS, FAILURE_WINDOW_MS)),
             shared,
         };
         let now = inner.shared.clock.now();
@@ -322,7 +324,7 @@ struct Inner {
     mailbox_capacity: usize,
     metrics: EngineMetrics,
     /// Each consumer's failed redemptions of activation codes in the current window.
-    redemption_failures: Mutex<FailureLimit<ConsumerId>>,
+    redemption_failures: Mutex<RateLimit<ConsumerId>>,
 }
 
 impl Inner {
@@ -824,10 +826,11 @@ impl Engine {
                 DirectoryEvent::Consumer(_) | DirectoryEvent::ConsumerDeleted(_) => {
                     self.inner.credentials_epoch.fetch_add(1, Ordering::Release);
                 }
-                DirectoryEvent::ActivationCodeRedeemed { license, .. } => {
-                    self.inner.add_license(LicenseState::new(Arc::clone(license)), at, None);
+                _ => {
+                    if let Some(license) = event.new_license() {
+                        self.inner.add_license(LicenseState::new(Arc::clone(license)), at, None);
+                    }
                 }
-                _ => {}
             }
             let journal = &self.inner.shared.journal;
             let changed = journal.append(&JournalEntry { at, change: Change::Directory(event) });

@@ -97,6 +97,19 @@ impl Event {
                 data["personal_licensee"] = personal.as_ref().map(licensee).unwrap_or_default();
                 ("consumer.created".into(), ("consumer", c.id.to_string()), data)
             }
+            DirectoryEvent::SignUp(s) => {
+                let data = json!({"id": s.id, "email": s.email, "product": s.product, "tier": s.tier, "expires_at": s.expires_at});
+                ("signup.created".into(), ("signup", s.id.to_string()), data)
+            }
+            DirectoryEvent::PasswordSet { sign_up, account, .. } => {
+                let data = json!({"email": account.email, "sign_up": sign_up});
+                ("account.password_set".into(), ("consumer", account.consumer.to_string()), data)
+            }
+            DirectoryEvent::Claimed { sign_up, license: l } => {
+                let mut data = license(l);
+                data["sign_up"] = json!(sign_up);
+                ("license.created".into(), ("license", l.id.to_string()), data)
+            }
             DirectoryEvent::ActivationBatch(b) => {
                 let data = json!({
                     "id": b.id,

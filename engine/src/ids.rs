@@ -74,6 +74,10 @@ uuid_id!(
     ActivationBatchId
 );
 uuid_id!(
+    /// A self-service registration (SPEC section 13).
+    SignUpId
+);
+uuid_id!(
     /// One lease; rotated on every renewal. Tokens carry it as `jti`.
     LeaseId
 );

@@ -58,7 +58,7 @@ pub use engine::{Answering, Authentication, Engine, EngineBuilder};
 pub use error::{AdminError, EngineError, RedeemError};
 pub use ids::{
     ActivationBatchId, ConsumerId, CredentialId, EntitlementId, GroupId, InvitationId, LeaseId, LicenseId, LicenseeId,
-    ProductId, WebhookId,
+    ProductId, SignUpId, WebhookId,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use tokens::{claims, signer};

@@ -3,7 +3,7 @@
 
 use crate::decide::state::LicenseStateSnapshot;
 use crate::decide::{LicenseEvent, LicenseState, Violation};
-use crate::directory::{Directory, DirectoryEvent, DirectorySnapshot, DirectorySnapshotV1};
+use crate::directory::{Directory, DirectorySnapshot, DirectorySnapshotV1};
 use crate::ids::LicenseId;
 use crate::journal::{Change, JournalEntry};
 use crate::model::License;
@@ -32,7 +32,7 @@ impl Recovered {
         match &entry.change {
             Change::Directory(event) => {
                 self.directory.apply(event);
-                if let DirectoryEvent::ActivationCodeRedeemed { license, .. } = event {
+                if let Some(license) = event.new_license() {
                     let state = LicenseState::new(Arc::clone(license));
                     self.licenses.entry(license.id).or_insert((state, entry.at));
                 }

@@ -363,12 +363,15 @@ fn background_snapshots_wait_for_as_many_entries_as_the_state_holds() {
 /// The journal entries of an organization's changes (SPEC section 12): a credential, two groups
 /// with members, an entitlement with a license in it, a member leaving, a group deleted, an
 /// invitation accepted by a new user and one declined, and a batch of activation codes with a
-/// code redeemed and its license then revoked.
+/// code redeemed and its license then revoked, and a sign-up: registered, its password set, its
+/// license claimed.
 fn organization_entries() -> Vec<JournalEntry> {
     use leasehold_engine::engine::Acceptance;
     use leasehold_engine::journal::{Journal, MemoryJournal};
-    use leasehold_engine::model::{Credit, Dimension, Enforcement, LicenseModel, LicenseTemplate, Role};
-    use leasehold_engine::{Engine, EntitlementPatch, NewActivationBatch, NewCredential, NewEntitlement, NewGroup};
+    use leasehold_engine::model::{Credit, Dimension, Enforcement, LicenseModel, LicenseTemplate, Role, Tier};
+    use leasehold_engine::{
+        Engine, EntitlementPatch, NewActivationBatch, NewCredential, NewEntitlement, NewGroup, ProductPatch,
+    };
     use std::sync::Arc;
     common::runtime().block_on(async {
         let memory = Arc::new(MemoryJournal::new());
@@ -417,6 +420,13 @@ fn organization_entries() -> Vec<JournalEntry> {
         let redeemed = engine.redeem_activation_code(&codes[0], seats.consumer, None).await;
         let redeemed = redeemed.unwrap_or_else(|e| panic!("redeem: {e}")).license;
         engine.revoke(redeemed.id, "refunded").await.unwrap_or_else(|e| panic!("revoke: {e}"));
+        let product = engine.license(seats.license).map(|l| l.product_name.to_string()).unwrap_or_default();
+        let tier = Tier { name: "solo".into(), max_users: Some(1), ..Tier::default() };
+        let patch = ProductPatch { features: Vec::new(), tiers: vec![tier] };
+        engine.patch_product(&product, patch).await.unwrap_or_else(|e| panic!("tier: {e}"));
+        let (_, token) = engine.register("ada@home.example", &product, "solo").await.unwrap_or_else(|e| panic!("{e}"));
+        let account = engine.set_password(&token, "$argon2id$stand-in".into()).await.unwrap_or_else(|e| panic!("{e}"));
+        engine.claim_license(account.consumer).await.unwrap_or_else(|e| panic!("claim: {e}"));
         memory.entries()
     })
 }
@@ -427,13 +437,15 @@ fn credentials_groups_entitlements_invitations_and_activation_codes_survive_a_sn
     let full = replayed(&entries);
     assert_eq!((full.directory.credentials.len(), full.directory.groups.len()), (1, 1));
     assert_eq!(full.directory.invitations.iter().filter(|i| i.answer.is_some()).count(), 2);
-    assert_eq!(full.directory.consumers.len(), 2, "the new user is there");
+    assert_eq!(full.directory.consumers.len(), 3, "the invited user and the signed-up person are there");
     assert_eq!(full.directory.entitlements.first().map(|e| e.name.as_str()), Some("renamed"));
     assert!(full.licenses.iter().any(|(_, state, _)| state.license.entitlement.is_some()));
     assert_eq!(full.directory.activation_batches.first().map(|b| b.redeemed()), Some(1));
     let revoked =
         full.licenses.iter().filter(|(_, s, _)| s.license.status != leasehold_engine::model::LicenseStatus::Active);
     let revoked = revoked.count();
+    assert_eq!((full.directory.sign_ups.len(), full.directory.accounts.len()), (1, 1));
+    assert!(full.directory.sign_ups[0].license.is_some(), "the claim is recorded");
     assert_eq!(revoked, 1, "the redeemed license has its state, and it changed");
     for cut in 0..=entries.len() {
         let mut restored = through_parts(cut as u64, &Recovered::from_entries(&entries[..cut]));

@@ -182,6 +182,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         webhooks: Some(Arc::clone(&webhooks)),
         identities: settings.identity.clone().map(|config| Arc::new(Identities::new(config))),
         mailer,
+        sign_up_limits: Default::default(),
     });
     let tcp_state = Arc::new(TcpState {
         engine: state.engine.clone(),

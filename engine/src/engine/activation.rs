@@ -154,7 +154,7 @@ impl Engine {
         }
         let redeemed = self.redeem(code, consumer, licensee, now).await;
         if redeemed.as_ref().is_err_and(RedeemError::counts_as_failure) {
-            failures().record_failure(consumer, now);
+            failures().record(consumer, now);
         }
         redeemed
     }

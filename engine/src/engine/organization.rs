@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 
 /// A fresh bearer token: `prefix` (which says what it is for: `lhc_` a credential, `lhi_` an
 /// invitation) and 32 bytes from `ids` in base64url.
-fn new_token(prefix: &str, ids: &dyn IdSource) -> String {
+pub(super) fn new_token(prefix: &str, ids: &dyn IdSource) -> String {
     let mut secret = [0u8; 32];
     ids.fill(&mut secret);
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(secret))

@@ -8,6 +8,7 @@ pub mod lease;
 pub mod license;
 pub mod organization;
 pub mod party;
+pub mod signup;
 pub mod version;
 
 pub use activation::{ActivationBatch, ActivationCode, LicenseTemplate, Redemption};
@@ -20,3 +21,4 @@ pub use license::{
 };
 pub use organization::{Entitlement, Group, Invitation, InvitationAnswer};
 pub use party::{ConnectedIdentity, Consumer, ConsumerKind, Licensee, LicenseeKind};
+pub use signup::{Account, SignUp};

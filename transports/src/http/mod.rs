@@ -20,6 +20,7 @@ pub mod reply;
 pub mod routes;
 pub mod scale;
 mod server;
+pub mod signup;
 
 pub use admin::tokens::KeyRotation;
 pub use auth::AdminToken;
@@ -33,6 +34,7 @@ use crate::webhooks::Webhooks;
 use leasehold_engine::signer::TokenSigner;
 use leasehold_engine::tokens::{KeyRing, TokenIssuer};
 use leasehold_engine::Engine;
+use signup::SignUpLimits;
 use std::sync::Arc;
 
 /// What every request handler needs.
@@ -63,6 +65,8 @@ pub struct HttpState {
     pub identities: Option<Arc<Identities>>,
     /// Sends e-mail (`None`: no SMTP server is configured, and nothing is e-mailed).
     pub mailer: Option<Arc<Mailer>>,
+    /// The limits on sign-ups and logins.
+    pub sign_up_limits: SignUpLimits,
 }
 
 impl HttpState {

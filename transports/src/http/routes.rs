@@ -6,7 +6,7 @@
 use crate::http::authz::{self, Format};
 use crate::http::metrics::RouteFamily;
 use crate::http::reply::{self, ApiError, Body};
-use crate::http::{activation_codes, admin, discovery, invitations, metrics, openapi, scale, HttpState};
+use crate::http::{activation_codes, admin, discovery, invitations, metrics, openapi, scale, signup, HttpState};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
@@ -67,6 +67,10 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
         "/openapi.json" => return openapi::handle(&req),
         "/metrics" => return metrics::handle(state, &req),
         activation_codes::PATH => return activation_codes::handle(state, req).await,
+        known if signup::PATHS.contains(&known) => {
+            let known = known.to_owned();
+            return signup::handle(state, req, &known, peer.ip()).await;
+        }
         _ => {}
     }
     if let Some(rest) = path.strip_prefix(scale::PREFIX) {
@@ -167,6 +171,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/activation-codes"),
     ("GET", "/admin/activation-codes/{batch}"),
     ("POST", "/activation-codes/redeem"),
+    ("POST", "/register"),
+    ("POST", "/set-password"),
+    ("POST", "/login"),
+    ("POST", "/user/claim-license"),
     ("GET", "/admin/licensees/{id}/entitlements"),
     ("POST", "/admin/licensees/{id}/entitlements"),
     ("GET", "/admin/entitlements/{id}"),
