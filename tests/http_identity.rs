@@ -10,7 +10,7 @@
 
 mod http_common;
 
-use http_common::{request, seats, Reply, Server};
+use http_common::{request, Reply, Server};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -120,6 +120,14 @@ fn start_leasehold(dir: &Path, provider: &Provider) -> Server {
     Server::start_in(&dir.join("data"), &["--config", path.to_str().expect("UTF-8")], true)
 }
 
+/// The licensee Alice's `org` claim names, with a license of `seats` seats of `Cad`; its id.
+fn acme_with_cad(server: &Server, seats: u64) -> String {
+    let body = json!({"name": "Acme", "kind": "organization", "external_id": "ACME-1"});
+    let acme = server.admin_ok("POST", "/admin/licensees", Some(body), 201)["id"].as_str().unwrap().to_owned();
+    server.license(&acme, "Cad", http_common::seats(seats), json!({}));
+    acme
+}
+
 fn consumers(server: &Server) -> Vec<Value> {
     server.admin_ok("GET", "/admin/consumers", None, 200)["items"].as_array().expect("items").clone()
 }
@@ -129,14 +137,7 @@ fn a_providers_tokens_sign_consumers_in_and_make_them_once() {
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let provider = Provider::start(scratch.path(), 0, &["k1"]);
     let server = start_leasehold(scratch.path(), &provider);
-    let acme = server.admin_ok(
-        "POST",
-        "/admin/licensees",
-        Some(json!({"name": "Acme", "kind": "organization", "external_id": "ACME-1"})),
-        201,
-    );
-    let acme = acme["id"].as_str().unwrap().to_owned();
-    server.license(&acme, "Cad", seats(5), json!({}));
+    let acme = acme_with_cad(&server, 5);
 
     // Alice's first token makes her a consumer of the licensee her `org` claim names.
     let alice = provider.token("alice");
@@ -245,20 +246,8 @@ fn the_official_scale_sdk_signs_in_with_an_id_token() {
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let provider = Provider::start(scratch.path(), 0, &["k1"]);
     let server = start_leasehold(scratch.path(), &provider);
-    let acme = server.admin_ok(
-        "POST",
-        "/admin/licensees",
-        Some(json!({"name": "Acme", "kind": "organization", "external_id": "ACME-1"})),
-        201,
-    );
-    server.license(acme["id"].as_str().unwrap(), "Cad", seats(1), json!({}));
-    let python = std::env::var("LEASEHOLD_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("set LEASEHOLD_TEST_PYTHON to a Python with tenduke-scale==2.3.0 (scripts/test-all installs one)")
-    });
-    let python = match Path::new(&python).is_relative() && python.contains('/') {
-        true => Path::new(env!("CARGO_MANIFEST_DIR")).join(&python).to_string_lossy().into_owned(),
-        false => python,
-    };
+    acme_with_cad(&server, 1);
+    let python = http_common::test_python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/scale_sdk_id_token.py");
     let output = Command::new(&python)
         .arg(script)

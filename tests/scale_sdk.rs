@@ -26,21 +26,10 @@ const SCENARIOS: [&str; 9] = [
     "a_client_public_key_gets_a_jwe_only_it_can_open",
 ];
 
-fn python() -> String {
-    let python = std::env::var("LEASEHOLD_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("set LEASEHOLD_TEST_PYTHON to a Python with tenduke-scale==2.3.0 (scripts/test-all installs one)")
-    });
-    // A relative path (`target/pyenv/bin/python`) is taken from the workspace root.
-    if python.contains('/') && Path::new(&python).is_relative() {
-        return Path::new(env!("CARGO_MANIFEST_DIR")).join(&python).to_string_lossy().into_owned();
-    }
-    python
-}
-
 #[test]
 fn the_official_scale_sdk_works_unchanged_against_leasehold() {
     let server = Server::start();
-    let python = python();
+    let python = http_common::test_python();
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/scale_sdk_suite.py");
     let output = Command::new(&python)
         .arg(&suite)

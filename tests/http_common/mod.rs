@@ -178,6 +178,19 @@ impl Drop for Server {
     }
 }
 
+/// The Python the tests run scripts with: `$LEASEHOLD_TEST_PYTHON`, with tenduke-scale 2.3.0,
+/// PyJWT, cryptography, jwcrypto and aiosmtpd (`scripts/test-all` makes that venv). A relative
+/// path (`target/pyenv/bin/python`) is taken from the workspace root.
+pub fn test_python() -> String {
+    let python = std::env::var("LEASEHOLD_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("set LEASEHOLD_TEST_PYTHON to a Python with the tests' packages (scripts/test-all makes one)")
+    });
+    if python.contains('/') && Path::new(&python).is_relative() {
+        return Path::new(env!("CARGO_MANIFEST_DIR")).join(&python).to_string_lossy().into_owned();
+    }
+    python
+}
+
 /// `n` enforced seats.
 pub fn seats(n: u64) -> Value {
     json!({"dimension": "SEATS", "qty": n, "enforcement": "ENFORCED"})

@@ -15,13 +15,7 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Starts one on a free port.
     pub fn start() -> SmtpServer {
-        let python = std::env::var("LEASEHOLD_TEST_PYTHON").unwrap_or_else(|_| {
-            panic!("set LEASEHOLD_TEST_PYTHON to a Python with aiosmtpd (scripts/test-all makes one)")
-        });
-        let python = match std::path::Path::new(&python).is_relative() && python.contains('/') {
-            true => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&python).to_string_lossy().into_owned(),
-            false => python,
-        };
+        let python = super::test_python();
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
         let mut child = std::process::Command::new(&python)
             .args(["-u", "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Debugging", "-l"])

@@ -18,23 +18,11 @@ from tenduke_scale.license_checkout import (
     LicenseCheckoutArguments,
     LicenseHeartbeatArguments,
     LicenseToken,
-    VerificationKeyStoreABC,
 )
 
+from memory_key_store import MemoryKeyStore
+
 URL, ADMIN_TOKEN, ID_TOKEN = sys.argv[1], sys.argv[2], sys.argv[3]
-
-
-class MemoryKeyStore(VerificationKeyStoreABC):
-    """Keeps the JWKS in memory (the SDK's default writes it to the user's data directory)."""
-
-    def __init__(self):
-        self._keys = None
-
-    def load(self):
-        return self._keys
-
-    def save(self, keys_as_json):
-        self._keys = keys_as_json
 
 
 session = requests.Session()

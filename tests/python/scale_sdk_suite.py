@@ -30,24 +30,12 @@ from tenduke_scale.license_checkout import (
     LicenseReleaseArguments,
     LicenseToken,
     MeteredLicenseCheckoutClient,
-    VerificationKeyStoreABC,
 )
 from tenduke_scale.licensing import QuantityDimension
 
+from memory_key_store import MemoryKeyStore
+
 URL, ADMIN_TOKEN = sys.argv[1], sys.argv[2]
-
-
-class MemoryKeyStore(VerificationKeyStoreABC):
-    """Keeps the JWKS in memory (the SDK's default writes it to the user's data directory)."""
-
-    def __init__(self):
-        self._keys = None
-
-    def load(self):
-        return self._keys
-
-    def save(self, keys_as_json):
-        self._keys = keys_as_json
 
 
 def admin(method, path, body=None):
