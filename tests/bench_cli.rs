@@ -141,3 +141,24 @@ fn checkouts_are_measured_without_and_with_webhooks_that_receive_the_events() {
         .sum();
     assert!(delivered > 0, "no delivery reached the bench's receiver: {report}");
 }
+
+#[test]
+fn checkouts_with_identity_tokens_are_measured_beside_those_with_api_keys() {
+    for hosting in [&["--in-process"][..], &[][..]] {
+        let mut args = hosting.to_vec();
+        args.extend(["--protocol", "authz", "--workload", "consume", "--licenses", "3", "--connections", "2"]);
+        args.extend(["--duration", "600ms", "--identity-tokens"]);
+        let report = bench_report(&args);
+        let runs = report["runs"].as_array().expect("runs");
+        for workload in ["consume", "consume-idtoken"] {
+            let run = runs
+                .iter()
+                .find(|r| r["protocol"] == "authz" && r["workload"] == workload)
+                .unwrap_or_else(|| panic!("no authz {workload} run in {report}"));
+            assert!(run["requests"].as_u64().unwrap_or(0) > 0, "{workload} sent nothing: {run}");
+            assert_eq!(run["errors"], 0, "{workload} had errors: {run}");
+        }
+        let ratio = "signed checkouts with identity tokens ÷ with API keys";
+        assert!(report["ratios"].as_array().expect("ratios").iter().any(|r| r["name"] == ratio), "{report}");
+    }
+}

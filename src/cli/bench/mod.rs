@@ -12,6 +12,7 @@
 mod baselines;
 mod driver;
 mod http;
+mod issuer;
 mod report;
 mod seed;
 mod server;
@@ -26,6 +27,9 @@ use report::{Ratio, Report, Run};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The workload name of consumes authenticated by identity tokens.
+const TOKEN_CONSUME: &str = "consume-idtoken";
 
 /// How the bench talks to Leasehold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,6 +104,11 @@ pub struct BenchArgs {
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Also measure `/authz/` consumes by consumers that send an identity provider's token
+    /// instead of an API key (an issuer of the bench's own, trusted by the server it starts),
+    /// right after the API-key consumes (workload `consume-idtoken`).
+    #[arg(long)]
+    identity_tokens: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -159,6 +168,15 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
     let progress = ProgressBar::new(0);
     let mut report = Report::default();
 
+    let issuer = match (args.identity_tokens, &args.server) {
+        (false, _) => None,
+        (true, Some(_)) => {
+            return Err(BenchError::Usage(
+                "--identity-tokens needs a server the bench starts (its issuer must be trusted)".into(),
+            ))
+        }
+        (true, None) => Some(issuer::Issuer::start().map_err(BenchError::Server)?),
+    };
     let server = match &args.server {
         Some(addr) => {
             let admin = args.admin_token.clone().ok_or_else(|| {
@@ -166,15 +184,21 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
             })?;
             server::UnderTest::running(addr, admin).map_err(BenchError::Server)?
         }
-        None if args.in_process => {
-            server::UnderTest::host(&args.durability, args.admin_token.clone()).map_err(BenchError::Server)?
-        }
-        None => server::UnderTest::start(&args.durability).map_err(BenchError::Server)?,
+        None if args.in_process => server::UnderTest::host(&args.durability, args.admin_token.clone(), issuer.as_ref())
+            .map_err(BenchError::Server)?,
+        None => server::UnderTest::start(&args.durability, issuer.as_ref()).map_err(BenchError::Server)?,
     };
     report.notes.push(server.describe());
     let consumers = args.consumers.unwrap_or(args.licenses);
     eprintln!("seeding {} licenses and {consumers} consumers ...", args.licenses);
     let identities = Arc::new(seed::seed(server.http, &server.admin_token, args.licenses, consumers).await?);
+    let token_identities = match &issuer {
+        Some(issuer) => {
+            eprintln!("signing {consumers} identity-token consumers in ...");
+            Some(Arc::new(seed::token_identities(server.http, issuer, args.licenses, consumers).await?))
+        }
+        None => None,
+    };
     if let Some(rss) = server.rss_bytes() {
         report.notes.push(format!("server RSS after seeding: {:.1} MiB", rss as f64 / (1 << 20) as f64));
     }
@@ -200,6 +224,11 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
             {
                 report.notes.push("TCP skipped: the server under test has no TCP address (--tcp)".into());
                 break;
+            }
+            if let Some(tokens) = token_identities.as_ref().filter(|_| authz && workload == Workload::Consume) {
+                // Right after the API-key run it is compared with, on the same licenses.
+                let workers = authz_workers(&server, workload, tokens, args.connections);
+                measure_leasehold(&mut report, "authz", TOKEN_CONSUME, workers, plan, &progress).await;
             }
             if pair_ceiling {
                 measure_ceiling(&mut report, plan).await?;
@@ -404,6 +433,16 @@ fn add_ratios(report: &mut Report) {
             name: "signed checkouts over HTTP ÷ RS256 ceiling".into(),
             value: consume.throughput_per_s / rsa,
             at_least: Some(0.8),
+            at_most: None,
+        });
+    }
+    if let (Some(tokens), Some(keys)) =
+        (report.find("leasehold", "authz", TOKEN_CONSUME), report.find("leasehold", "authz", "consume"))
+    {
+        ratios.push(Ratio {
+            name: "signed checkouts with identity tokens ÷ with API keys".into(),
+            value: tokens.throughput_per_s / keys.throughput_per_s,
+            at_least: None,
             at_most: None,
         });
     }

@@ -4,6 +4,7 @@
 
 use super::driver::Failure;
 use super::http::{Connection, ITEM};
+use super::issuer::Issuer;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -102,9 +103,54 @@ pub async fn seed(
     Ok(identities.into_iter().map(|(_, identity)| identity).collect())
 }
 
+/// The name and `external_id` of seeded licensee `index`: what an identity token names to join it.
+pub fn licensee_ref(index: usize) -> String {
+    format!("bench-licensee-{index}")
+}
+
+/// One identity-provider token per consumer, each joining a seeded licensee as the API-key
+/// consumers do, and signed in once (the first sign-in makes the consumer, which the measured
+/// runs should not pay for).
+pub async fn token_identities(
+    addr: SocketAddr,
+    issuer: &Issuer,
+    licenses: usize,
+    consumers: usize,
+) -> Result<Vec<Identity>, SeedError> {
+    let mut identities = Vec::with_capacity(consumers.max(1));
+    for index in 0..consumers.max(1) {
+        let token = issuer.token(&format!("bench-subject-{index}"), &licensee_ref(index % licenses.max(1)));
+        identities.push(Identity { api_key: token.map_err(SeedError)? });
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let identities = Arc::new(identities);
+    let tasks: Vec<_> = (0..SEED_CONNECTIONS.min(identities.len()))
+        .map(|_| {
+            let (next, identities) = (Arc::clone(&next), Arc::clone(&identities));
+            tokio::spawn(async move {
+                let mut connection = Connection::new(addr);
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(identity) = identities.get(index) else { return Ok::<_, SeedError>(()) };
+                    let path = format!("/authz/.txt?{ITEM}");
+                    let answer = connection.send(Method::GET, &path, Some(&identity.api_key), None).await;
+                    let answer = answer.map_err(|e| SeedError(format!("signing in: {e:?}")))?;
+                    if answer.status == StatusCode::UNAUTHORIZED {
+                        return Err(SeedError(format!("an identity token was refused: {:?}", answer.body)));
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| SeedError(e.to_string()))??;
+    }
+    Ok(Arc::try_unwrap(identities).unwrap_or_else(|shared| (*shared).clone()))
+}
+
 /// A licensee and its license; the licensee's id.
 async fn seed_license(connection: &mut Connection, admin: &str, index: usize) -> Result<String, SeedError> {
-    let body = json!({"name": format!("bench-licensee-{index}"), "kind": "organization"});
+    let body = json!({"name": licensee_ref(index), "kind": "organization", "external_id": licensee_ref(index)});
     let licensee = text(&created(admin_call(connection, admin, "/admin/licensees", &body).await?)?, "id")?;
     let body = json!({
         "licensee": licensee,

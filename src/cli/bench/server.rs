@@ -2,6 +2,7 @@
 //! a fresh data directory (and stops at the end), the same server hosted in the bench's own
 //! process (`--in-process`, as an embedder would), or a server already running elsewhere.
 
+use super::issuer::Issuer;
 use crate::cli::config::{FileConfig, ServeArgs, Settings};
 use crate::cli::serve;
 use clap::Parser;
@@ -69,7 +70,7 @@ impl UnderTest {
     /// Hosts the server in this process, on a thread with a runtime of its own (the engine
     /// and the signer start their own threads), with a fresh data directory and durability
     /// `durability`, and `admin_token` as its admin token.
-    pub fn host(durability: &str, admin_token: Option<String>) -> Result<UnderTest, String> {
+    pub fn host(durability: &str, admin_token: Option<String>, issuer: Option<&Issuer>) -> Result<UnderTest, String> {
         let data_dir = tempfile::tempdir().map_err(|e| format!("creating a data directory: {e}"))?;
         let admin_token = admin_token.unwrap_or_else(|| format!("bench-{}", uuid::Uuid::new_v4().simple()));
         let dir = data_dir.path().to_str().ok_or("the data directory's path is not UTF-8")?;
@@ -79,6 +80,7 @@ impl UnderTest {
         let mut settings = Settings::resolve(&args.serve, FileConfig::default(), None)
             .map_err(|e| format!("the hosted server: {e}"))?;
         settings.file_admin_token = Some(admin_token.clone());
+        settings.identity = issuer.map(Issuer::config);
 
         let (started_tx, started_rx) = mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -129,13 +131,20 @@ impl UnderTest {
 
     /// Starts `leasehold serve` (this very executable) on loopback ports chosen by the system,
     /// with a fresh data directory and durability `durability`.
-    pub fn start(durability: &str) -> Result<UnderTest, String> {
+    pub fn start(durability: &str, issuer: Option<&Issuer>) -> Result<UnderTest, String> {
         let exe = std::env::current_exe().map_err(|e| format!("finding the leasehold executable: {e}"))?;
         let data_dir = tempfile::tempdir().map_err(|e| format!("creating a data directory: {e}"))?;
         let admin_token = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--durability", durability, "--data-dir"])
-            .arg(data_dir.path())
+            .arg(data_dir.path().join("data"));
+        if let Some(issuer) = issuer {
+            let config = data_dir.path().join("leasehold.toml");
+            std::fs::write(&config, issuer.config_toml()).map_err(|e| format!("writing the server's settings: {e}"))?;
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .env("LEASEHOLD_ADMIN_TOKEN", &admin_token)
             .env("LEASEHOLD_LOG", "warn")
             .stdin(Stdio::null())
