@@ -261,3 +261,58 @@ fn the_official_scale_sdk_signs_in_with_an_id_token() {
     assert!(output.status.success(), "--- stdout\n{stdout}\n--- stderr\n{stderr}");
     assert!(stdout.lines().any(|l| l == "PASS the_sdk_signs_in_with_an_id_token"), "{stdout}");
 }
+
+#[test]
+fn a_confidential_application_acts_for_consumers_with_the_sdks_scale_jwt() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let python = http_common::test_python();
+    let (private, public) = (scratch.path().join("app.pem"), scratch.path().join("app.pub.pem"));
+    let made = Command::new(&python)
+        .arg("-c")
+        .arg(
+            "import sys\n\
+             from cryptography.hazmat.primitives import serialization as s\n\
+             from cryptography.hazmat.primitives.asymmetric import rsa\n\
+             k = rsa.generate_private_key(public_exponent=65537, key_size=2048)\n\
+             open(sys.argv[1], 'wb').write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()))\n\
+             open(sys.argv[2], 'wb').write(k.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo))\n",
+        )
+        .arg(&private)
+        .arg(&public)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python:?}: {e}"));
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+
+    let provider = Provider::start(scratch.path(), 0, &["k1"]);
+    let config = format!(
+        "[[identity.issuers]]\nissuer = \"{iss}\"\naudience = \"{AUDIENCE}\"\nlicensee_claim = \"org\"\n\n\
+         [[identity.applications]]\nkey_id = \"app-1\"\nissuer = \"licensing-app\"\npublic_key_file = \"{}\"\nidentity_issuer = \"{iss}\"\n",
+        public.display(),
+        iss = provider.issuer,
+    );
+    let path = scratch.path().join("leasehold.toml");
+    std::fs::write(&path, config).expect("the configuration is written");
+    let server = Server::start_in(&scratch.path().join("data"), &["--config", path.to_str().unwrap()], true);
+    acme_with_cad(&server, 5);
+    assert_eq!(authz(&server, "Bearer", &provider.token("alice"), "Cad").text(), "true", "alice signs in once");
+    let alice = consumers(&server).into_iter().find(|c| c["email"] == json!("alice@acme.example")).expect("alice");
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/scale_sdk_scale_jwt.py");
+    let output = Command::new(&python)
+        .arg(script)
+        .arg(format!("http://{}", server.addr))
+        .arg(&private)
+        .args(["app-1", "licensing-app", "alice", alice["id"].as_str().unwrap()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    for scenario in [
+        "the_sub_names_the_consumer_by_its_connected_identity",
+        "the_lcid_names_the_consumer",
+        "wrong_issuers_keys_times_and_subjects_are_refused",
+    ] {
+        assert!(stdout.lines().any(|l| l == format!("PASS {scenario}")), "{scenario}:\n{stdout}");
+    }
+}

@@ -11,7 +11,7 @@ use leasehold_engine::engine::DEFAULT_MAILBOX_CAPACITY;
 use leasehold_engine::tokens::Algorithm;
 use leasehold_persistence::DurabilityMode;
 use leasehold_transports::http::{BodyLimits, HttpConfig};
-use leasehold_transports::identity::{IdentityConfig, TrustedIssuer};
+use leasehold_transports::identity::{IdentityConfig, TrustedApplication, TrustedIssuer};
 use leasehold_transports::mail::SmtpConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -126,13 +126,26 @@ pub struct FileConfig {
     smtp: Option<SmtpConfig>,
 }
 
-/// The `[identity]` table: the identity providers whose tokens sign consumers in.
+/// The `[identity]` table: the identity providers whose tokens sign consumers in, and the
+/// confidential applications that sign their own.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileIdentity {
     jwks_min_refresh_s: Option<u64>,
     #[serde(default)]
     issuers: Vec<TrustedIssuer>,
+    #[serde(default)]
+    applications: Vec<FileApplication>,
+}
+
+/// An `[[identity.applications]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApplication {
+    key_id: String,
+    issuer: String,
+    public_key_file: PathBuf,
+    identity_issuer: Option<String>,
 }
 
 /// The `[limits]` table.
@@ -295,12 +308,25 @@ impl Settings {
             return Err(invalid("admin_token", "must not be empty (leave it out to generate one)".into()));
         }
         let identity = match file.identity {
-            Some(identity) if !identity.issuers.is_empty() => {
+            Some(identity) if !identity.issuers.is_empty() || !identity.applications.is_empty() => {
                 for trusted in &identity.issuers {
                     check_issuer(trusted).map_err(|m| invalid("identity.issuers", m))?;
                 }
+                let mut applications = Vec::new();
+                for app in identity.applications {
+                    let pem = std::fs::read_to_string(&app.public_key_file).map_err(|e| {
+                        invalid("identity.applications", format!("{}: {e}", app.public_key_file.display()))
+                    })?;
+                    applications.push(TrustedApplication {
+                        key_id: app.key_id,
+                        issuer: app.issuer,
+                        public_key_pem: pem,
+                        identity_issuer: app.identity_issuer,
+                    });
+                }
                 let refresh_s = identity.jwks_min_refresh_s.unwrap_or(DEFAULT_JWKS_MIN_REFRESH_S);
-                Some(IdentityConfig { issuers: identity.issuers, jwks_min_refresh: Duration::from_secs(refresh_s) })
+                let jwks_min_refresh = Duration::from_secs(refresh_s);
+                Some(IdentityConfig { issuers: identity.issuers, applications, jwks_min_refresh })
             }
             _ => None,
         };

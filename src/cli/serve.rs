@@ -157,6 +157,8 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
     let webhooks = Arc::new(webhooks);
     let demo = if settings.demo { Some(demo::seed(&engine).await?) } else { None };
     let mailer = settings.smtp.as_ref().map(Mailer::new).transpose()?.map(Arc::new);
+    let identities = settings.identity.clone().map(Identities::new).transpose();
+    let identities = identities.map_err(|e| ConfigError::Setting(format!("identity.applications: {e}")))?.map(Arc::new);
 
     tracing::info!(
         http = %http_addr,
@@ -180,7 +182,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         metrics: ServerMetrics::new(Some(journal.flush_latency()), Some(Arc::clone(&signer))),
         key_rotation: Some(key_rotation(key_store.clone(), Arc::clone(&keys))),
         webhooks: Some(Arc::clone(&webhooks)),
-        identities: settings.identity.clone().map(|config| Arc::new(Identities::new(config))),
+        identities,
         mailer,
         sign_up_limits: Default::default(),
     });

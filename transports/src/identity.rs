@@ -8,6 +8,11 @@
 //! [`IdentityConfig::jwks_min_refresh`] (a flood of tokens with made-up `kid`s costs the provider
 //! one request a minute). A verified token is remembered until it expires, so a client that
 //! sends the same token with every request pays for its signature once.
+//!
+//! A confidential application (`Authorization: ScaleJwt <JWT>`, the official SDK's Scale JWT
+//! authorization) signs its own tokens with a key pair whose public half the configuration
+//! holds; its token acts for the consumer its `lcid` names, or the one connected to its `sub`
+//! at the application's identity provider.
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
@@ -58,11 +63,43 @@ fn user() -> ConsumerKind {
     ConsumerKind::User
 }
 
+/// A confidential application that signs its own JWTs (the Scale API's `Authorization: ScaleJwt
+/// <JWT>`, as the official SDK's `ScaleJwtAuth` sends it) with a key pair whose public half is
+/// registered here; it acts for the consumers its tokens name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedApplication {
+    /// The `kid` its tokens name.
+    pub key_id: String,
+    /// The `iss` its tokens carry.
+    pub issuer: String,
+    /// Its public key (RSA, PEM), which checks its RS256 signatures.
+    pub public_key_pem: String,
+    /// The identity provider whose subjects its tokens' `sub` names: a token without `lcid` acts
+    /// for the consumer connected to `(identity_issuer, sub)`.
+    pub identity_issuer: Option<String>,
+}
+
+/// Whom a confidential application's token acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActingFor {
+    /// The consumer its `lcid` claim names.
+    Consumer(uuid::Uuid),
+    /// The consumer connected to this account.
+    Identity {
+        /// The identity provider.
+        issuer: String,
+        /// The account there.
+        subject: String,
+    },
+}
+
 /// The identity providers trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityConfig {
     /// The issuers.
     pub issuers: Vec<TrustedIssuer>,
+    /// The confidential applications.
+    pub applications: Vec<TrustedApplication>,
     /// The least time between two fetches of one issuer's keys.
     pub jwks_min_refresh: Duration,
 }
@@ -162,6 +199,8 @@ struct Unverified {
 /// The trusted issuers and what is known of their keys and tokens.
 pub struct Identities {
     issuers: HashMap<String, Issuer>,
+    /// The applications' keys, by `kid`.
+    applications: HashMap<String, (TrustedApplication, DecodingKey)>,
     jwks_min_refresh: Duration,
     client: hyper_util::client::legacy::Client<HttpConnector, Empty<Bytes>>,
     /// Verified tokens by their digest, until they expire.
@@ -169,8 +208,15 @@ pub struct Identities {
 }
 
 impl Identities {
-    /// Trusts the issuers of `config`.
-    pub fn new(config: IdentityConfig) -> Identities {
+    /// Trusts the issuers and applications of `config`; refuses an application key that is no
+    /// RSA public key in PEM.
+    pub fn new(config: IdentityConfig) -> Result<Identities, String> {
+        let mut applications = HashMap::new();
+        for application in config.applications {
+            let key = DecodingKey::from_rsa_pem(application.public_key_pem.as_bytes())
+                .map_err(|e| format!("the application key {:?}: {e}", application.key_id))?;
+            applications.insert(application.key_id.clone(), (application, key));
+        }
         let issuers = config
             .issuers
             .into_iter()
@@ -179,7 +225,43 @@ impl Identities {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(FETCH_TIMEOUT));
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
-        Identities { issuers, jwks_min_refresh: config.jwks_min_refresh, client, verified: Mutex::default() }
+        Ok(Identities {
+            issuers,
+            applications,
+            jwks_min_refresh: config.jwks_min_refresh,
+            client,
+            verified: Mutex::default(),
+        })
+    }
+
+    /// Whom a confidential application's token (`ScaleJwt`) acts for, or why no one.
+    pub fn verify_application_token(&self, token: &str) -> Result<ActingFor, IdentityError> {
+        #[derive(Deserialize)]
+        struct ApplicationClaims {
+            sub: String,
+            #[serde(default)]
+            lcid: Option<uuid::Uuid>,
+        }
+        if token.len() > MAX_JWT_BYTES {
+            return Err(IdentityError::Malformed(format!("longer than {MAX_JWT_BYTES} bytes")));
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| IdentityError::Malformed(format!("{e} (unsigned tokens are refused)")))?;
+        let kid = header.kid.ok_or_else(|| IdentityError::Malformed("the header names no key (kid)".into()))?;
+        let (application, key) = self.applications.get(&kid).ok_or(IdentityError::UnknownKey(kid))?;
+        let mut validation = Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_issuer(&[&application.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.validate_aud = false;
+        validation.leeway = LEEWAY_S;
+        let claims = jsonwebtoken::decode::<ApplicationClaims>(token, key, &validation).map_err(verify_error)?.claims;
+        match (claims.lcid, &application.identity_issuer) {
+            (Some(consumer), _) => Ok(ActingFor::Consumer(consumer)),
+            (None, Some(issuer)) => Ok(ActingFor::Identity { issuer: issuer.clone(), subject: claims.sub }),
+            (None, None) => Err(IdentityError::Malformed(
+                "no lcid, and the application names no identity provider for its sub".into(),
+            )),
+        }
     }
 
     /// Who `token` signs in at `now_s` (seconds since the epoch), or why no one.
@@ -224,19 +306,7 @@ impl Identities {
         validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
         validation.leeway = LEEWAY_S;
         validation.validate_nbf = true;
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => IdentityError::Expired,
-                ErrorKind::ImmatureSignature => IdentityError::NotYetValid,
-                ErrorKind::InvalidAudience => IdentityError::WrongAudience,
-                // An algorithm the key is not for (HS256 with an RSA key) signs nothing of it.
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
-                    IdentityError::BadSignature
-                }
-                _ => IdentityError::Malformed(e.to_string()),
-            }
-        })?;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(verify_error)?;
         let claims = claims.claims;
         if claims.sub.is_empty() || claims.sub.len() > 255 {
             return Err(IdentityError::Malformed("sub must be 1 to 255 bytes".into()));
@@ -318,6 +388,22 @@ impl Identities {
     }
 }
 
+/// What a failed verification by jsonwebtoken means for a sign-in.
+fn verify_error(e: jsonwebtoken::errors::Error) -> IdentityError {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => IdentityError::Expired,
+        ErrorKind::ImmatureSignature => IdentityError::NotYetValid,
+        ErrorKind::InvalidAudience => IdentityError::WrongAudience,
+        ErrorKind::InvalidIssuer => IdentityError::UntrustedIssuer("the token's iss is not the application's".into()),
+        // An algorithm the key is not for (HS256 with an RSA key) signs nothing of it.
+        ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
+            IdentityError::BadSignature
+        }
+        _ => IdentityError::Malformed(e.to_string()),
+    }
+}
+
 /// The key of a JWK of a signing kind (RSA, EC, OKP); `None` for anything else.
 fn decoding_key(jwk: &Jwk) -> Option<DecodingKey> {
     let signing = jwk.common.public_key_use.as_ref().is_none_or(|u| *u == jsonwebtoken::jwk::PublicKeyUse::Signature);
@@ -343,8 +429,10 @@ mod tests {
                 licensee_claim: None,
                 kind: ConsumerKind::User,
             }],
+            applications: Vec::new(),
             jwks_min_refresh: Duration::from_secs(60),
         })
+        .expect("no application keys to read")
     }
 
     fn token(header: &str, claims: &str) -> String {

@@ -6,7 +6,7 @@
 
 use crate::http::reply::ApiError;
 use crate::http::HttpState;
-use crate::identity::{looks_like_jwt, IdentityError};
+use crate::identity::{looks_like_jwt, ActingFor, IdentityError};
 use hyper::header::AUTHORIZATION;
 use hyper::{HeaderMap, StatusCode};
 use leasehold_engine::engine::SignIn;
@@ -38,6 +38,9 @@ pub async fn consumer(state: &HttpState, headers: &HeaderMap, missing: &str) -> 
         return Err(ApiError::unauthorized(missing));
     };
     let secret = secret.trim();
+    if scheme.eq_ignore_ascii_case("scalejwt") {
+        return application_consumer(state, secret);
+    }
     let id_token = scheme.eq_ignore_ascii_case("idtoken");
     if !id_token && !scheme.eq_ignore_ascii_case("bearer") || secret.is_empty() {
         return Err(ApiError::unauthorized(missing));
@@ -62,6 +65,26 @@ pub async fn consumer(state: &HttpState, headers: &HeaderMap, missing: &str) -> 
         kind: signed_in.kind,
     };
     state.engine.sign_in(&who).await?.ok_or_else(|| ApiError::unauthorized("this consumer is disabled"))
+}
+
+/// The consumer a confidential application's token acts for: the one its `lcid` names, or the
+/// one connected to its `sub`; 401 with the code of the check that failed.
+fn application_consumer(state: &HttpState, token: &str) -> Result<ConsumerId, ApiError> {
+    let refused =
+        |e: IdentityError| ApiError { status: StatusCode::UNAUTHORIZED, code: e.code(), description: e.to_string() };
+    let identities = state
+        .identities
+        .as_deref()
+        .ok_or_else(|| refused(IdentityError::UntrustedIssuer("any: this server trusts no application".into())))?;
+    let directory = state.engine.directory();
+    let consumer = match identities.verify_application_token(token).map_err(refused)? {
+        ActingFor::Consumer(id) => directory.consumer(ConsumerId(id)),
+        ActingFor::Identity { issuer, subject } => {
+            directory.consumer_by_identity(&ConnectedIdentity { issuer, subject })
+        }
+    };
+    let consumer = consumer.filter(|c| !c.disabled);
+    consumer.map(|c| c.id).ok_or_else(|| ApiError::unauthorized("the token names no consumer (or a disabled one)"))
 }
 
 /// Why a stored admin token digest could not be read.
