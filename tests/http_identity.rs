@@ -27,6 +27,7 @@ fn js_dir() -> PathBuf {
 struct Provider {
     child: Child,
     issuer: String,
+    /// Where its token and test-signing endpoints answer plain HTTP.
     addr: std::net::SocketAddr,
 }
 
@@ -34,11 +35,18 @@ impl Provider {
     /// Starts the provider with the keys in `dir` (made on its first start), publishing
     /// `published` of them, on `port` (0: any).
     fn start(dir: &Path, port: u16, published: &[&str]) -> Provider {
+        Provider::start_with(dir, port, published, None)
+    }
+
+    /// [`Provider::start`], serving https with the certificate and key in `tls` when given.
+    fn start_with(dir: &Path, port: u16, published: &[&str], tls: Option<(&Path, &Path)>) -> Provider {
         assert!(
             js_dir().join("node_modules/oidc-provider/package.json").exists(),
             "oidc-provider is not installed: run npm ci --prefix tests/js (scripts/test-all does)"
         );
+        let tls = tls.map(|(cert, key)| json!({"cert_file": cert, "key_file": key}));
         let config = json!({
+            "tls": tls,
             "port": port,
             "audience": AUDIENCE,
             "keys_file": dir.join("keys.json"),
@@ -60,14 +68,15 @@ impl Provider {
             .expect("node runs (apt-get install nodejs)");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let issuer = loop {
+        let (issuer, plain) = loop {
             let line = lines.next().expect("the provider prints its issuer").expect("UTF-8");
-            if let Some(issuer) = line.strip_prefix("listening ") {
-                break issuer.to_owned();
+            if let Some(urls) = line.strip_prefix("listening ") {
+                let (issuer, plain) = urls.split_once(' ').expect("the issuer and a plain-HTTP URL");
+                break (issuer.to_owned(), plain.to_owned());
             }
         };
         std::thread::spawn(move || lines.for_each(drop));
-        let addr = issuer.trim_start_matches("http://").parse().expect("an address");
+        let addr = plain.trim_start_matches("http://").parse().expect("an address");
         Provider { child, issuer, addr }
     }
 
@@ -315,4 +324,70 @@ fn a_confidential_application_acts_for_consumers_with_the_sdks_scale_jwt() {
     ] {
         assert!(stdout.lines().any(|l| l == format!("PASS {scenario}")), "{scenario}:\n{stdout}");
     }
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, as PEM files in `dir`: (CA, certificate, key).
+fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca, cert, key) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    let python = http_common::test_python();
+    let made = Command::new(&python)
+        .arg("-c")
+        .arg(
+            "import sys, datetime, ipaddress\n\
+             from cryptography import x509\n\
+             from cryptography.x509.oid import NameOID\n\
+             from cryptography.hazmat.primitives import hashes, serialization as s\n\
+             from cryptography.hazmat.primitives.asymmetric import ec\n\
+             now = datetime.datetime.now(datetime.timezone.utc)\n\
+             def make(name, key, issuer, issuer_key, ca):\n\
+             \x20   b = x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))\n\
+             \x20   b = b.issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())\n\
+             \x20   b = b.not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))\n\
+             \x20   b = b.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)\n\
+             \x20   if not ca:\n\
+             \x20       b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]), critical=False)\n\
+             \x20   return b.sign(issuer_key, hashes.SHA256())\n\
+             ca_key = ec.generate_private_key(ec.SECP256R1())\n\
+             ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'Leasehold test CA')])\n\
+             ca = make('Leasehold test CA', ca_key, ca_name, ca_key, True)\n\
+             key = ec.generate_private_key(ec.SECP256R1())\n\
+             cert = make('127.0.0.1', key, ca_name, ca_key, False)\n\
+             open(sys.argv[1], 'wb').write(ca.public_bytes(s.Encoding.PEM))\n\
+             open(sys.argv[2], 'wb').write(cert.public_bytes(s.Encoding.PEM))\n\
+             open(sys.argv[3], 'wb').write(key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()))\n",
+        )
+        .args([&ca, &cert, &key])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python:?}: {e}"));
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    (ca, cert, key)
+}
+
+#[test]
+fn an_https_issuer_is_trusted_through_the_configured_ca_and_not_without_it() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let (ca, cert, key) = test_certificates(scratch.path());
+    let provider = Provider::start_with(scratch.path(), 0, &["k1"], Some((&cert, &key)));
+    assert!(provider.issuer.starts_with("https://"), "{}", provider.issuer);
+    let now = now_s();
+    let claims = json!({"iss": provider.issuer, "sub": "carol", "aud": AUDIENCE, "iat": now, "exp": now + 300});
+    let token = provider.sign(claims, "k1");
+    let start = |name: &str, ca_line: &str| {
+        let config = format!(
+            "[identity]\n{ca_line}\n[[identity.issuers]]\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\n",
+            provider.issuer
+        );
+        let path = scratch.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config).expect("the configuration is written");
+        Server::start_in(&scratch.path().join(name), &["--config", path.to_str().unwrap()], true)
+    };
+
+    let trusting = start("trusting", &format!("ca_file = \"{}\"", ca.display()));
+    trusting.admin_ok("POST", "/admin/products", Some(json!({"name": "Cad"})), 201);
+    let signed_in = authz(&trusting, "Bearer", &token, "Cad");
+    assert_eq!(signed_in.status, 200, "the keys came over https: {}", signed_in.text());
+
+    let untrusting = start("untrusting", "");
+    let refused = authz(&untrusting, "Bearer", &token, "Cad");
+    assert_eq!(refusal(&refused), (503, json!("identityProviderUnavailable")), "{}", refused.text());
 }

@@ -132,6 +132,7 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileIdentity {
     jwks_min_refresh_s: Option<u64>,
+    ca_file: Option<PathBuf>,
     #[serde(default)]
     issuers: Vec<TrustedIssuer>,
     #[serde(default)]
@@ -255,11 +256,9 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
 /// Refuses an issuer this server cannot fetch keys from, or that names no audience.
 fn check_issuer(trusted: &TrustedIssuer) -> Result<(), String> {
     let issuer = &trusted.issuer;
-    if issuer.starts_with("https://") {
-        return Err(format!("{issuer}: https issuers need the TLS client, which is not built yet; use http://"));
-    }
-    if !issuer.starts_with("http://") || issuer.parse::<hyper::Uri>().is_err() {
-        return Err(format!("an issuer is an http:// URL, not {issuer:?}"));
+    let scheme_ok = issuer.starts_with("https://") || issuer.starts_with("http://");
+    if !scheme_ok || issuer.parse::<hyper::Uri>().is_err() {
+        return Err(format!("an issuer is an https:// (or http://) URL, not {issuer:?}"));
     }
     if trusted.audience.trim().is_empty() {
         return Err(format!("{issuer}: the audience must not be empty"));
@@ -326,7 +325,14 @@ impl Settings {
                 }
                 let refresh_s = identity.jwks_min_refresh_s.unwrap_or(DEFAULT_JWKS_MIN_REFRESH_S);
                 let jwks_min_refresh = Duration::from_secs(refresh_s);
-                Some(IdentityConfig { issuers: identity.issuers, applications, jwks_min_refresh })
+                let extra_roots_pem = match &identity.ca_file {
+                    Some(file) => Some(
+                        std::fs::read_to_string(file)
+                            .map_err(|e| invalid("identity.ca_file", format!("{}: {e}", file.display())))?,
+                    ),
+                    None => None,
+                };
+                Some(IdentityConfig { issuers: identity.issuers, applications, jwks_min_refresh, extra_roots_pem })
             }
             _ => None,
         };

@@ -21,6 +21,7 @@
 // Prints "listening <issuer>" once it serves, then serves until killed.
 
 import http from 'node:http';
+import https from 'node:https';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -39,9 +40,16 @@ if (!existsSync(config.keys_file)) {
 const signingKeys = JSON.parse(readFileSync(config.keys_file, 'utf8'));
 const published = config.published ?? signingKeys.map((k) => k.kid);
 
-const server = http.createServer();
+// With "tls": {"cert_file", "key_file"} the provider serves https, and /test/sign is served on
+// a plain-HTTP port of its own besides (the tests' own client speaks plain HTTP only).
+const tls = config.tls && { cert: readFileSync(config.tls.cert_file), key: readFileSync(config.tls.key_file) };
+const server = tls ? https.createServer(tls) : http.createServer();
 await new Promise((resolve) => server.listen(config.port ?? 0, '127.0.0.1', resolve));
-const issuer = `http://127.0.0.1:${server.address().port}`;
+const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${server.address().port}`;
+const signer = tls ? http.createServer() : server;
+if (tls) {
+  await new Promise((resolve) => signer.listen(0, '127.0.0.1', resolve));
+}
 
 const clients = Object.keys(config.clients).map((id) => ({
   client_id: id,
@@ -83,7 +91,7 @@ async function sign(body) {
 }
 
 const callback = provider.callback();
-server.on('request', (req, res) => {
+function serve(req, res) {
   if (req.method === 'POST' && req.url === '/test/sign') {
     let body = '';
     req.on('data', (chunk) => { body += chunk; });
@@ -99,6 +107,10 @@ server.on('request', (req, res) => {
     return;
   }
   callback(req, res);
-});
+}
+server.on('request', serve);
+if (tls) {
+  signer.on('request', serve);
+}
 
-console.log(`listening ${issuer}`);
+console.log(`listening ${issuer} http://127.0.0.1:${signer.address().port}`);

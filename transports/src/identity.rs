@@ -16,6 +16,7 @@
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -102,6 +103,8 @@ pub struct IdentityConfig {
     pub applications: Vec<TrustedApplication>,
     /// The least time between two fetches of one issuer's keys.
     pub jwks_min_refresh: Duration,
+    /// Certificates (PEM) trusted for `https://` issuers besides the web's roots: a private CA.
+    pub extra_roots_pem: Option<String>,
 }
 
 /// Who a verified token names.
@@ -202,7 +205,7 @@ pub struct Identities {
     /// The applications' keys, by `kid`.
     applications: HashMap<String, (TrustedApplication, DecodingKey)>,
     jwks_min_refresh: Duration,
-    client: hyper_util::client::legacy::Client<HttpConnector, Empty<Bytes>>,
+    client: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     /// Verified tokens by their digest, until they expire.
     verified: Mutex<HashMap<[u8; 32], SignedIn>>,
 }
@@ -224,6 +227,10 @@ impl Identities {
             .collect();
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(FETCH_TIMEOUT));
+        connector.enforce_http(false);
+        let tls = tls_config(config.extra_roots_pem.as_deref())?;
+        let connector =
+            HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(connector);
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
         Ok(Identities {
             issuers,
@@ -388,6 +395,30 @@ impl Identities {
     }
 }
 
+/// The TLS settings of the key fetches: the web's root certificates and `extra_roots_pem`'s.
+fn tls_config(extra_roots_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_roots_pem {
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("the CA file: {e}"))?;
+            roots.add(cert).map_err(|e| format!("the CA file: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err("the CA file holds no PEM certificate".into());
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
 /// What a failed verification by jsonwebtoken means for a sign-in.
 fn verify_error(e: jsonwebtoken::errors::Error) -> IdentityError {
     use jsonwebtoken::errors::ErrorKind;
@@ -431,6 +462,7 @@ mod tests {
             }],
             applications: Vec::new(),
             jwks_min_refresh: Duration::from_secs(60),
+            extra_roots_pem: None,
         })
         .expect("no application keys to read")
     }

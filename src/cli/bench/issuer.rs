@@ -82,7 +82,12 @@ impl Issuer {
             licensee_claim: Some(LICENSEE_CLAIM.into()),
             kind: leasehold_engine::model::ConsumerKind::User,
         };
-        IdentityConfig { issuers: vec![trusted], applications: Vec::new(), jwks_min_refresh: Duration::from_secs(60) }
+        IdentityConfig {
+            issuers: vec![trusted],
+            applications: Vec::new(),
+            jwks_min_refresh: Duration::from_secs(60),
+            extra_roots_pem: None,
+        }
     }
 
     /// The same, as the `[identity]` table of a configuration file.
