@@ -303,6 +303,14 @@ fn new_api_key(ids: &dyn IdSource) -> String {
     format!("lh_{}", URL_SAFE_NO_PAD.encode(secret))
 }
 
+/// The key digest of a consumer that has no API key (it signs in otherwise): the digest of
+/// random bytes from `ids` that no one holds.
+fn no_api_key(ids: &dyn IdSource) -> [u8; 32] {
+    let mut unheld = [0u8; 32];
+    ids.fill(&mut unheld);
+    sha256(&unheld)
+}
+
 /// The idempotency index is not swept before it holds this many keys.
 const MIN_KEY_SWEEP: usize = 1024;
 

@@ -249,12 +249,8 @@ impl Identities {
             #[serde(default)]
             lcid: Option<uuid::Uuid>,
         }
-        if token.len() > MAX_JWT_BYTES {
-            return Err(IdentityError::Malformed(format!("longer than {MAX_JWT_BYTES} bytes")));
-        }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| IdentityError::Malformed(format!("{e} (unsigned tokens are refused)")))?;
-        let kid = header.kid.ok_or_else(|| IdentityError::Malformed("the header names no key (kid)".into()))?;
+        let header = signed_header(token)?;
+        let kid = key_id(&header)?;
         let (application, key) = self.applications.get(&kid).ok_or(IdentityError::UnknownKey(kid))?;
         let mut validation = Validation::new(jsonwebtoken::Algorithm::RS256);
         validation.set_issuer(&[&application.issuer]);
@@ -299,13 +295,9 @@ impl Identities {
     }
 
     async fn check(&self, token: &str, now_s: u64) -> Result<SignedIn, IdentityError> {
-        if token.len() > MAX_JWT_BYTES {
-            return Err(IdentityError::Malformed(format!("longer than {MAX_JWT_BYTES} bytes")));
-        }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| IdentityError::Malformed(format!("{e} (unsigned tokens are refused)")))?;
+        let header = signed_header(token)?;
         let issuer = self.issuer_of(token)?;
-        let kid = header.kid.clone().ok_or_else(|| IdentityError::Malformed("the header names no key (kid)".into()))?;
+        let kid = key_id(&header)?;
         let key = self.key(issuer, &kid).await?;
         let mut validation = Validation::new(header.alg);
         validation.set_audience(&[&issuer.trusted.audience]);
@@ -417,6 +409,21 @@ fn tls_config(extra_roots_pem: Option<&str>) -> Result<rustls::ClientConfig, Str
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
+}
+
+/// The header of a JWT of at most [`MAX_JWT_BYTES`] with a signing algorithm (an unsigned one,
+/// `alg: none`, is no JWT to jsonwebtoken).
+fn signed_header(token: &str) -> Result<jsonwebtoken::Header, IdentityError> {
+    if token.len() > MAX_JWT_BYTES {
+        return Err(IdentityError::Malformed(format!("longer than {MAX_JWT_BYTES} bytes")));
+    }
+    jsonwebtoken::decode_header(token)
+        .map_err(|e| IdentityError::Malformed(format!("{e} (unsigned tokens are refused)")))
+}
+
+/// The key a header names.
+fn key_id(header: &jsonwebtoken::Header) -> Result<String, IdentityError> {
+    header.kid.clone().ok_or_else(|| IdentityError::Malformed("the header names no key (kid)".into()))
 }
 
 /// What a failed verification by jsonwebtoken means for a sign-in.

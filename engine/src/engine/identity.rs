@@ -3,11 +3,11 @@
 //! its own; afterwards the account is that consumer.
 
 use super::organization::is_valid_email;
-use super::Engine;
+use super::{no_api_key, Engine};
 use crate::directory::DirectoryEvent;
 use crate::error::AdminError;
 use crate::events::Actor;
-use crate::ids::{sha256, ConsumerId, LicenseeId};
+use crate::ids::{ConsumerId, LicenseeId};
 use crate::model::catalog::is_valid_name;
 use crate::model::{ConnectedIdentity, Consumer, ConsumerKind, Licensee, LicenseeKind};
 
@@ -66,9 +66,7 @@ impl Engine {
         }
         let id = ConsumerId(self.fresh_id());
         let personal = LicenseeId(self.fresh_id());
-        // A consumer of a provider has no API key: its key digest is of random bytes no one has.
-        let mut no_key = [0u8; 32];
-        self.inner.shared.ids.fill(&mut no_key);
+        let no_key = no_api_key(&*self.inner.shared.ids);
         let name = who.display_name();
         let by_consumer = self.acting_as(Actor::consumer(id));
         let made = by_consumer.record_directory_or(|dir| {
@@ -88,7 +86,7 @@ impl Engine {
                 kind: who.kind,
                 licensees: vec![joined.unwrap_or(personal)],
                 email: who.email().map(str::to_owned),
-                api_key_sha256: sha256(&no_key),
+                api_key_sha256: no_key,
                 external_id: None,
                 disabled: false,
                 identity: Some(who.identity.clone()),

@@ -3,7 +3,7 @@
 //! password; the account's consumer claims the license of the registered tier.
 
 use super::organization::{is_valid_email, new_token};
-use super::Engine;
+use super::{no_api_key, Engine};
 use crate::admin::{LicenseKeyRequest, NewLicense};
 use crate::directory::{Directory, DirectoryEvent};
 use crate::error::AdminError;
@@ -96,8 +96,7 @@ impl Engine {
     pub async fn set_password(&self, token: &str, password_hash: String) -> Result<Account, AdminError> {
         let at = self.now();
         let (consumer_id, licensee_id) = (ConsumerId(self.fresh_id()), LicenseeId(self.fresh_id()));
-        let mut no_key = [0u8; 32];
-        self.inner.shared.ids.fill(&mut no_key);
+        let no_key = no_api_key(&*self.inner.shared.ids);
         let mut set = None;
         self.record_directory(|dir| {
             let sign_up = usable(dir, token, at)?;
@@ -116,7 +115,7 @@ impl Engine {
                         kind: ConsumerKind::User,
                         licensees: vec![licensee_id],
                         email: Some(sign_up.email.clone()),
-                        api_key_sha256: sha256(&no_key),
+                        api_key_sha256: no_key,
                         external_id: None,
                         disabled: false,
                         identity: None,

@@ -7,7 +7,7 @@ use crate::http::admin::shapes;
 use crate::http::reply::{self, ApiError, Body};
 use crate::http::{auth, HttpState};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::{LicenseeId, RedeemError};
 use serde::Deserialize;
@@ -40,11 +40,8 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Result<Respons
             let status = if redeemed.created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(reply::json(status, &json!({"license": shapes::license(&redeemed.license, None)})))
         }
-        Err(RedeemError::TooManyFailures { retry_after_ms }) => {
-            let seconds = retry_after_ms.div_ceil(1_000);
-            let mut refused = ApiError::from(RedeemError::TooManyFailures { retry_after_ms }).into_response();
-            refused.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
-            Ok(refused)
+        Err(refused @ RedeemError::TooManyFailures { retry_after_ms }) => {
+            Ok(reply::too_many_requests(ApiError::from(refused).description, retry_after_ms))
         }
         Err(other) => Err(other.into()),
     }

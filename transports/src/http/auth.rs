@@ -19,13 +19,19 @@ use subtle::ConstantTimeEq;
 /// Longest bearer secret read from a header; longer ones are refused unread.
 const MAX_SECRET_BYTES: usize = 512;
 
-/// The secret of `Authorization: Bearer <secret>`, when the header has that shape.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The scheme and secret of `Authorization: <scheme> <secret>`, when the header has that shape
+/// and a secret.
+fn credentials(headers: &HeaderMap) -> Option<(&str, &str)> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, secret) = value.split_once(' ')?;
     let secret = secret.trim();
-    let ok = scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty() && secret.len() <= MAX_SECRET_BYTES;
-    ok.then_some(secret)
+    (!secret.is_empty()).then_some((scheme, secret))
+}
+
+/// The secret of `Authorization: Bearer <secret>`, when the header has that shape.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let (scheme, secret) = credentials(headers)?;
+    (scheme.eq_ignore_ascii_case("bearer") && secret.len() <= MAX_SECRET_BYTES).then_some(secret)
 }
 
 /// The consumer a request speaks for: by its API key, or by a token of a trusted identity
@@ -33,16 +39,12 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// sends it), whose first sign-in makes the consumer. 401 says what to send (`missing`) when
 /// nothing usable came, and which check a token failed when one did.
 pub async fn consumer(state: &HttpState, headers: &HeaderMap, missing: &str) -> Result<ConsumerId, ApiError> {
-    let value = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let Some((scheme, secret)) = value.and_then(|v| v.split_once(' ')) else {
-        return Err(ApiError::unauthorized(missing));
-    };
-    let secret = secret.trim();
+    let Some((scheme, secret)) = credentials(headers) else { return Err(ApiError::unauthorized(missing)) };
     if scheme.eq_ignore_ascii_case("scalejwt") {
         return application_consumer(state, secret);
     }
     let id_token = scheme.eq_ignore_ascii_case("idtoken");
-    if !id_token && !scheme.eq_ignore_ascii_case("bearer") || secret.is_empty() {
+    if !id_token && !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::unauthorized(missing));
     }
     if !id_token && !looks_like_jwt(secret) {

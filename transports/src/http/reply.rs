@@ -11,6 +11,15 @@ use leasehold_engine::{AdminError, EngineError, RedeemError};
 use serde::Serialize;
 use std::time::Duration;
 
+/// 429 `tooManyRequests` saying `description`, with the whole seconds until `wait_ms` has passed
+/// in `Retry-After`.
+pub fn too_many_requests(description: impl Into<String>, wait_ms: u64) -> Response<Body> {
+    let refused = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "tooManyRequests", description);
+    let mut response = refused.into_response();
+    response.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from(wait_ms.div_ceil(1_000)));
+    response
+}
+
 /// The body of every response this server writes.
 pub type Body = Full<Bytes>;
 

@@ -15,7 +15,7 @@ use crate::mail::Mail;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::engine::canonical_email;
 use leasehold_engine::rate_limit::RateLimit;
@@ -97,15 +97,7 @@ struct LoginIn {
 
 /// 429, with when to try again.
 fn too_many(wait_ms: u64) -> Response<Body> {
-    let seconds = wait_ms.div_ceil(1_000);
-    let refused = ApiError {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        code: "tooManyRequests",
-        description: format!("too many attempts; retry in {seconds} s"),
-    };
-    let mut response = refused.into_response();
-    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
-    response
+    reply::too_many_requests(format!("too many attempts; retry in {} s", wait_ms.div_ceil(1_000)), wait_ms)
 }
 
 /// Answers a request for one of [`PATHS`].
@@ -194,8 +186,12 @@ async fn register(state: &HttpState, asked: RegisterIn, base: &str) -> Result<Re
 }
 
 async fn login(state: &HttpState, email: &str, password: String) -> Result<Response<Body>, ApiError> {
-    let account = state.engine.directory().account(email).cloned();
-    let consumer = account.as_ref().and_then(|a| state.engine.directory().consumer(a.consumer).cloned());
+    let (account, consumer) = {
+        let directory = state.engine.directory();
+        let account = directory.account(email).cloned();
+        let consumer = account.as_ref().and_then(|a| directory.consumer(a.consumer).cloned());
+        (account, consumer)
+    };
     // An unknown address costs the same hash verification as a known one, so that the time of
     // the answer does not tell them apart either.
     let stored = account.map(|a| a.password_hash).unwrap_or_else(|| UNKNOWN_ACCOUNT_HASH.to_owned());
