@@ -318,3 +318,25 @@ fn activation_codes_are_made_listed_and_shown() {
     let shown = admin_json(&server, &["activation-codes", "get", &batch]);
     assert_eq!((shown["issued"].clone(), shown["redeemed"].clone()), (serde_json::json!(3), serde_json::json!(0)));
 }
+
+#[test]
+fn license_keys_are_issued_audited_regenerated_and_revoked() {
+    let server = Server::start();
+    let product = serde_json::json!({"name": "Cad", "tiers": [{"name": "Pro", "features": [], "max_users": 3}]});
+    server.admin_ok("POST", "/admin/products", Some(product), 201);
+    let issued = admin_json(
+        &server,
+        &["license-keys", "issue", "--product", "Cad", "--tier", "Pro", "--customer", "buyer@example.com"],
+    );
+    let license = issued["licenseId"].as_str().expect("a license id").to_owned();
+    assert!(issued["keyToken"].as_str().is_some_and(|t| t.split('.').count() == 3), "{issued}");
+    assert_eq!(issued["license"]["credit"]["qty"], 3, "{issued}");
+    let audit = admin_json(&server, &["license-keys", "audit", &license]);
+    assert_eq!(audit["consistent"], true, "{audit}");
+    let fresh = admin_json(&server, &["license-keys", "regenerate", &license]);
+    assert!(fresh["keyToken"].is_string(), "{fresh}");
+    let revoked = admin_json(&server, &["license-keys", "revoke", &license, "--reason", "Subscription cancelled"]);
+    assert_eq!(revoked["license"]["status"], "revoked", "{revoked}");
+    let unknown = admin(&server, &["license-keys", "audit", "00000000-0000-0000-0000-000000000000"]);
+    assert_eq!(unknown.status.code(), Some(1), "a refusal exits 1");
+}

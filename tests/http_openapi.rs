@@ -6,6 +6,7 @@
 mod http_common;
 
 use http_common::{request, Reply, Server, ADMIN};
+use leasehold_transports::http::admin::access::is_admin_path;
 use leasehold_transports::http::routes::ROUTES;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -43,7 +44,7 @@ fn concrete(template: &str) -> String {
 fn probe(server: &Server, method: &str, path: &str) -> Reply {
     let auth = format!("Bearer {ADMIN}");
     let headers: Vec<(&str, &str)> =
-        if path.starts_with("/admin/") { vec![("Authorization", auth.as_str())] } else { Vec::new() };
+        if is_admin_path(path) { vec![("Authorization", auth.as_str())] } else { Vec::new() };
     request(server.addr, method, path, &headers, None)
 }
 

@@ -79,10 +79,16 @@ fn a_person_registers_sets_a_password_logs_in_and_claims_a_license_even_across_a
     let license = claimed.json()["license"].clone();
     assert_eq!((license["tier"].clone(), license["credit"]["qty"].clone()), (json!("Solo"), json!(2)));
     assert!(license["license_key"].is_string(), "a license key: {license}");
+    // The license key is the platform's key token: it activates a machine.
+    let key_token = claimed.json()["keyToken"].as_str().expect("a key token").to_owned();
+    let activated =
+        post(&server, "/license-activations/activate", json!({"keyToken": key_token, "machineId": "ada-laptop"}), None);
+    assert_eq!(activated.status, 200, "{}", activated.text());
     let licensee =
         server.admin_ok("GET", &format!("/admin/licensees/{}", license["licensee"].as_str().unwrap()), None, 200);
     assert_eq!(licensee["kind"], json!("person"));
-    assert_eq!(server.authz(&key, "/authz/.txt?render").text(), "true", "the license is theirs to use");
+    // A seat per machine, as for the platform's activations: a checkout names its machine.
+    assert_eq!(server.authz(&key, "/authz/.txt?render&hw=ada-desktop").text(), "true", "the license is theirs to use");
 
     // Across a kill -9: the same claim answers the same license; the password still works.
     server.kill();

@@ -7,12 +7,12 @@
 use crate::decide::{Denial, ErrorCode, LicenseFilters};
 use crate::hashing::Map;
 use crate::ids::{
-    ActivationBatchId, ConsumerId, CredentialId, EntitlementId, GroupId, InvitationId, LicenseId, LicenseeId,
+    ActivationBatchId, ClientId, ConsumerId, CredentialId, EntitlementId, GroupId, InvitationId, LicenseId, LicenseeId,
     ProductId, SignUpId, WebhookId,
 };
 use crate::model::{
     Account, ActivationBatch, ConnectedIdentity, Consumer, Credential, Entitlement, Group, Invitation,
-    InvitationAnswer, License, LicenseStatus, Licensee, Product, Redemption, SignUp,
+    InvitationAnswer, KeyToken, License, LicenseStatus, Licensee, MachineActivation, Product, Redemption, SignUp,
 };
 use crate::stored_answers::{AnswerBook, StoredAnswer};
 use crate::time::Timestamp;
@@ -134,6 +134,21 @@ pub enum DirectoryEvent {
         /// The license.
         license: Arc<License>,
     },
+    /// A license key was issued to a customer: the license, with the customer's person licensee
+    /// when it was made for it, in one change.
+    LicenseIssued {
+        /// The customer's new licensee.
+        licensee: Option<Licensee>,
+        /// The license.
+        license: Arc<License>,
+    },
+    /// A key token was issued for a license (the platform's `POST /license-keys`).
+    KeyTokenIssued(KeyToken),
+    /// A machine activated a license key, or activated it again with another public key or
+    /// from another address.
+    MachineActivated(MachineActivation),
+    /// A machine's activation ended (its seat was released).
+    MachineDeactivated(ClientId),
 }
 
 impl DirectoryEvent {
@@ -141,9 +156,9 @@ impl DirectoryEvent {
     /// live state, as a license created on its own gets.
     pub fn new_license(&self) -> Option<&Arc<License>> {
         match self {
-            DirectoryEvent::ActivationCodeRedeemed { license, .. } | DirectoryEvent::Claimed { license, .. } => {
-                Some(license)
-            }
+            DirectoryEvent::ActivationCodeRedeemed { license, .. }
+            | DirectoryEvent::Claimed { license, .. }
+            | DirectoryEvent::LicenseIssued { license, .. } => Some(license),
             _ => None,
         }
     }
@@ -178,6 +193,8 @@ pub struct Directory {
     sign_ups_by_token: Map<[u8; 32], SignUpId>,
     /// Accounts by their address (lower case).
     accounts: Map<String, Account>,
+    key_tokens: Map<LicenseId, KeyToken>,
+    machine_activations: Map<ClientId, MachineActivation>,
 }
 
 impl Directory {
@@ -336,6 +353,21 @@ impl Directory {
                 }
                 self.set_license(Arc::clone(license));
             }
+            DirectoryEvent::LicenseIssued { licensee, license } => {
+                if let Some(licensee) = licensee {
+                    self.apply(&DirectoryEvent::Licensee(licensee.clone()));
+                }
+                self.set_license(Arc::clone(license));
+            }
+            DirectoryEvent::KeyTokenIssued(token) => {
+                self.key_tokens.insert(token.license, token.clone());
+            }
+            DirectoryEvent::MachineActivated(activation) => {
+                self.machine_activations.insert(activation.client_id, activation.clone());
+            }
+            DirectoryEvent::MachineDeactivated(client) => {
+                self.machine_activations.remove(client);
+            }
         }
     }
 
@@ -355,6 +387,8 @@ impl Directory {
     /// Forgets license `id` (deleted).
     pub fn remove_license(&mut self, id: LicenseId) {
         let Some(license) = self.licenses.remove(&id) else { return };
+        self.key_tokens.remove(&id);
+        self.machine_activations.retain(|_, a| a.license != id);
         if let Some(key) = &license.license_key {
             self.licenses_by_key.remove(key);
         }
@@ -436,6 +470,21 @@ impl Directory {
             .filter(|s| !matches!(s.status, LicenseStatus::Revoked { .. }))
             .map(|s| s.id)
             .collect()
+    }
+
+    /// The key token last issued for `license`.
+    pub fn key_token(&self, license: LicenseId) -> Option<&KeyToken> {
+        self.key_tokens.get(&license)
+    }
+
+    /// The machine activation with client id `client`.
+    pub fn machine_activation(&self, client: ClientId) -> Option<&MachineActivation> {
+        self.machine_activations.get(&client)
+    }
+
+    /// The machines that activated `license`'s key, by client id.
+    pub fn machine_activations_of(&self, license: LicenseId) -> impl Iterator<Item = &MachineActivation> {
+        self.machine_activations.values().filter(move |a| a.license == license)
     }
 
     /// Every license of `licensee`.
@@ -685,6 +734,12 @@ pub struct DirectorySnapshot {
     /// The accounts of people who signed up.
     #[serde(default, with = "crate::shapes::since_format_7")]
     pub accounts: Vec<Account>,
+    /// The key tokens last issued, by license.
+    #[serde(default, with = "crate::shapes::since_format_8")]
+    pub key_tokens: Vec<KeyToken>,
+    /// The machines' activations of license keys.
+    #[serde(default, with = "crate::shapes::since_format_8")]
+    pub machine_activations: Vec<MachineActivation>,
 }
 
 /// The directory as a version-1 snapshot stored it: [`DirectorySnapshot`] with the license terms
@@ -726,6 +781,8 @@ impl DirectorySnapshotV1 {
             activation_batches: Vec::new(),
             sign_ups: Vec::new(),
             accounts: Vec::new(),
+            key_tokens: Vec::new(),
+            machine_activations: Vec::new(),
         };
         (snapshot, licenses)
     }
@@ -758,6 +815,8 @@ impl Directory {
             activation_batches: sorted(self.activation_batches.values().cloned().collect(), |b| b.id),
             sign_ups: sorted(self.sign_ups.values().cloned().collect(), |s| s.id),
             accounts: sorted(self.accounts.values().cloned().collect(), |a| a.email.clone()),
+            key_tokens: sorted(self.key_tokens.values().cloned().collect(), |t| t.license),
+            machine_activations: sorted(self.machine_activations.values().cloned().collect(), |a| a.client_id),
         }
     }
 
@@ -805,6 +864,8 @@ impl Directory {
             directory.apply(&DirectoryEvent::SignUp(sign_up));
         }
         directory.accounts = snapshot.accounts.into_iter().map(|a| (a.email.clone(), a)).collect();
+        directory.key_tokens = snapshot.key_tokens.into_iter().map(|t| (t.license, t)).collect();
+        directory.machine_activations = snapshot.machine_activations.into_iter().map(|a| (a.client_id, a)).collect();
         directory
     }
 }

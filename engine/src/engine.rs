@@ -9,11 +9,13 @@
 mod activation;
 mod identity;
 mod organization;
+mod platform;
 mod signup;
 
 pub use activation::{Redeemed, FAILURE_WINDOW_MS, MAX_FAILED_REDEMPTIONS};
 pub use identity::SignIn;
 pub use organization::{Acceptance, INVITATION_TTL_S, MAX_INVITATION_TTL_S};
+pub use platform::{platform_model, ACTIVATION_TOKEN_TTL_S, HEARTBEAT_INTERVAL_S};
 pub use signup::{canonical_email, Claimed, SET_PASSWORD_TTL_S};
 
 use crate::actors::license::{

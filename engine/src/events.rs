@@ -126,6 +126,29 @@ impl Event {
                 data["activation_batch"] = json!(batch);
                 ("license.created".into(), ("license", l.id.to_string()), data)
             }
+            DirectoryEvent::LicenseIssued { licensee: customer, license: l } => {
+                let mut data = license(l);
+                data["customer_licensee"] = customer.as_ref().map(licensee).unwrap_or_default();
+                ("license.created".into(), ("license", l.id.to_string()), data)
+            }
+            DirectoryEvent::KeyTokenIssued(t) => {
+                let data = json!({"issued_at": t.issued_at});
+                ("license.key_token_issued".into(), ("license", t.license.to_string()), data)
+            }
+            DirectoryEvent::MachineActivated(a) => {
+                let data = json!({
+                    "client_id": a.client_id,
+                    "license": a.license,
+                    "machine_id": a.machine_id,
+                    "ip": a.ip,
+                    "encrypted": a.encrypted(),
+                });
+                ("machine.activated".into(), ("machine_activation", a.client_id.to_string()), data)
+            }
+            DirectoryEvent::MachineDeactivated(client) => {
+                let data = json!({"license": before.machine_activation(*client).map(|a| a.license)});
+                ("machine.deactivated".into(), ("machine_activation", client.to_string()), data)
+            }
             DirectoryEvent::Answered { .. } => return None,
         };
         let (kind, id) = subject;

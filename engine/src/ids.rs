@@ -78,6 +78,11 @@ uuid_id!(
     SignUpId
 );
 uuid_id!(
+    /// One machine's activation of a license key (SPEC section 13, the platform's `clientId`):
+    /// the same for the same license and machine every time.
+    ClientId
+);
+uuid_id!(
     /// One lease; rotated on every renewal. Tokens carry it as `jti`.
     LeaseId
 );

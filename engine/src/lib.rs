@@ -57,8 +57,8 @@ pub use decide::{
 pub use engine::{Answering, Authentication, Engine, EngineBuilder};
 pub use error::{AdminError, EngineError, RedeemError};
 pub use ids::{
-    ActivationBatchId, ConsumerId, CredentialId, EntitlementId, GroupId, InvitationId, LeaseId, LicenseId, LicenseeId,
-    ProductId, SignUpId, WebhookId,
+    ActivationBatchId, ClientId, ConsumerId, CredentialId, EntitlementId, GroupId, InvitationId, LeaseId, LicenseId,
+    LicenseeId, ProductId, SignUpId, WebhookId,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use tokens::{claims, signer};

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::Cell;
 
 /// The newest stored format: the one encoded and decoded outside [`in_format`].
-pub const NEWEST_FORMAT: u8 = 7;
+pub const NEWEST_FORMAT: u8 = 8;
 
 thread_local! {
     static FORMAT: Cell<u8> = const { Cell::new(NEWEST_FORMAT) };
@@ -87,6 +87,11 @@ since_format!(
     /// A field that stored formats hold from version 7 on.
     since_format_7,
     7
+);
+since_format!(
+    /// A field that stored formats hold from version 8 on.
+    since_format_8,
+    8
 );
 
 #[cfg(test)]

@@ -427,12 +427,28 @@ fn organization_entries() -> Vec<JournalEntry> {
         let (_, token) = engine.register("ada@home.example", &product, "solo").await.unwrap_or_else(|e| panic!("{e}"));
         let account = engine.set_password(&token, "$argon2id$stand-in".into()).await.unwrap_or_else(|e| panic!("{e}"));
         engine.claim_license(account.consumer).await.unwrap_or_else(|e| panic!("claim: {e}"));
+        let issued = engine.issue_license_key("Buyer@Home.example", &product, "solo", None, None).await;
+        let issued = issued.unwrap_or_else(|e| panic!("license key: {e}"));
+        engine.record_key_token(issued.id, r#"{"licenseId":"it"}"#.into()).await.unwrap_or_else(|e| panic!("{e}"));
+        // One seat: the second machine gets it once the first is deactivated.
+        let mut clients = Vec::new();
+        for machine in ["HWID-1", "HWID-2", "HWID-2"] {
+            let activated = engine.activate_machine(&issued, machine, None, None).await;
+            let (activation, decision) = activated.unwrap_or_else(|e| panic!("activation: {e}"));
+            if let leasehold_engine::Decision::Granted(_) = decision {
+                clients.push(activation.client_id);
+            }
+            if clients.len() == 1 && machine == "HWID-2" {
+                engine.deactivate_machine(clients[0]).await.unwrap_or_else(|e| panic!("deactivation: {e}"));
+            }
+        }
+        assert_eq!(clients.len(), 2, "the seat went to the second machine once the first was off");
         memory.entries()
     })
 }
 
 #[test]
-fn credentials_groups_entitlements_invitations_and_activation_codes_survive_a_snapshot_and_a_replay() {
+fn organizations_activation_codes_sign_ups_and_license_keys_survive_a_snapshot_and_a_replay() {
     let entries = organization_entries();
     let full = replayed(&entries);
     assert_eq!((full.directory.credentials.len(), full.directory.groups.len()), (1, 1));
@@ -447,6 +463,10 @@ fn credentials_groups_entitlements_invitations_and_activation_codes_survive_a_sn
     assert_eq!((full.directory.sign_ups.len(), full.directory.accounts.len()), (1, 1));
     assert!(full.directory.sign_ups[0].license.is_some(), "the claim is recorded");
     assert_eq!(revoked, 1, "the redeemed license has its state, and it changed");
+    assert_eq!(full.directory.key_tokens.len(), 1);
+    assert_eq!(full.directory.machine_activations.len(), 1, "one machine of the two is still activated");
+    let buyer = full.directory.licensees.iter().find(|l| l.external_id.as_deref() == Some("buyer@home.example"));
+    assert!(buyer.is_some(), "the customer's licensee came with the license key");
     for cut in 0..=entries.len() {
         let mut restored = through_parts(cut as u64, &Recovered::from_entries(&entries[..cut]));
         for entry in &entries[cut..] {

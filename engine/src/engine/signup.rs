@@ -3,15 +3,13 @@
 //! password; the account's consumer claims the license of the registered tier.
 
 use super::organization::{is_valid_email, new_token};
+use super::platform::tier_license;
 use super::{no_api_key, Engine};
-use crate::admin::{LicenseKeyRequest, NewLicense};
 use crate::directory::{Directory, DirectoryEvent};
 use crate::error::AdminError;
 use crate::events::Actor;
 use crate::ids::{sha256, ConsumerId, LicenseeId, SignUpId};
-use crate::model::{
-    Account, Consumer, ConsumerKind, Credit, Dimension, Enforcement, License, Licensee, LicenseeKind, SignUp,
-};
+use crate::model::{Account, Consumer, ConsumerKind, License, Licensee, LicenseeKind, SignUp};
 use crate::time::Timestamp;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -33,19 +31,6 @@ fn usable<'d>(dir: &'d Directory, token: &str, now: Timestamp) -> Result<&'d Sig
         Some(_) => Err(AdminError::Conflict("this set-password token was used".into())),
         None if sign_up.expires_at <= now => Err(AdminError::Expired("the set-password token expired".into())),
         None => Ok(sign_up),
-    }
-}
-
-/// The license a registration for `tier` of `product` claims for `licensee` at `at`: the tier's
-/// features and `max_users` seats (one when it sets none), perpetual, with a license key.
-fn tier_license(dir: &Directory, licensee: LicenseeId, product: &str, tier: &str, at: Timestamp) -> NewLicense {
-    let seats = dir.product_named(product).and_then(|p| p.tier(tier)).and_then(|t| t.max_users).unwrap_or(1);
-    let credit = Credit { dimension: Dimension::Seats, qty: seats, enforcement: Enforcement::Enforced };
-    NewLicense {
-        tier: Some(tier.to_owned()),
-        valid_from: Some(at),
-        license_key: LicenseKeyRequest::Generate,
-        ..NewLicense::new(licensee, product, credit)
     }
 }
 
@@ -151,7 +136,7 @@ impl Engine {
                 };
                 let licensee = dir.consumer(consumer).and_then(|c| c.licensees.first().copied());
                 let licensee = licensee.ok_or_else(|| AdminError::NotFound("the account's licensee".into()))?;
-                let request = tier_license(dir, licensee, &pending.product, &pending.tier, now);
+                let request = tier_license(dir, licensee, &pending.product, &pending.tier, now, None);
                 let license = Arc::new(self.license_terms(request, dir, &*ids)?);
                 made = Some(Arc::clone(&license));
                 Ok(DirectoryEvent::Claimed { sign_up: pending.id, license })

@@ -8,6 +8,7 @@ pub mod lease;
 pub mod license;
 pub mod organization;
 pub mod party;
+pub mod platform;
 pub mod signup;
 pub mod version;
 
@@ -21,4 +22,5 @@ pub use license::{
 };
 pub use organization::{Entitlement, Group, Invitation, InvitationAnswer};
 pub use party::{ConnectedIdentity, Consumer, ConsumerKind, Licensee, LicenseeKind};
+pub use platform::{KeyToken, MachineActivation};
 pub use signup::{Account, SignUp};

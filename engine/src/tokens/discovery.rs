@@ -110,6 +110,14 @@ pub struct LicenseConfiguration {
     pub heartbeat_endpoint: String,
     /// Scale release.
     pub release_endpoint: String,
+    /// The platform's key validation (`/license-keys/validate`).
+    pub validate_endpoint: String,
+    /// The platform's machine activation.
+    pub activate_endpoint: String,
+    /// The platform's heartbeat of an activated machine (by client id).
+    pub license_key_heartbeat_endpoint: String,
+    /// The platform's machine deactivation.
+    pub deactivate_endpoint: String,
     /// The `alg`s tokens may be signed with.
     pub signing_algorithms: Vec<String>,
     /// The JWE key management algorithms a client may ask for.
@@ -131,6 +139,10 @@ pub fn license_configuration(base_url: &str, issuer: &str, algorithms: &[Algorit
         checkout_endpoint: at("/licensing/actions/checkout"),
         heartbeat_endpoint: at("/licensing/actions/heartbeat"),
         release_endpoint: at("/licensing/actions/release"),
+        validate_endpoint: at("/license-keys/validate"),
+        activate_endpoint: at("/license-activations/activate"),
+        license_key_heartbeat_endpoint: at("/license-keys/heartbeat"),
+        deactivate_endpoint: at("/license-activations/deactivate"),
         signing_algorithms: algorithms.iter().map(|a| a.as_str().to_string()).collect(),
         encryption_algorithms: vec![super::jwe::ALG.into()],
         encryption_encodings: vec![super::jwe::ENC.into()],

@@ -19,6 +19,7 @@ pub mod jwe;
 pub mod jws;
 pub mod keyring;
 pub mod keys;
+pub mod license_key;
 pub mod pool;
 pub mod queue;
 pub mod signer;

@@ -3,7 +3,7 @@
 //!
 //! The path of a command: clap parses the arguments into a resource's verb ([`licensees`],
 //! [`consumers`], [`products`], [`licenses`], [`actions`], [`events`], [`webhooks`], [`usage`],
-//! [`credentials`], [`groups`], [`entitlements`], [`activation_codes`]), which builds a [`call::Call`] (the request as
+//! [`credentials`], [`groups`], [`entitlements`], [`activation_codes`], [`license_keys`]), which builds a [`call::Call`] (the request as
 //! data); [`client`] sends it with the admin token and maps what comes back or goes wrong;
 //! [`output`] prints the answer, as a table for people or as JSON for scripts.
 //!
@@ -19,6 +19,7 @@ mod credentials;
 mod entitlements;
 mod events;
 mod groups;
+mod license_keys;
 mod licensees;
 mod licenses;
 mod output;
@@ -103,6 +104,9 @@ enum Resource {
     /// Activation codes (product keys): batches made from a license template.
     #[command(subcommand)]
     ActivationCodes(activation_codes::ActivationCodes),
+    /// The platform's license keys: issued to customers, activated per machine by applications.
+    #[command(subcommand)]
+    LicenseKeys(license_keys::LicenseKeys),
 }
 
 impl Resource {
@@ -122,6 +126,7 @@ impl Resource {
             Resource::Groups(verb) => verb.call(),
             Resource::Entitlements(verb) => verb.call(),
             Resource::ActivationCodes(verb) => verb.call(),
+            Resource::LicenseKeys(verb) => verb.call(),
         }
     }
 }

@@ -63,8 +63,10 @@ impl RouteFamily {
             RouteFamily::Authz
         } else if path.starts_with("/licensing/") && !path.starts_with("/licensing-signing-keys/") {
             RouteFamily::Licensing
-        } else if path.starts_with("/admin/") {
+        } else if crate::http::admin::access::is_admin_path(path) {
             RouteFamily::Admin
+        } else if path.starts_with("/license-keys/") || path.starts_with("/license-activations/") {
+            RouteFamily::Licensing
         } else if path.starts_with("/.well-known/") || path.starts_with("/licensing-signing-keys/") {
             RouteFamily::Discovery
         } else if path == "/openapi.json" {

@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod invitations;
 pub mod metrics;
 pub mod openapi;
+pub mod platform;
 pub mod reply;
 pub mod routes;
 pub mod scale;

@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use leasehold_engine::{AdminError, EngineError, RedeemError};
+use leasehold_engine::{AdminError, Denial, EngineError, ErrorCode, RedeemError};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -182,6 +182,14 @@ impl From<AdminError> for ApiError {
             AdminError::Engine(e) => e.into(),
         }
     }
+}
+
+/// A refusal of the engine as a whole-request error: 409 with the SPEC's error code (503 for
+/// `overloaded`).
+pub fn denied(denial: &Denial) -> ApiError {
+    let status =
+        if denial.code == ErrorCode::Overloaded { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::CONFLICT };
+    ApiError { status, code: denial.code.as_str(), description: denial.message.to_string() }
 }
 
 /// A response with `status`, `content_type` and `body`.

@@ -3,10 +3,13 @@
 //! Every failure of a handler is an [`ApiError`] turned into its JSON answer here, so no
 //! request goes unanswered and none can take the connection down.
 
+use crate::http::admin::access::is_admin_path;
 use crate::http::authz::{self, Format};
 use crate::http::metrics::RouteFamily;
 use crate::http::reply::{self, ApiError, Body};
-use crate::http::{activation_codes, admin, discovery, invitations, metrics, openapi, scale, signup, HttpState};
+use crate::http::{
+    activation_codes, admin, discovery, invitations, metrics, openapi, platform, scale, signup, HttpState,
+};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
@@ -71,6 +74,10 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
             let known = known.to_owned();
             return signup::handle(state, req, &known, peer.ip()).await;
         }
+        known if platform::PATHS.contains(&known) => {
+            let known = known.to_owned();
+            return platform::handle(state, req, &known, peer.ip()).await;
+        }
         _ => {}
     }
     if let Some(rest) = path.strip_prefix(scale::PREFIX) {
@@ -80,9 +87,8 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
         let rest = rest.to_owned();
         return invitations::handle(state, req, &rest).await;
     }
-    if let Some(rest) = path.strip_prefix("/admin/") {
-        let rest = rest.to_owned();
-        return admin::handle(state, req, &rest).await;
+    if is_admin_path(&path) {
+        return admin::handle(state, req, &path).await;
     }
     Err(ApiError::not_found(format!("nothing at {path}; the API is described at /openapi.json")))
 }
@@ -175,6 +181,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/set-password"),
     ("POST", "/login"),
     ("POST", "/user/claim-license"),
+    ("POST", "/license-keys"),
+    ("POST", "/license-keys/validate"),
+    ("POST", "/license-keys/heartbeat"),
+    ("POST", "/license-keys/{id}/audit"),
+    ("POST", "/license-keys/{id}/regenerate"),
+    ("POST", "/license-keys/{id}/revoke"),
+    ("POST", "/license-activations/activate"),
+    ("POST", "/license-activations/deactivate"),
     ("GET", "/admin/licensees/{id}/entitlements"),
     ("POST", "/admin/licensees/{id}/entitlements"),
     ("GET", "/admin/entitlements/{id}"),

@@ -10,7 +10,7 @@
 
 use crate::http::discovery::base_url;
 use crate::http::reply::{self, ApiError, Body};
-use crate::http::{admin::shapes, auth, HttpState};
+use crate::http::{admin::shapes, auth, platform, HttpState};
 use crate::mail::Mail;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -114,7 +114,14 @@ pub async fn handle(
         let consumer = auth::consumer(state, req.headers(), "send Authorization: Bearer <the API key /login answered>");
         let claimed = state.engine.claim_license(consumer.await?).await?;
         let status = if claimed.created { StatusCode::CREATED } else { StatusCode::OK };
-        return Ok(reply::json(status, &json!({"license": shapes::license(&claimed.license, None)})));
+        // The platform's license key for the claimed license; answered again (a fresh token
+        // for the same key) when the claim is repeated.
+        let key_token = match state.keys {
+            Some(_) => Some(platform::issue_key_token(state, &claimed.license).await?),
+            None => None,
+        };
+        let answer = json!({"license": shapes::license(&claimed.license, None), "keyToken": key_token});
+        return Ok(reply::json(status, &answer));
     }
     let base = base_url(state, &req)?;
     let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());

@@ -94,7 +94,19 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
     route("GET", "/admin/activation-codes", false),
     route("POST", "/admin/activation-codes", false),
     route("GET", "/admin/activation-codes/{batch}", false),
+    route("POST", "/license-keys", false),
+    route("POST", "/license-keys/{id}/audit", false),
+    route("POST", "/license-keys/{id}/regenerate", false),
+    route("POST", "/license-keys/{id}/revoke", false),
 ];
+
+/// Whether a request for `path` (or a route template) is an admin request: one under `/admin/`,
+/// or one of the platform's admin routes under `/license-keys`, whose other paths
+/// ([`crate::http::platform::PATHS`]) are the applications'.
+pub fn is_admin_path(path: &str) -> bool {
+    let platform = path == "/license-keys" || path.starts_with("/license-keys/");
+    path.starts_with("/admin/") || (platform && !crate::http::platform::PATHS.contains(&path))
+}
 
 /// Who sent an admin request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +163,7 @@ impl Scope {
     }
 }
 
-/// The route of `method` and `segments` (the path after `/admin/`, split), if any.
+/// The route of `method` and `segments` (the path, split after its leading `/`), if any.
 pub fn find_route(method: &Method, segments: &[&str]) -> Option<&'static AdminRoute> {
     let method = if method == Method::HEAD { "GET" } else { method.as_str() };
     ADMIN_ROUTES.iter().find(|r| r.method == method && template_matches(r.path, segments))
@@ -164,7 +176,7 @@ fn template_matches(template: &str, segments: &[&str]) -> bool {
 }
 
 fn template_parts(template: &str) -> Vec<&str> {
-    template.trim_start_matches("/admin/").split('/').collect()
+    template.trim_start_matches('/').split('/').collect()
 }
 
 /// Decides whether `caller` may make this request, and within which [`Scope`]. A path that is
@@ -175,7 +187,7 @@ pub fn authorize(engine: &Engine, caller: &Caller, method: &Method, segments: &[
             Role::Admin => Ok(Scope::Everything),
             // Nothing to reach, but no reason to tell a narrower role more than "not yours".
             Role::Reader | Role::OrgAdmin => {
-                Err(ApiError::not_found(format!("no admin resource at /admin/{} for {method}", segments.join("/"))))
+                Err(ApiError::not_found(format!("no admin resource at /{} for {method}", segments.join("/"))))
             }
         };
     };

@@ -14,6 +14,7 @@
 
 pub mod access;
 mod activation;
+pub mod license_keys;
 mod organization;
 pub mod shapes;
 pub mod tokens;
@@ -94,20 +95,27 @@ fn caller(state: &HttpState, headers: &hyper::HeaderMap) -> Result<(Caller, Stri
     Ok((Caller::Credential(credential), secret.to_owned()))
 }
 
-/// Answers one request under `/admin/` (`rest` is the path after it).
-pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Result<Response<Body>, ApiError> {
+/// Answers one admin request: one under `/admin/`, or one of the platform's admin routes under
+/// `/license-keys` ([`access::is_admin_path`]).
+pub async fn handle(state: &HttpState, req: Request<Incoming>, path: &str) -> Result<Response<Body>, ApiError> {
     let (caller, secret) = caller(state, req.headers())?;
     let client_key = idempotency::client_key(req.headers())?;
     // Each segment is decoded on its own, after the split: an id may hold an encoded '/'.
-    let decoded = rest
+    let decoded = path
+        .trim_start_matches('/')
         .trim_end_matches('/')
         .split('/')
         .map(|segment| percent_decode_str(segment).decode_utf8().map(|s| s.into_owned()))
         .collect::<Result<Vec<String>, _>>()
         .map_err(|_| ApiError::not_found("the path is not UTF-8 once percent-decoded"))?;
-    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    let full: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
-    let scope = access::authorize(&state.engine, &caller, &method, &segments)?;
+    let scope = access::authorize(&state.engine, &caller, &method, &full)?;
+    let (platform, segments) = match full.split_first() {
+        Some((&"admin", rest)) => (false, rest),
+        _ => (true, &full[..]),
+    };
+    let rest = path.strip_prefix("/admin/").unwrap_or(path);
     let engine = match caller.credential() {
         Some(id) => state.engine.acting_as(Actor::credential(id)),
         None => state.engine.clone(),
@@ -118,12 +126,21 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
     let base_url = discovery::base_url(state, &req)?;
     let body = reply::read_body(req, state.limits).await?;
     let call = Call { content_type, body, query, base_url };
-    let Some(client_key) = client_key.filter(|_| method == Method::POST) else {
-        return route(&admin, &call, &segments, &method, None).await;
+    let (admin, call, method) = (&admin, &call, &method);
+    let answer = |once| async move {
+        if platform {
+            license_keys::route(admin, call, segments, method, once).await
+        } else {
+            route(admin, call, segments, method, once).await
+        }
+    };
+    let Some(client_key) = client_key.filter(|_| *method == Method::POST) else {
+        return answer(None).await;
     };
     let request: [&[u8]; 3] = [rest.as_bytes(), call.query.as_bytes(), &call.body];
     let once = Idempotency::of(secret.as_bytes(), &client_key, 0, &request);
-    let secret = match segments.as_slice() {
+    let secret = match segments {
+        ["license-keys"] | ["license-keys", _, "regenerate"] => Secret::Held,
         ["consumers"]
         | ["consumers", _, "api-key"]
         | ["webhooks"]
@@ -132,7 +149,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Re
         | ["activation-codes"] => Secret::Held,
         _ => Secret::None,
     };
-    answer_once(state, once, secret, route(&admin, &call, &segments, &method, Some(&once))).await
+    answer_once(state, once, secret, answer(Some(&once))).await
 }
 
 /// Carries out one admin request; `once` is the idempotency of a `POST` that sent a key.

@@ -72,13 +72,6 @@ fn check_claim(field: &str, value: &Option<String>) -> Result<(), ApiError> {
     }
 }
 
-/// A refusal of the engine as a whole-request error: 409 with the SPEC's error code.
-fn denied(denial: &Denial) -> ApiError {
-    let status =
-        if denial.code == ErrorCode::Overloaded { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::CONFLICT };
-    ApiError { status, code: denial.code.as_str(), description: denial.message.to_string() }
-}
-
 /// `POST /admin/licenses/{id}/offline-token`: checks out an offline lease of the license for
 /// the consumer on the hardware (generated when not given) and answers its signed token.
 pub async fn offline_token(
@@ -110,7 +103,7 @@ pub async fn offline_token(
     let decision = state.engine.consume(request).await?;
     let grant = match &decision {
         Decision::Granted(grant) => grant,
-        Decision::Denied(denial) => return Err(denied(denial)),
+        Decision::Denied(denial) => return Err(reply::denied(denial)),
     };
     let item = grant.lease.item.to_string();
     let token = state
