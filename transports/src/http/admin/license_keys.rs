@@ -14,7 +14,7 @@ use hyper::{Method, Response, StatusCode};
 use leasehold_engine::decide::Idempotency;
 use leasehold_engine::tokens::audit::audit_claims;
 use leasehold_engine::tokens::license_key::key_token_claims;
-use leasehold_engine::LicenseId;
+use leasehold_engine::{LicenseId, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -116,7 +116,9 @@ async fn audit(state: &Admin<'_>, id: &str) -> Result<Response<Body>, ApiError> 
         issued.ok_or_else(|| ApiError::not_found(format!("no key token was issued for license {}", license.id)))?;
     let token: serde_json::Map<String, Value> = serde_json::from_str(&issued.claims_json)
         .map_err(|e| ApiError::internal(format!("the recorded claims: {e}")))?;
-    let expected = key_token_claims(&license, &customer, &state.http.issuer, issued.issued_at).unwrap_or_default();
+    // Dated as the token was, so that only what the license changed differs.
+    let issued_at = token.get("iat").and_then(Value::as_i64).map_or(issued.issued_at, Timestamp::from_secs);
+    let expected = key_token_claims(&license, &customer, &state.http.issuer, issued_at).unwrap_or_default();
     let report = audit_claims(&token, &expected, &[]);
     let leases = state.engine.leases(license.id).await?;
     let machines: Vec<Value> = activations
