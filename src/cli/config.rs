@@ -13,6 +13,7 @@ use leasehold_persistence::DurabilityMode;
 use leasehold_transports::http::{BodyLimits, HttpConfig};
 use leasehold_transports::identity::{IdentityConfig, TrustedApplication, TrustedIssuer};
 use leasehold_transports::mail::SmtpConfig;
+use leasehold_transports::tls::TlsFiles;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,13 @@ pub struct ServeArgs {
     /// The URL clients reach the server at (issuer and discovery URLs) [default: http://<HTTP address>].
     #[arg(long, value_name = "URL", env = "LEASEHOLD_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// PEM certificate chain to serve HTTPS and TLS on the TCP protocol with (with --tls-key;
+    /// read again on SIGHUP).
+    #[arg(long, value_name = "FILE", env = "LEASEHOLD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the --tls-cert certificate.
+    #[arg(long, value_name = "FILE", env = "LEASEHOLD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Algorithm of the signing key created at first start: RS256, ES256 or EdDSA [default: RS256].
     #[arg(long, value_name = "ALG", env = "LEASEHOLD_SIGNING_ALG", value_parser = parse_algorithm)]
     pub signing_alg: Option<Algorithm>,
@@ -124,6 +132,15 @@ pub struct FileConfig {
     limits: FileLimits,
     identity: Option<FileIdentity>,
     smtp: Option<SmtpConfig>,
+    tls: Option<FileTls>,
+}
+
+/// The `[tls]` table: the certificate both listeners serve.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
 }
 
 /// The `[identity]` table: the identity providers whose tokens sign consumers in, and the
@@ -233,6 +250,8 @@ pub struct Settings {
     pub identity: Option<IdentityConfig>,
     /// Where e-mail goes out (`None`: nothing is e-mailed).
     pub smtp: Option<SmtpConfig>,
+    /// The certificate and key both listeners serve TLS with (`None`: plain HTTP and TCP).
+    pub tls: Option<TlsFiles>,
     /// The file the settings were read from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -373,6 +392,10 @@ impl Settings {
             workers: args.workers.or(file.workers).unwrap_or_else(default_workers),
             identity,
             smtp: file.smtp,
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+                _ => file.tls.map(|t| TlsFiles { cert: t.cert_file, key: t.key_file }),
+            },
             config_file: file_path.map(Path::to_path_buf),
         };
         settings.check()?;

@@ -16,6 +16,7 @@ use leasehold_transports::http::{self, HttpState, KeyRotation, ServerMetrics};
 use leasehold_transports::identity::Identities;
 use leasehold_transports::mail::{MailError, Mailer};
 use leasehold_transports::tcp::{self, TcpConfig, TcpState};
+use leasehold_transports::tls::{ReloadableCertificate, ServerTls};
 use leasehold_transports::webhooks::Webhooks;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,6 +105,8 @@ pub struct Started {
     state: Arc<HttpState>,
     tcp_state: Arc<TcpState>,
     http_config: http::HttpConfig,
+    /// The certificate HTTP serves TLS with, if any.
+    tls: Option<ServerTls>,
     key_store: KeyStore,
     keys: Arc<KeyRing>,
     signer: Arc<SignerPool>,
@@ -136,7 +139,14 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         .await
         .map_err(io(format!("listening for HTTP on {}", settings.http)))?;
     let http_addr = listener.local_addr().map_err(io("reading the HTTP address"))?;
-    let issuer = settings.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
+    let tls = match &settings.tls {
+        Some(files) => {
+            Some(ServerTls::new(files.clone(), &[b"http/1.1"]).map_err(|e| ConfigError::Setting(format!("TLS: {e}")))?)
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let issuer = settings.public_url.clone().unwrap_or_else(|| format!("{scheme}://{http_addr}"));
     let tcp_wanted = settings.tcp.unwrap_or(DEFAULT_TCP_ADDR);
     let tcp_listener =
         tokio::net::TcpListener::bind(tcp_wanted).await.map_err(io(format!("listening for TCP on {tcp_wanted}")))?;
@@ -179,6 +189,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         limits: settings.body_limits,
         keys: Some(Arc::clone(&keys)),
         public_url: settings.public_url.clone(),
+        https: tls.is_some(),
         metrics: ServerMetrics::new(Some(journal.flush_latency()), Some(Arc::clone(&signer))),
         key_rotation: Some(key_rotation(key_store.clone(), Arc::clone(&keys))),
         webhooks: Some(Arc::clone(&webhooks)),
@@ -203,6 +214,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         state,
         tcp_state,
         http_config: settings.http_config,
+        tls,
         key_store,
         keys,
         signer,
@@ -244,10 +256,19 @@ impl Started {
                 () = expiries_stop => {}
             }
         };
-        let (_, _, http_served, tcp_served) = tokio::join!(
+        let reloads_stop = stopped(stop_rx.clone());
+        let certificate = self.tls.as_ref().map(|tls| Arc::clone(tls.certificate()));
+        let reloads = async move {
+            tokio::select! {
+                () = reload_on_hangup(certificate) => {}
+                () = reloads_stop => {}
+            }
+        };
+        let (_, _, _, http_served, tcp_served) = tokio::join!(
             signal,
             expiries,
-            http::serve(self.listener, self.state, self.http_config, stopped(stop_rx.clone())),
+            reloads,
+            http::serve(self.listener, self.state, self.http_config, self.tls.clone(), stopped(stop_rx.clone())),
             tcp::serve(self.tcp_listener, self.tcp_state, TcpConfig::default(), stopped(stop_rx)),
         );
         http_served.map_err(io("serving HTTP"))?;
@@ -266,9 +287,34 @@ impl Started {
     }
 }
 
+/// Reads the TLS certificate and key again at every SIGHUP; a pair that cannot be used is
+/// reported and the current one kept. Without TLS (or signals), never resolves.
+async fn reload_on_hangup(certificate: Option<Arc<ReloadableCertificate>>) {
+    #[cfg(unix)]
+    if let Some(certificate) = certificate {
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        match hangups {
+            Ok(mut hangups) => {
+                while hangups.recv().await.is_some() {
+                    let cert = certificate.files().cert.display().to_string();
+                    match certificate.reload() {
+                        Ok(()) => tracing::info!(cert, "TLS certificate reloaded"),
+                        Err(e) => tracing::warn!(error = %e, "TLS certificate not reloaded; the current one stays"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "no SIGHUP: the TLS certificate cannot be reloaded"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(certificate);
+    std::future::pending::<()>().await;
+}
+
 /// What is listening, where the data is, the admin token's source and what to run next.
 fn print_banner(settings: &Settings, started: &Started) {
-    let base = format!("http://{}", started.http_addr);
+    let scheme = if started.tls.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{}", started.http_addr);
     println!("Leasehold {} is running.", env!("CARGO_PKG_VERSION"));
     println!("HTTP listening on {base}  (/authz/, /licensing/, /admin/, /openapi.json, /metrics, /healthz)");
     println!("TCP listening on {}  (the binary protocol, docs/PROTOCOL.md)", started.tcp_addr);

@@ -67,8 +67,9 @@ impl Server {
         let addr = loop {
             let line = lines.next().expect("the server prints its address").expect("stdout is UTF-8");
             banner.push(line.clone());
-            if let Some(rest) = line.strip_prefix("HTTP listening on http://") {
-                let addr = rest.split_whitespace().next().expect("an address");
+            if let Some(rest) = line.strip_prefix("HTTP listening on ") {
+                let url = rest.split_whitespace().next().expect("an address");
+                let addr = url.trim_start_matches("http://").trim_start_matches("https://");
                 break addr.parse().expect("a socket address");
             }
         };
@@ -88,6 +89,11 @@ impl Server {
         std::thread::spawn(move || lines.for_each(drop));
         let tcp_addr = tcp_addr.expect("the server prints its TCP address");
         Server { child, addr, tcp_addr, banner, dir: dir.to_path_buf(), _scratch: None }
+    }
+
+    /// The server's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The data directory.
@@ -269,7 +275,8 @@ fn send(addr: SocketAddr, bytes: &[u8], eof: bool) -> Option<Reply> {
     parse(&answer)
 }
 
-fn parse(answer: &[u8]) -> Option<Reply> {
+/// The answer in `answer` (head and body as far as `Content-Length` says), if its head is complete.
+pub fn parse(answer: &[u8]) -> Option<Reply> {
     let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&answer[..end]).ok()?;
     let mut lines = head.split("\r\n");

@@ -22,4 +22,5 @@ pub mod identity;
 pub mod listener;
 pub mod mail;
 pub mod tcp;
+pub mod tls;
 pub mod webhooks;

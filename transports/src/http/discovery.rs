@@ -30,8 +30,8 @@ fn only_get<B>(req: &Request<B>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The URL the server is reached at: the configured public URL, else `http://<Host>`, else the
-/// issuer (an HTTP/1.0 request may have no `Host`).
+/// The URL the server is reached at: the configured public URL, else `http://<Host>` (`https://`
+/// over TLS), else the issuer (an HTTP/1.0 request may have no `Host`).
 pub(crate) fn base_url<B>(state: &HttpState, req: &Request<B>) -> Result<String, ApiError> {
     if let Some(public) = &state.public_url {
         return Ok(public.trim_end_matches('/').to_owned());
@@ -39,7 +39,8 @@ pub(crate) fn base_url<B>(state: &HttpState, req: &Request<B>) -> Result<String,
     let Some(host) = req.headers().get(HOST) else { return Ok(state.issuer.clone()) };
     let host =
         host.to_str().ok().filter(|h| is_host(h)).ok_or_else(|| ApiError::bad_request("malformed Host header"))?;
-    Ok(format!("http://{host}"))
+    let scheme = if state.https { "https" } else { "http" };
+    Ok(format!("{scheme}://{host}"))
 }
 
 /// Whether `text` is a plausible `host[:port]` (names, IPv4, bracketed IPv6): nothing that could

@@ -56,6 +56,9 @@ pub struct HttpState {
     /// The URL clients reach the server at, for the discovery document (`None`: `http://` and
     /// each request's `Host`).
     pub public_url: Option<String>,
+    /// Whether clients reach the server over TLS: the scheme of the URLs made from a request's
+    /// `Host` when there is no public URL.
+    pub https: bool,
     /// Request counters and the sources `/metrics` reads.
     pub metrics: ServerMetrics,
     /// Rotates the signing key durably (`POST /admin/keys/rotate`; `None`: not possible here).

@@ -20,12 +20,18 @@
 //! every request (a boxed sleep, the timer wheel's lock twice, and often a write to the
 //! runtime's wake-up descriptor).
 //!
+//! TLS: with a [`ServerTls`], every connection is a TLS one. Its first byte says which: a
+//! handshake goes to rustls (and must finish within `header_read_timeout`, as a head must); a
+//! plain-text request is answered 400 `tlsRequired` in plain text, so that a client pointed at
+//! the wrong scheme learns why; anything else is closed.
+//!
 //! Shutdown: when the `shutdown` future resolves, the listener is dropped (no new connections),
 //! every connection is told to finish its current request and close, and `serve` returns once
 //! all have closed or `shutdown_grace` has passed.
 
 use crate::http::{routes, HttpState};
 use crate::listener::{accept_loop, ConnectionGuard, ListenerConfig};
+use crate::tls::{starts_handshake, ServerTls};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -38,7 +44,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -179,13 +185,14 @@ impl AsyncWrite for Watched {
 struct Connection {
     state: Arc<HttpState>,
     config: HttpConfig,
+    tls: Option<ServerTls>,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
     _guard: ConnectionGuard,
 }
 
 impl Connection {
-    async fn run(mut self, stream: std::net::TcpStream) {
+    async fn run(self, stream: std::net::TcpStream) {
         let stream = match TcpStream::from_std(stream) {
             Ok(stream) => stream,
             Err(e) => {
@@ -196,6 +203,33 @@ impl Connection {
         // Small answers go out at once instead of waiting for more to coalesce.
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
+        let Some(tls) = self.tls.clone() else {
+            let watched = Watched { stream, activity: Arc::clone(&activity) };
+            return self.serve(watched, activity).await;
+        };
+        let peer = self.peer;
+        let handshake = tokio::time::timeout(self.config.header_read_timeout, async {
+            let mut first = [0u8; 1];
+            match stream.peek(&mut first).await {
+                Ok(1) if starts_handshake(first[0]) => {}
+                Ok(1) if first[0].is_ascii_alphabetic() => return Err(refuse_plain_text(stream).await),
+                _ => return Err("not a TLS handshake".to_owned()),
+            }
+            let watched = Watched { stream, activity: Arc::clone(&activity) };
+            tls.acceptor().accept(watched).await.map_err(|e| e.to_string())
+        });
+        match handshake.await {
+            Ok(Ok(secured)) => self.serve(secured, activity).await,
+            Ok(Err(why)) => tracing::debug!(%peer, why, "no TLS session"),
+            Err(_) => tracing::debug!(%peer, "no TLS handshake within the header read timeout"),
+        }
+    }
+
+    /// Serves HTTP/1.1 on `io` (the socket, or a TLS session over it) until the connection ends.
+    async fn serve<I>(mut self, io: I, activity: Arc<Activity>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (state, peer, service_activity) = (Arc::clone(&self.state), self.peer, Arc::clone(&activity));
         let service = service_fn(move |req| {
             let (state, activity) = (Arc::clone(&state), Arc::clone(&service_activity));
@@ -208,8 +242,7 @@ impl Connection {
         });
         let mut builder = http1::Builder::new();
         builder.max_buf_size(self.config.max_head_bytes.max(8192)).keep_alive(true);
-        let watched = Watched { stream, activity: Arc::clone(&activity) };
-        let conn = builder.serve_connection(TokioIo::new(watched), service);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let HttpConfig { header_read_timeout, idle_timeout, .. } = self.config;
         let check_every = (header_read_timeout.min(idle_timeout) / 4).max(Duration::from_millis(100));
@@ -243,11 +276,31 @@ impl Connection {
     }
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves, then drains (see the module comment).
+/// Answers a plain-text request on a TLS port: 400 `tlsRequired`, then closes. Says why for the
+/// log.
+async fn refuse_plain_text(mut stream: TcpStream) -> String {
+    let body = r#"{"error":"Bad Request","code":"tlsRequired","description":"this port speaks HTTPS: use https://"}"#;
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
+    // The request is still unread: closing over it would reset the connection, and the reset
+    // can reach the client before the answer does. Read it away for a moment first.
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    "a plain-text request on the TLS port".to_owned()
+}
+
+/// Serves HTTP on `listener` (HTTPS with `tls`) until `shutdown` resolves, then drains (see
+/// the module comment).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
     config: HttpConfig,
+    tls: Option<ServerTls>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let workers = state.engine.workers().to_vec();
@@ -257,6 +310,7 @@ pub async fn serve(
         let connection = Connection {
             state: Arc::clone(&state),
             config,
+            tls: tls.clone(),
             peer: accepted.peer,
             shutdown: accepted.shutdown,
             _guard: accepted.guard,
