@@ -69,7 +69,7 @@ fn start_server(rt: &Runtime) -> (String, SocketAddr) {
     let state = Arc::new(TcpState { engine, signer, issuer: "bench".into(), keys: Some(keys) });
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("a port");
     let addr = listener.local_addr().expect("an address");
-    rt.spawn(tcp::serve(listener, state, TcpConfig::default(), std::future::pending()));
+    rt.spawn(tcp::serve(listener, state, TcpConfig::default(), None, std::future::pending()));
     (api_key, addr)
 }
 

@@ -27,7 +27,7 @@ pub use leasehold_engine::*;
 /// `Client::connect(addr, Auth::ApiKey(key))`, then pipelined async calls from any number of
 /// tasks. See `examples/tcp_client.rs`.
 pub mod client {
-    pub use leasehold_transports::tcp::client::{Auth, Client, ClientConfig, ClientError};
+    pub use leasehold_transports::tcp::client::{Auth, Client, ClientConfig, ClientError, ClientTls};
     pub use leasehold_transports::tcp::messages::{
         Anchors, Authenticated, Consume, Denied, Dialect, Failure, FailureCode, Filters, Granted, Mode, Release,
         Released, Renew, TokenChoice, TokenOptions, Used,

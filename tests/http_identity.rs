@@ -328,39 +328,9 @@ fn a_confidential_application_acts_for_consumers_with_the_sdks_scale_jwt() {
 
 /// A CA and a certificate it signed for 127.0.0.1, as PEM files in `dir`: (CA, certificate, key).
 fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let (ca, cert, key) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
-    let python = http_common::test_python();
-    let made = Command::new(&python)
-        .arg("-c")
-        .arg(
-            "import sys, datetime, ipaddress\n\
-             from cryptography import x509\n\
-             from cryptography.x509.oid import NameOID\n\
-             from cryptography.hazmat.primitives import hashes, serialization as s\n\
-             from cryptography.hazmat.primitives.asymmetric import ec\n\
-             now = datetime.datetime.now(datetime.timezone.utc)\n\
-             def make(name, key, issuer, issuer_key, ca):\n\
-             \x20   b = x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))\n\
-             \x20   b = b.issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())\n\
-             \x20   b = b.not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))\n\
-             \x20   b = b.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)\n\
-             \x20   if not ca:\n\
-             \x20       b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]), critical=False)\n\
-             \x20   return b.sign(issuer_key, hashes.SHA256())\n\
-             ca_key = ec.generate_private_key(ec.SECP256R1())\n\
-             ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'Leasehold test CA')])\n\
-             ca = make('Leasehold test CA', ca_key, ca_name, ca_key, True)\n\
-             key = ec.generate_private_key(ec.SECP256R1())\n\
-             cert = make('127.0.0.1', key, ca_name, ca_key, False)\n\
-             open(sys.argv[1], 'wb').write(ca.public_bytes(s.Encoding.PEM))\n\
-             open(sys.argv[2], 'wb').write(cert.public_bytes(s.Encoding.PEM))\n\
-             open(sys.argv[3], 'wb').write(key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()))\n",
-        )
-        .args([&ca, &cert, &key])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python:?}: {e}"));
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    (ca, cert, key)
+    let ca = http_common::tls::TestCa::new();
+    let (cert, key, _) = ca.leaf(dir, "provider");
+    (ca.write(dir), cert, key)
 }
 
 #[test]

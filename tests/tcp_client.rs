@@ -68,7 +68,7 @@ async fn start_signing_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("an address");
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(tcp::serve(listener, state, config, async move {
+    tokio::spawn(tcp::serve(listener, state, config, None, async move {
         let _ = stopped.await;
     }));
     (addr, api_key, stop)
@@ -312,7 +312,7 @@ async fn a_license_key_connection_accepted_on_another_worker_moves_to_its_licens
     let state = Arc::new(TcpState { engine, signer: Arc::new(UnsignedTokens), issuer: "test".into(), keys: None });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("an address");
-    tokio::spawn(tcp::serve(listener, state, TcpConfig::default(), std::future::pending()));
+    tokio::spawn(tcp::serve(listener, state, TcpConfig::default(), None, std::future::pending()));
 
     let client = Client::connect(addr, Auth::LicenseKey(key)).await.expect("connects");
     let first = client.consume(Consume::new(PRODUCT)).await.expect("an answer").expect("granted");

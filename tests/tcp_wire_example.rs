@@ -86,7 +86,7 @@ fn exchange() -> Exchange {
     });
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("a port");
     let addr = listener.local_addr().expect("an address");
-    rt.spawn(tcp::serve(listener, state, TcpConfig::default(), std::future::pending()));
+    rt.spawn(tcp::serve(listener, state, TcpConfig::default(), None, std::future::pending()));
     let _serving = std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
 
     let mut stream = std::net::TcpStream::connect(addr).expect("connects");

@@ -256,6 +256,11 @@ impl Started {
                 () = expiries_stop => {}
             }
         };
+        // The TCP protocol has no ALPN name; both listeners serve the one certificate.
+        let tcp_tls = match &self.tls {
+            Some(tls) => Some(tls.with_alpn(&[]).map_err(|e| ConfigError::Setting(format!("TLS: {e}")))?),
+            None => None,
+        };
         let reloads_stop = stopped(stop_rx.clone());
         let certificate = self.tls.as_ref().map(|tls| Arc::clone(tls.certificate()));
         let reloads = async move {
@@ -269,7 +274,7 @@ impl Started {
             expiries,
             reloads,
             http::serve(self.listener, self.state, self.http_config, self.tls.clone(), stopped(stop_rx.clone())),
-            tcp::serve(self.tcp_listener, self.tcp_state, TcpConfig::default(), stopped(stop_rx)),
+            tcp::serve(self.tcp_listener, self.tcp_state, TcpConfig::default(), tcp_tls, stopped(stop_rx)),
         );
         http_served.map_err(io("serving HTTP"))?;
         tcp_served.map_err(io("serving TCP"))?;

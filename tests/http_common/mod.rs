@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod smtp;
+pub mod tls;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -66,6 +66,15 @@ impl ServerTls {
     /// (HTTP/1.1 for the HTTP server; nothing for the TCP protocol).
     pub fn new(files: TlsFiles, alpn: &[&[u8]]) -> Result<ServerTls, TlsError> {
         let certificate = Arc::new(ReloadableCertificate { current: RwLock::new(Arc::new(load(&files)?)), files });
+        ServerTls::serving(certificate, alpn)
+    }
+
+    /// The same certificate (reloaded together) for clients speaking `alpn`.
+    pub fn with_alpn(&self, alpn: &[&[u8]]) -> Result<ServerTls, TlsError> {
+        ServerTls::serving(Arc::clone(&self.certificate), alpn)
+    }
+
+    fn serving(certificate: Arc<ReloadableCertificate>, alpn: &[&[u8]]) -> Result<ServerTls, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError(e.to_string()))?

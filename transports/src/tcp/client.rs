@@ -26,6 +26,9 @@
 //! flight fail with [`ClientError::Disconnected`] (they are not retried: a consume may have been
 //! granted) and the next call connects and authenticates again.
 //!
+//! Over TLS ([`Client::connect_tls`]), the server's certificate is checked against the roots of
+//! a [`ClientTls`]: a CA file of the deployment's, or the web's roots.
+//!
 //! Threads: the client spawns a reader and a writer task on the current tokio runtime per
 //! connection; the writer sends every frame that is ready in one write, after letting the callers
 //! woken by the same answers queue their next requests (one write for all of them). The reader
@@ -41,19 +44,63 @@ use futures_util::FutureExt;
 use leasehold_engine::claims::Claims;
 use leasehold_engine::time::{Clock, SystemClock};
 use leasehold_engine::tokens::{Verifier, VerifyError};
+use rustls::pki_types::ServerName;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 
 /// How a client authenticates: a consumer API key, or a license key.
 pub use crate::tcp::messages::Credential as Auth;
+
+/// How a client checks the server's certificate over TLS: the roots it trusts and the name the
+/// certificate must carry.
+#[derive(Clone)]
+pub struct ClientTls {
+    connector: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Trusts the CA certificates (PEM) in `ca_file`; the server's certificate must name
+    /// `server_name` (a DNS name or an IP address).
+    pub fn from_ca_file(ca_file: &Path, server_name: &str) -> Result<ClientTls, ClientError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in crate::tls::certificates(ca_file).map_err(|e| ClientError::Io(e.to_string()))? {
+            roots.add(cert).map_err(|e| ClientError::Io(format!("{}: {e}", ca_file.display())))?;
+        }
+        ClientTls::with_roots(roots, server_name)
+    }
+
+    /// Trusts the web's root certificates (Mozilla's, as webpki-roots ships them).
+    pub fn with_web_roots(server_name: &str) -> Result<ClientTls, ClientError> {
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        ClientTls::with_roots(roots, server_name)
+    }
+
+    fn with_roots(roots: rustls::RootCertStore, server_name: &str) -> Result<ClientTls, ClientError> {
+        let server_name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| ClientError::Io(format!("server name {server_name:?}: {e}")))?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Io(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(ClientTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })
+    }
+}
 
 /// Options of a [`Client`].
 #[derive(Debug, Clone, Copy)]
@@ -214,7 +261,7 @@ impl Link {
 }
 
 /// Writes queued frames, all that are ready in one write, until the link is dropped.
-async fn write_frames(mut socket: OwnedWriteHalf, mut frames: mpsc::Receiver<Bytes>, shared: Arc<Shared>) {
+async fn write_frames(mut socket: impl AsyncWrite + Unpin, mut frames: mpsc::Receiver<Bytes>, shared: Arc<Shared>) {
     let mut batch = BytesMut::with_capacity(WRITE_BATCH_BYTES);
     while let Some(first) = frames.recv().await {
         batch.extend_from_slice(&first);
@@ -239,7 +286,12 @@ async fn write_frames(mut socket: OwnedWriteHalf, mut frames: mpsc::Receiver<Byt
 
 /// Reads answers and hands each to its caller, and fails the calls that waited too long, until
 /// the connection ends; then fails every call still waiting.
-async fn read_answers(mut socket: OwnedReadHalf, shared: Arc<Shared>, max_frame_bytes: usize, sweep_every: Duration) {
+async fn read_answers(
+    mut socket: impl AsyncRead + Unpin,
+    shared: Arc<Shared>,
+    max_frame_bytes: usize,
+    sweep_every: Duration,
+) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut sweeps = tokio::time::interval_at(tokio::time::Instant::now() + sweep_every, sweep_every);
     sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -290,6 +342,7 @@ pub struct Client {
     addr: SocketAddr,
     auth: Auth,
     config: ClientConfig,
+    tls: Option<ClientTls>,
     link: Mutex<Option<Arc<Link>>>,
     reconnecting: tokio::sync::Mutex<()>,
     /// The last request id used (ids count up from 1 over every connection of the client; 0 is
@@ -312,6 +365,26 @@ impl Client {
         auth: Auth,
         config: ClientConfig,
     ) -> Result<Client, ClientError> {
+        Client::connect_over(addr, auth, config, None).await
+    }
+
+    /// Connects to `addr` over TLS, checking the server's certificate with `tls`, and
+    /// authenticates with `auth`.
+    pub async fn connect_tls(
+        addr: impl ToSocketAddrs,
+        auth: Auth,
+        config: ClientConfig,
+        tls: ClientTls,
+    ) -> Result<Client, ClientError> {
+        Client::connect_over(addr, auth, config, Some(tls)).await
+    }
+
+    async fn connect_over(
+        addr: impl ToSocketAddrs,
+        auth: Auth,
+        config: ClientConfig,
+        tls: Option<ClientTls>,
+    ) -> Result<Client, ClientError> {
         let addr = tokio::net::lookup_host(addr)
             .await
             .map_err(|e| ClientError::Io(e.to_string()))?
@@ -321,6 +394,7 @@ impl Client {
             addr,
             auth,
             config,
+            tls,
             link: Mutex::new(None),
             reconnecting: tokio::sync::Mutex::new(()),
             last_request_id: AtomicU32::new(0),
@@ -367,7 +441,6 @@ impl Client {
     async fn open(&self) -> Result<Arc<Link>, ClientError> {
         let stream = TcpStream::connect(self.addr).await.map_err(|e| ClientError::Io(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
         let (frames, queued) = mpsc::channel(self.config.max_queued.max(1));
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
@@ -377,8 +450,21 @@ impl Client {
         });
         let sweep_every = (self.config.request_timeout / SWEEPS_PER_TIMEOUT).max(Duration::from_millis(1));
         let link = Arc::new(Link { frames, shared: Arc::clone(&shared), sweep_every });
-        tokio::spawn(write_frames(writer, queued, Arc::clone(&shared)));
-        tokio::spawn(read_answers(reader, shared, self.config.max_frame_bytes, sweep_every));
+        let max_frame_bytes = self.config.max_frame_bytes;
+        match &self.tls {
+            None => {
+                let (reader, writer) = stream.into_split();
+                tokio::spawn(write_frames(writer, queued, Arc::clone(&shared)));
+                tokio::spawn(read_answers(reader, shared, max_frame_bytes, sweep_every));
+            }
+            Some(tls) => {
+                let secured = tls.connector.connect(tls.server_name.clone(), stream).await;
+                let secured = secured.map_err(|e| ClientError::Io(format!("TLS handshake: {e}")))?;
+                let (reader, writer) = tokio::io::split(secured);
+                tokio::spawn(write_frames(writer, queued, Arc::clone(&shared)));
+                tokio::spawn(read_answers(reader, shared, max_frame_bytes, sweep_every));
+            }
+        }
         let hello = Request::Authenticate(Authenticate { credential: self.auth.clone(), dialect: self.config.dialect });
         let (id, frame) = self.frame_of(&hello)?;
         match link.exchange(id, frame, self.config.connect_timeout).await? {

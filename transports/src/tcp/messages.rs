@@ -394,6 +394,8 @@ pub enum FailureCode {
     IdempotencyKeyReused,
     /// A consume with the same idempotency key is being answered now; retry once it is.
     IdempotencyKeyInFlight,
+    /// A plain-text client on a port that speaks TLS (the connection closes).
+    TlsRequired,
 }
 
 /// A failure and its explanation.

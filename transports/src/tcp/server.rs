@@ -28,6 +28,12 @@
 //! that is not `Authenticate`) is answered with a [`Failure`] and the connection is closed: a
 //! stream that has lost its framing cannot be trusted again.
 //!
+//! TLS: with a [`ServerTls`], every connection is a TLS one. A client's first byte must start a
+//! handshake (a plain-text client is answered a `TlsRequired` failure in plain text and closed);
+//! the session is then relayed, by a task of its own, to one end of a socket pair, and the
+//! connection is served on the other end exactly as a plain one (the relay's copies are the
+//! price of keeping one connection loop). A TLS connection stays on the worker that accepted it.
+//!
 //! Shutdown: when the `shutdown` future resolves, the listener is dropped, every connection stops
 //! reading, finishes the requests in flight, says `ShuttingDown` and closes; `serve` returns once
 //! all have closed or `shutdown_grace` has passed.
@@ -36,6 +42,7 @@ use crate::listener::{accept_loop, ConnectionGuard, ListenerConfig};
 use crate::tcp::frame::{self, FrameError};
 use crate::tcp::messages::{self, Failure, FailureCode, Request, Response, PROTOCOL_VERSION};
 use crate::tcp::operations::{self, Principal, Session, TcpState};
+use crate::tls::{starts_handshake, ServerTls};
 use bytes::{Buf, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
@@ -45,9 +52,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{ReadHalf, WriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -157,10 +163,72 @@ async fn discard_for_a_moment(reader: &mut (impl AsyncReadExt + Unpin)) {
     let _ = tokio::time::timeout(LINGER_AFTER_ERROR, discard).await;
 }
 
+/// A socket a connection is served on: the client's own, or the inner end of a TLS client's
+/// relay. It splits into a reading half and a writing half that writes without waiting.
+trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The reading half.
+    type Reader<'a>: AsyncRead + Unpin + Send
+    where
+        Self: 'a;
+    /// The writing half.
+    type Writer<'a>: AnswerWriter + AsyncWrite + Unpin + Send
+    where
+        Self: 'a;
+    /// Both halves, borrowed.
+    fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>);
+}
+
+/// A writing half that writes what the socket takes now, and says when it takes more.
+trait AnswerWriter {
+    /// Writes what fits now (`WouldBlock` when nothing does).
+    fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize>;
+    /// Resolves when the socket may take more.
+    fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send + '_;
+}
+
+impl Socket for TcpStream {
+    type Reader<'a> = tokio::net::tcp::ReadHalf<'a>;
+    type Writer<'a> = tokio::net::tcp::WriteHalf<'a>;
+
+    fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
+        self.split()
+    }
+}
+
+impl AnswerWriter for tokio::net::tcp::WriteHalf<'_> {
+    fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        tokio::net::tcp::WriteHalf::try_write(self, bytes)
+    }
+
+    fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send + '_ {
+        tokio::net::tcp::WriteHalf::writable(self)
+    }
+}
+
+impl Socket for UnixStream {
+    type Reader<'a> = tokio::net::unix::ReadHalf<'a>;
+    type Writer<'a> = tokio::net::unix::WriteHalf<'a>;
+
+    fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
+        self.split()
+    }
+}
+
+impl AnswerWriter for tokio::net::unix::WriteHalf<'_> {
+    fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        tokio::net::unix::WriteHalf::try_write(self, bytes)
+    }
+
+    fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send + '_ {
+        tokio::net::unix::WriteHalf::writable(self)
+    }
+}
+
 /// What one connection task holds: released when the connection ends.
 struct Connection {
     state: Arc<TcpState>,
     config: TcpConfig,
+    tls: Option<ServerTls>,
     peer: SocketAddr,
     /// The index of the worker serving it (in `Engine::workers`).
     worker: usize,
@@ -181,14 +249,17 @@ impl Connection {
         // writes (every answer ready at once in one write).
         let _ = stream.set_nodelay(true);
         let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-        let handshake = tokio::time::timeout(self.config.handshake_timeout, self.handshake(&mut stream, &mut buf));
-        let session = match handshake.await {
-            Ok(Ok(session)) => session,
-            Ok(Err(ending)) => return self.close(stream, ending).await,
-            Err(_) => {
-                let late = Failure::new(FailureCode::AuthenticationRequired, "no authentication in time");
-                return self.close(stream, Ending::With(0, late)).await;
-            }
+        if let Some(tls) = self.tls.clone() {
+            let Some(mut relayed) = self.secure(&tls, stream).await else { return };
+            let session = match self.authenticate(&mut relayed, &mut buf).await {
+                Ok(session) => session,
+                Err(ending) => return self.close(relayed, ending).await,
+            };
+            return self.serve(relayed, buf, session).await;
+        }
+        let session = match self.authenticate(&mut stream, &mut buf).await {
+            Ok(session) => session,
+            Err(ending) => return self.close(stream, ending).await,
         };
         if let Some(home) = self.better_worker(&session) {
             // Every request of this connection goes to licenses of one worker: served from that
@@ -230,6 +301,59 @@ impl Connection {
         (home != self.worker).then_some(handle)
     }
 
+    /// The TLS session of a client of the TLS port, relayed to one end of a socket pair, whose
+    /// other end is answered; `None` (after saying why, when it can) when there is none.
+    async fn secure(&self, tls: &ServerTls, stream: TcpStream) -> Option<UnixStream> {
+        let peer = self.peer;
+        let accepted = tokio::time::timeout(self.config.handshake_timeout, async {
+            let mut first = [0u8; 1];
+            match stream.peek(&mut first).await {
+                Ok(1) if starts_handshake(first[0]) => tls.acceptor().accept(stream).await.map_err(|e| e.to_string()),
+                Ok(1) => {
+                    let plain = Failure::new(FailureCode::TlsRequired, "this port speaks TLS: connect with TLS");
+                    self.close(stream, Ending::Garbage(0, plain)).await;
+                    Err("a plain-text client on the TLS port".to_owned())
+                }
+                _ => Err("closed before a TLS handshake".to_owned()),
+            }
+        });
+        let mut session = match accepted.await {
+            Ok(Ok(session)) => session,
+            Ok(Err(why)) => {
+                tracing::debug!(%peer, why, "TCP: no TLS session");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TCP: no TLS handshake in time");
+                return None;
+            }
+        };
+        let (inner, mut outer) = match UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "TCP: no socket pair for a TLS connection");
+                return None;
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(e) = tokio::io::copy_bidirectional(&mut session, &mut outer).await {
+                tracing::debug!(%peer, error = %e, "TCP: the TLS relay ended");
+            }
+        });
+        Some(inner)
+    }
+
+    /// The first frame, which must authenticate the connection within the handshake timeout.
+    async fn authenticate<S: Socket>(&mut self, stream: &mut S, buf: &mut BytesMut) -> Result<Session, Ending> {
+        match tokio::time::timeout(self.config.handshake_timeout, self.handshake(stream, buf)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                let late = Failure::new(FailureCode::AuthenticationRequired, "no authentication in time");
+                Err(Ending::With(0, late))
+            }
+        }
+    }
+
     async fn serve_moved(self, stream: std::net::TcpStream, buf: BytesMut, session: Session) {
         match TcpStream::from_std(stream) {
             Ok(stream) => self.serve(stream, buf, session).await,
@@ -238,7 +362,7 @@ impl Connection {
     }
 
     /// Reads the first frame, which must authenticate the connection, and answers it.
-    async fn handshake(&mut self, stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Session, Ending> {
+    async fn handshake<S: Socket>(&mut self, stream: &mut S, buf: &mut BytesMut) -> Result<Session, Ending> {
         let frame = loop {
             match frame::decode(buf, self.config.max_frame_bytes) {
                 Ok(Some(frame)) => break frame,
@@ -269,7 +393,7 @@ impl Connection {
     }
 
     /// Says why (if there is something to say) and closes, before the connection is served.
-    async fn close(&self, mut stream: TcpStream, ending: Ending) {
+    async fn close<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S, ending: Ending) {
         let linger = matches!(ending, Ending::Garbage(..));
         if let Ending::With(id, failure) | Ending::Garbage(id, failure) = ending {
             tracing::debug!(peer = %self.peer, code = ?failure.code, message = failure.message, "TCP: closing");
@@ -283,9 +407,9 @@ impl Connection {
     }
 
     /// Serves an authenticated connection until it ends, then says why (if it can) and closes.
-    async fn serve(mut self, mut stream: TcpStream, mut buf: BytesMut, session: Session) {
+    async fn serve<S: Socket>(mut self, mut stream: S, mut buf: BytesMut, session: Session) {
         let state = Arc::clone(&self.state);
-        let (mut reader, mut writer) = stream.split();
+        let (mut reader, mut writer) = stream.halves();
         let mut answers = Answers::new(self.config.max_in_flight);
         let served = self.serve_frames(&mut reader, &writer, &mut buf, &mut answers, |request| {
             operations::apply(&state, &session, request)
@@ -308,8 +432,8 @@ impl Connection {
     /// can be said (a write failed, or the client does not read).
     async fn serve_frames<F: Future<Output = Response>>(
         &mut self,
-        reader: &mut ReadHalf<'_>,
-        writer: &WriteHalf<'_>,
+        reader: &mut (impl AsyncRead + Unpin),
+        writer: &impl AnswerWriter,
         buf: &mut BytesMut,
         answers: &mut Answers<F>,
         mut start: impl FnMut(Request) -> F,
@@ -470,7 +594,7 @@ impl<F: Future<Output = Response>> Answers<F> {
 
     /// Writes what the socket takes now of the answers waiting (one write unless the socket's
     /// buffer fills), and tells `timer` whether the client keeps up.
-    fn write_some(&mut self, writer: &WriteHalf<'_>, timer: &mut Timer) -> std::io::Result<()> {
+    fn write_some(&mut self, writer: &impl AnswerWriter, timer: &mut Timer) -> std::io::Result<()> {
         let mut progressed = false;
         while !self.unwritten.is_empty() {
             match writer.try_write(&self.unwritten) {
@@ -558,12 +682,13 @@ impl Timer {
     }
 }
 
-/// Serves the binary protocol on `listener` until `shutdown` resolves, then drains (see the
-/// module comment).
+/// Serves the binary protocol on `listener` (over TLS with `tls`) until `shutdown` resolves,
+/// then drains (see the module comment).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<TcpState>,
     config: TcpConfig,
+    tls: Option<ServerTls>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let workers = state.engine.workers().to_vec();
@@ -573,6 +698,7 @@ pub async fn serve(
         let connection = Connection {
             state: Arc::clone(&state),
             config,
+            tls: tls.clone(),
             peer: accepted.peer,
             worker: accepted.worker,
             shutdown: accepted.shutdown,

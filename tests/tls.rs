@@ -1,51 +1,21 @@
-//! HTTPS (SPEC section 13) on a live server, with certificates made at test time (rcgen): the
-//! API over TLS with `https://` URLs in the discovery document, a plain-text request on the TLS
-//! port told to use TLS, a garbage handshake and an untrusted client refused without harm, and
-//! the certificate reloaded on SIGHUP without dropping a connection, a bad pair keeping the
-//! current one.
+//! TLS on both transports (SPEC section 13) of a live server, with certificates made at test
+//! time (rcgen): the HTTP API over TLS with `https://` URLs in the discovery document, the TCP
+//! protocol through the Rust client with a CA file; a plain-text request or client on a TLS
+//! port told to use TLS, a garbage handshake and an untrusted client refused without harm; the
+//! certificate reloaded on SIGHUP without dropping a connection, a bad pair keeping the current
+//! one.
 
 mod http_common;
 
-use http_common::{parse, Reply, Server};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use http_common::tls::TestCa;
+use http_common::{parse, seats, Reply, Server};
+use leasehold::client::{Auth, Client, ClientConfig, ClientError, ClientTls, Consume};
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A CA of the test's own and what it signs.
-struct TestCa {
-    params: CertificateParams,
-    key: KeyPair,
-    der: CertificateDer<'static>,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        params.distinguished_name.push(DnType::CommonName, "Leasehold test CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().expect("a CA key");
-        let der = params.clone().self_signed(&key).expect("the CA certificate").der().clone();
-        TestCa { params, key, der }
-    }
-
-    /// A certificate for 127.0.0.1 named `name`, written with its key into `dir`: (certificate
-    /// PEM, key PEM, certificate DER).
-    fn leaf(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf, CertificateDer<'static>) {
-        let issuer = self.params.clone().self_signed(&self.key).expect("the CA certificate");
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("leaf parameters");
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().expect("a leaf key");
-        let cert = params.signed_by(&key, &issuer, &self.key).expect("the leaf certificate");
-        let (cert_file, key_file) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
-        std::fs::write(&cert_file, cert.pem()).expect("the certificate is written");
-        std::fs::write(&key_file, key.serialize_pem()).expect("the key is written");
-        (cert_file, key_file, cert.der().clone())
-    }
-}
 
 /// A TLS client that trusts `ca`.
 fn client_config(ca: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
@@ -179,4 +149,49 @@ fn hang_up(server: &Server) {
     let pid = libc::pid_t::try_from(server.pid()).expect("a pid");
     // SAFETY: kill(2) with a child's pid and a signal number has no memory effects.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "SIGHUP is sent");
+}
+
+#[test]
+fn the_tcp_protocol_speaks_tls_to_a_client_with_the_ca_and_tells_a_plain_client_why_not() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let ca = TestCa::new();
+    let ca_file = ca.write(scratch.path());
+    let (cert, key, _) = ca.leaf(scratch.path(), "server");
+    // The data is made over plain HTTP (the helpers' client has no TLS), then served with TLS.
+    let data = scratch.path().join("data");
+    let plain = Server::start_in(&data, &[], true);
+    let (licensee, _, api_key) = plain.party("Acme");
+    plain.license(&licensee, "ThreeDee", seats(2), serde_json::json!({}));
+    plain.terminate();
+    let tls_args = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+    let server = Server::start_in(&data, &tls_args, true);
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let tls = ClientTls::from_ca_file(&ca_file, "127.0.0.1").expect("the CA file");
+        let auth = Auth::ApiKey(api_key.clone());
+        let client =
+            Client::connect_tls(server.tcp_addr, auth, ClientConfig::default(), tls).await.expect("a TLS client");
+        let granted = client.consume(Consume::new("ThreeDee").hw("a")).await.expect("an answer").expect("a grant");
+        let claims = client.verify(granted.token.as_deref().expect("a token")).await.expect("the token verifies");
+        assert_eq!(claims["jti"], serde_json::json!(granted.lease_id.to_string()));
+
+        // A plain client is told, in its own protocol, that the port speaks TLS.
+        let plain = Client::connect(server.tcp_addr, Auth::ApiKey(api_key.clone())).await;
+        match plain {
+            Err(ClientError::Failure(f)) | Err(ClientError::Disconnected(Some(f))) => {
+                assert_eq!(f.code, leasehold::client::FailureCode::TlsRequired, "{f}")
+            }
+            Err(other) => panic!("expected TlsRequired, got {other}"),
+            Ok(_) => panic!("a plain client is refused"),
+        }
+        // A client that trusts another CA does not connect.
+        let other_ca = TestCa::new().write(&scratch.path().join("other"));
+        let stranger = ClientTls::from_ca_file(&other_ca, "127.0.0.1").expect("the other CA file");
+        let refused = Client::connect_tls(server.tcp_addr, Auth::ApiKey(api_key), ClientConfig::default(), stranger);
+        assert!(matches!(refused.await, Err(ClientError::Io(_))), "an untrusted certificate fails the handshake");
+        // The first client is unharmed.
+        let again = client.consume(Consume::new("ThreeDee").hw("b")).await.expect("an answer");
+        assert!(again.is_ok(), "{again:?}");
+    });
 }
