@@ -321,15 +321,26 @@ fn the_license_checkers_form_encoded_consume_and_release_are_understood() {
 }
 
 /// The LicenseChecker runs in a web page on another origin and sends `Authorization`, so a
-/// browser asks first (CORS preflight) and shows it only answers that allow its origin.
+/// browser asks first (CORS preflight) and shows it only answers that allow its origin: every
+/// client-facing route answers preflights and allows any origin on every answer, errors
+/// included; the key documents may be cached; the admin API stays closed to other origins.
 #[test]
-fn a_browser_preflight_is_answered_and_authz_and_jwks_answers_allow_any_origin() {
+fn browser_preflights_are_answered_and_client_facing_answers_allow_any_origin() {
     let server = Server::start();
     let (licensee, _, key) = server.party("Acme");
     server.license(&licensee, "ThreeDee", seats(1), hw_model());
     let origin = ("Origin", "http://licensed-app.localhost:3000");
 
-    for path in ["/authz/.jwt", "/authz/.json", "/authz/"] {
+    for path in [
+        "/authz/.jwt",
+        "/authz/.json",
+        "/authz/",
+        "/licensing/actions/checkout",
+        "/licensing/actions/describe-license-consumer-licenses",
+        "/.well-known/jwks.json",
+        "/.well-known/license-configuration",
+        "/license-activations/activate",
+    ] {
         let preflight = request(
             server.addr,
             "OPTIONS",
@@ -337,7 +348,7 @@ fn a_browser_preflight_is_answered_and_authz_and_jwks_answers_allow_any_origin()
             &[
                 origin,
                 ("Access-Control-Request-Method", "POST"),
-                ("Access-Control-Request-Headers", "authorization,content-type"),
+                ("Access-Control-Request-Headers", "authorization,content-type,clihwid,x-app-trace"),
             ],
             None,
         );
@@ -346,15 +357,57 @@ fn a_browser_preflight_is_answered_and_authz_and_jwks_answers_allow_any_origin()
         let methods = preflight.header("access-control-allow-methods").unwrap_or_default().to_ascii_lowercase();
         assert!(methods.contains("post") && methods.contains("get"), "{methods}");
         let allowed = preflight.header("access-control-allow-headers").unwrap_or_default().to_ascii_lowercase();
-        assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
+        for name in ["authorization", "content-type", "clihwid", "x-app-trace"] {
+            assert!(allowed.split(", ").any(|a| a == name), "{path}: {name} in {allowed}");
+        }
     }
 
     let bearer = format!("Bearer {key}");
     let grant = request(server.addr, "GET", "/authz/.jwt?ThreeDee&hw=a", &[origin, ("Authorization", &bearer)], None);
     assert_eq!(grant.header("access-control-allow-origin"), Some("*"));
-    let unauthenticated = request(server.addr, "POST", "/authz/.jwt?ThreeDee", &[origin], None);
-    assert_eq!(unauthenticated.status, 401);
-    assert_eq!(unauthenticated.header("access-control-allow-origin"), Some("*"));
-    let jwks = request(server.addr, "GET", "/.well-known/jwks.json", &[origin], None);
-    assert_eq!(jwks.header("access-control-allow-origin"), Some("*"));
+    let scale_refused = request(server.addr, "POST", "/licensing/actions/checkout", &[origin], Some(b"[]"));
+    assert_eq!((scale_refused.status, scale_refused.header("access-control-allow-origin")), (401, Some("*")));
+    for path in ["/.well-known/jwks.json", "/.well-known/license-configuration"] {
+        let document = request(server.addr, "GET", path, &[origin], None);
+        assert_eq!(document.header("access-control-allow-origin"), Some("*"), "{path}");
+        let cache = document.header("cache-control").unwrap_or_default();
+        assert!(cache.contains("max-age="), "{path}: {cache}");
+    }
+    let admin = request(server.addr, "OPTIONS", "/admin/licensees", &[origin], None);
+    assert_eq!(admin.header("access-control-allow-origin"), None, "the admin API is not for other origins");
+    let admin = request(server.addr, "GET", "/admin/licensees", &[origin], None);
+    assert_eq!(admin.header("access-control-allow-origin"), None);
+}
+
+/// A missing or wrong credential on `.jwt` is answered 401 with a signed `notAuthorized` denial
+/// per item, as 10Duke answers, so that a library reads the reason; other formats get JSON.
+#[test]
+fn a_refused_credential_on_jwt_is_a_signed_not_authorized_denial_per_item() {
+    let server = Server::start();
+    let origin = ("Origin", "http://licensed-app.localhost:3000");
+    for credential in [None, Some("Bearer not-a-key")] {
+        let mut headers = vec![origin];
+        if let Some(credential) = credential {
+            headers.push(("Authorization", credential));
+        }
+        let refused = request(server.addr, "GET", "/authz/.jwt?ThreeDee&Render&hw=a", &headers, None);
+        assert_eq!((refused.status, refused.content_type()), (401, "application/jwt"), "{}", refused.text());
+        assert_eq!(refused.header("access-control-allow-origin"), Some("*"));
+        let tokens: Vec<String> = refused.text().split('&').map(str::to_owned).collect();
+        assert_eq!(tokens.len(), 2, "one denial per item");
+        for (token, item) in tokens.iter().zip(["ThreeDee", "Render"]) {
+            let claims = http_common::jwt_payload(token);
+            assert_eq!(claims[format!("{item}_errorCode")], json!("notAuthorized"), "{claims}");
+            assert!(claims.get(item).is_none_or(|v| v != &json!(true)), "{claims}");
+        }
+        let jwks = request(server.addr, "GET", "/.well-known/jwks.json", &[], None);
+        let verifier = leasehold_engine::tokens::verify::Verifier::from_jwks_json(jwks.text().as_bytes())
+            .expect("the server's JWKS");
+        let now = leasehold_engine::Timestamp::from_secs(
+            i64::try_from(std::time::UNIX_EPOCH.elapsed().unwrap().as_secs()).unwrap(),
+        );
+        verifier.verify(&tokens[0], now).expect("the denial is signed by the server");
+    }
+    let json_refused = request(server.addr, "GET", "/authz/.json?ThreeDee", &[], None);
+    assert_eq!((json_refused.status, json_refused.json()["code"].clone()), (401, json!("notAuthorized")));
 }

@@ -5,9 +5,10 @@
 //! `http://` and the request's `Host`, so that a client reaching the server through any name
 //! gets URLs it can reach.
 
+use crate::http::cors;
 use crate::http::reply::{self, ApiError, Body};
 use crate::http::HttpState;
-use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, HOST};
+use hyper::header::HOST;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::tokens::license_configuration;
 
@@ -18,8 +19,7 @@ pub fn license_configuration_document<B>(state: &HttpState, req: &Request<B>) ->
     let base = base_url(state, req)?;
     let algorithms = keys.algorithms(state.engine.now());
     let mut response = reply::json(StatusCode::OK, &license_configuration(&base, &state.issuer, &algorithms));
-    // A public document, read by browser clients from any origin (like the JWKS).
-    response.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    cors::cache_key_document(response.headers_mut());
     Ok(response)
 }
 

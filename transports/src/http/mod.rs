@@ -11,6 +11,7 @@ pub mod activation_codes;
 pub mod admin;
 pub mod auth;
 pub mod authz;
+pub mod cors;
 pub mod discovery;
 pub mod idempotency;
 pub mod invitations;

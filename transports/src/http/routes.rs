@@ -8,7 +8,7 @@ use crate::http::authz::{self, Format};
 use crate::http::metrics::RouteFamily;
 use crate::http::reply::{self, ApiError, Body};
 use crate::http::{
-    activation_codes, admin, discovery, invitations, metrics, openapi, platform, scale, signup, HttpState,
+    activation_codes, admin, cors, discovery, invitations, metrics, openapi, platform, scale, signup, HttpState,
 };
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -20,7 +20,10 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr)
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let response = route(state, req, peer).await.unwrap_or_else(ApiError::into_response);
+    let mut response = route(state, req, peer).await.unwrap_or_else(ApiError::into_response);
+    if cors::is_client_facing(&path) {
+        cors::allow_any_origin(response.headers_mut());
+    }
     let family = RouteFamily::of_path(&path);
     state.metrics.record_request(family, response.status());
     let status = response.status().as_u16();
@@ -36,6 +39,9 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr)
 
 async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
+    if req.method() == Method::OPTIONS && cors::is_client_facing(&path) {
+        return Ok(cors::preflight(req.headers()));
+    }
     if path == "/healthz" {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(ApiError::method_not_allowed("GET"));
@@ -56,10 +62,7 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
         }
         let keys = state.keys.as_ref().ok_or_else(|| ApiError::not_found("this server publishes no signing keys"))?;
         let mut response = reply::json(StatusCode::OK, &keys.jwks(state.engine.now()));
-        // Public keys, read by browser clients (the official LicenseChecker) from any origin.
-        response
-            .headers_mut()
-            .insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, hyper::header::HeaderValue::from_static("*"));
+        cors::cache_key_document(response.headers_mut());
         return Ok(response);
     }
     if let Some(format) = Format::of_path(&path) {

@@ -12,15 +12,12 @@ use crate::http::reply::{self, ApiError, Body, JSON, JWT, TEXT};
 use crate::http::{auth, HttpState};
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{
-    HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_MAX_AGE, ALLOW, CONTENT_TYPE,
-};
+use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::claims::Claims;
 use leasehold_engine::decide::Idempotency;
 use leasehold_engine::tokens::{ClientPublicKey, Dialect, Subject};
-use leasehold_engine::{ConsumerId, Decision, Grant, LeaseId, ReleaseRequest};
+use leasehold_engine::{ConsumerId, Decision, Denial, ErrorCode, Grant, LeaseId, ReleaseRequest};
 use query::{AuthzQuery, ConsumeQuery};
 use serde_json::Value;
 use std::net::IpAddr;
@@ -69,41 +66,9 @@ async fn full_query(state: &HttpState, req: Request<Incoming>) -> Result<String,
     Ok(query)
 }
 
-/// Answers one `/authz/` request from a client at `client_ip`.
-///
-/// Browsers may call from any origin (the official `@10duke/web-client-pkce` LicenseChecker runs
-/// in a web page and sends `Authorization`, so the browser asks first with a CORS preflight):
-/// `OPTIONS` answers the preflight, and every answer, errors included, allows any origin. That
-/// is safe because a consumer authenticates with its bearer key, never with cookies.
+/// Answers one `/authz/` request from a client at `client_ip` (browsers call it from any origin:
+/// [`crate::http::cors`]).
 pub async fn handle(
-    state: &HttpState,
-    req: Request<Incoming>,
-    format: Format,
-    client_ip: IpAddr,
-) -> Result<Response<Body>, ApiError> {
-    if req.method() == Method::OPTIONS {
-        return Ok(cors_preflight());
-    }
-    let mut response = answer(state, req, format, client_ip).await.unwrap_or_else(ApiError::into_response);
-    response.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    Ok(response)
-}
-
-/// The answer to a browser's CORS preflight: any origin may `GET` or `POST` with a bearer key and
-/// a form body, and may cache that for ten minutes.
-fn cors_preflight() -> Response<Body> {
-    let mut response = Response::new(Body::new(Bytes::new()));
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    let headers = response.headers_mut();
-    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
-    headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization, Content-Type"));
-    headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-    headers.insert(ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
-    response
-}
-
-async fn answer(
     state: &HttpState,
     req: Request<Incoming>,
     format: Format,
@@ -113,9 +78,16 @@ async fn answer(
         return Err(ApiError::method_not_allowed("GET, POST or OPTIONS"));
     }
     let missing = "send Authorization: Bearer <consumer API key or identity provider's token>";
-    let consumer = auth::consumer(state, req.headers(), missing).await?;
+    let consumer = auth::consumer(state, req.headers(), missing).await;
     let idempotency_key = idempotency::client_key(req.headers())?;
     let raw = full_query(state, req).await?;
+    let consumer = match consumer {
+        Ok(consumer) => consumer,
+        Err(refused) if format == Format::Jwt && refused.status == StatusCode::UNAUTHORIZED => {
+            return signed_refusal(state, &raw, refused).await;
+        }
+        Err(refused) => return Err(refused),
+    };
     match query::parse(&raw).map_err(|e| ApiError::bad_request(e.to_string()))? {
         AuthzQuery::Consume(q) => {
             let retry = idempotency_key.as_deref().map(|key| (key, raw.as_str()));
@@ -130,6 +102,26 @@ async fn answer(
             }
         },
     }
+}
+
+/// A missing or wrong credential on `.jwt`: 401 with a signed `notAuthorized` denial for each item
+/// asked (as 10Duke answers), so that a client library reads the reason as it reads any refusal
+/// instead of failing to decode an error document. A query it cannot read, or a release, is
+/// answered `refused` as it is.
+async fn signed_refusal(state: &HttpState, raw: &str, refused: ApiError) -> Result<Response<Body>, ApiError> {
+    let Ok(AuthzQuery::Consume(q)) = query::parse(raw) else { return Err(refused) };
+    let denial = Decision::Denied(Denial::new(ErrorCode::NotAuthorized, refused.description));
+    let tokens = state.tokens();
+    let pending: Vec<_> = q
+        .items
+        .iter()
+        .filter_map(|item| tokens.issue(Dialect::Enterprise, Subject::Item(&item.name), &denial, None))
+        .collect();
+    let mut signed = Vec::with_capacity(pending.len());
+    for token in pending {
+        signed.push(token.await.map_err(leasehold_engine::EngineError::from)?);
+    }
+    Ok(reply::bytes_response(StatusCode::UNAUTHORIZED, JWT, Bytes::from(signed.join("&"))))
 }
 
 /// Answers a consume (or check) query; `retry` is the client's idempotency key and the whole

@@ -48,6 +48,11 @@ const CLAIMS: [(&str, Slot); 14] = [
     ("cliOs", Slot::Other),
 ];
 
+/// The names of the headers a Scale client may send: its claims and its public key.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    CLAIMS.iter().map(|(name, _)| *name).chain([PUBLIC_KEY_HEADER])
+}
+
 /// What a request's headers say about the client.
 #[derive(Debug, Clone, Default)]
 pub struct ClientHeaders {
