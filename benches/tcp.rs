@@ -66,7 +66,13 @@ fn start_server(rt: &Runtime) -> (String, SocketAddr) {
         };
         engine.create_consumer(consumer).await.unwrap().1
     });
-    let state = Arc::new(TcpState { engine, signer, issuer: "bench".into(), keys: Some(keys) });
+    let state = Arc::new(TcpState {
+        engine,
+        signer,
+        issuer: "bench".into(),
+        keys: Some(keys),
+        trusted_proxies: Default::default(),
+    });
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("a port");
     let addr = listener.local_addr().expect("an address");
     rt.spawn(tcp::serve(listener, state, TcpConfig::default(), None, std::future::pending()));

@@ -64,7 +64,8 @@ async fn start_signing_with(
         external_id: None,
     };
     let api_key = engine.create_consumer(consumer).await.unwrap().1;
-    let state = Arc::new(TcpState { engine, signer, issuer: "test".into(), keys: None });
+    let state =
+        Arc::new(TcpState { engine, signer, issuer: "test".into(), keys: None, trusted_proxies: Default::default() });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("an address");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -309,7 +310,13 @@ async fn a_license_key_connection_accepted_on_another_worker_moves_to_its_licens
             break license.license_key.clone().expect("a generated key");
         }
     };
-    let state = Arc::new(TcpState { engine, signer: Arc::new(UnsignedTokens), issuer: "test".into(), keys: None });
+    let state = Arc::new(TcpState {
+        engine,
+        signer: Arc::new(UnsignedTokens),
+        issuer: "test".into(),
+        keys: None,
+        trusted_proxies: Default::default(),
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("an address");
     tokio::spawn(tcp::serve(listener, state, TcpConfig::default(), None, std::future::pending()));

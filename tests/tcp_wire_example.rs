@@ -83,6 +83,7 @@ fn exchange() -> Exchange {
         signer: Arc::new(UnsignedTokens),
         issuer: "https://licenses.example.com".into(),
         keys: None,
+        trusted_proxies: Default::default(),
     });
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("a port");
     let addr = listener.local_addr().expect("an address");

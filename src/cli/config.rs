@@ -10,6 +10,7 @@ use clap::Args;
 use leasehold_engine::engine::DEFAULT_MAILBOX_CAPACITY;
 use leasehold_engine::tokens::Algorithm;
 use leasehold_persistence::DurabilityMode;
+use leasehold_transports::client_address::TrustedProxies;
 use leasehold_transports::http::{BodyLimits, HttpConfig};
 use leasehold_transports::identity::{IdentityConfig, TrustedApplication, TrustedIssuer};
 use leasehold_transports::mail::SmtpConfig;
@@ -59,6 +60,10 @@ pub struct ServeArgs {
     /// The URL clients reach the server at (issuer and discovery URLs) [default: http://<HTTP address>].
     #[arg(long, value_name = "URL", env = "LEASEHOLD_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Proxies whose Forwarded / X-Forwarded-For headers (HTTP) and PROXY protocol v2 headers
+    /// (TCP) name the client: CIDR ranges or addresses, comma-separated [default: none].
+    #[arg(long, value_name = "CIDR,...", env = "LEASEHOLD_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// PEM certificate chain to serve HTTPS and TLS on the TCP protocol with (with --tls-key;
     /// read again on SIGHUP).
     #[arg(long, value_name = "FILE", env = "LEASEHOLD_TLS_CERT", requires = "tls_key")]
@@ -133,6 +138,8 @@ pub struct FileConfig {
     identity: Option<FileIdentity>,
     smtp: Option<SmtpConfig>,
     tls: Option<FileTls>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 /// The `[tls]` table: the certificate both listeners serve.
@@ -252,6 +259,8 @@ pub struct Settings {
     pub smtp: Option<SmtpConfig>,
     /// The certificate and key both listeners serve TLS with (`None`: plain HTTP and TCP).
     pub tls: Option<TlsFiles>,
+    /// The proxies whose word on the client's address is believed.
+    pub trusted_proxies: TrustedProxies,
     /// The file the settings were read from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -355,6 +364,14 @@ impl Settings {
             }
             _ => None,
         };
+        let trusted_proxies = match &args.trusted_proxies {
+            Some(list) => {
+                TrustedProxies::parse(list).map_err(|m| ConfigError::Setting(format!("trusted proxies: {m}")))?
+            }
+            None => {
+                TrustedProxies::parse(&file.trusted_proxies.join(",")).map_err(|m| invalid("trusted_proxies", m))?
+            }
+        };
         let limits = &file.limits;
         let defaults = HttpConfig::default();
         let secs = Duration::from_secs;
@@ -396,6 +413,7 @@ impl Settings {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
                 _ => file.tls.map(|t| TlsFiles { cert: t.cert_file, key: t.key_file }),
             },
+            trusted_proxies,
             config_file: file_path.map(Path::to_path_buf),
         };
         settings.check()?;

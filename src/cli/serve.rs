@@ -190,6 +190,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         keys: Some(Arc::clone(&keys)),
         public_url: settings.public_url.clone(),
         https: tls.is_some(),
+        trusted_proxies: settings.trusted_proxies.clone(),
         metrics: ServerMetrics::new(Some(journal.flush_latency()), Some(Arc::clone(&signer))),
         key_rotation: Some(key_rotation(key_store.clone(), Arc::clone(&keys))),
         webhooks: Some(Arc::clone(&webhooks)),
@@ -202,6 +203,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         signer: Arc::clone(&signer) as _,
         issuer: state.issuer.clone(),
         keys: Some(Arc::clone(&keys)),
+        trusted_proxies: settings.trusted_proxies.clone(),
     });
     Ok(Started {
         http_addr,

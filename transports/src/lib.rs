@@ -17,6 +17,7 @@
 //! each connection on a worker, [`tcp::frame`] cuts frames, [`tcp::messages`] decodes bincode
 //! requests and [`tcp::operations`] asks the engine and signs the answer.
 
+pub mod client_address;
 pub mod http;
 pub mod identity;
 pub mod listener;

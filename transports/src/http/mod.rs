@@ -30,6 +30,7 @@ pub use metrics::ServerMetrics;
 pub use reply::{ApiError, BodyLimits};
 pub use server::{serve, HttpConfig};
 
+use crate::client_address::TrustedProxies;
 use crate::identity::Identities;
 use crate::mail::Mailer;
 use crate::webhooks::Webhooks;
@@ -60,6 +61,8 @@ pub struct HttpState {
     /// Whether clients reach the server over TLS: the scheme of the URLs made from a request's
     /// `Host` when there is no public URL.
     pub https: bool,
+    /// The proxies whose forwarding headers name the client ([`crate::client_address`]).
+    pub trusted_proxies: TrustedProxies,
     /// Request counters and the sources `/metrics` reads.
     pub metrics: ServerMetrics,
     /// Rotates the signing key durably (`POST /admin/keys/rotate`; `None`: not possible here).

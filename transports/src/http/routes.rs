@@ -42,6 +42,8 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
     if req.method() == Method::OPTIONS && cors::is_client_facing(&path) {
         return Ok(cors::preflight(req.headers()));
     }
+    // Behind a trusted proxy, the client is the address its forwarding headers name.
+    let client = state.trusted_proxies.client_of(peer.ip(), req.headers());
     if path == "/healthz" {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(ApiError::method_not_allowed("GET"));
@@ -66,7 +68,7 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
         return Ok(response);
     }
     if let Some(format) = Format::of_path(&path) {
-        return authz::handle(state, req, format, peer.ip()).await;
+        return authz::handle(state, req, format, client).await;
     }
     match path.as_str() {
         "/.well-known/license-configuration" => return discovery::license_configuration_document(state, &req),
@@ -75,16 +77,16 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
         activation_codes::PATH => return activation_codes::handle(state, req).await,
         known if signup::PATHS.contains(&known) => {
             let known = known.to_owned();
-            return signup::handle(state, req, &known, peer.ip()).await;
+            return signup::handle(state, req, &known, client).await;
         }
         known if platform::PATHS.contains(&known) => {
             let known = known.to_owned();
-            return platform::handle(state, req, &known, peer.ip()).await;
+            return platform::handle(state, req, &known, client).await;
         }
         _ => {}
     }
     if let Some(rest) = path.strip_prefix(scale::PREFIX) {
-        return scale::handle(state, req, rest, peer.ip()).await;
+        return scale::handle(state, req, rest, client).await;
     }
     if let Some(rest) = path.strip_prefix(invitations::PREFIX) {
         let rest = rest.to_owned();

@@ -13,6 +13,7 @@
 //! `max_in_flight` of them: it is built from combinators around the engine's own future (see
 //! [`apply`]), and what to answer to a decision is plain code ([`Answer`]), signed last.
 
+use crate::client_address::TrustedProxies;
 use crate::tcp::messages::{
     self, Anchors, Authenticated, Consume, ConsumeOnce, Credential, Denied, Dialect, Failure, FailureCode, Granted,
     Mode, Release, Released, Renew, Request, Response, TokenOptions, Used,
@@ -45,6 +46,8 @@ pub struct TcpState {
     /// The signing keys whose public halves [`Request::Jwks`] answers (`None`: tokens are not
     /// signed with published keys, and the request fails).
     pub keys: Option<Arc<KeyRing>>,
+    /// The proxies whose PROXY protocol header names the client ([`crate::client_address`]).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl TcpState {

@@ -28,6 +28,10 @@
 //! that is not `Authenticate`) is answered with a [`Failure`] and the connection is closed: a
 //! stream that has lost its framing cannot be trusted again.
 //!
+//! Proxies: a connection from a trusted proxy ([`TcpState::trusted_proxies`]) may start with a
+//! PROXY protocol v2 header (before TLS); the client it names is the connection's peer from then
+//! on (IP rules). From any other peer those bytes are a frame, and a bad one.
+//!
 //! TLS: with a [`ServerTls`], every connection is a TLS one. A client's first byte must start a
 //! handshake (a plain-text client is answered a `TlsRequired` failure in plain text and closed);
 //! the session is then relayed, by a task of its own, to one end of a socket pair, and the
@@ -38,6 +42,7 @@
 //! reading, finishes the requests in flight, says `ShuttingDown` and closes; `serve` returns once
 //! all have closed or `shutdown_grace` has passed.
 
+use crate::client_address::{parse_proxy_v2, ProxyHeader, MAX_PROXY_HEADER_BYTES};
 use crate::listener::{accept_loop, ConnectionGuard, ListenerConfig};
 use crate::tcp::frame::{self, FrameError};
 use crate::tcp::messages::{self, Failure, FailureCode, Request, Response, PROTOCOL_VERSION};
@@ -249,6 +254,13 @@ impl Connection {
         // writes (every answer ready at once in one write).
         let _ = stream.set_nodelay(true);
         let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        if self.state.trusted_proxies.trusts(self.peer.ip()) {
+            match self.proxied_client(&mut stream).await {
+                Ok(Some(client)) => self.peer.set_ip(client),
+                Ok(None) => {}
+                Err(ending) => return self.close(stream, ending).await,
+            }
+        }
         if let Some(tls) = self.tls.clone() {
             let Some(mut relayed) = self.secure(&tls, stream).await else { return };
             let session = match self.authenticate(&mut relayed, &mut buf).await {
@@ -341,6 +353,34 @@ impl Connection {
             }
         });
         Some(inner)
+    }
+
+    /// The client a trusted proxy names in the PROXY protocol v2 header it sends first (before
+    /// TLS); `None` when it sends none (its own connection) or names no client.
+    async fn proxied_client(&self, stream: &mut TcpStream) -> Result<Option<std::net::IpAddr>, Ending> {
+        let read = async {
+            let mut head = [0u8; MAX_PROXY_HEADER_BYTES];
+            loop {
+                let seen = stream.peek(&mut head).await.map_err(|_| Ending::Quietly)?;
+                if seen == 0 {
+                    return Err(Ending::Quietly);
+                }
+                match parse_proxy_v2(&head[..seen]) {
+                    // The rest of a header is on its way (a proxy sends it at once).
+                    ProxyHeader::Incomplete => tokio::time::sleep(Duration::from_millis(5)).await,
+                    ProxyHeader::Absent => return Ok(None),
+                    ProxyHeader::Invalid(why) => {
+                        let why = format!("a PROXY protocol header that is not valid: {why}");
+                        return Err(Ending::Garbage(0, Failure::new(FailureCode::BadFrame, why)));
+                    }
+                    ProxyHeader::Parsed { client, len } => {
+                        stream.read_exact(&mut head[..len]).await.map_err(|_| Ending::Quietly)?;
+                        return Ok(client);
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(self.config.handshake_timeout, read).await.unwrap_or(Err(Ending::Quietly))
     }
 
     /// The first frame, which must authenticate the connection within the handshake timeout.
