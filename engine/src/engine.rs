@@ -56,6 +56,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use dashmap::mapref::entry::Entry;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -82,6 +83,14 @@ pub struct EngineBuilder {
     idle_sweep: Duration,
     idle_actor_budget: usize,
     recovered: Recovered,
+    geolocation: Option<Arc<dyn Geolocation>>,
+}
+
+/// Tells the country of an address, for the `geo` rules of license models (SPEC section 13):
+/// `leasehold serve` reads a MaxMind database (`--geoip-db`).
+pub trait Geolocation: Send + Sync + 'static {
+    /// The ISO 3166-1 alpha-2 code of `ip`'s country, when known.
+    fn country(&self, ip: IpAddr) -> Option<String>;
 }
 
 impl Default for EngineBuilder {
@@ -95,6 +104,7 @@ impl Default for EngineBuilder {
             idle_sweep: DEFAULT_IDLE_SWEEP,
             idle_actor_budget: DEFAULT_IDLE_ACTOR_BUDGET,
             recovered: Recovered::default(),
+            geolocation: None,
         }
     }
 }
@@ -147,6 +157,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Tells checkouts' countries from their addresses (default: none, so a license with `geo`
+    /// rules answers `unresolvedGeolocation`).
+    pub fn geolocation(mut self, geolocation: Arc<dyn Geolocation>) -> Self {
+        self.geolocation = Some(geolocation);
+        self
+    }
+
     /// Starts from the state a journal describes instead of an empty one.
     pub fn recovered(mut self, recovered: Recovered) -> Self {
         self.recovered = recovered;
@@ -178,6 +195,7 @@ impl EngineBuilder {
             mailbox_capacity: self.mailbox_capacity,
             metrics: EngineMetrics::default(),
             redemption_failures: Mutex::new(RateLimit::new(MAX_FAILED_REDEMPTIONS, FAILURE_WINDOW_MS)),
+            geolocation: self.geolocation,
             shared,
         };
         let now = inner.shared.clock.now();
@@ -335,6 +353,7 @@ struct Inner {
     metrics: EngineMetrics,
     /// Each consumer's failed redemptions of activation codes in the current window.
     redemption_failures: Mutex<RateLimit<ConsumerId>>,
+    geolocation: Option<Arc<dyn Geolocation>>,
 }
 
 impl Inner {
@@ -447,12 +466,21 @@ impl Engine {
     ) -> impl Future<Output = Result<Decision<Grant>, EngineError>> + Send + '_ {
         // The request goes into its `Arc` before the future is made, so the future holds the
         // pointer rather than the request (an async fn keeps its arguments for its whole life).
-        self.decide_and_count(Operation::Consume, Arc::new(req), true)
+        self.decide_and_count(Operation::Consume, Arc::new(self.located(req)), true)
+    }
+
+    /// `req` with its client's country, when the engine has geolocation and the request an
+    /// address.
+    fn located(&self, mut req: ConsumeRequest) -> ConsumeRequest {
+        if let (Some(geolocation), Some(ip), None) = (&self.inner.geolocation, req.client_ip, &req.client_country) {
+            req.client_country = geolocation.country(ip);
+        }
+        req
     }
 
     /// Answers what [`Engine::consume`] would, without taking a lease (`doConsume=false`).
     pub fn check(&self, req: ConsumeRequest) -> impl Future<Output = Result<Decision<Grant>, EngineError>> + Send + '_ {
-        self.decide_and_count(Operation::Check, Arc::new(req), false)
+        self.decide_and_count(Operation::Check, Arc::new(self.located(req)), false)
     }
 
     async fn decide_and_count(
@@ -708,7 +736,7 @@ impl Engine {
     ) -> Result<Option<Decision<Grant>>, EngineError> {
         let Some(license) = self.directory().license_by_key(key).map(|l| l.id) else { return Ok(None) };
         req.consumer = key_holder(license);
-        let req = Arc::new(req);
+        let req = Arc::new(self.located(req));
         let decide = || async {
             let consume = |reply| Consume { req: Arc::clone(&req), commit, counts_denial: commit, reply };
             let answer = self.call(license, consume).await?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::Cell;
 
 /// The newest stored format: the one encoded and decoded outside [`in_format`].
-pub const NEWEST_FORMAT: u8 = 8;
+pub const NEWEST_FORMAT: u8 = 9;
 
 thread_local! {
     static FORMAT: Cell<u8> = const { Cell::new(NEWEST_FORMAT) };
@@ -92,6 +92,11 @@ since_format!(
     /// A field that stored formats hold from version 8 on.
     since_format_8,
     8
+);
+since_format!(
+    /// A field that stored formats hold from version 9 on.
+    since_format_9,
+    9
 );
 
 #[cfg(test)]

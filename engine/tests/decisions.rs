@@ -13,7 +13,7 @@ use leasehold_engine::decide::{
 use leasehold_engine::directory::{Directory, DirectoryEvent};
 use leasehold_engine::ids::{ConsumerId, LeaseId, LicenseId, LicenseeId, ProductId};
 use leasehold_engine::model::{
-    Consumer, ConsumerKind, Credit, Dimension, Enforcement, IpRules, Lease, LeaseMode, License, LicenseModel,
+    Consumer, ConsumerKind, Credit, Dimension, Enforcement, GeoRules, IpRules, Lease, LeaseMode, License, LicenseModel,
     LicenseStatus, Licensee, LicenseeKind, SessionAnchor, VersionRange,
 };
 use leasehold_engine::time::Timestamp;
@@ -198,7 +198,7 @@ fn from_ip(who: ConsumerId, ip: &str) -> ConsumeRequest {
 
 #[test]
 fn error_codes_are_exactly_the_spec_list() {
-    const SPEC: [&str; 20] = [
+    const SPEC: [&str; 22] = [
         "notAuthorized",
         "noLicenseFound",
         "licenseExpired",
@@ -219,6 +219,9 @@ fn error_codes_are_exactly_the_spec_list() {
         "licenseRevoked",
         "heartbeatTooEarly",
         "overloaded",
+        // SPEC section 13, from the seeds' geolocation codes.
+        "clientGeolocationBlocked",
+        "unresolvedGeolocation",
     ];
     let spelled: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     assert_eq!(spelled, SPEC);
@@ -229,7 +232,7 @@ fn error_codes_are_exactly_the_spec_list() {
 }
 
 /// Each scenario below that ends in a denial, by the code it demonstrates.
-const PROVOKERS: [fn() -> ErrorCode; 19] = [
+const PROVOKERS: [fn() -> ErrorCode; 21] = [
     unknown_consumer,
     consumer_without_license,
     consume_after_validity_ended,
@@ -249,6 +252,8 @@ const PROVOKERS: [fn() -> ErrorCode; 19] = [
     version_above_range,
     consume_on_revoked_license,
     heartbeat_before_interval,
+    blocked_country,
+    unknown_country,
 ];
 
 #[test]
@@ -1015,6 +1020,40 @@ fn only_clients_in_the_allowed_ranges_may_consume() {
     assert!(desk.consume(&from_ip(consumer(1), "10.1.2.3")).is_ok());
     assert_eq!(code(desk.consume(&from_ip(consumer(2), "192.0.2.1"))), ErrorCode::ClientIpAddressBlocked);
     assert_eq!(code(desk.consume_by(consumer(3))), ErrorCode::ClientIpAddressBlocked, "an unknown address");
+}
+
+fn in_country(who: ConsumerId, country: Option<&str>) -> ConsumeRequest {
+    let mut req = from_ip(who, "203.0.113.7");
+    req.client_country = country.map(str::to_owned);
+    req
+}
+
+fn finland_only() -> GeoRules {
+    GeoRules { allowed_countries: vec!["FI".into()], blocked_countries: vec![] }
+}
+
+fn blocked_country() -> ErrorCode {
+    let mut desk = Desk::with(seats(3), model(|m| m.geo = finland_only()));
+    code(desk.consume(&in_country(consumer(1), Some("US"))))
+}
+
+fn unknown_country() -> ErrorCode {
+    let mut desk = Desk::with(seats(3), model(|m| m.geo = finland_only()));
+    code(desk.consume(&in_country(consumer(1), None)))
+}
+
+#[test]
+fn geo_rules_admit_the_allowed_countries_and_refuse_others_and_unknown_ones() {
+    assert_eq!(blocked_country(), ErrorCode::ClientGeolocationBlocked);
+    assert_eq!(unknown_country(), ErrorCode::UnresolvedGeolocation);
+    let mut desk = Desk::with(seats(3), model(|m| m.geo = finland_only()));
+    assert!(desk.consume(&in_country(consumer(1), Some("FI"))).is_ok());
+    let blocked = GeoRules { allowed_countries: vec![], blocked_countries: vec!["RU".into()] };
+    let mut open = Desk::with(seats(3), model(|m| m.geo = blocked));
+    assert!(open.consume(&in_country(consumer(1), Some("SE"))).is_ok());
+    assert_eq!(code(open.consume(&in_country(consumer(2), Some("RU")))), ErrorCode::ClientGeolocationBlocked);
+    let mut unruled = Desk::with(seats(3), LicenseModel::default());
+    assert!(unruled.consume(&in_country(consumer(1), None)).is_ok(), "no rules, no country needed");
 }
 
 fn version_above_range() -> ErrorCode {

@@ -66,6 +66,8 @@
 //! Why version 8. The directory's snapshot holds the platform's key tokens (the claims last
 //! issued for each keyed license) and machine activations; the log has their changes.
 //!
+//! Why version 9. A license model holds its geolocation rules (`geo`).
+//!
 //! Why the parts are in a file rather than in sled: when sled opens, it reads back and checks
 //! every value written since it last opened, and reading one value reads the whole tree node
 //! that holds it. A snapshot stored as one sled value made both sled's open and reading the
@@ -109,7 +111,7 @@ pub const USAGE_TREE: &str = "usage";
 pub const USAGE_CURSOR_KEY: &[u8] = b"\xffmerged";
 
 /// The format this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u8 = 8;
+pub const FORMAT_VERSION: u8 = 9;
 /// Bytes before the payload: version and checksum.
 pub const HEADER_LEN: usize = 5;
 

@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// (TCP) name the client: CIDR ranges or addresses, comma-separated [default: none].
     #[arg(long, value_name = "CIDR,...", env = "LEASEHOLD_TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
+    /// A MaxMind DB file (GeoIP2/GeoLite2 Country or City) telling clients' countries, for the
+    /// `geo` rules of license models [default: none].
+    #[arg(long, value_name = "FILE", env = "LEASEHOLD_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
     /// PEM certificate chain to serve HTTPS and TLS on the TCP protocol with (with --tls-key;
     /// read again on SIGHUP).
     #[arg(long, value_name = "FILE", env = "LEASEHOLD_TLS_CERT", requires = "tls_key")]
@@ -140,6 +144,7 @@ pub struct FileConfig {
     tls: Option<FileTls>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    geoip_db: Option<PathBuf>,
 }
 
 /// The `[tls]` table: the certificate both listeners serve.
@@ -261,6 +266,8 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     /// The proxies whose word on the client's address is believed.
     pub trusted_proxies: TrustedProxies,
+    /// The MaxMind database clients' countries are told from.
+    pub geoip_db: Option<PathBuf>,
     /// The file the settings were read from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -414,6 +421,7 @@ impl Settings {
                 _ => file.tls.map(|t| TlsFiles { cert: t.cert_file, key: t.key_file }),
             },
             trusted_proxies,
+            geoip_db: args.geoip_db.clone().or(file.geoip_db),
             config_file: file_path.map(Path::to_path_buf),
         };
         settings.check()?;

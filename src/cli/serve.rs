@@ -12,6 +12,7 @@ use leasehold_engine::tokens::{Algorithm, KeyRing, PoolConfig, SignerPool};
 use leasehold_engine::{AdminError, Engine};
 use leasehold_persistence::keys::{KeyStore, KeyStoreError};
 use leasehold_persistence::{JournalConfig, PersistenceError, SledJournal};
+use leasehold_transports::geoip::GeoIpDatabase;
 use leasehold_transports::http::{self, HttpState, KeyRotation, ServerMetrics};
 use leasehold_transports::identity::Identities;
 use leasehold_transports::mail::{MailError, Mailer};
@@ -152,7 +153,13 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         tokio::net::TcpListener::bind(tcp_wanted).await.map_err(io(format!("listening for TCP on {tcp_wanted}")))?;
     let tcp_addr = tcp_listener.local_addr().map_err(io("reading the TCP address"))?;
 
-    let engine = Engine::builder()
+    let mut builder = Engine::builder();
+    if let Some(file) = &settings.geoip_db {
+        let database = GeoIpDatabase::open(file).map_err(|e| ConfigError::Setting(format!("geoip_db: {e}")))?;
+        tracing::info!(file = %file.display(), kind = database.kind(), "geolocation");
+        builder = builder.geolocation(Arc::new(database));
+    }
+    let engine = builder
         .journal(Arc::clone(&journal) as _)
         .recovered(recovered)
         .mailbox_capacity(settings.license_queue)

@@ -18,6 +18,7 @@
 //! requests and [`tcp::operations`] asks the engine and signs the answer.
 
 pub mod client_address;
+pub mod geoip;
 pub mod http;
 pub mod identity;
 pub mod listener;

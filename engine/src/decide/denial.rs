@@ -51,11 +51,15 @@ pub enum ErrorCode {
     HeartbeatTooEarly,
     /// The server is at a bound and sheds load; retry later.
     Overloaded,
+    /// The client's address is in a country the license may not be used from.
+    ClientGeolocationBlocked,
+    /// The license allows or blocks countries and the client's country cannot be told.
+    UnresolvedGeolocation,
 }
 
 impl ErrorCode {
     /// Every code, in SPEC order.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::NotAuthorized,
         ErrorCode::NoLicenseFound,
         ErrorCode::LicenseExpired,
@@ -76,6 +80,8 @@ impl ErrorCode {
         ErrorCode::LicenseRevoked,
         ErrorCode::HeartbeatTooEarly,
         ErrorCode::Overloaded,
+        ErrorCode::ClientGeolocationBlocked,
+        ErrorCode::UnresolvedGeolocation,
     ];
 
     /// The code as the APIs spell it.
@@ -101,6 +107,8 @@ impl ErrorCode {
             ErrorCode::LicenseRevoked => "licenseRevoked",
             ErrorCode::HeartbeatTooEarly => "heartbeatTooEarly",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::ClientGeolocationBlocked => "clientGeolocationBlocked",
+            ErrorCode::UnresolvedGeolocation => "unresolvedGeolocation",
         }
     }
 
@@ -118,6 +126,8 @@ impl ErrorCode {
             ErrorCode::LicenseAnchorMissing
             | ErrorCode::UnallowedClientVersion
             | ErrorCode::ClientIpAddressBlocked
+            | ErrorCode::ClientGeolocationBlocked
+            | ErrorCode::UnresolvedGeolocation
             | ErrorCode::LicenseAssignmentMissing => 2,
             ErrorCode::LeaseIdNotMatching | ErrorCode::LeaseIdNotFound | ErrorCode::HeartbeatTooEarly => 3,
             ErrorCode::LicenseAssignmentDenied

@@ -30,6 +30,9 @@ pub struct ConsumeRequest {
     pub anchors: Anchors,
     /// The client's IP address, when the transport knows it.
     pub client_ip: Option<IpAddr>,
+    /// The client's country (ISO 3166-1 alpha-2), told from its address by the engine's
+    /// geolocation, when it has one and the address is in its database.
+    pub client_country: Option<String>,
     /// Online or offline.
     pub mode: LeaseMode,
     /// Requested lease duration; the model's lease time and the license's end cap it.
@@ -54,6 +57,7 @@ impl ConsumeRequest {
             item: item.into(),
             anchors: Anchors::default(),
             client_ip: None,
+            client_country: None,
             mode: LeaseMode::Online,
             duration_s: None,
             qty: None,

@@ -73,6 +73,20 @@ fn check_client(state: &LicenseState, req: &ConsumeRequest) -> Result<(), Denial
     if !license.model.ip_rules.admits(req.client_ip) {
         return deny(ErrorCode::ClientIpAddressBlocked, "the client's IP address may not use this license");
     }
+    if !license.model.geo.is_empty() {
+        match req.client_country.as_deref() {
+            None => {
+                return deny(ErrorCode::UnresolvedGeolocation, "the client's country cannot be told from its address")
+            }
+            Some(country) if !license.model.geo.admits(country) => {
+                return deny(
+                    ErrorCode::ClientGeolocationBlocked,
+                    "this license may not be used from the client's country",
+                );
+            }
+            Some(_) => {}
+        }
+    }
     if let Some(range) = &license.model.version_range {
         let Some(version) = req.anchors.version.as_deref() else {
             return deny(ErrorCode::UnallowedClientVersion, "this license needs the client's version");

@@ -114,6 +114,39 @@ impl VersionRange {
     }
 }
 
+/// Countries a license may be used from, told from the client's address (SPEC section 13):
+/// ISO 3166-1 alpha-2 codes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct GeoRules {
+    /// When not empty, only clients in these countries may consume.
+    #[serde(default)]
+    pub allowed_countries: Vec<String>,
+    /// Clients in these countries may never consume.
+    #[serde(default)]
+    pub blocked_countries: Vec<String>,
+}
+
+impl GeoRules {
+    /// Whether the rules say nothing (the client's country is not needed).
+    pub fn is_empty(&self) -> bool {
+        self.allowed_countries.is_empty() && self.blocked_countries.is_empty()
+    }
+
+    /// Whether a client in `country` may consume.
+    pub fn admits(&self, country: &str) -> bool {
+        let listed = |codes: &[String]| codes.iter().any(|c| c.eq_ignore_ascii_case(country));
+        (self.allowed_countries.is_empty() || listed(&self.allowed_countries)) && !listed(&self.blocked_countries)
+    }
+
+    fn validate(&self) -> Result<(), LicenseError> {
+        let codes = self.allowed_countries.iter().chain(&self.blocked_countries);
+        match codes.into_iter().find(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic())) {
+            Some(bad) => Err(LicenseError::InvalidCountry(bad.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Client IP ranges a license accepts or refuses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct IpRules {
@@ -171,6 +204,9 @@ pub struct LicenseModel {
     pub max_leases_per_consumer: Option<u32>,
     /// Client IP ranges allowed and blocked.
     pub ip_rules: IpRules,
+    /// Countries allowed and blocked, by the client's address (geolocation).
+    #[serde(default, with = "crate::shapes::since_format_9")]
+    pub geo: GeoRules,
 }
 
 impl Default for LicenseModel {
@@ -191,6 +227,7 @@ impl Default for LicenseModel {
             named_seats: false,
             max_leases_per_consumer: None,
             ip_rules: IpRules::default(),
+            geo: GeoRules::default(),
         }
     }
 }
@@ -384,6 +421,9 @@ pub enum LicenseError {
     /// A seat license needs at least one seat.
     #[error("a credit needs a quantity of at least 1")]
     ZeroCredit,
+    /// A country that is not an ISO 3166-1 alpha-2 code.
+    #[error("country {0:?} is not an ISO 3166-1 alpha-2 code (two letters)")]
+    InvalidCountry(String),
 }
 
 /// Whether `key` has the shape the official Scale client accepts.
@@ -409,7 +449,7 @@ impl License {
         if let Some(range) = &self.model.version_range {
             range.validate()?;
         }
-        Ok(())
+        self.model.geo.validate()
     }
 
     /// `item` as a shared string: the license's own product name when it is that, so that the
@@ -438,6 +478,17 @@ mod tests {
         assert!(!is_valid_license_key("short"));
         assert!(!is_valid_license_key("has space in it here"));
         assert!(!is_valid_license_key(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn geo_rules_allow_and_block_countries_in_any_case() {
+        let rules = GeoRules { allowed_countries: vec!["FI".into(), "se".into()], blocked_countries: vec![] };
+        assert!(rules.admits("fi") && rules.admits("SE") && !rules.admits("US"));
+        let blocked = GeoRules { allowed_countries: vec![], blocked_countries: vec!["RU".into()] };
+        assert!(blocked.admits("FI") && !blocked.admits("RU"));
+        assert!(GeoRules::default().is_empty() && GeoRules::default().admits("XX"));
+        let bad = GeoRules { allowed_countries: vec!["Finland".into()], blocked_countries: vec![] };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -17,8 +17,8 @@ pub use catalog::{CatalogError, Feature, Product, Tier};
 pub use credential::{Credential, Role};
 pub use lease::{Anchors, Lease, LeaseMode};
 pub use license::{
-    Credit, Dimension, Enforcement, FeatureOverrides, IpRules, License, LicenseModel, LicenseStatus, SessionAnchor,
-    VersionRange,
+    Credit, Dimension, Enforcement, FeatureOverrides, GeoRules, IpRules, License, LicenseModel, LicenseStatus,
+    SessionAnchor, VersionRange,
 };
 pub use organization::{Entitlement, Group, Invitation, InvitationAnswer};
 pub use party::{ConnectedIdentity, Consumer, ConsumerKind, Licensee, LicenseeKind};

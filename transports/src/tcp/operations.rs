@@ -380,6 +380,7 @@ fn consume_request(
         item: consume.item,
         anchors: engine_anchors(consume.anchors),
         client_ip: Some(session.client_ip),
+        client_country: None,
         mode: lease_mode(consume.mode),
         duration_s: consume.duration_s,
         qty: consume.qty,
