@@ -141,7 +141,7 @@ fn summary() {
         "alg", "raw 1 thr", "raw 2 thr", "pool 1 w", "1w/raw", "pool 2 w", "2w/(2 x raw)", "2w/raw 2 thr"
     );
     for alg in Algorithm::ALL {
-        let key_text = key(alg).to_pem().to_string();
+        let key_text = key(alg).to_pem().expect("a key in memory").to_string();
         let again = || SigningKey::from_pem(key_text.as_bytes()).expect("the same key");
         let raw = raw_rate(&again(), &claims, 1);
         let raw_two = raw_rate(&again(), &claims, 2);

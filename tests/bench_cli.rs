@@ -162,3 +162,36 @@ fn checkouts_with_identity_tokens_are_measured_beside_those_with_api_keys() {
         assert!(report["ratios"].as_array().expect("ratios").iter().any(|r| r["name"] == ratio), "{report}");
     }
 }
+
+#[test]
+fn each_protocol_is_measured_over_tls_right_beside_plain_text() {
+    let mut args = vec!["--protocol", "authz,scale,tcp", "--workload", "check,consume", "--licenses", "4"];
+    args.extend(["--connections", "2", "--pipeline", "2", "--duration", "500ms", "--tls"]);
+    let report = bench_report(&args);
+    let runs = report["runs"].as_array().expect("runs");
+    for protocol in ["authz", "scale", "tcp"] {
+        for workload in ["check", "consume"] {
+            if protocol == "scale" && workload == "check" {
+                continue;
+            }
+            for name in [protocol.to_owned(), format!("{protocol}+tls")] {
+                let run = runs
+                    .iter()
+                    .find(|r| r["protocol"] == name.as_str() && r["workload"] == workload && r["rate_per_s"].is_null())
+                    .unwrap_or_else(|| panic!("no {name} {workload} run in {report}"));
+                assert!(run["requests"].as_u64().unwrap_or(0) > 0, "{name} {workload} sent nothing: {run}");
+                assert_eq!(run["errors"], 0, "{name} {workload} had errors: {run}");
+            }
+            let ratio = format!("{protocol} {workload} over TLS ÷ in plain text");
+            assert!(
+                report["ratios"].as_array().expect("ratios").iter().any(|r| r["name"] == ratio.as_str()),
+                "{report}"
+            );
+        }
+    }
+    let in_process = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .args(["bench", "--tls", "--in-process"])
+        .output()
+        .expect("leasehold bench runs");
+    assert_eq!(in_process.status.code(), Some(2), "--tls needs servers the bench starts as child processes");
+}

@@ -21,7 +21,7 @@ const NOW: Timestamp = Timestamp::from_secs(1_800_000_000);
 
 fn rsa_key() -> &'static str {
     static PEM: OnceLock<String> = OnceLock::new();
-    PEM.get_or_init(|| SigningKey::generate(Algorithm::RS256).unwrap().to_pem().to_string())
+    PEM.get_or_init(|| SigningKey::generate(Algorithm::RS256).unwrap().to_pem().unwrap().to_string())
 }
 
 fn key(alg: Algorithm) -> SigningKey {
@@ -49,7 +49,7 @@ fn claims_expiring_at(exp: i64) -> Claims {
 fn a_key_read_back_from_its_pem_has_the_same_kid_and_alg() {
     for alg in Algorithm::ALL {
         let original = key(alg);
-        let again = SigningKey::from_pem(original.to_pem().as_bytes()).unwrap();
+        let again = SigningKey::from_pem(original.to_pem().unwrap().as_bytes()).unwrap();
         assert_eq!(again.kid(), original.kid());
         assert_eq!(again.alg(), alg);
         let jwk = original.public_jwk();

@@ -5,9 +5,15 @@
 //! Private keys are written with mode 0600 through a temporary file, fsync and rename, so a
 //! crash leaves either the old file or the new one. An operator may also drop a PKCS#8 PEM into
 //! an empty key directory before the first start; it is then the signing key.
+//!
+//! Or the keys live in a PKCS#11 token ([`KeyStore::with_vault`], `--signing-key pkcs11:..`):
+//! the manifest then names each key by its `pkcs11:` URI, rotation makes the new key inside the
+//! token, and no private key is written here. The first start with a newly named token key
+//! makes it the signing key; the key that signed before stays published while its tokens live.
 
+use crate::pkcs11::{self, KeyUri, Pkcs11Token, VaultError};
 use leasehold_engine::time::Timestamp;
-use leasehold_engine::tokens::keyring::RetiredKey;
+use leasehold_engine::tokens::keyring::{PublishedKey, RetiredKey};
 use leasehold_engine::tokens::{Algorithm, KeyError, KeyRing, SigningKey};
 use leasehold_engine::webhooks::WebhookKey;
 use serde::{Deserialize, Serialize};
@@ -59,6 +65,9 @@ pub enum KeyStoreError {
     /// The key directory has several PEM files and no manifest to say which one signs.
     #[error("{0}: several PEM files and no {MANIFEST_FILE}; keep one, or write the manifest")]
     Ambiguous(PathBuf),
+    /// A key in a PKCS#11 token could not be used.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -66,23 +75,39 @@ struct Manifest {
     current: ManifestKey,
     #[serde(default)]
     retired: Vec<ManifestKey>,
+    /// The `--signing-key` the ring was last opened with, so that naming another one is seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signing_key: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct ManifestKey {
     kid: String,
+    /// The PEM file in the key directory (empty for a key in a token).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     file: String,
+    /// The `pkcs11:` URI of a key in a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vault: Option<String>,
     #[serde(default)]
     retired_at_s: Option<i64>,
     #[serde(default)]
     max_exp_s: i64,
 }
 
-/// The key files of one data directory.
+/// The key files of one data directory, and the token keys live in when there is one.
 #[derive(Debug, Clone)]
 pub struct KeyStore {
     dir: PathBuf,
     max_token_lifetime_s: u64,
+    vault: Option<Vault>,
+}
+
+/// The token that signs, and the key in it named at start.
+#[derive(Debug, Clone)]
+struct Vault {
+    token: Pkcs11Token,
+    named: KeyUri,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyStoreError + '_ {
@@ -92,7 +117,14 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyStoreError + '_ {
 impl KeyStore {
     /// The store of `data_dir` (keys in `data_dir/keys/`).
     pub fn new(data_dir: &Path) -> Self {
-        KeyStore { dir: data_dir.join(KEYS_DIR), max_token_lifetime_s: DEFAULT_MAX_TOKEN_LIFETIME_S }
+        KeyStore { dir: data_dir.join(KEYS_DIR), max_token_lifetime_s: DEFAULT_MAX_TOKEN_LIFETIME_S, vault: None }
+    }
+
+    /// Keeps the signing keys in `token`, starting with the key `named` (a key of that token):
+    /// rotations make their keys there.
+    pub fn with_vault(mut self, token: Pkcs11Token, named: KeyUri) -> Self {
+        self.vault = Some(Vault { token, named });
+        self
     }
 
     /// Bounds how long tokens live (see [`DEFAULT_MAX_TOKEN_LIFETIME_S`]).
@@ -106,12 +138,23 @@ impl KeyStore {
         &self.dir
     }
 
-    /// Loads the key ring, or creates a key of `alg` on first start. `now` is the current time.
+    /// Loads the key ring, or creates a key of `alg` on first start (or, with a token, starts
+    /// with the key named). `now` is the current time.
     pub fn open_or_create(&self, alg: Algorithm, now: Timestamp) -> Result<KeyRing, KeyStoreError> {
         create_private_dir(&self.dir)?;
         let manifest_path = self.dir.join(MANIFEST_FILE);
         if manifest_path.exists() {
-            return self.load(&manifest_path, now);
+            let (ring, opened_with) = self.load(&manifest_path, now)?;
+            if let Some(vault) = self.vault.as_ref().filter(|v| opened_with != Some(v.named.to_string())) {
+                ring.rotate(vault.token.key(&vault.named.object)?, now);
+                self.write_manifest(&ring, None)?;
+            }
+            return Ok(ring);
+        }
+        if let Some(vault) = &self.vault {
+            let ring = KeyRing::new(vault.token.key(&vault.named.object)?);
+            self.write_manifest(&ring, None)?;
+            return Ok(ring);
         }
         let pems = self.pem_files()?;
         let key = match pems.as_slice() {
@@ -130,17 +173,32 @@ impl KeyStore {
         Ok(ring)
     }
 
-    /// Makes a new key of `alg` the signing key, drops the retired keys no live token needs,
-    /// and records it all. Generating an RSA key takes a fraction of a second: call this off the
-    /// request path.
+    /// Whether [`KeyStore::rotate`] can make a key of `alg` where the keys are kept.
+    pub fn makes(&self, alg: Algorithm) -> bool {
+        self.vault.is_none() || pkcs11::ALGORITHMS.contains(&alg)
+    }
+
+    /// Makes a new key of `alg` the signing key (in the token, when there is one), drops the
+    /// retired keys no live token needs, and records it all. Generating an RSA key takes a
+    /// fraction of a second: call this off the request path. Keys in a token are not destroyed
+    /// when no token needs them: that is the token's owner's decision.
     pub fn rotate(&self, ring: &KeyRing, alg: Algorithm, now: Timestamp) -> Result<String, KeyStoreError> {
-        let key = SigningKey::generate(alg).map_err(KeyStoreError::Generate)?;
-        self.write_key(&key)?;
+        let key = match &self.vault {
+            Some(vault) => {
+                let suffix = uuid::Uuid::new_v4().simple().to_string();
+                vault.token.generate(alg, &format!("{}-{}", vault.named.object, &suffix[..12]))?
+            }
+            None => {
+                let key = SigningKey::generate(alg).map_err(KeyStoreError::Generate)?;
+                self.write_key(&key)?;
+                key
+            }
+        };
         let kid = ring.rotate(key, now);
         let pruned = ring.prune(now);
         let files = self.previous_files();
         self.write_manifest(ring, None)?;
-        for gone in pruned {
+        for gone in pruned.into_iter().filter(|kid| files.iter().any(|(k, _)| k == kid)) {
             let file = files.iter().find(|(k, _)| *k == gone).map_or_else(|| format!("{gone}.pem"), |(_, f)| f.clone());
             let path = self.dir.join(file);
             match fs::remove_file(&path) {
@@ -189,7 +247,8 @@ impl KeyStore {
         Ok(pems)
     }
 
-    fn load(&self, manifest_path: &Path, now: Timestamp) -> Result<KeyRing, KeyStoreError> {
+    /// The ring the manifest describes, and the `--signing-key` it was last opened with.
+    fn load(&self, manifest_path: &Path, now: Timestamp) -> Result<(KeyRing, Option<String>), KeyStoreError> {
         let text = fs::read(manifest_path).map_err(io_error(manifest_path))?;
         let bad = |reason: String| KeyStoreError::Manifest { path: manifest_path.to_path_buf(), reason };
         let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
@@ -209,10 +268,13 @@ impl KeyStore {
         let assumed = now.plus_secs(self.max_token_lifetime_s).as_secs();
         let ring = KeyRing::restore(current, manifest.current.max_exp_s.max(assumed), retired);
         ring.prune(now);
-        Ok(ring)
+        Ok((ring, manifest.signing_key))
     }
 
     fn read_listed(&self, entry: &ManifestKey) -> Result<SigningKey, KeyStoreError> {
+        if let Some(locator) = &entry.vault {
+            return self.read_from_vault(&entry.kid, locator);
+        }
         if !is_plain_file_name(&entry.file) {
             return Err(KeyStoreError::Manifest {
                 path: self.dir.join(MANIFEST_FILE),
@@ -230,8 +292,31 @@ impl KeyStore {
         Ok(key)
     }
 
+    /// The key `kid` that the manifest says is at `locator`, a `pkcs11:` URI.
+    fn read_from_vault(&self, kid: &str, locator: &str) -> Result<SigningKey, KeyStoreError> {
+        let manifest = || self.dir.join(MANIFEST_FILE);
+        let uri = KeyUri::parse(locator).map_err(|reason| KeyStoreError::Manifest { path: manifest(), reason })?;
+        let vault =
+            self.vault.as_ref().filter(|v| v.token.label() == uri.token).ok_or_else(|| KeyStoreError::Manifest {
+                path: manifest(),
+                reason: format!(
+                    "key {kid} is in a PKCS#11 token, at {locator}: start with --signing-key naming a key of \
+                     that token, and [pkcs11] set"
+                ),
+            })?;
+        let key = vault.token.key(&uri.object)?;
+        if key.kid() != kid {
+            return Err(KeyStoreError::Manifest {
+                path: manifest(),
+                reason: format!("{locator} holds key {}, not {kid}", key.kid()),
+            });
+        }
+        Ok(key)
+    }
+
     fn write_key(&self, key: &SigningKey) -> Result<(), KeyStoreError> {
-        write_atomically(&self.dir.join(key_file(key)), key.to_pem().as_bytes(), true)
+        let pem = key.to_pem().ok_or_else(|| KeyStoreError::Generate(KeyError::Rejected("a key in a vault".into())))?;
+        write_atomically(&self.dir.join(key_file(key)), pem.as_bytes(), true)
     }
 
     fn write_manifest(&self, ring: &KeyRing, current_file: Option<String>) -> Result<(), KeyStoreError> {
@@ -240,23 +325,26 @@ impl KeyStore {
         let file_of = |kid: &str| {
             previous.iter().find(|(k, _)| k == kid).map_or_else(|| format!("{kid}.pem"), |(_, f)| f.clone())
         };
-        let manifest = Manifest {
-            current: ManifestKey {
-                kid: current.kid().into(),
-                file: current_file.unwrap_or_else(|| file_of(current.kid())),
-                retired_at_s: None,
-                max_exp_s: current.max_exp_s(),
+        let entry = |key: &PublishedKey, file: Option<String>| match key.key().vault_locator() {
+            Some(locator) => ManifestKey {
+                kid: key.kid().into(),
+                file: String::new(),
+                vault: Some(locator.into()),
+                retired_at_s: key.retired_at_s(),
+                max_exp_s: key.max_exp_s(),
             },
-            retired: ring
-                .retired()
-                .iter()
-                .map(|k| ManifestKey {
-                    kid: k.kid().into(),
-                    file: file_of(k.kid()),
-                    retired_at_s: k.retired_at_s(),
-                    max_exp_s: k.max_exp_s(),
-                })
-                .collect(),
+            None => ManifestKey {
+                kid: key.kid().into(),
+                file: file.unwrap_or_else(|| file_of(key.kid())),
+                vault: None,
+                retired_at_s: key.retired_at_s(),
+                max_exp_s: key.max_exp_s(),
+            },
+        };
+        let manifest = Manifest {
+            current: entry(&current, current_file),
+            retired: ring.retired().iter().map(|k| entry(k, None)).collect(),
+            signing_key: self.vault.as_ref().map(|v| v.named.to_string()),
         };
         let path = self.dir.join(MANIFEST_FILE);
         let json = serde_json::to_vec_pretty(&manifest)
@@ -374,7 +462,7 @@ mod tests {
         let store = KeyStore::new(dir.path());
         fs::create_dir_all(store.dir()).unwrap();
         let key = SigningKey::generate(Algorithm::ES256).unwrap();
-        fs::write(store.dir().join("operator.pem"), key.to_pem()).unwrap();
+        fs::write(store.dir().join("operator.pem"), key.to_pem().unwrap()).unwrap();
         let ring = store.open_or_create(Algorithm::RS256, NOW).unwrap();
         assert_eq!(ring.current().kid(), key.kid());
         let again = store.open_or_create(Algorithm::RS256, NOW).unwrap();

@@ -29,6 +29,7 @@ pub mod format;
 mod health;
 mod journal;
 pub mod keys;
+pub mod pkcs11;
 pub mod recovery;
 mod snapshot;
 mod usage;

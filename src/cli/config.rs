@@ -9,6 +9,7 @@
 use clap::Args;
 use leasehold_engine::engine::DEFAULT_MAILBOX_CAPACITY;
 use leasehold_engine::tokens::Algorithm;
+use leasehold_persistence::pkcs11::KeyUri;
 use leasehold_persistence::DurabilityMode;
 use leasehold_transports::client_address::TrustedProxies;
 use leasehold_transports::http::{BodyLimits, HttpConfig};
@@ -78,6 +79,11 @@ pub struct ServeArgs {
     /// Algorithm of the signing key created at first start: RS256, ES256 or EdDSA [default: RS256].
     #[arg(long, value_name = "ALG", env = "LEASEHOLD_SIGNING_ALG", value_parser = parse_algorithm)]
     pub signing_alg: Option<Algorithm>,
+    /// A signing key in a PKCS#11 token (an HSM), `pkcs11:token=<label>;object=<label>`; the
+    /// module and PIN come from the configuration's [pkcs11] (or LEASEHOLD_PKCS11_PIN)
+    /// [default: PEM keys in the data directory].
+    #[arg(long, value_name = "URI", env = "LEASEHOLD_SIGNING_KEY")]
+    pub signing_key: Option<String>,
     /// Largest request body in bytes [default: 65536].
     #[arg(long, value_name = "BYTES", env = "LEASEHOLD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -136,6 +142,8 @@ pub struct FileConfig {
     demo: Option<bool>,
     public_url: Option<String>,
     signing_alg: Option<String>,
+    signing_key: Option<String>,
+    pkcs11: Option<FilePkcs11>,
     workers: Option<usize>,
     #[serde(default)]
     limits: FileLimits,
@@ -153,6 +161,32 @@ pub struct FileConfig {
 struct FileTls {
     cert_file: PathBuf,
     key_file: PathBuf,
+}
+
+/// The `[pkcs11]` table: the module that reaches the token `signing_key` names, and its user
+/// PIN.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePkcs11 {
+    module: Option<PathBuf>,
+    pin: Option<String>,
+}
+
+/// Where the signing key lives when it is in a PKCS#11 token.
+#[derive(Clone)]
+pub struct SigningVault {
+    /// The key named at start.
+    pub key: KeyUri,
+    /// The PKCS#11 module (a shared library) that reaches the token.
+    pub module: PathBuf,
+    /// The token's user PIN.
+    pub pin: String,
+}
+
+impl std::fmt::Debug for SigningVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningVault").field("key", &self.key).field("module", &self.module).finish_non_exhaustive()
+    }
 }
 
 /// The `[identity]` table: the identity providers whose tokens sign consumers in, and the
@@ -250,6 +284,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Algorithm of a signing key created at first start.
     pub signing_alg: Algorithm,
+    /// The PKCS#11 token the signing keys are in (`None`: PEM files in the data directory).
+    pub signing_vault: Option<SigningVault>,
     /// Request body limits.
     pub body_limits: BodyLimits,
     /// Connection limits and timeouts.
@@ -299,6 +335,18 @@ fn check_issuer(trusted: &TrustedIssuer) -> Result<(), String> {
         return Err(format!("{issuer}: the audience must not be empty"));
     }
     Ok(())
+}
+
+/// The token settings of `key`: the module from `[pkcs11]`, the PIN from `LEASEHOLD_PKCS11_PIN`
+/// or `[pkcs11]`.
+fn signing_vault(key: KeyUri, file: FilePkcs11) -> Result<SigningVault, ConfigError> {
+    let module = file.module.ok_or_else(|| {
+        ConfigError::Setting(format!("{key}: a key in a PKCS#11 token needs the module: set [pkcs11] module"))
+    })?;
+    let pin = std::env::var("LEASEHOLD_PKCS11_PIN").ok().or(file.pin).ok_or_else(|| {
+        ConfigError::Setting(format!("{key}: the token's PIN is [pkcs11] pin or LEASEHOLD_PKCS11_PIN"))
+    })?;
+    Ok(SigningVault { key, module, pin })
 }
 
 fn check_public_url(url: &str) -> Result<String, String> {
@@ -371,6 +419,17 @@ impl Settings {
             }
             _ => None,
         };
+        let signing_key = match (&args.signing_key, &file.signing_key) {
+            (Some(text), _) => {
+                Some(KeyUri::parse(text).map_err(|m| ConfigError::Setting(format!("--signing-key: {m}")))?)
+            }
+            (None, Some(text)) => Some(KeyUri::parse(text).map_err(|m| invalid("signing_key", m))?),
+            (None, None) => None,
+        };
+        let signing_vault = match signing_key {
+            Some(key) => Some(signing_vault(key, file.pkcs11.unwrap_or_default())?),
+            None => None,
+        };
         let trusted_proxies = match &args.trusted_proxies {
             Some(list) => {
                 TrustedProxies::parse(list).map_err(|m| ConfigError::Setting(format!("trusted proxies: {m}")))?
@@ -396,6 +455,7 @@ impl Settings {
             demo: args.demo.or(file.demo).unwrap_or(false),
             public_url,
             signing_alg: args.signing_alg.or(file_alg).unwrap_or(Algorithm::RS256),
+            signing_vault,
             body_limits: BodyLimits {
                 max_bytes: args.max_body_bytes.or(limits.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
                 read_timeout: secs(
@@ -499,6 +559,22 @@ mod tests {
         assert_eq!(settings.body_limits.max_bytes, 1000);
         assert_eq!(settings.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(settings.signing_alg, Algorithm::RS256);
+    }
+
+    #[test]
+    fn a_signing_key_in_a_token_is_a_pkcs11_uri_with_its_module_and_pin() {
+        let err = Settings::resolve(&args(&[]), file("signing_key = \"pkcs11:token=t\"\n").unwrap(), None).unwrap_err();
+        assert!(err.to_string().contains("signing_key"), "{err}");
+        let uri = "pkcs11:token=t;object=o";
+        let err = Settings::resolve(&args(&["--signing-key", uri]), file("").unwrap(), None).unwrap_err();
+        assert!(err.to_string().contains("[pkcs11] module"), "{err}");
+        let text = "signing_key = \"pkcs11:token=t;object=o\"\n[pkcs11]\nmodule = \"/m.so\"\npin = \"8642\"\n";
+        let vault = Settings::resolve(&args(&[]), file(text).unwrap(), None).unwrap().signing_vault.unwrap();
+        assert_eq!(
+            (vault.key.object.as_str(), vault.module.as_path(), vault.pin.as_str()),
+            ("o", Path::new("/m.so"), "8642")
+        );
+        assert!(!format!("{vault:?}").contains("8642"), "the PIN is never printed");
     }
 
     #[test]

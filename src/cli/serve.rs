@@ -11,9 +11,10 @@ use leasehold_engine::time::{Clock, SystemClock};
 use leasehold_engine::tokens::{Algorithm, KeyRing, PoolConfig, SignerPool};
 use leasehold_engine::{AdminError, Engine};
 use leasehold_persistence::keys::{KeyStore, KeyStoreError};
+use leasehold_persistence::pkcs11::Pkcs11Token;
 use leasehold_persistence::{JournalConfig, PersistenceError, SledJournal};
 use leasehold_transports::geoip::GeoIpDatabase;
-use leasehold_transports::http::{self, HttpState, KeyRotation, ServerMetrics};
+use leasehold_transports::http::{self, HttpState, KeyRotation, RotationError, ServerMetrics};
 use leasehold_transports::identity::Identities;
 use leasehold_transports::mail::{MailError, Mailer};
 use leasehold_transports::tcp::{self, TcpConfig, TcpState};
@@ -82,7 +83,12 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
 
 /// Rotation through the key store, so that the new key and the retired ones survive a restart.
 fn key_rotation(store: KeyStore, keys: Arc<KeyRing>) -> KeyRotation {
-    Arc::new(move |alg: Algorithm| store.rotate(&keys, alg, SystemClock.now()).map_err(|e| e.to_string()))
+    Arc::new(move |alg: Algorithm| {
+        if !store.makes(alg) {
+            return Err(RotationError::Unsupported(format!("the PKCS#11 token makes RS256 and ES256 keys, not {alg}")));
+        }
+        store.rotate(&keys, alg, SystemClock.now()).map_err(|e| RotationError::Failed(e.to_string()))
+    })
 }
 
 async fn serve(settings: Settings) -> Result<(), ServeError> {
@@ -131,7 +137,12 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
     let journal = Arc::new(journal);
     let recovered_licenses = recovered.licenses.len();
 
-    let key_store = KeyStore::new(data_dir);
+    let mut key_store = KeyStore::new(data_dir);
+    if let Some(vault) = &settings.signing_vault {
+        let token = Pkcs11Token::open(&vault.module, &vault.key.token, &vault.pin).map_err(KeyStoreError::from)?;
+        tracing::info!(key = %vault.key, "signing keys in a PKCS#11 token");
+        key_store = key_store.with_vault(token, vault.key.clone());
+    }
     let keys = Arc::new(key_store.open_or_create(settings.signing_alg, SystemClock.now())?);
     let signer =
         Arc::new(SignerPool::start(Arc::clone(&keys), PoolConfig::default()).map_err(io("starting the signer"))?);

@@ -47,11 +47,17 @@ impl Server {
 
     /// A server on `dir` (kept when the server stops, for restarts).
     pub fn start_in(dir: &Path, args: &[&str], admin_env: bool) -> Server {
+        Server::start_in_env(dir, args, admin_env, &[])
+    }
+
+    /// A server on `dir` with `envs` in its environment besides the usual.
+    pub fn start_in_env(dir: &Path, args: &[&str], admin_env: bool, envs: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_leasehold"));
         command
             .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(args)
+            .envs(envs.iter().copied())
             .env("LEASEHOLD_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

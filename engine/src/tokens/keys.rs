@@ -5,6 +5,9 @@
 //! [`SigningKey`] parses once and keeps the key pair, its public JWK and the base64url JWS header
 //! it signs under.
 //!
+//! A key may also live in a vault that never lets it out (a PKCS#11 token): the key is then a
+//! [`VaultKey`] that signs on request, with its public half read from the vault.
+//!
 //! The key pairs are aws-lc-rs's rather than ring's (same API): signing RS256 is the wall of a
 //! signed checkout, and aws-lc signs RSA-2048 much faster where the CPU has AVX-512 IFMA, whose
 //! modular arithmetic ring lacks (`openssl speed` shows the same).
@@ -17,6 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// RSA modulus size of generated keys.
 pub const RSA_BITS: usize = 2048;
@@ -77,20 +81,50 @@ pub enum KeyError {
     Sign,
 }
 
+/// A private key held by a vault that signs with it but never hands it out.
+pub trait VaultKey: Send + Sync {
+    /// Signs the JWS signing input `message` with the key's algorithm (an ES256 signature is
+    /// `r‖s`, 64 bytes).
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError>;
+    /// Where the key lives (a `pkcs11:` URI), as the key store records it.
+    fn locator(&self) -> &str;
+}
+
+/// The public half of a key kept in a vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicKey {
+    /// An RSA key: modulus and public exponent, big-endian.
+    Rsa {
+        /// The modulus.
+        n: Vec<u8>,
+        /// The public exponent.
+        e: Vec<u8>,
+    },
+    /// A P-256 key: the point's coordinates, 32 bytes each.
+    EcP256 {
+        /// The x coordinate.
+        x: Vec<u8>,
+        /// The y coordinate.
+        y: Vec<u8>,
+    },
+}
+
 enum Pair {
     Rsa(RsaKeyPair),
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
+    Vault(Arc<dyn VaultKey>),
 }
 
-/// A private key, parsed once, with its `kid`, public JWK and JWS header.
+/// A private key, parsed once (or held by a vault), with its `kid`, public JWK and JWS header.
 pub struct SigningKey {
     alg: Algorithm,
     kid: String,
     pair: Pair,
     jwk: Jwk,
     header_b64: String,
-    pkcs8_pem: String,
+    /// The private key as PEM; `None` for a key in a vault.
+    pkcs8_pem: Option<String>,
 }
 
 impl fmt::Debug for SigningKey {
@@ -150,6 +184,17 @@ impl SigningKey {
         SigningKey::from_pkcs8_der(&der)
     }
 
+    /// A key held by `vault`, whose public half is `public`; it signs with `alg`, which must
+    /// suit the key (RS256 for RSA, ES256 for P-256).
+    pub fn in_vault(alg: Algorithm, public: &PublicKey, vault: Arc<dyn VaultKey>) -> Result<SigningKey, KeyError> {
+        let jwk = match (alg, public) {
+            (Algorithm::RS256, PublicKey::Rsa { n, e }) => Jwk::rsa(n, e),
+            (Algorithm::ES256, PublicKey::EcP256 { x, y }) if x.len() == 32 && y.len() == 32 => Jwk::ec_p256(x, y),
+            _ => return Err(KeyError::Rejected(format!("{alg} cannot sign with this vault key"))),
+        };
+        Ok(SigningKey::named(alg, jwk, Pair::Vault(vault), None))
+    }
+
     fn assemble(pair: Pair, pkcs8_pem: String) -> Result<SigningKey, KeyError> {
         let (alg, jwk) = match &pair {
             Pair::Rsa(rsa) => {
@@ -165,12 +210,17 @@ impl SigningKey {
                 (Algorithm::ES256, Jwk::ec_p256(&point[1..33], &point[33..]))
             }
             Pair::Ed25519(ed) => (Algorithm::EdDSA, Jwk::ed25519(ed.public_key().as_ref())),
+            Pair::Vault(_) => return Err(KeyError::Rejected("a vault key has no key pair here".into())),
         };
+        Ok(SigningKey::named(alg, jwk, pair, Some(pkcs8_pem)))
+    }
+
+    fn named(alg: Algorithm, jwk: Jwk, pair: Pair, pkcs8_pem: Option<String>) -> SigningKey {
         let kid = jwk.thumbprint();
         let jwk = jwk.named(&kid, alg);
         let header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT", "kid": kid });
         let header_b64 = b64url(header.to_string().as_bytes());
-        Ok(SigningKey { alg, kid, pair, jwk, header_b64, pkcs8_pem })
+        SigningKey { alg, kid, pair, jwk, header_b64, pkcs8_pem }
     }
 
     /// The algorithm it signs with.
@@ -189,9 +239,17 @@ impl SigningKey {
         &self.jwk
     }
 
-    /// The private key as PEM, for the key store to write.
-    pub fn to_pem(&self) -> &str {
-        &self.pkcs8_pem
+    /// The private key as PEM, for the key store to write; `None` for a key in a vault.
+    pub fn to_pem(&self) -> Option<&str> {
+        self.pkcs8_pem.as_deref()
+    }
+
+    /// Where the vault that holds the key keeps it; `None` for a key in memory.
+    pub fn vault_locator(&self) -> Option<&str> {
+        match &self.pair {
+            Pair::Vault(vault) => Some(vault.locator()),
+            _ => None,
+        }
     }
 
     /// The base64url JWS protected header (`alg`, `typ: JWT`, `kid`).
@@ -212,6 +270,7 @@ impl SigningKey {
                 Ok(ec.sign(&SystemRandom::new(), message).map_err(|_| KeyError::Sign)?.as_ref().to_vec())
             }
             Pair::Ed25519(ed) => Ok(ed.sign(message).as_ref().to_vec()),
+            Pair::Vault(vault) => vault.sign(message),
         }
     }
 }

@@ -7,9 +7,9 @@
 //! builds the [`claims`] of the client's dialect and hands them to a [`signer::TokenSigner`];
 //! the [`SignerPool`] queues them in its bounded
 //! [`queue::BatchQueue`], a worker thread takes a request, signs it with the key ring's current
-//! [`SigningKey`] (an aws-lc key pair parsed once, [`jws`]), notes the token's `exp` against the
-//! key's id so rotation keeps the key published long enough, wraps it in a [`jwe`] when the
-//! client asked, and answers the waiting caller.
+//! [`SigningKey`] (an aws-lc key pair parsed once, or a key a PKCS#11 token signs with; [`jws`]),
+//! notes the token's `exp` against the key's id so rotation keeps the key published long enough,
+//! wraps it in a [`jwe`] when the client asked, and answers the waiting caller.
 
 pub mod audit;
 pub mod claims;
@@ -30,6 +30,6 @@ pub use discovery::{license_configuration, Jwk, Jwks, LicenseConfiguration};
 pub use issue::{Dialect, Subject, TokenIssuer};
 pub use jwe::{ClientPublicKey, JweError};
 pub use keyring::KeyRing;
-pub use keys::{Algorithm, KeyError, SigningKey};
+pub use keys::{Algorithm, KeyError, PublicKey, SigningKey, VaultKey};
 pub use pool::{PoolConfig, SignerPool};
 pub use verify::{Verifier, VerifyError};

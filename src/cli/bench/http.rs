@@ -1,5 +1,6 @@
-//! The HTTP side of the load generator: a keep-alive HTTP/1.1 connection per worker, and the
-//! workers that speak the Enterprise `/authz/` API or fetch a hello-world page.
+//! The HTTP side of the load generator: a keep-alive HTTP/1.1 connection per worker (over TLS
+//! when the server serves it), and the workers that speak the Enterprise `/authz/` API or fetch
+//! a hello-world page.
 //!
 //! The connection writes its requests and reads its answers itself (`httparse` parses the
 //! answer's head) rather than through hyper's client: client and server share the machine, so
@@ -13,6 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use hyper::{Method, StatusCode};
+use leasehold_transports::tcp::client::{ClientTls, TlsStream};
 use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -26,10 +28,51 @@ const MAX_HEADERS: usize = 32;
 /// How much the read buffer grows by: a signed token's answer fits in one read.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// Where connections go: the server's address, and how to check its certificate when it serves
+/// TLS.
+#[derive(Clone)]
+pub struct Target {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// The TLS client (`None`: plain HTTP).
+    pub tls: Option<ClientTls>,
+}
+
+impl From<SocketAddr> for Target {
+    fn from(addr: SocketAddr) -> Target {
+        Target { addr, tls: None }
+    }
+}
+
+/// A connection's byte stream, plain or over TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Stream {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(stream) => stream.write_all(bytes).await,
+            Stream::Tls(stream) => {
+                stream.write_all(bytes).await?;
+                stream.flush().await
+            }
+        }
+    }
+
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.read_buf(buf).await,
+            Stream::Tls(stream) => stream.read_buf(buf).await,
+        }
+    }
+}
+
 /// One keep-alive HTTP/1.1 connection, reopened after an I/O failure or a `connection: close`.
 pub struct Connection {
-    addr: SocketAddr,
-    stream: Option<TcpStream>,
+    target: Target,
+    stream: Option<Stream>,
     /// The request being written (reused).
     request: Vec<u8>,
     /// Bytes read and not yet handed out as an answer.
@@ -53,9 +96,9 @@ struct Head {
 }
 
 impl Connection {
-    /// A connection to `addr` (opened on first use).
-    pub fn new(addr: SocketAddr) -> Connection {
-        Connection { addr, stream: None, request: Vec::with_capacity(512), received: BytesMut::new() }
+    /// A connection to `target` (opened on first use).
+    pub fn new(target: impl Into<Target>) -> Connection {
+        Connection { target: target.into(), stream: None, request: Vec::with_capacity(512), received: BytesMut::new() }
     }
 
     /// Sends one request and reads the whole answer.
@@ -98,7 +141,7 @@ impl Connection {
     ) -> std::io::Result<()> {
         let request = &mut self.request;
         request.clear();
-        write!(request, "{method} {path_and_query} HTTP/1.1\r\nhost: {}\r\n", self.addr)?;
+        write!(request, "{method} {path_and_query} HTTP/1.1\r\nhost: {}\r\n", self.target.addr)?;
         if let Some(bearer) = bearer {
             write!(request, "authorization: Bearer {bearer}\r\n")?;
         }
@@ -119,8 +162,12 @@ impl Connection {
     /// Writes the prepared request and reads its answer.
     async fn exchange(&mut self) -> Result<Answer, Failure> {
         if self.stream.is_none() {
-            let stream = TcpStream::connect(self.addr).await.map_err(|_| Failure::new("connect"))?;
+            let stream = TcpStream::connect(self.target.addr).await.map_err(|_| Failure::new("connect"))?;
             let _ = stream.set_nodelay(true);
+            let stream = match &self.target.tls {
+                None => Stream::Plain(stream),
+                Some(tls) => Stream::Tls(Box::new(tls.handshake(stream).await.map_err(|_| Failure::new("tls"))?)),
+            };
             self.received.clear();
             self.stream = Some(stream);
         }
@@ -146,7 +193,7 @@ impl Connection {
 
 /// Reads what the stream has into `received`; the end of the stream is a failure, since an
 /// answer is still owed.
-async fn read_more(stream: &mut TcpStream, received: &mut BytesMut) -> Result<(), Failure> {
+async fn read_more(stream: &mut Stream, received: &mut BytesMut) -> Result<(), Failure> {
     received.reserve(READ_CHUNK);
     match stream.read_buf(received).await {
         Ok(0) | Err(_) => Err(Failure::new("io")),
@@ -331,9 +378,9 @@ pub struct Authz {
 }
 
 impl Authz {
-    /// A client of the server at `addr` on hardware id `hw`.
-    pub fn new(addr: SocketAddr, hw: String) -> Authz {
-        Authz { connection: Connection::new(addr), hw }
+    /// A client of the server at `target` on hardware id `hw`.
+    pub fn new(target: impl Into<Target>, hw: String) -> Authz {
+        Authz { connection: Connection::new(target), hw }
     }
 }
 
@@ -380,9 +427,9 @@ pub struct Scale {
 }
 
 impl Scale {
-    /// A client of the server at `addr` on hardware id `hw`.
-    pub fn new(addr: SocketAddr, hw: String) -> Scale {
-        Scale { connection: Connection::new(addr), hw }
+    /// A client of the server at `target` on hardware id `hw`.
+    pub fn new(target: impl Into<Target>, hw: String) -> Scale {
+        Scale { connection: Connection::new(target), hw }
     }
 
     /// POSTs `body` to action `action` with the client's claims; the answer's one element.

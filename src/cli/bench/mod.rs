@@ -7,9 +7,12 @@
 //!
 //! The server under test is started by the bench (a `leasehold serve` child process on a fresh
 //! data directory), hosted in the bench's own process (`--in-process`), or a running one
-//! (`--server`, with its admin token for seeding).
+//! (`--server`, with its admin token for seeding). With `--tls` the bench starts a second server
+//! that serves both protocols over TLS, and runs each workload against it right after the same
+//! run in plain text.
 
 mod baselines;
+mod certificate;
 mod driver;
 mod http;
 mod issuer;
@@ -109,6 +112,11 @@ pub struct BenchArgs {
     /// right after the API-key consumes (workload `consume-idtoken`).
     #[arg(long)]
     identity_tokens: bool,
+    /// Also run each protocol's workloads over TLS, each right after the same run in plain text,
+    /// against a second server the bench starts with a certificate it makes (`authz+tls`,
+    /// `scale+tls`, `tcp+tls` in the report).
+    #[arg(long, conflicts_with_all = ["server", "in_process"])]
+    tls: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -186,12 +194,12 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
         }
         None if args.in_process => server::UnderTest::host(&args.durability, args.admin_token.clone(), issuer.as_ref())
             .map_err(BenchError::Server)?,
-        None => server::UnderTest::start(&args.durability, issuer.as_ref()).map_err(BenchError::Server)?,
+        None => server::UnderTest::start(&args.durability, issuer.as_ref(), None).map_err(BenchError::Server)?,
     };
     report.notes.push(server.describe());
     let consumers = args.consumers.unwrap_or(args.licenses);
     eprintln!("seeding {} licenses and {consumers} consumers ...", args.licenses);
-    let identities = Arc::new(seed::seed(server.http, &server.admin_token, args.licenses, consumers).await?);
+    let identities = Arc::new(seed::seed(server.target(), &server.admin_token, args.licenses, consumers).await?);
     let token_identities = match &issuer {
         Some(issuer) => {
             eprintln!("signing {consumers} identity-token consumers in ...");
@@ -201,6 +209,10 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
     };
     if let Some(rss) = server.rss_bytes() {
         report.notes.push(format!("server RSS after seeding: {:.1} MiB", rss as f64 / (1 << 20) as f64));
+    }
+    let secured = if args.tls { Some(Secured::start(args, consumers).await?) } else { None };
+    if let Some(secured) = &secured {
+        report.notes.push(format!("TLS runs: {}, serving TLS 1.3 on both ports", secured.server.describe()));
     }
 
     for &protocol in &args.protocol {
@@ -224,6 +236,12 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
             {
                 report.notes.push("TCP skipped: the server under test has no TCP address (--tcp)".into());
                 break;
+            }
+            if let Some(secured) = &secured {
+                // Right after the plain run it is compared with.
+                let (server, identities) = (&secured.server, &secured.identities);
+                measure_protocol(&mut report, server, identities, args, protocol, workload, label, plan, &progress)
+                    .await?;
             }
             if let Some(tokens) = token_identities.as_ref().filter(|_| authz && workload == Workload::Consume) {
                 // Right after the API-key run it is compared with, on the same licenses.
@@ -253,6 +271,26 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
     }
     add_ratios(&mut report);
     Ok(report)
+}
+
+/// The second server of `--tls`, which serves both protocols over TLS, and its seeded
+/// identities.
+struct Secured {
+    server: server::UnderTest,
+    identities: Arc<Vec<seed::Identity>>,
+    // Its files stay until the server has stopped (the server drops first).
+    _certificate: certificate::BenchCertificate,
+}
+
+impl Secured {
+    async fn start(args: &BenchArgs, consumers: usize) -> Result<Secured, BenchError> {
+        let certificate = certificate::BenchCertificate::make().map_err(BenchError::Server)?;
+        let server =
+            server::UnderTest::start(&args.durability, None, Some(&certificate)).map_err(BenchError::Server)?;
+        eprintln!("seeding the TLS server ...");
+        let identities = Arc::new(seed::seed(server.target(), &server.admin_token, args.licenses, consumers).await?);
+        Ok(Secured { server, identities, _certificate: certificate })
+    }
 }
 
 /// The latency target is held at half the saturating load of unsigned decisions, measured
@@ -315,7 +353,8 @@ async fn measure_ceiling(report: &mut Report, plan: Plan) -> Result<(), BenchErr
 }
 
 /// Runs `workload` over `protocol` and records it as Leasehold's under the workload name
-/// `label`; false when the server under test has no address for `protocol`.
+/// `label` (and the protocol's name with `+tls` when the server serves TLS); false when the
+/// server under test has no address for `protocol`.
 #[allow(clippy::too_many_arguments)]
 async fn measure_protocol(
     report: &mut Report,
@@ -328,26 +367,28 @@ async fn measure_protocol(
     plan: Plan,
     progress: &ProgressBar,
 ) -> Result<bool, BenchError> {
+    let name = |base: &str| if server.tls.is_some() { format!("{base}+tls") } else { base.to_owned() };
     match protocol {
         Protocol::Authz => {
             let workers = authz_workers(server, workload, identities, args.connections);
-            measure_leasehold(report, "authz", label, workers, plan, progress).await;
+            measure_leasehold(report, &name("authz"), label, workers, plan, progress).await;
         }
         Protocol::Scale => {
             let workers: Vec<_> = (0..args.connections)
                 .map(|i| {
-                    let api = Scale::new(server.http, format!("bench-scale-{i}"));
+                    let api = Scale::new(server.target(), format!("bench-scale-{i}"));
                     ApiWorker::new(api, workload, Arc::clone(identities), i, args.connections)
                 })
                 .collect();
-            measure_leasehold(report, "scale", label, workers, plan, progress).await;
+            measure_leasehold(report, &name("scale"), label, workers, plan, progress).await;
         }
         Protocol::Tcp => {
             let Some(addr) = server.tcp.or(args.tcp) else { return Ok(false) };
-            let workers = tcp::workers(addr, identities, args.connections, args.pipeline, workload)
+            let tls = server.tls.as_ref();
+            let workers = tcp::workers(addr, tls, identities, args.connections, args.pipeline, workload)
                 .await
                 .map_err(BenchError::Server)?;
-            measure_leasehold(report, "tcp", label, workers, plan, progress).await;
+            measure_leasehold(report, &name("tcp"), label, workers, plan, progress).await;
         }
     }
     Ok(true)
@@ -377,7 +418,7 @@ fn authz_workers(
 ) -> Vec<ApiWorker<Authz>> {
     (0..connections)
         .map(|i| {
-            let api = Authz::new(server.http, format!("bench-hw-{i}"));
+            let api = Authz::new(server.target(), format!("bench-hw-{i}"));
             ApiWorker::new(api, workload, Arc::clone(identities), i, connections)
         })
         .collect()
@@ -484,6 +525,19 @@ fn add_ratios(report: &mut Report) {
                 name: format!("TCP {workload} ÷ Redis + Lua {workload} (same in-flight requests)"),
                 value: ours.throughput_per_s / redis.throughput_per_s,
                 at_least: (workload == "check").then_some(1.0),
+                at_most: None,
+            });
+        }
+    }
+    for (protocol, workload) in
+        [("authz", "check"), ("authz", "consume"), ("scale", "consume"), ("tcp", "check"), ("tcp", "consume")]
+    {
+        let secured = report.find("leasehold", &format!("{protocol}+tls"), workload);
+        if let (Some(secured), Some(plain)) = (secured, report.find("leasehold", protocol, workload)) {
+            ratios.push(Ratio {
+                name: format!("{protocol} {workload} over TLS ÷ in plain text"),
+                value: secured.throughput_per_s / plain.throughput_per_s,
+                at_least: None,
                 at_most: None,
             });
         }

@@ -3,7 +3,7 @@
 //! seat license each, and `consumers` consumers spread over those licensees.
 
 use super::driver::Failure;
-use super::http::{Connection, ITEM};
+use super::http::{Connection, Target, ITEM};
 use super::issuer::Issuer;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
@@ -31,17 +31,12 @@ pub struct Identity {
 #[error("seeding through the admin API failed: {0}")]
 pub struct SeedError(String);
 
-/// Creates the data set on the server at `addr` with the admin token `admin`; one identity per
-/// consumer.
-pub async fn seed(
-    addr: SocketAddr,
-    admin: &str,
-    licenses: usize,
-    consumers: usize,
-) -> Result<Vec<Identity>, SeedError> {
+/// Creates the data set on the server at `target` with the admin token `admin`; one identity
+/// per consumer.
+pub async fn seed(target: Target, admin: &str, licenses: usize, consumers: usize) -> Result<Vec<Identity>, SeedError> {
     let licenses = licenses.max(1);
     let consumers = consumers.max(1);
-    let mut connection = Connection::new(addr);
+    let mut connection = Connection::new(target.clone());
     // The product may exist already when a running server is benchmarked twice.
     let product = json!({"name": ITEM, "features": []});
     let answer = admin_call(&mut connection, admin, "/admin/products", &product).await?;
@@ -53,9 +48,9 @@ pub async fn seed(
     let admin: Arc<str> = Arc::from(admin);
     let license_tasks: Vec<_> = (0..SEED_CONNECTIONS.min(licenses))
         .map(|_| {
-            let (next, admin) = (Arc::clone(&next), Arc::clone(&admin));
+            let (next, admin, target) = (Arc::clone(&next), Arc::clone(&admin), target.clone());
             tokio::spawn(async move {
-                let mut connection = Connection::new(addr);
+                let mut connection = Connection::new(target);
                 let mut made = Vec::new();
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
@@ -78,9 +73,10 @@ pub async fn seed(
     let next = Arc::new(AtomicUsize::new(0));
     let consumer_tasks: Vec<_> = (0..SEED_CONNECTIONS.min(consumers))
         .map(|_| {
-            let (next, admin, licensees) = (Arc::clone(&next), Arc::clone(&admin), Arc::clone(&licensees));
+            let (next, admin, licensees, target) =
+                (Arc::clone(&next), Arc::clone(&admin), Arc::clone(&licensees), target.clone());
             tokio::spawn(async move {
-                let mut connection = Connection::new(addr);
+                let mut connection = Connection::new(target);
                 let mut made = Vec::new();
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);

@@ -2,10 +2,13 @@
 //! a fresh data directory (and stops at the end), the same server hosted in the bench's own
 //! process (`--in-process`, as an embedder would), or a server already running elsewhere.
 
+use super::certificate::BenchCertificate;
+use super::http::Target;
 use super::issuer::Issuer;
 use crate::cli::config::{FileConfig, ServeArgs, Settings};
 use crate::cli::serve;
 use clap::Parser;
+use leasehold_transports::tcp::client::ClientTls;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -25,6 +28,8 @@ pub struct UnderTest {
     pub tcp: Option<SocketAddr>,
     /// Its admin token (for seeding).
     pub admin_token: String,
+    /// The TLS client for its certificate, when it serves TLS.
+    pub tls: Option<ClientTls>,
     child: Option<Child>,
     hosted: Option<Hosted>,
     // Removed when the bench ends, after the server has stopped.
@@ -64,7 +69,16 @@ impl UnderTest {
         let http = super::socket_addr(addr)?;
         std::net::TcpStream::connect_timeout(&http, Duration::from_secs(5))
             .map_err(|e| format!("cannot reach {http}: {e}"))?;
-        Ok(UnderTest { http, tcp: None, admin_token, child: None, hosted: None, _data_dir: None, durability: None })
+        Ok(UnderTest {
+            http,
+            tcp: None,
+            admin_token,
+            tls: None,
+            child: None,
+            hosted: None,
+            _data_dir: None,
+            durability: None,
+        })
     }
 
     /// Hosts the server in this process, on a thread with a runtime of its own (the engine
@@ -122,6 +136,7 @@ impl UnderTest {
             http,
             tcp: Some(tcp),
             admin_token,
+            tls: None,
             child: None,
             hosted: Some(hosted),
             _data_dir: Some(data_dir),
@@ -130,8 +145,13 @@ impl UnderTest {
     }
 
     /// Starts `leasehold serve` (this very executable) on loopback ports chosen by the system,
-    /// with a fresh data directory and durability `durability`.
-    pub fn start(durability: &str, issuer: Option<&Issuer>) -> Result<UnderTest, String> {
+    /// with a fresh data directory and durability `durability`, serving TLS on both ports with
+    /// `certificate` when given.
+    pub fn start(
+        durability: &str,
+        issuer: Option<&Issuer>,
+        certificate: Option<&BenchCertificate>,
+    ) -> Result<UnderTest, String> {
         let exe = std::env::current_exe().map_err(|e| format!("finding the leasehold executable: {e}"))?;
         let data_dir = tempfile::tempdir().map_err(|e| format!("creating a data directory: {e}"))?;
         let admin_token = format!("bench-{}", uuid::Uuid::new_v4().simple());
@@ -144,6 +164,13 @@ impl UnderTest {
             std::fs::write(&config, issuer.config_toml()).map_err(|e| format!("writing the server's settings: {e}"))?;
             command.arg("--config").arg(config);
         }
+        let tls = match certificate {
+            Some(certificate) => {
+                command.arg("--tls-cert").arg(certificate.cert_file()).arg("--tls-key").arg(certificate.key_file());
+                Some(certificate.client()?)
+            }
+            None => None,
+        };
         let mut child = command
             .env("LEASEHOLD_ADMIN_TOKEN", &admin_token)
             .env("LEASEHOLD_LOG", "warn")
@@ -184,11 +211,17 @@ impl UnderTest {
             http,
             tcp,
             admin_token,
+            tls,
             child: Some(child),
             hosted: None,
             _data_dir: Some(data_dir),
             durability: Some(durability.to_owned()),
         })
+    }
+
+    /// Where HTTP clients connect, and how.
+    pub fn target(&self) -> Target {
+        Target { addr: self.http, tls: self.tls.clone() }
     }
 
     /// One line saying what is measured.
@@ -230,7 +263,10 @@ impl Drop for UnderTest {
 /// The first `scheme://host:port` or `host:port` socket address in a banner line.
 fn address_in(line: &str) -> Option<SocketAddr> {
     line.split_whitespace()
-        .map(|word| word.trim_start_matches("http://").trim_start_matches("tcp://").trim_end_matches(['/', ',', ')']))
+        .map(|word| {
+            let word = word.trim_start_matches("http://").trim_start_matches("https://").trim_start_matches("tcp://");
+            word.trim_end_matches(['/', ',', ')'])
+        })
         .find_map(|word| word.parse().ok())
 }
 

@@ -1,20 +1,21 @@
 //! The TCP side of the load generator: Leasehold's own client ([`leasehold_transports::tcp`]),
-//! one connection per seeded consumer in use, with several workers pipelining requests on
-//! each connection.
+//! one connection per seeded consumer in use (over TLS when the server serves it), with several
+//! workers pipelining requests on each connection.
 
 use super::driver::{Failure, Outcome, Worker};
 use super::http::{Workload, ITEM};
 use super::seed::Identity;
 use leasehold_engine::LeaseId;
-use leasehold_transports::tcp::client::{Auth, Client, ClientError};
+use leasehold_transports::tcp::client::{Auth, Client, ClientConfig, ClientError, ClientTls};
 use leasehold_transports::tcp::messages::{Consume, Denied, Release, Renew, TokenChoice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Opens `connections` authenticated connections (connection `i` acts for identity `i`) and
-/// puts `pipeline` workers on each.
+/// Opens `connections` authenticated connections (connection `i` acts for identity `i`), over
+/// `tls` when given, and puts `pipeline` workers on each.
 pub async fn workers(
     addr: SocketAddr,
+    tls: Option<&ClientTls>,
     identities: &[Identity],
     connections: usize,
     pipeline: usize,
@@ -23,9 +24,12 @@ pub async fn workers(
     let mut workers = Vec::with_capacity(connections * pipeline);
     for connection in 0..connections {
         let identity = &identities[connection % identities.len()];
-        let client = Client::connect(addr, Auth::ApiKey(identity.api_key.clone()))
-            .await
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let auth = Auth::ApiKey(identity.api_key.clone());
+        let client = match tls {
+            None => Client::connect(addr, auth).await,
+            Some(tls) => Client::connect_tls(addr, auth, ClientConfig::default(), tls.clone()).await,
+        };
+        let client = client.map_err(|e| format!("connecting to {addr}: {e}"))?;
         let client = Arc::new(client);
         for slot in 0..pipeline.max(1) {
             workers.push(TcpWorker {

@@ -24,7 +24,7 @@ pub mod scale;
 mod server;
 pub mod signup;
 
-pub use admin::tokens::KeyRotation;
+pub use admin::tokens::{KeyRotation, RotationError};
 pub use auth::AdminToken;
 pub use metrics::ServerMetrics;
 pub use reply::{ApiError, BodyLimits};

@@ -100,7 +100,17 @@ impl ClientTls {
             .with_no_client_auth();
         Ok(ClientTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })
     }
+
+    /// Runs the TLS handshake on `stream`, checking the server's certificate; the secured stream
+    /// (which any protocol may speak over, HTTP included).
+    pub async fn handshake(&self, stream: tokio::net::TcpStream) -> Result<TlsStream, ClientError> {
+        let secured = self.connector.connect(self.server_name.clone(), stream).await;
+        secured.map_err(|e| ClientError::Io(format!("TLS handshake: {e}")))
+    }
 }
+
+/// A TCP stream secured by [`ClientTls::handshake`].
+pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 /// Options of a [`Client`].
 #[derive(Debug, Clone, Copy)]
@@ -458,9 +468,7 @@ impl Client {
                 tokio::spawn(read_answers(reader, shared, max_frame_bytes, sweep_every));
             }
             Some(tls) => {
-                let secured = tls.connector.connect(tls.server_name.clone(), stream).await;
-                let secured = secured.map_err(|e| ClientError::Io(format!("TLS handshake: {e}")))?;
-                let (reader, writer) = tokio::io::split(secured);
+                let (reader, writer) = tokio::io::split(tls.handshake(stream).await?);
                 tokio::spawn(write_frames(writer, queued, Arc::clone(&shared)));
                 tokio::spawn(read_answers(reader, shared, max_frame_bytes, sweep_every));
             }

@@ -26,7 +26,17 @@ use std::sync::Arc;
 /// Makes a new key of the given algorithm the signing key and records it wherever the keys are
 /// kept (the data directory's key store, so it survives a restart); answers the new `kid`.
 /// Generating an RSA key takes a fraction of a second, so it is called on a blocking thread.
-pub type KeyRotation = Arc<dyn Fn(Algorithm) -> Result<String, String> + Send + Sync>;
+pub type KeyRotation = Arc<dyn Fn(Algorithm) -> Result<String, RotationError> + Send + Sync>;
+
+/// Why a signing key was not rotated.
+#[derive(Debug)]
+pub enum RotationError {
+    /// Where the keys are kept, no key of that algorithm can be made (a PKCS#11 token makes
+    /// RS256 and ES256 keys only).
+    Unsupported(String),
+    /// Making or recording the key failed.
+    Failed(String),
+}
 
 /// Claims a regenerated token cannot reproduce and an audit therefore does not compare: the
 /// lease a heartbeat replaced is history, not state.
@@ -232,7 +242,10 @@ pub async fn rotate_key(state: &Admin<'_>, call: &Call) -> Result<Response<Body>
     let kid = tokio::task::spawn_blocking(move || rotation(alg))
         .await
         .map_err(|e| ApiError::internal(format!("key rotation stopped: {e}")))?
-        .map_err(|e| ApiError::internal(format!("key rotation failed: {e}")))?;
+        .map_err(|e| match e {
+            RotationError::Unsupported(why) => ApiError::bad_request(why),
+            RotationError::Failed(why) => ApiError::internal(format!("key rotation failed: {why}")),
+        })?;
     tracing::info!(kid, alg = alg.as_str(), "signing key rotated");
     let event = Event {
         event_type: "key.rotated".into(),
