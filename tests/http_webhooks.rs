@@ -1,16 +1,18 @@
 //! Webhooks against a real server and a real receiver, a hyper server in the test (SPEC section
 //! 11): deliveries are signed, retried after failures, in event order, and none is lost to a
-//! kill -9.
+//! kill -9; an `https://` receiver gets them when its CA is trusted, and none otherwise.
 
 mod http_common;
 
 use http_body_util::{BodyExt, Empty};
+use http_common::tls::TestCa;
 use http_common::Server;
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use leasehold_transports::tls::{ServerTls, TlsFiles};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +33,7 @@ impl Received {
 }
 
 /// An HTTP receiver (hyper's server, on a runtime of its own) that answers 503 to its first
-/// `fail_first` requests and 200 after.
+/// `fail_first` requests and 200 after; over TLS when it has a certificate.
 struct Receiver {
     addr: SocketAddr,
     got: Arc<Mutex<Vec<Received>>>,
@@ -39,6 +41,10 @@ struct Receiver {
 
 impl Receiver {
     fn start(listener: TcpListener, fail_first: usize) -> Receiver {
+        Receiver::start_with(listener, fail_first, None)
+    }
+
+    fn start_with(listener: TcpListener, fail_first: usize, tls: Option<ServerTls>) -> Receiver {
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -68,7 +74,15 @@ impl Receiver {
                             Ok::<_, hyper::Error>(answer)
                         }
                     });
-                    tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), receive));
+                    match tls.clone() {
+                        None => {
+                            drop(tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), receive)))
+                        }
+                        Some(tls) => drop(tokio::spawn(async move {
+                            let Ok(stream) = tls.acceptor().accept(stream).await else { return };
+                            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), receive).await;
+                        })),
+                    }
                 }
             });
         });
@@ -252,4 +266,55 @@ fn a_receiver_that_never_answers_does_not_hold_up_checkouts() {
     let id = hook["id"].as_str().unwrap();
     let deliveries = server.admin_ok("GET", &format!("/admin/webhooks/{id}/deliveries"), None, 200);
     assert!(deliveries["items"].as_array().unwrap().iter().all(|d| d["status"] != "delivered"), "{deliveries}");
+}
+
+#[test]
+fn an_https_receiver_gets_deliveries_when_its_ca_is_trusted_and_none_otherwise() {
+    let scratch = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let ca_file = ca.write(scratch.path());
+    let (cert, key, _) = ca.leaf(scratch.path(), "receiver");
+    let tls = ServerTls::new(TlsFiles { cert, key }, &[b"http/1.1"]).expect("the receiver's certificate");
+    let receiver = Receiver::start_with(TcpListener::bind("127.0.0.1:0").unwrap(), 0, Some(tls));
+    let hook = json!({"url": format!("https://{}/hooks", receiver.addr), "events": ["licensee.*"]});
+
+    let config = scratch.path().join("leasehold.toml");
+    std::fs::write(&config, format!("[webhooks]\nca_file = {:?}\n", ca_file.display().to_string())).unwrap();
+    let trusting = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let secret = trusting.admin_ok("POST", "/admin/webhooks", Some(hook.clone()), 201)["secret"].clone();
+    trusting.party("Secure Co");
+    receiver.wait_for(1, Duration::from_secs(20));
+    let got = receiver.got();
+    assert_eq!(got[0].header("leasehold-event-type"), "licensee.created", "{got:?}");
+    assert!(got[0].header("leasehold-signature").starts_with("t="), "{got:?}");
+    assert!(secret.as_str().is_some_and(|s| s.starts_with("whsec_")));
+
+    // A server that does not trust the receiver's CA sends it nothing, and says why.
+    let doubting = Server::start();
+    let id = doubting.admin_ok("POST", "/admin/webhooks", Some(hook), 201)["id"].as_str().unwrap().to_owned();
+    doubting.party("Doubt Co");
+    let until = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        let deliveries = doubting.admin_ok("GET", &format!("/admin/webhooks/{id}/deliveries"), None, 200);
+        if let Some(error) = deliveries["items"][0]["last_error"].as_str() {
+            break error.to_owned();
+        }
+        assert!(Instant::now() < until, "no attempt recorded: {deliveries}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    assert_eq!(receiver.got().len(), got.len(), "nothing reached the receiver from the doubting server");
+
+    // A CA file that holds no certificate stops the server at start with the reason.
+    std::fs::write(&ca_file, "not a certificate").unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--config", config.to_str().unwrap()])
+        .arg("--data-dir")
+        .arg(scratch.path().join("data"))
+        .env("LEASEHOLD_ADMIN_TOKEN", http_common::ADMIN)
+        .output()
+        .expect("the leasehold binary runs");
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("webhooks.ca_file"), "{stderr}");
 }

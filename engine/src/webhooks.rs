@@ -24,7 +24,7 @@ use std::time::Duration;
 pub struct Webhook {
     /// Its id.
     pub id: WebhookId,
-    /// Where events are posted (`http://`).
+    /// Where events are posted (`https://` or `http://`).
     pub url: String,
     /// The event types it wants: a type, `prefix.*`, or `*` for every type.
     pub events: Vec<String>,
@@ -107,17 +107,14 @@ pub fn new_webhook(id: WebhookId, new: NewWebhook, start_after: u64) -> Result<W
     })
 }
 
-/// A webhook URL: absolute `http://` with a host, no fragment, no user info.
+/// A webhook URL: absolute `http://` or `https://` with a host, no fragment, no user info.
 fn check_url(url: &str) -> Result<String, AdminError> {
     let invalid = |why: &str| AdminError::Invalid(format!("url: {why}"));
     if url.len() > MAX_URL_LEN {
         return Err(invalid(&format!("longer than {MAX_URL_LEN} bytes")));
     }
-    if url.starts_with("https://") {
-        return Err(invalid("https receivers need TLS, which this server does not speak yet; use http://"));
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(invalid("must start with http://"));
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return Err(invalid("must start with https:// or http://"));
     };
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     if authority.is_empty() || authority.contains('@') {
@@ -468,6 +465,8 @@ mod tests {
             new_webhook(WebhookId(Uuid::nil()), new, 0).is_err()
         };
         assert!(!refused("http://example.com:8080/hooks?x=1", &["license.*"]));
+        assert!(!refused("https://hooks.example.com/leasehold", &["*"]));
+        assert!(refused("https://", &["*"]));
         assert!(refused("ftp://example.com/", &["license.*"]));
         assert!(refused("http:///path", &["license.*"]));
         assert!(refused("http://user:pw@example.com/", &["license.*"]));

@@ -150,6 +150,7 @@ pub struct FileConfig {
     identity: Option<FileIdentity>,
     smtp: Option<SmtpConfig>,
     tls: Option<FileTls>,
+    webhooks: Option<FileWebhooks>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
     geoip_db: Option<PathBuf>,
@@ -161,6 +162,14 @@ pub struct FileConfig {
 struct FileTls {
     cert_file: PathBuf,
     key_file: PathBuf,
+}
+
+/// The `[webhooks]` table: the CA certificates `https://` receivers may chain to besides the
+/// web's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWebhooks {
+    ca_file: PathBuf,
 }
 
 /// The `[pkcs11]` table: the module that reaches the token `signing_key` names, and its user
@@ -304,6 +313,8 @@ pub struct Settings {
     pub trusted_proxies: TrustedProxies,
     /// The MaxMind database clients' countries are told from.
     pub geoip_db: Option<PathBuf>,
+    /// CA certificates (PEM) that `https://` webhook receivers may chain to besides the web's.
+    pub webhooks_ca_pem: Option<String>,
     /// The file the settings were read from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -430,6 +441,13 @@ impl Settings {
             Some(key) => Some(signing_vault(key, file.pkcs11.unwrap_or_default())?),
             None => None,
         };
+        let webhooks_ca_pem = match &file.webhooks {
+            Some(webhooks) => Some(
+                std::fs::read_to_string(&webhooks.ca_file)
+                    .map_err(|e| invalid("webhooks.ca_file", format!("{}: {e}", webhooks.ca_file.display())))?,
+            ),
+            None => None,
+        };
         let trusted_proxies = match &args.trusted_proxies {
             Some(list) => {
                 TrustedProxies::parse(list).map_err(|m| ConfigError::Setting(format!("trusted proxies: {m}")))?
@@ -482,6 +500,7 @@ impl Settings {
             },
             trusted_proxies,
             geoip_db: args.geoip_db.clone().or(file.geoip_db),
+            webhooks_ca_pem,
             config_file: file_path.map(Path::to_path_buf),
         };
         settings.check()?;

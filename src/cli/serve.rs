@@ -180,8 +180,9 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
 
     let (admin_token, admin_source) = admin_token::resolve(data_dir, settings.file_admin_token.as_deref())?;
     let webhook_key = key_store.webhook_key()?;
-    let webhooks = Webhooks::start(engine.clone(), Arc::clone(&journal) as _, webhook_key)
-        .map_err(io("starting the webhook deliveries"))?;
+    let webhooks =
+        Webhooks::start(engine.clone(), Arc::clone(&journal) as _, webhook_key, settings.webhooks_ca_pem.as_deref())
+            .map_err(io("starting the webhook deliveries"))?;
     let webhooks = Arc::new(webhooks);
     let demo = if settings.demo { Some(demo::seed(&engine).await?) } else { None };
     let mailer = settings.smtp.as_ref().map(Mailer::new).transpose()?.map(Arc::new);

@@ -16,7 +16,7 @@
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -225,12 +225,8 @@ impl Identities {
             .into_iter()
             .map(|trusted| (trusted.issuer.clone(), Issuer { trusted, keys: Default::default() }))
             .collect();
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(FETCH_TIMEOUT));
-        connector.enforce_http(false);
-        let tls = tls_config(config.extra_roots_pem.as_deref())?;
         let connector =
-            HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(connector);
+            crate::tls::https_connector(config.extra_roots_pem.as_deref(), FETCH_TIMEOUT).map_err(|e| e.to_string())?;
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
         Ok(Identities {
             issuers,
@@ -385,30 +381,6 @@ impl Identities {
         };
         tokio::time::timeout(FETCH_TIMEOUT, fetch).await.map_err(|_| unavailable("no answer in time".into()))?
     }
-}
-
-/// The TLS settings of the key fetches: the web's root certificates and `extra_roots_pem`'s.
-fn tls_config(extra_roots_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = extra_roots_pem {
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-            let cert = cert.map_err(|e| format!("the CA file: {e}"))?;
-            roots.add(cert).map_err(|e| format!("the CA file: {e}"))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err("the CA file holds no PEM certificate".into());
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
 }
 
 /// The header of a JWT of at most [`MAX_JWT_BYTES`] with a signing algorithm (an unsigned one,

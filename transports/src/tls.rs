@@ -5,11 +5,14 @@
 //! before a reload keep the session they have and new ones get the new certificate. A reload
 //! that fails (a missing file, a bad PEM, a key that is not the certificate's) changes nothing.
 
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 
 /// Where the certificate chain and its key are.
@@ -98,6 +101,38 @@ impl ServerTls {
 /// The cryptography rustls uses here: aws-lc, as everywhere in Leasehold.
 pub fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
+}
+
+/// The connector of the server's outgoing HTTP (identity providers' keys, webhooks): `https://`
+/// checked against the web's root certificates and those in `extra_roots_pem` (a deployment's
+/// own CA), `http://` in the clear.
+pub fn https_connector(
+    extra_roots_pem: Option<&str>,
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_roots_pem {
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+            let cert = cert.map_err(|e| TlsError(format!("the CA file: {e}")))?;
+            roots.add(cert).map_err(|e| TlsError(format!("the CA file: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(TlsError("the CA file holds no PEM certificate".into()));
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    Ok(HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().wrap_connector(connector))
 }
 
 /// Whether `first_byte`, the first byte a client sent, can start a TLS handshake (a TLS

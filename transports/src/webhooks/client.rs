@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CONTENT_TYPE, USER_AGENT};
 use hyper::Request;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use leasehold_engine::error::with_causes;
@@ -14,17 +15,15 @@ use leasehold_engine::Timestamp;
 /// Most of a receiver's answer that is read (the rest is dropped with the connection).
 const ANSWER_READ_LIMIT: usize = 64 * 1024;
 
-/// An HTTP/1.1 client with a connection pool, shared by every webhook.
+/// An HTTP/1.1 client with a connection pool, shared by every webhook; `https://` receivers'
+/// certificates are checked against the web's roots and the configured CA file.
 #[derive(Clone)]
 pub(super) struct Client {
-    inner: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    inner: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Client {
-    pub(super) fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(ANSWER_WITHIN));
-        connector.set_nodelay(true);
+    pub(super) fn new(connector: HttpsConnector<HttpConnector>) -> Self {
         let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
         Client { inner }
     }

@@ -14,7 +14,7 @@ mod task;
 
 use leasehold_engine::ids::WebhookId;
 use leasehold_engine::journal::JournalError;
-use leasehold_engine::webhooks::{Delivery, DeliveryLog, WebhookKey};
+use leasehold_engine::webhooks::{Delivery, DeliveryLog, WebhookKey, ANSWER_WITHIN};
 use leasehold_engine::Engine;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -117,8 +117,17 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Starts delivering the events of `engine`'s webhooks, remembering progress in `log`, with
-    /// secrets derived from `key`.
-    pub fn start(engine: Engine, log: Arc<dyn DeliveryLog>, key: WebhookKey) -> std::io::Result<Webhooks> {
+    /// secrets derived from `key`; `https://` receivers are trusted by the web's root
+    /// certificates and those of `ca_pem`.
+    pub fn start(
+        engine: Engine,
+        log: Arc<dyn DeliveryLog>,
+        key: WebhookKey,
+        ca_pem: Option<&str>,
+    ) -> std::io::Result<Webhooks> {
+        let connector = crate::tls::https_connector(ca_pem, ANSWER_WITHIN)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("webhooks.ca_file: {e}")))?;
+        let client = client::Client::new(connector);
         let shared = Arc::new(Shared {
             engine,
             log,
@@ -133,7 +142,7 @@ impl Webhooks {
         let supervised = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("leasehold-webhooks".into())
-            .spawn(move || runtime.block_on(supervise(supervised)))?;
+            .spawn(move || runtime.block_on(supervise(supervised, client)))?;
         Ok(Webhooks { shared, thread: Mutex::new(Some(thread)) })
     }
 
@@ -195,8 +204,7 @@ impl Drop for Webhooks {
 }
 
 /// Runs a task per webhook until stopped; flushes the delivery log now and then.
-async fn supervise(shared: Arc<Shared>) {
-    let client = client::Client::new();
+async fn supervise(shared: Arc<Shared>, client: client::Client) {
     let mut tasks: HashMap<WebhookId, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut last_sync = tokio::time::Instant::now();
     while !shared.stopping.load(Ordering::Acquire) {
