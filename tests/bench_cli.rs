@@ -195,3 +195,31 @@ fn each_protocol_is_measured_over_tls_right_beside_plain_text() {
         .expect("leasehold bench runs");
     assert_eq!(in_process.status.code(), Some(2), "--tls needs servers the bench starts as child processes");
 }
+
+#[test]
+fn a_cheap_signature_unsigned_tcp_checkouts_and_pinned_cores_are_measured() {
+    let mut args = vec!["--protocol", "authz,tcp", "--workload", "check,consume,consume-unsigned", "--licenses", "4"];
+    args.extend(["--connections", "2", "--pipeline", "2", "--duration", "500ms", "--signing-alg", "ES256"]);
+    args.extend(["--server-cores", "0", "--client-cores", "0"]);
+    let report = bench_report(&args);
+    let runs = report["runs"].as_array().expect("runs");
+    for (protocol, workload) in
+        [("authz", "check"), ("authz", "consume"), ("tcp", "consume"), ("tcp", "consume-unsigned")]
+    {
+        let run = runs
+            .iter()
+            .find(|r| r["protocol"] == protocol && r["workload"] == workload && r["rate_per_s"].is_null())
+            .unwrap_or_else(|| panic!("no {protocol} {workload} run in {report}"));
+        assert!(run["requests"].as_u64().unwrap_or(0) > 0, "{protocol} {workload} sent nothing: {run}");
+        assert_eq!(run["errors"], 0, "{protocol} {workload} had errors: {run}");
+    }
+    assert!(runs.iter().all(|r| !(r["protocol"] == "authz" && r["workload"] == "consume-unsigned")), "{report}");
+    let notes = report["notes"].to_string();
+    for note in
+        ["the server signs with ES256", "server on CPUs 0", "load generator on CPUs 0", "only TCP omits the token"]
+    {
+        assert!(notes.contains(note), "no note {note:?} in {notes}");
+    }
+    let ratio = "ES256 signed checkouts over HTTP ÷ unsigned HTTP checks";
+    assert!(report["ratios"].as_array().expect("ratios").iter().any(|r| r["name"] == ratio), "{report}");
+}

@@ -278,7 +278,8 @@ impl Worker for RedisWorker {
                     Err(Failure::new("denied"))
                 }
             }
-            Workload::Consume => {
+            // Redis signs nothing: its consume is the unsigned checkout's counterpart too.
+            Workload::Consume | Workload::ConsumeUnsigned => {
                 let license = self.take_license();
                 self.checkout(license).await.map(drop)
             }

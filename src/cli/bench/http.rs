@@ -266,6 +266,9 @@ pub enum Workload {
     Renew,
     /// Checkout, heartbeat, release; over and over, one request per step.
     Cycle,
+    /// A checkout with its token omitted, journaled like any other (TCP only: the protocol lets
+    /// a trusted back end skip the signature).
+    ConsumeUnsigned,
 }
 
 impl Workload {
@@ -276,6 +279,7 @@ impl Workload {
             Workload::Check => "check",
             Workload::Renew => "renew",
             Workload::Cycle => "cycle",
+            Workload::ConsumeUnsigned => "consume-unsigned",
         }
     }
 }
@@ -367,6 +371,7 @@ impl<A: LeaseApi> Worker for ApiWorker<A> {
                 let key = Arc::clone(&self.identities);
                 self.api.release(&key[identity].api_key, &lease).await
             }
+            (Workload::ConsumeUnsigned, _) => Err(Failure::new("consume-unsigned runs over TCP only")),
         }
     }
 }

@@ -8,6 +8,7 @@ use super::issuer::Issuer;
 use crate::cli::config::{FileConfig, ServeArgs, Settings};
 use crate::cli::serve;
 use clap::Parser;
+use leasehold_engine::tokens::Algorithm;
 use leasehold_transports::tcp::client::ClientTls;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -16,6 +17,21 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::oneshot;
+
+/// How the bench starts (or hosts) a server.
+#[derive(Clone, Copy)]
+pub struct Launch<'a> {
+    /// Its durability (`--durability`).
+    pub durability: &'a str,
+    /// An identity provider it trusts.
+    pub issuer: Option<&'a Issuer>,
+    /// The algorithm of its signing key (`--signing-alg`; the server's default otherwise).
+    pub signing_alg: Option<Algorithm>,
+    /// The CPUs a started server runs on (a `taskset` list such as `0-3`).
+    pub cores: Option<&'a str>,
+    /// The certificate a started server serves TLS with.
+    pub certificate: Option<&'a BenchCertificate>,
+}
 
 /// How long a started server may take to print its addresses.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -82,9 +98,11 @@ impl UnderTest {
     }
 
     /// Hosts the server in this process, on a thread with a runtime of its own (the engine
-    /// and the signer start their own threads), with a fresh data directory and durability
-    /// `durability`, and `admin_token` as its admin token.
-    pub fn host(durability: &str, admin_token: Option<String>, issuer: Option<&Issuer>) -> Result<UnderTest, String> {
+    /// and the signer start their own threads), with a fresh data directory, as `launch` says
+    /// (its cores and certificate apply to started servers only), and `admin_token` as its
+    /// admin token.
+    pub fn host(launch: &Launch<'_>, admin_token: Option<String>) -> Result<UnderTest, String> {
+        let durability = launch.durability;
         let data_dir = tempfile::tempdir().map_err(|e| format!("creating a data directory: {e}"))?;
         let admin_token = admin_token.unwrap_or_else(|| format!("bench-{}", uuid::Uuid::new_v4().simple()));
         let dir = data_dir.path().to_str().ok_or("the data directory's path is not UTF-8")?;
@@ -94,7 +112,10 @@ impl UnderTest {
         let mut settings = Settings::resolve(&args.serve, FileConfig::default(), None)
             .map_err(|e| format!("the hosted server: {e}"))?;
         settings.file_admin_token = Some(admin_token.clone());
-        settings.identity = issuer.map(Issuer::config);
+        settings.identity = launch.issuer.map(Issuer::config);
+        if let Some(alg) = launch.signing_alg {
+            settings.signing_alg = alg;
+        }
 
         let (started_tx, started_rx) = mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -145,26 +166,33 @@ impl UnderTest {
     }
 
     /// Starts `leasehold serve` (this very executable) on loopback ports chosen by the system,
-    /// with a fresh data directory and durability `durability`, serving TLS on both ports with
-    /// `certificate` when given.
-    pub fn start(
-        durability: &str,
-        issuer: Option<&Issuer>,
-        certificate: Option<&BenchCertificate>,
-    ) -> Result<UnderTest, String> {
+    /// with a fresh data directory, as `launch` says: on its cores (through `taskset`), serving
+    /// TLS on both ports with its certificate when given.
+    pub fn start(launch: &Launch<'_>) -> Result<UnderTest, String> {
+        let durability = launch.durability;
         let exe = std::env::current_exe().map_err(|e| format!("finding the leasehold executable: {e}"))?;
         let data_dir = tempfile::tempdir().map_err(|e| format!("creating a data directory: {e}"))?;
         let admin_token = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        let mut command = Command::new(exe);
+        let mut command = match launch.cores {
+            Some(cores) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["--cpu-list", cores]).arg(exe);
+                taskset
+            }
+            None => Command::new(exe),
+        };
         command
             .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--durability", durability, "--data-dir"])
             .arg(data_dir.path().join("data"));
-        if let Some(issuer) = issuer {
+        if let Some(alg) = launch.signing_alg {
+            command.args(["--signing-alg", alg.as_str()]);
+        }
+        if let Some(issuer) = launch.issuer {
             let config = data_dir.path().join("leasehold.toml");
             std::fs::write(&config, issuer.config_toml()).map_err(|e| format!("writing the server's settings: {e}"))?;
             command.arg("--config").arg(config);
         }
-        let tls = match certificate {
+        let tls = match launch.certificate {
             Some(certificate) => {
                 command.arg("--tls-cert").arg(certificate.cert_file()).arg("--tls-key").arg(certificate.key_file());
                 Some(certificate.client()?)

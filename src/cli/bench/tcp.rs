@@ -85,6 +85,10 @@ impl Worker for TcpWorker {
                 self.client.check(request).await.map_err(failed)?.map(drop).map_err(denied)
             }
             Workload::Consume => self.checkout().await.map(drop),
+            Workload::ConsumeUnsigned => {
+                let request = Consume::new(ITEM).hw(&self.hw).token(TokenChoice::Omit);
+                self.client.consume(request).await.map_err(failed)?.map(drop).map_err(denied)
+            }
             Workload::Renew => match self.lease.take() {
                 Some(lease) => self.renew(lease).await.map(|next| self.lease = Some(next)),
                 None => self.checkout().await.map(|lease| self.lease = Some(lease)),
