@@ -20,6 +20,19 @@ fn bench_report(args: &[&str]) -> Value {
     serde_json::from_slice(&output.stdout).expect("the report is JSON")
 }
 
+/// The run of `workload` over `protocol` at full load, which sent requests and had no errors.
+fn clean_run<'a>(report: &'a Value, protocol: &str, workload: &str) -> &'a Value {
+    let run = report["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["protocol"] == protocol && r["workload"] == workload && r["rate_per_s"].is_null())
+        .unwrap_or_else(|| panic!("no {protocol} {workload} run in {report}"));
+    assert!(run["requests"].as_u64().unwrap_or(0) > 0, "{protocol} {workload} sent nothing: {run}");
+    assert_eq!(run["errors"], 0, "{protocol} {workload} had errors: {run}");
+    run
+}
+
 #[test]
 fn every_workload_runs_over_both_http_dialects_and_tcp_without_errors() {
     let report = bench_report(&["--licenses", "6", "--connections", "3", "--pipeline", "2", "--duration", "600ms"]);
@@ -33,12 +46,7 @@ fn every_workload_runs_over_both_http_dialects_and_tcp_without_errors() {
                 assert!(report["notes"].to_string().contains("Scale check skipped"), "{report}");
                 continue;
             }
-            let run = runs
-                .iter()
-                .find(|r| r["protocol"] == protocol && r["workload"] == workload && r["rate_per_s"].is_null())
-                .unwrap_or_else(|| panic!("no {protocol} {workload} run in {report}"));
-            assert!(run["requests"].as_u64().unwrap_or(0) > 0, "{protocol} {workload} sent nothing: {run}");
-            assert_eq!(run["errors"], 0, "{protocol} {workload} had errors: {run}");
+            let run = clean_run(&report, protocol, workload);
             let p50 = run["latency_us"]["p50"].as_u64().unwrap_or(0);
             let max = run["latency_us"]["max"].as_u64().unwrap_or(0);
             assert!(0 < p50 && p50 <= max, "{protocol} {workload} percentiles are not ordered: {run}");
@@ -168,20 +176,13 @@ fn each_protocol_is_measured_over_tls_right_beside_plain_text() {
     let mut args = vec!["--protocol", "authz,scale,tcp", "--workload", "check,consume", "--licenses", "4"];
     args.extend(["--connections", "2", "--pipeline", "2", "--duration", "500ms", "--tls"]);
     let report = bench_report(&args);
-    let runs = report["runs"].as_array().expect("runs");
     for protocol in ["authz", "scale", "tcp"] {
         for workload in ["check", "consume"] {
             if protocol == "scale" && workload == "check" {
                 continue;
             }
-            for name in [protocol.to_owned(), format!("{protocol}+tls")] {
-                let run = runs
-                    .iter()
-                    .find(|r| r["protocol"] == name.as_str() && r["workload"] == workload && r["rate_per_s"].is_null())
-                    .unwrap_or_else(|| panic!("no {name} {workload} run in {report}"));
-                assert!(run["requests"].as_u64().unwrap_or(0) > 0, "{name} {workload} sent nothing: {run}");
-                assert_eq!(run["errors"], 0, "{name} {workload} had errors: {run}");
-            }
+            clean_run(&report, protocol, workload);
+            clean_run(&report, &format!("{protocol}+tls"), workload);
             let ratio = format!("{protocol} {workload} over TLS ÷ in plain text");
             assert!(
                 report["ratios"].as_array().expect("ratios").iter().any(|r| r["name"] == ratio.as_str()),
@@ -206,12 +207,7 @@ fn a_cheap_signature_unsigned_tcp_checkouts_and_pinned_cores_are_measured() {
     for (protocol, workload) in
         [("authz", "check"), ("authz", "consume"), ("tcp", "consume"), ("tcp", "consume-unsigned")]
     {
-        let run = runs
-            .iter()
-            .find(|r| r["protocol"] == protocol && r["workload"] == workload && r["rate_per_s"].is_null())
-            .unwrap_or_else(|| panic!("no {protocol} {workload} run in {report}"));
-        assert!(run["requests"].as_u64().unwrap_or(0) > 0, "{protocol} {workload} sent nothing: {run}");
-        assert_eq!(run["errors"], 0, "{protocol} {workload} had errors: {run}");
+        clean_run(&report, protocol, workload);
     }
     assert!(runs.iter().all(|r| !(r["protocol"] == "authz" && r["workload"] == "consume-unsigned")), "{report}");
     let notes = report["notes"].to_string();

@@ -7,9 +7,7 @@
 
 mod http_common;
 
-use http_common::{jwt_header, request, seats, Server};
-use leasehold_engine::time::Timestamp;
-use leasehold_engine::tokens::verify::Verifier;
+use http_common::{jwt_header, now, request, seats, Server};
 use leasehold_engine::tokens::{Algorithm, SigningKey};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -74,21 +72,6 @@ impl SoftHsm {
     }
 }
 
-fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis();
-    Timestamp::from_millis(i64::try_from(ms).expect("a sane clock"))
-}
-
-fn kids(server: &Server) -> Vec<String> {
-    let jwks = request(server.addr, "GET", "/.well-known/jwks.json", &[], None).json();
-    jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
-}
-
-fn verifier(server: &Server) -> Verifier {
-    let jwks = request(server.addr, "GET", "/.well-known/jwks.json", &[], None);
-    Verifier::from_jwks_json(&jwks.body).expect("a usable JWKS")
-}
-
 /// The files of the data directory's key directory.
 fn key_files(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir.join("keys")) else { return Vec::new() };
@@ -119,12 +102,12 @@ fn a_key_in_the_token_signs_rotates_inside_it_and_survives_a_restart() {
     let scratch = tempfile::tempdir().unwrap();
     let server = start(&hsm, scratch.path(), "pkcs11:token=leasehold;object=signing");
 
-    assert_eq!(kids(&server), vec![imported.kid().to_owned()], "the token's key is the one published");
+    assert_eq!(server.kids(), vec![imported.kid().to_owned()], "the token's key is the one published");
     let key = customer(&server);
     let first = server.authz(&key, "/authz/.jwt?Vault&hw=a").text();
     assert_eq!(jwt_header(&first)["kid"], json!(imported.kid()));
     assert_eq!(jwt_header(&first)["alg"], json!("RS256"));
-    verifier(&server).verify(&first, now()).expect("the token's signature verifies with the published key");
+    server.verifier().verify(&first, now()).expect("the token's signature verifies with the published key");
     let files = key_files(scratch.path());
     assert!(files.iter().all(|f| !f.ends_with(".pem")), "no private key file is written: {files:?}");
     let manifest = std::fs::read_to_string(scratch.path().join("keys/keyring.json")).unwrap();
@@ -133,18 +116,18 @@ fn a_key_in_the_token_signs_rotates_inside_it_and_survives_a_restart() {
     // Rotation makes the new key in the token; the old one stays published.
     let rotated = server.admin_ok("POST", "/admin/keys/rotate", Some(json!({"alg": "ES256"})), 200);
     let new_kid = rotated["kid"].as_str().unwrap().to_owned();
-    assert_eq!(kids(&server), vec![new_kid.clone(), imported.kid().to_owned()]);
+    assert_eq!(server.kids(), vec![new_kid.clone(), imported.kid().to_owned()]);
     let second = server.authz(&key, "/authz/.jwt?Vault&hw=b").text();
     assert_eq!(jwt_header(&second)["kid"], json!(new_kid));
     assert_eq!(jwt_header(&second)["alg"], json!("ES256"));
-    let verifier = verifier(&server);
+    let verifier = server.verifier();
     verifier.verify(&first, now()).expect("the first token still verifies");
     verifier.verify(&second, now()).expect("the ES256 token from the token verifies");
     let files = key_files(scratch.path());
     assert!(files.iter().all(|f| !f.ends_with(".pem")), "the rotated key stays in the token too: {files:?}");
     // An algorithm a token does not make here is refused and changes nothing.
     assert_eq!(server.admin("POST", "/admin/keys/rotate", Some(json!({"alg": "EdDSA"}))).status, 400);
-    assert_eq!(kids(&server).len(), 2);
+    assert_eq!(server.kids().len(), 2);
 
     // Many signatures at once: each signer thread signs in a session of its own.
     let handles: Vec<_> = (0..8)
@@ -170,7 +153,7 @@ fn a_key_in_the_token_signs_rotates_inside_it_and_survives_a_restart() {
 
     assert!(server.terminate().success());
     let restarted = start(&hsm, scratch.path(), "pkcs11:token=leasehold;object=signing");
-    assert_eq!(kids(&restarted), vec![new_kid.clone(), imported.kid().to_owned()], "the rotation survived the restart");
+    assert_eq!(restarted.kids(), vec![new_kid.clone(), imported.kid().to_owned()], "the rotation survived the restart");
     let third = restarted.authz(&key, "/authz/.jwt?Vault&hw=a").text();
     assert_eq!(jwt_header(&third)["kid"], json!(new_kid), "the rotated key still signs");
     verifier.verify(&third, now()).unwrap();
@@ -190,13 +173,13 @@ fn a_server_of_pem_keys_moves_to_the_token_and_keeps_the_old_key_published() {
 
     let moved = start(&hsm, scratch.path(), "pkcs11:token=leasehold;object=vault%20key");
     assert_eq!(
-        kids(&moved),
+        moved.kids(),
         vec![imported.kid().to_owned(), pem_kid],
         "the token's key signs, the PEM key stays published"
     );
     let after = moved.authz(&key, "/authz/.jwt?Vault&hw=b").text();
     assert_eq!(jwt_header(&after)["kid"], json!(imported.kid()));
-    let verifier = verifier(&moved);
+    let verifier = moved.verifier();
     verifier.verify(&before, now()).expect("a token of the PEM key still verifies");
     verifier.verify(&after, now()).expect("the token's ES256 signature verifies");
 
@@ -260,5 +243,5 @@ fn a_token_or_key_that_cannot_be_used_stops_the_server_with_its_reason() {
     // And a good start afterwards: the failures left the token as it was.
     let scratch = tempfile::tempdir().unwrap();
     let server = start(&hsm, scratch.path(), uri);
-    assert_eq!(kids(&server).len(), 1);
+    assert_eq!(server.kids().len(), 1);
 }

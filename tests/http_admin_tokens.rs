@@ -4,27 +4,9 @@
 
 mod http_common;
 
-use http_common::{jwt_header, jwt_payload, request, seats, Server};
+use http_common::{jwt_header, jwt_payload, now, request, seats, Server};
 use leasehold::tokens::jws::b64url;
-use leasehold::tokens::Verifier;
-use leasehold::Timestamp;
 use serde_json::{json, Value};
-
-fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis();
-    Timestamp::from_millis(i64::try_from(ms).expect("a sane clock"))
-}
-
-fn verifier(server: &Server) -> Verifier {
-    let jwks = request(server.addr, "GET", "/.well-known/jwks.json", &[], None);
-    assert_eq!(jwks.status, 200);
-    Verifier::from_jwks_json(&jwks.body).expect("a usable JWKS")
-}
-
-fn kids(server: &Server) -> Vec<String> {
-    let jwks = request(server.addr, "GET", "/.well-known/jwks.json", &[], None).json();
-    jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
-}
 
 /// A licensee with a consumer, and a 2-seat hardware-anchored license of "ThreeDee" (render,
 /// simulate) whose versions must be 1.x and whose offline leases last at most a day.
@@ -70,7 +52,7 @@ fn an_offline_token_verifies_against_the_jwks_for_its_hardware_version_and_durat
     );
     assert_eq!(issued["hw"], json!("usb-laptop-7"));
     let token = issued["token"].as_str().unwrap();
-    let claims = verifier(&server).verify_for_hardware(token, now(), "usb-laptop-7").expect("a genuine token");
+    let claims = server.verifier().verify_for_hardware(token, now(), "usb-laptop-7").expect("a genuine token");
     assert_eq!(claims["ThreeDee"], json!(true));
     assert_eq!(claims["ver"], json!("1.4.0"));
     assert_eq!(claims["lic"], json!(license));
@@ -78,7 +60,7 @@ fn an_offline_token_verifies_against_the_jwks_for_its_hardware_version_and_durat
     assert_eq!(claims["jti"], issued["lease_id"]);
     assert_eq!(claims["licenseProperties"], json!({"lang": "en"}));
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
-    assert!(verifier(&server).verify_for_hardware(token, now(), "other-machine").is_err());
+    assert!(server.verifier().verify_for_hardware(token, now(), "other-machine").is_err());
 
     let leases = server.admin_ok("GET", &format!("/admin/licenses/{license}/leases"), None, 200);
     let lease = &leases["items"][0];
@@ -96,7 +78,7 @@ fn an_offline_token_verifies_against_the_jwks_for_its_hardware_version_and_durat
         200,
     );
     let hw = generated["hw"].as_str().expect("a generated hardware id");
-    let claims = verifier(&server).verify_for_hardware(generated["token"].as_str().unwrap(), now(), hw).unwrap();
+    let claims = server.verifier().verify_for_hardware(generated["token"].as_str().unwrap(), now(), hw).unwrap();
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 86_400);
 
     // Both seats are taken now: the license refuses a third hardware id, with its code.
@@ -160,7 +142,7 @@ fn an_audit_finds_drift_only_after_the_license_changes_and_a_regenerated_token_i
     let regenerated = regenerated["token"].as_str().unwrap();
     assert_eq!(jwt_payload(regenerated)["render_errorCode"], json!("licenseRevoked"));
     assert_eq!(jwt_payload(regenerated)["jti"], jwt_payload(&token)["jti"], "it still names the lease");
-    verifier(&server).verify(regenerated, now()).expect("signed with a published key");
+    server.verifier().verify(regenerated, now()).expect("signed with a published key");
     assert_eq!(audit(&server, regenerated)["consistent"], json!(true));
 }
 
@@ -215,22 +197,22 @@ fn a_rotated_key_signs_new_tokens_while_the_old_one_stays_published_across_a_res
     let (_, _, key) = setup(&server);
     let before = server.authz(&key, "/authz/.jwt?render&hw=a&version=1.0.0").text();
     let old_kid = jwt_header(&before)["kid"].as_str().unwrap().to_owned();
-    assert_eq!(kids(&server), vec![old_kid.clone()]);
+    assert_eq!(server.kids(), vec![old_kid.clone()]);
 
     assert_eq!(server.admin("POST", "/admin/keys/rotate", Some(json!({"alg": "HS256"}))).status, 400);
     assert_eq!(server.admin("POST", "/admin/keys/rotate", Some(json!({"algorithm": "ES256"}))).status, 400);
     let anonymous = request(server.addr, "POST", "/admin/keys/rotate", &[("Authorization", "Bearer nope")], None);
     assert_eq!(anonymous.status, 401);
-    assert_eq!(kids(&server), vec![old_kid.clone()], "refused rotations changed nothing");
+    assert_eq!(server.kids(), vec![old_kid.clone()], "refused rotations changed nothing");
 
     let rotated = server.admin_ok("POST", "/admin/keys/rotate", Some(json!({"alg": "ES256"})), 200);
     let new_kid = rotated["kid"].as_str().unwrap().to_owned();
     assert_ne!(new_kid, old_kid);
-    assert_eq!(kids(&server), vec![new_kid.clone(), old_kid.clone()], "both published, the new one first");
+    assert_eq!(server.kids(), vec![new_kid.clone(), old_kid.clone()], "both published, the new one first");
     let after = server.authz(&key, "/authz/.jwt?render&hw=b&version=1.0.0").text();
     assert_eq!(jwt_header(&after)["kid"], json!(new_kid));
     assert_eq!(jwt_header(&after)["alg"], json!("ES256"));
-    let verifier = verifier(&server);
+    let verifier = server.verifier();
     verifier.verify(&before, now()).expect("the old token still verifies");
     verifier.verify(&after, now()).expect("the new token verifies");
     let configuration = request(server.addr, "GET", "/.well-known/license-configuration", &[], None).json();
@@ -238,13 +220,13 @@ fn a_rotated_key_signs_new_tokens_while_the_old_one_stays_published_across_a_res
 
     assert!(server.terminate().success());
     let restarted = Server::start_in(scratch.path(), &[], true);
-    assert_eq!(kids(&restarted), vec![new_kid.clone(), old_kid], "the rotation survived the restart");
+    assert_eq!(restarted.kids(), vec![new_kid.clone(), old_kid], "the rotation survived the restart");
     let again = restarted.authz(&key, "/authz/.jwt?render&hw=b&version=1.0.0").text();
     assert_eq!(jwt_header(&again)["kid"], json!(new_kid));
     // Without a body, a rotation keeps the current algorithm.
     let third = restarted.admin_ok("POST", "/admin/keys/rotate", None, 200);
     assert_eq!(third["alg"], json!("ES256"));
-    assert_eq!(kids(&restarted).len(), 3);
+    assert_eq!(restarted.kids().len(), 3);
     let rotations = restarted.admin_ok("GET", "/admin/events?type=key.rotated", None, 200);
     let rotated_kids: Vec<&Value> =
         rotations["items"].as_array().unwrap().iter().map(|e| &e["subject"]["id"]).collect();

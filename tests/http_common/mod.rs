@@ -155,6 +155,19 @@ impl Server {
         request(self.addr, "GET", path_and_query, &[("Authorization", &format!("Bearer {key}"))], None)
     }
 
+    /// The `kid`s of the published signing keys, the current one first.
+    pub fn kids(&self) -> Vec<String> {
+        let jwks = request(self.addr, "GET", "/.well-known/jwks.json", &[], None).json();
+        jwks["keys"].as_array().expect("keys").iter().map(|k| k["kid"].as_str().expect("a kid").to_owned()).collect()
+    }
+
+    /// A verifier of tokens against the published JWKS.
+    pub fn verifier(&self) -> leasehold::tokens::Verifier {
+        let jwks = request(self.addr, "GET", "/.well-known/jwks.json", &[], None);
+        assert_eq!(jwks.status, 200);
+        leasehold::tokens::Verifier::from_jwks_json(&jwks.body).expect("a usable JWKS")
+    }
+
     /// Creates a licensee and a consumer of it; (licensee id, consumer id, API key).
     pub fn party(&self, name: &str) -> (String, String, String) {
         let licensee =
@@ -189,6 +202,12 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The time now, as the engine counts it (to verify tokens at).
+pub fn now() -> leasehold::Timestamp {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis();
+    leasehold::Timestamp::from_millis(i64::try_from(ms).expect("a sane clock"))
 }
 
 /// The Python the tests run scripts with: `$LEASEHOLD_TEST_PYTHON`, with tenduke-scale 2.3.0,
