@@ -55,12 +55,17 @@ impl SoftHsm {
         assert!(out.status.success(), "softhsm2-util {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    /// Imports `key` into the token as `label`; the PEM file is removed afterwards.
+    /// Imports `key` into the token as `label`.
     fn import(&self, key: &SigningKey, label: &str, id: &str) {
-        let pem = self.dir.path().join("import.pem");
-        std::fs::write(&pem, key.to_pem().expect("a key in memory")).unwrap();
-        self.util(&["--import", pem.to_str().unwrap(), "--token", TOKEN, "--label", label, "--id", id, "--pin", PIN]);
-        std::fs::remove_file(pem).unwrap();
+        self.import_pem(key.to_pem().expect("a key in memory"), label, id);
+    }
+
+    /// Imports the PKCS#8 PEM `pem` into the token as `label`; the file is removed afterwards.
+    fn import_pem(&self, pem: &str, label: &str, id: &str) {
+        let file = self.dir.path().join("import.pem");
+        std::fs::write(&file, pem).unwrap();
+        self.util(&["--import", file.to_str().unwrap(), "--token", TOKEN, "--label", label, "--id", id, "--pin", PIN]);
+        std::fs::remove_file(file).unwrap();
     }
 
     /// A configuration file naming the module and `pin`.
@@ -189,6 +194,13 @@ fn a_server_of_pem_keys_moves_to_the_token_and_keeps_the_old_key_published() {
     assert!(refused.contains("pkcs11:token=leasehold;object=vault%20key"), "{refused}");
 }
 
+/// A 1024-bit RSA key (PKCS#8 PEM): too weak to sign with.
+fn weak_rsa_pem() -> String {
+    use rsa::pkcs8::EncodePrivateKey as _;
+    let key = rsa::PrivateKey::new(&mut getrandom::SysRng, 1024).expect("an RSA key");
+    key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).expect("PEM").to_string()
+}
+
 /// Runs `leasehold serve` expecting it to refuse to start; its stderr.
 fn serve_fails(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_leasehold"))
@@ -208,6 +220,7 @@ fn serve_fails(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> String {
 fn a_token_or_key_that_cannot_be_used_stops_the_server_with_its_reason() {
     let hsm = SoftHsm::new();
     hsm.import(&SigningKey::generate(Algorithm::RS256).unwrap(), "signing", "03");
+    hsm.import_pem(&weak_rsa_pem(), "weak", "04");
     let conf = hsm.conf();
     let env = [("SOFTHSM2_CONF", conf.to_str().unwrap())];
     let good = hsm.config(PIN);
@@ -219,7 +232,8 @@ fn a_token_or_key_that_cannot_be_used_stops_the_server_with_its_reason() {
     std::fs::write(&bogus_module, format!("[pkcs11]\nmodule = {:?}\npin = \"4711\"\n", conf.display().to_string()))
         .unwrap();
     let uri = "pkcs11:token=leasehold;object=signing";
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
+        (&["--signing-key", "pkcs11:token=leasehold;object=weak", "--config", good], "an RSA key of 1024 bits"),
         (&["--signing-key", uri, "--config", wrong_pin.to_str().unwrap()], "PIN is incorrect"),
         (
             &["--signing-key", "pkcs11:token=elsewhere;object=signing", "--config", good],

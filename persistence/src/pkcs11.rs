@@ -36,6 +36,9 @@ const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0
 /// RSA modulus size of keys made in a token.
 const RSA_BITS: u64 = 2048;
 
+/// The smallest RSA key a token may sign with.
+const MIN_RSA_BITS: usize = 2048;
+
 /// A `pkcs11:` URI naming a key: the label of its token and the label of its object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyUri {
@@ -242,6 +245,13 @@ impl Pkcs11Token {
                     .get_attributes(*handle, &[AttributeType::Modulus, AttributeType::PublicExponent])
                     .map_err(self.error("reading the RSA public key"))?;
                 match parts.as_slice() {
+                    // As aws-lc refuses a PEM key below 2048 bits, so is a token's.
+                    [Attribute::Modulus(n), _] if significant_bits(n) < MIN_RSA_BITS => {
+                        return Err(unusable(format!(
+                            "an RSA key of {} bits; RS256 keys have at least {MIN_RSA_BITS}",
+                            significant_bits(n)
+                        )))
+                    }
                     [Attribute::Modulus(n), Attribute::PublicExponent(e)] => {
                         (Algorithm::RS256, PublicKey::Rsa { n: n.clone(), e: e.clone() })
                     }
@@ -368,6 +378,14 @@ impl VaultKey for TokenKey {
     }
 }
 
+/// How many bits the big-endian number `bytes` needs.
+fn significant_bits(bytes: &[u8]) -> usize {
+    match bytes.iter().position(|b| *b != 0) {
+        Some(first) => (bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize,
+        None => 0,
+    }
+}
+
 /// The coordinates of an uncompressed P-256 point, bare or (as PKCS#11 stores `CKA_EC_POINT`)
 /// wrapped in a DER OCTET STRING.
 fn p256_coordinates(point: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
@@ -408,6 +426,14 @@ mod tests {
         ] {
             assert!(KeyUri::parse(bad).is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn a_modulus_is_measured_in_significant_bits() {
+        assert_eq!(significant_bits(&[0x00, 0x80, 0x00]), 16);
+        assert_eq!(significant_bits(&[0x01; 256]), 2041);
+        assert_eq!(significant_bits(&[0xff; 256]), 2048);
+        assert_eq!(significant_bits(&[0, 0]), 0);
     }
 
     #[test]
