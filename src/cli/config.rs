@@ -437,9 +437,13 @@ impl Settings {
             (None, Some(text)) => Some(KeyUri::parse(text).map_err(|m| invalid("signing_key", m))?),
             (None, None) => None,
         };
-        let signing_vault = match signing_key {
-            Some(key) => Some(signing_vault(key, file.pkcs11.unwrap_or_default())?),
-            None => None,
+        let signing_vault = match (signing_key, file.pkcs11) {
+            (Some(key), pkcs11) => Some(signing_vault(key, pkcs11.unwrap_or_default())?),
+            // Keys would silently stay PEM files while the file says they are in a token.
+            (None, Some(_)) => {
+                return Err(invalid("pkcs11", "no signing_key (or --signing-key) names a key in the token".into()))
+            }
+            (None, None) => None,
         };
         let webhooks_ca_pem = match &file.webhooks {
             Some(webhooks) => Some(
@@ -594,6 +598,9 @@ mod tests {
             ("o", Path::new("/m.so"), "8642")
         );
         assert!(!format!("{vault:?}").contains("8642"), "the PIN is never printed");
+        let orphan = "[pkcs11]\nmodule = \"/m.so\"\npin = \"1\"\n";
+        let err = Settings::resolve(&args(&[]), file(orphan).unwrap(), None).unwrap_err();
+        assert!(err.to_string().contains("no signing_key"), "{err}");
     }
 
     #[test]
