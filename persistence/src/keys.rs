@@ -198,8 +198,8 @@ impl KeyStore {
         let pruned = ring.prune(now);
         let files = self.previous_files();
         self.write_manifest(ring, None)?;
-        for gone in pruned.into_iter().filter(|kid| files.iter().any(|(k, _)| k == kid)) {
-            let file = files.iter().find(|(k, _)| *k == gone).map_or_else(|| format!("{gone}.pem"), |(_, f)| f.clone());
+        // Keys in a token have no file here, so only PEM files are removed.
+        for (_, file) in files.iter().filter(|(kid, _)| pruned.contains(kid)) {
             let path = self.dir.join(file);
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -325,21 +325,16 @@ impl KeyStore {
         let file_of = |kid: &str| {
             previous.iter().find(|(k, _)| k == kid).map_or_else(|| format!("{kid}.pem"), |(_, f)| f.clone())
         };
-        let entry = |key: &PublishedKey, file: Option<String>| match key.key().vault_locator() {
-            Some(locator) => ManifestKey {
+        let entry = |key: &PublishedKey, file: Option<String>| {
+            let vault = key.key().vault_locator().map(str::to_owned);
+            ManifestKey {
                 kid: key.kid().into(),
-                file: String::new(),
-                vault: Some(locator.into()),
+                // A key in a token has its URI and no file.
+                file: if vault.is_some() { String::new() } else { file.unwrap_or_else(|| file_of(key.kid())) },
+                vault,
                 retired_at_s: key.retired_at_s(),
                 max_exp_s: key.max_exp_s(),
-            },
-            None => ManifestKey {
-                kid: key.kid().into(),
-                file: file.unwrap_or_else(|| file_of(key.kid())),
-                vault: None,
-                retired_at_s: key.retired_at_s(),
-                max_exp_s: key.max_exp_s(),
-            },
+            }
         };
         let manifest = Manifest {
             current: entry(&current, current_file),

@@ -123,16 +123,23 @@ pub fn https_connector(
             return Err(TlsError("the CA file holds no PEM certificate".into()));
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = client_config(roots)?;
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
     connector.enforce_http(false);
     Ok(HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().wrap_connector(connector))
+}
+
+/// The settings of a TLS client that trusts `roots`: every client of Leasehold's (the Rust
+/// client, the outgoing HTTP) speaks the same protocol versions with the same provider.
+pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, TlsError> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
 }
 
 /// Whether `first_byte`, the first byte a client sent, can start a TLS handshake (a TLS

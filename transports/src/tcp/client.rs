@@ -93,11 +93,7 @@ impl ClientTls {
     fn with_roots(roots: rustls::RootCertStore, server_name: &str) -> Result<ClientTls, ClientError> {
         let server_name = ServerName::try_from(server_name.to_owned())
             .map_err(|e| ClientError::Io(format!("server name {server_name:?}: {e}")))?;
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Io(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = crate::tls::client_config(roots).map_err(|e| ClientError::Io(e.to_string()))?;
         Ok(ClientTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })
     }
 
