@@ -125,7 +125,8 @@ fn parse_durability(text: &str) -> Result<DurabilityMode, String> {
     text.parse()
 }
 
-fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
+/// A signing algorithm by its `alg` name (flags of `serve` and `bench`).
+pub fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
     Algorithm::parse(text).ok_or_else(|| format!("the signing algorithm is RS256, ES256 or EdDSA, not {text:?}"))
 }
 

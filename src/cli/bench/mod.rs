@@ -120,7 +120,7 @@ pub struct BenchArgs {
     tls: bool,
     /// Algorithm of the signing key of the server the bench starts: RS256, ES256 or EdDSA
     /// [default: the server's, RS256].
-    #[arg(long, value_name = "ALG", value_parser = parse_algorithm, conflicts_with = "server")]
+    #[arg(long, value_name = "ALG", value_parser = crate::cli::config::parse_algorithm, conflicts_with = "server")]
     signing_alg: Option<Algorithm>,
     /// The CPUs the server the bench starts runs on, a list such as `0-3` or `0,2` (through
     /// `taskset`; the server sizes its threads to them).
@@ -129,10 +129,6 @@ pub struct BenchArgs {
     /// The CPUs the load generator (this process) runs on, such as `4-7`.
     #[arg(long, value_name = "CPUS")]
     client_cores: Option<String>,
-}
-
-fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
-    Algorithm::parse(text).ok_or_else(|| format!("the signing algorithm is RS256, ES256 or EdDSA, not {text:?}"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
