@@ -29,9 +29,16 @@ impl Recovered {
     /// Applies one more entry. An entry for a license that was never created is skipped: it
     /// cannot come from this engine's own journal, and skipping is safer than inventing terms.
     pub fn apply(&mut self, entry: &JournalEntry) {
+        apply_to_directory(&mut self.directory, entry);
+        self.apply_to_licenses(entry);
+    }
+
+    /// What `entry` does to the licenses' live states, and nothing else: [`Recovered::apply`]
+    /// without the directory. A license's state depends only on its own entries, so the states
+    /// of a set of licenses can be folded apart from the directory and from the other licenses.
+    pub fn apply_to_licenses(&mut self, entry: &JournalEntry) {
         match &entry.change {
             Change::Directory(event) => {
-                self.directory.apply(event);
                 if let Some(license) = event.new_license() {
                     let state = LicenseState::new(Arc::clone(license));
                     self.licenses.entry(license.id).or_insert((state, entry.at));
@@ -40,7 +47,6 @@ impl Recovered {
             Change::Event(_) => {}
             Change::License { license, event } => {
                 if let LicenseEvent::Terms(terms) = event {
-                    self.directory.set_license(terms.clone());
                     self.licenses.entry(*license).or_insert_with(|| (LicenseState::new(terms.clone()), entry.at));
                 }
                 if let Some((state, last_at)) = self.licenses.get_mut(license) {
@@ -53,9 +59,18 @@ impl Recovered {
                 if let LicenseEvent::Deleted = event {
                     self.licenses.remove(license);
                     self.halted.remove(license);
-                    self.directory.remove_license(*license);
                 }
             }
+        }
+    }
+
+    /// The license whose state [`Recovered::apply_to_licenses`] creates, changes or deletes for
+    /// `entry`, if any: no other license's is touched by it.
+    pub fn license_changed_by(entry: &JournalEntry) -> Option<LicenseId> {
+        match &entry.change {
+            Change::Directory(event) => event.new_license().map(|license| license.id),
+            Change::Event(_) => None,
+            Change::License { license, .. } => Some(*license),
         }
     }
 
@@ -81,6 +96,29 @@ impl Recovered {
             recovered.apply(entry);
         }
         recovered
+    }
+}
+
+/// What `entry` does to the directory, license terms included: [`Recovered::apply`] without the
+/// licenses' states.
+pub fn apply_to_directory(directory: &mut Directory, entry: &JournalEntry) {
+    match &entry.change {
+        Change::Directory(event) => directory.apply(event),
+        Change::Event(_) => {}
+        Change::License { event: LicenseEvent::Terms(terms), .. } => directory.set_license(Arc::clone(terms)),
+        Change::License { license, event: LicenseEvent::Deleted } => directory.remove_license(*license),
+        Change::License { .. } => {}
+    }
+}
+
+/// The license whose terms [`apply_to_directory`] reads or replaces for `entry`, if any (its
+/// terms as they were are needed to update the directory's indexes of license keys and
+/// licensees); the other license entries leave the directory alone.
+pub fn terms_changed_by(entry: &JournalEntry) -> Option<LicenseId> {
+    match &entry.change {
+        Change::Directory(event) => event.new_license().map(|license| license.id),
+        Change::License { license, event: LicenseEvent::Terms(_) | LicenseEvent::Deleted } => Some(*license),
+        Change::License { .. } | Change::Event(_) => None,
     }
 }
 

@@ -56,6 +56,9 @@ pub enum FormatError {
         /// The count in the parts.
         found: u64,
     },
+    /// A snapshot's licenses are not in the order of their ids, the order they are written in.
+    #[error("snapshot part {0} holds licenses out of order")]
+    LicenseOrder(u32),
 }
 
 /// Why a journal could not be opened, recovered or snapshotted.
@@ -106,6 +109,14 @@ pub enum PersistenceError {
         path: std::path::PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// A snapshot that read whole a moment before, being copied into the next one, is damaged.
+    #[error("snapshot {seq} is damaged: {reason}")]
+    DamagedSnapshot {
+        /// The snapshot's sequence number.
+        seq: u64,
+        /// What is wrong with it.
+        reason: FormatError,
     },
     /// A background thread could not be started.
     #[error("could not start the journal's {name} thread: {source}")]

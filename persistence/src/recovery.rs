@@ -20,12 +20,12 @@ use leasehold_engine::decide::{LicenseEvent, LicenseState};
 use leasehold_engine::directory::DirectorySnapshot;
 use leasehold_engine::ids::LicenseId;
 use leasehold_engine::journal::{Change, JournalEntry};
-use leasehold_engine::replay::Recovered;
+use leasehold_engine::replay::{LicenseSnapshot, Recovered};
 use leasehold_engine::Timestamp;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -96,7 +96,7 @@ pub(crate) struct ReadStats {
 
 /// Why a snapshot could not be read: it is damaged or incomplete (recovery falls back to an older
 /// one), or storage failed (recovery stops).
-enum ReadError {
+pub(crate) enum ReadError {
     Damaged(FormatError),
     Storage(PersistenceError),
 }
@@ -126,7 +126,8 @@ pub(crate) fn newest_snapshot(stores: &Stores, threads: usize) -> Result<Base, P
                 drop(value);
                 Ok((Recovered::from_snapshot_v1(*snapshot), read))
             }
-            Ok(SnapshotHead::Manifest(manifest)) => read_parts(&stores.snapshot_dir, seq, &manifest, threads)
+            Ok(SnapshotHead::Manifest(manifest)) => SnapshotFile::open(&stores.snapshot_dir, seq, &manifest)
+                .and_then(|file| read_parts(&file, threads))
                 .map(|(state, read)| (state, ReadStats { bytes: read.bytes + value.len() as u64, ..read })),
             Err(e) => Err(ReadError::Damaged(e)),
         };
@@ -139,56 +140,100 @@ pub(crate) fn newest_snapshot(stores: &Stores, threads: usize) -> Result<Base, P
     Ok(Base { seq: 0, state: Recovered::default(), damaged, read: ReadStats::default() })
 }
 
+/// A version-2 snapshot's file, open, with where each of its parts lies.
+pub(crate) struct SnapshotFile {
+    file: File,
+    path: PathBuf,
+    seq: u64,
+    /// Where each part starts, and its length; part 0 is the directory.
+    extents: Vec<(u64, u64)>,
+    /// How many licenses the manifest says the parts hold.
+    licenses: u64,
+}
+
+impl SnapshotFile {
+    /// Opens the file of the snapshot at `seq` in `dir`, as `manifest` describes it. A missing
+    /// file, or one cut short, is found here, before any part is read (or a buffer allocated for
+    /// one).
+    pub(crate) fn open(dir: &Path, seq: u64, manifest: &Manifest) -> Result<Self, ReadError> {
+        let path = dir.join(snapshot_file_name(seq));
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(FormatError::MissingPart(DIRECTORY_PART).into())
+            }
+            Err(source) => return Err(ReadError::Storage(PersistenceError::SnapshotFile { path, source })),
+        };
+        let file_len = file
+            .metadata()
+            .map_err(|source| ReadError::Storage(PersistenceError::SnapshotFile { path: path.clone(), source }))?
+            .len();
+        let mut offset = 0;
+        let mut extents = Vec::with_capacity(manifest.part_lengths.len());
+        for (index, len) in (0u32..).zip(&manifest.part_lengths) {
+            if offset + len > file_len {
+                return Err(FormatError::MissingPart(index).into());
+            }
+            extents.push((offset, *len));
+            offset += len;
+        }
+        Ok(SnapshotFile { file, path, seq, extents, licenses: manifest.licenses })
+    }
+
+    /// How many parts the snapshot has (the directory's included).
+    pub(crate) fn parts(&self) -> usize {
+        self.extents.len()
+    }
+
+    /// The bytes of every part.
+    fn bytes(&self) -> u64 {
+        self.extents.iter().map(|(_, len)| len).sum()
+    }
+
+    /// Part `index`'s envelope, as it is in the file.
+    fn read(&self, index: usize) -> Result<Vec<u8>, ReadError> {
+        let part = u32::try_from(index).unwrap_or(u32::MAX);
+        let &(offset, len) = self.extents.get(index).ok_or(FormatError::MissingPart(part))?;
+        let mut value = vec![0; usize::try_from(len).map_err(|_| FormatError::MissingPart(part))?];
+        match self.file.read_exact_at(&mut value, offset) {
+            Ok(()) => Ok(value),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(FormatError::MissingPart(part).into()),
+            Err(source) => Err(ReadError::Storage(PersistenceError::SnapshotFile { path: self.path.clone(), source })),
+        }
+    }
+
+    /// The directory part.
+    pub(crate) fn directory(&self) -> Result<DirectorySnapshot, ReadError> {
+        let value = self.read(DIRECTORY_PART as usize)?;
+        Ok(decode_directory_part(self.seq, &value)?)
+    }
+
+    /// The licenses of part `index` (1 and after), sorted by license id.
+    pub(crate) fn licenses(&self, index: usize) -> Result<Vec<LicenseSnapshot>, ReadError> {
+        let value = self.read(index)?;
+        let part = u32::try_from(index).map_err(|_| FormatError::MissingPart(u32::MAX))?;
+        Ok(decode_licenses_part(self.seq, part, &value)?)
+    }
+}
+
 /// One part of a snapshot, decoded (and its licenses' states restored).
 enum DecodedPart {
     Directory(Box<DirectorySnapshot>),
     Licenses(Vec<(LicenseId, LicenseState, Timestamp)>),
 }
 
-/// Where each part of a snapshot's file starts, and its length.
-fn part_extents(manifest: &Manifest) -> Vec<(u64, u64)> {
-    let mut offset = 0;
-    manifest
-        .part_lengths
-        .iter()
-        .map(|len| {
-            let extent = (offset, *len);
-            offset += len;
-            extent
-        })
-        .collect()
-}
-
-/// Reads the parts of the version-2 snapshot at `seq` (from its file in `dir`) and assembles its
-/// state. `threads` threads take parts in turn (the directory, the largest, first), each reading,
-/// decoding and restoring its part's license states, so the work is spread however the parts
-/// vary in size; meanwhile this thread puts the restored licenses in the map as they come, so
-/// that little is left to do once the last part is decoded. The first damaged or missing part
-/// stops them all.
-fn read_parts(dir: &Path, seq: u64, manifest: &Manifest, threads: usize) -> Result<(Recovered, ReadStats), ReadError> {
-    let path = dir.join(snapshot_file_name(seq));
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(FormatError::MissingPart(DIRECTORY_PART).into())
-        }
-        Err(source) => return Err(ReadError::Storage(PersistenceError::SnapshotFile { path, source })),
-    };
-    let extents = part_extents(manifest);
-    let bytes: u64 = manifest.part_lengths.iter().sum();
-    let file_len = file
-        .metadata()
-        .map_err(|source| ReadError::Storage(PersistenceError::SnapshotFile { path: path.clone(), source }))?
-        .len();
-    // A file cut short is found before any part is read (or a buffer allocated for one).
-    if let Some(cut) = extents.iter().position(|(offset, len)| offset + len > file_len) {
-        return Err(FormatError::MissingPart(u32::try_from(cut).unwrap_or(u32::MAX)).into());
-    }
-    let threads = threads.clamp(1, extents.len().max(1));
+/// Reads the parts of a version-2 snapshot and assembles its state. `threads` threads take parts
+/// in turn (the directory, the largest, first), each reading, decoding and restoring its part's
+/// license states, so the work is spread however the parts vary in size; meanwhile this thread
+/// puts the restored licenses in the map as they come, so that little is left to do once the
+/// last part is decoded. The first damaged or missing part stops them all.
+fn read_parts(snapshot: &SnapshotFile, threads: usize) -> Result<(Recovered, ReadStats), ReadError> {
+    let bytes = snapshot.bytes();
+    let threads = threads.clamp(1, snapshot.parts().max(1));
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     // Every license takes at least a byte: a manifest cannot make this allocate more than that.
-    let mut licenses = HashMap::with_capacity(usize::try_from(manifest.licenses.min(bytes)).unwrap_or(0));
+    let mut licenses = HashMap::with_capacity(usize::try_from(snapshot.licenses.min(bytes)).unwrap_or(0));
     let mut directory = None;
     let mut first_error = None;
     std::thread::scope(|scope| {
@@ -196,8 +241,8 @@ fn read_parts(dir: &Path, seq: u64, manifest: &Manifest, threads: usize) -> Resu
         let (decoded_tx, decoded) = mpsc::sync_channel(threads);
         for _ in 0..threads {
             let decoded_tx = decoded_tx.clone();
-            let (file, path, extents, next, failed) = (&file, &path, &extents, &next, &failed);
-            scope.spawn(move || decode_parts_in_turn(file, path, seq, extents, next, failed, &decoded_tx));
+            let (next, failed) = (&next, &failed);
+            scope.spawn(move || decode_parts_in_turn(snapshot, next, failed, &decoded_tx));
         }
         drop(decoded_tx);
         for part in decoded {
@@ -217,28 +262,35 @@ fn read_parts(dir: &Path, seq: u64, manifest: &Manifest, threads: usize) -> Resu
         return Err(e);
     }
     let directory = directory.ok_or(FormatError::MissingPart(DIRECTORY_PART))?;
-    if licenses.len() as u64 != manifest.licenses {
-        return Err(FormatError::LicenseCount { expected: manifest.licenses, found: licenses.len() as u64 }.into());
+    if licenses.len() as u64 != snapshot.licenses {
+        return Err(FormatError::LicenseCount { expected: snapshot.licenses, found: licenses.len() as u64 }.into());
     }
-    let read = ReadStats { parts: extents.len() as u64, bytes, threads };
+    let read = ReadStats { parts: snapshot.parts() as u64, bytes, threads };
     Ok((Recovered::from_parts(directory, licenses), read))
 }
 
 /// One thread's share of [`read_parts`]: parts taken from `next`, decoded and sent to `decoded`,
 /// until none is left or a part is damaged (here or on another thread: `failed`).
 fn decode_parts_in_turn(
-    file: &File,
-    path: &Path,
-    seq: u64,
-    extents: &[(u64, u64)],
+    snapshot: &SnapshotFile,
     next: &AtomicUsize,
     failed: &AtomicBool,
     decoded: &mpsc::SyncSender<Result<DecodedPart, ReadError>>,
 ) {
     while !failed.load(Ordering::Relaxed) {
-        let position = next.fetch_add(1, Ordering::Relaxed);
-        let Some(&(offset, len)) = extents.get(position) else { return };
-        let part = decode_part(file, path, seq, position, offset, len);
+        let index = next.fetch_add(1, Ordering::Relaxed);
+        if index >= snapshot.parts() {
+            return;
+        }
+        let part = if index == DIRECTORY_PART as usize {
+            snapshot.directory().map(|d| DecodedPart::Directory(Box::new(d)))
+        } else {
+            snapshot.licenses(index).map(|licenses| {
+                DecodedPart::Licenses(
+                    licenses.into_iter().map(|(id, state, at)| (id, LicenseState::from_snapshot(state), at)).collect(),
+                )
+            })
+        };
         if part.is_err() {
             failed.store(true, Ordering::Relaxed);
         }
@@ -249,43 +301,15 @@ fn decode_parts_in_turn(
     }
 }
 
-/// Reads and decodes the part at `position` of a snapshot's file, `len` bytes from `offset`.
-fn decode_part(
-    file: &File,
-    path: &Path,
-    seq: u64,
-    position: usize,
-    offset: u64,
-    len: u64,
-) -> Result<DecodedPart, ReadError> {
-    let index = u32::try_from(position).map_err(|_| FormatError::MissingPart(u32::MAX))?;
-    let mut value = vec![0; usize::try_from(len).map_err(|_| FormatError::MissingPart(index))?];
-    match file.read_exact_at(&mut value, offset) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FormatError::MissingPart(index).into()),
-        Err(source) => {
-            return Err(ReadError::Storage(PersistenceError::SnapshotFile { path: path.to_owned(), source }))
-        }
-    }
-    if index == DIRECTORY_PART {
-        return Ok(DecodedPart::Directory(Box::new(decode_directory_part(seq, &value)?)));
-    }
-    let licenses = decode_licenses_part(seq, index, &value)?;
-    drop(value);
-    Ok(DecodedPart::Licenses(
-        licenses.into_iter().map(|(id, state, at)| (id, LicenseState::from_snapshot(state), at)).collect(),
-    ))
-}
-
-/// Applies the log records starting after `after` and at or before `upto` to `state`, strictly:
-/// any damaged record or gap is an error. For snapshots, which fold a log that recovery has
-/// already vetted. Returns the last sequence number applied (a record is applied whole, so this
-/// is where a record ends).
+/// Calls `apply` with each entry of the log records starting after `after` and at or before
+/// `upto`, strictly: any damaged record or gap is an error. For snapshots, which fold a log that
+/// recovery has already vetted. Returns the last sequence number applied (a record is applied
+/// whole, so this is where a record ends).
 pub(crate) fn fold_log(
     log: &sled::Tree,
     after: u64,
     upto: u64,
-    state: &mut Recovered,
+    mut apply: impl FnMut(&JournalEntry),
 ) -> Result<u64, PersistenceError> {
     let mut expected = after + 1;
     for item in log.range(seq_key(after + 1)..=seq_key(upto)) {
@@ -301,15 +325,13 @@ pub(crate) fn fold_log(
             next_valid: 0,
         })?;
         for entry in &entries {
-            state.apply(entry);
+            apply(entry);
         }
         expected += entries.len() as u64;
     }
     Ok(expected - 1)
 }
 
-/// Recovers the state of the journal in `stores`, repairing what may be repaired (see the
-/// module comment). The snapshot is decoded on all cores: nothing else runs yet.
 /// Puts entry `seq` in `tree` (the events or the usage-records tree) if a crash left it only
 /// in the log (the log record is written first).
 fn keep_copy(tree: &sled::Tree, seq: u64, entry: &JournalEntry) -> Result<(), PersistenceError> {
@@ -323,6 +345,8 @@ fn keep_copy(tree: &sled::Tree, seq: u64, entry: &JournalEntry) -> Result<(), Pe
     Ok(())
 }
 
+/// Recovers the state of the journal in `stores`, repairing what may be repaired (see the
+/// module comment). The snapshot is decoded on all cores: nothing else runs yet.
 pub(crate) fn recover(stores: &Stores) -> Result<(Recovered, RecoveryReport), PersistenceError> {
     let started = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);

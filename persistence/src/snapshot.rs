@@ -9,23 +9,16 @@
 //! one before and replays the log from there. So the log is cut only up to the older of the two,
 //! once a newer one is safely on disk.
 //!
-//! Memory: building a snapshot holds the folded state (one copy of the engine's state, its
-//! license terms shared between the directory and the license states) and one encoded chunk of
-//! licenses at a time; the file is written chunk by chunk (see `format.rs` for the layout). The
-//! previous snapshot is decoded on this one thread: the server is running, and a background job
-//! should not take every core from it.
+//! A snapshot is built on the one before it ([`build`]): in memory that follows the log since
+//! then, not the whole state.
+
+mod build;
 
 use crate::error::PersistenceError;
-use crate::format::{
-    decode_event, encode_directory_part, encode_licenses_part, encode_manifest, key_seq, partial_snapshot_file_name,
-    seq_key, snapshot_file_name, snapshot_file_seq, Manifest, LICENSES_PER_CHUNK,
-};
-use crate::recovery::{fold_log, newest_snapshot, Base};
+use crate::format::{decode_event, key_seq, seq_key, snapshot_file_name, snapshot_file_seq};
 use crate::writer::GroupCommit;
-use leasehold_engine::replay::{LicenseSnapshot, Recovered};
+use leasehold_engine::replay::Recovered;
 use leasehold_engine::time::Timestamp;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -65,21 +58,8 @@ pub(crate) fn take_snapshot(stores: &Stores, commit: &GroupCommit, upto: u64) ->
 }
 
 fn build_snapshot(stores: &Stores, commit: &GroupCommit, upto: u64) -> Result<Option<u64>, PersistenceError> {
-    let Base { seq: base_seq, mut state, damaged, .. } = newest_snapshot(stores, 1)?;
-    for (seq, error) in damaged {
-        tracing::warn!(snapshot_seq = seq, %error, "snapshot is damaged; building on the one before it");
-        remove_snapshot(stores, seq)?;
-    }
-    if upto <= base_seq {
-        return Ok(None);
-    }
-    let reached = fold_log(&stores.log, base_seq, upto, &mut state)?;
-    if reached != upto {
-        return Err(PersistenceError::MissingEntries { expected: reached + 1, found: upto });
-    }
-    commit.set_snapshot_size(state_size(&state));
-    write_snapshot(stores, upto, &state)?;
-    drop(state);
+    let Some(size) = build::build(stores, upto)? else { return Ok(None) };
+    commit.set_snapshot_size(size);
     prune(stores)?;
     if let Some(retention) = commit.config.event_retention {
         expire_events(stores, retention)?;
@@ -109,50 +89,6 @@ fn expire_events(stores: &Stores, retention: std::time::Duration) -> Result<(), 
         stores.events.remove(key)?;
     }
     Ok(())
-}
-
-/// Writes `state` as the snapshot at `seq`: its parts to its file, a chunk of licenses at a time
-/// (so only one chunk is ever encoded in memory, not the whole state), then its manifest. The
-/// file is written under a temporary name, synced and renamed, and only then the manifest
-/// written and flushed (with the log it folds), so a snapshot with a manifest is whole on disk;
-/// a file without one (a crash midway) is not read, and the next prune removes it.
-fn write_snapshot(stores: &Stores, seq: u64, state: &Recovered) -> Result<(), PersistenceError> {
-    let encode_error = |reason: String| PersistenceError::Encode { what: "snapshot", reason };
-    let order = state.snapshot_order().map_err(|e| encode_error(e.to_string()))?;
-    let partial = stores.snapshot_dir.join(partial_snapshot_file_name(seq));
-    let file_error = |source| PersistenceError::SnapshotFile { path: partial.clone(), source };
-    let mut file = File::create(&partial).map_err(file_error)?;
-    let mut part_lengths = Vec::with_capacity(order.len().div_ceil(LICENSES_PER_CHUNK) + 1);
-    let directory =
-        encode_directory_part(seq, &state.directory.to_snapshot()).map_err(|e| encode_error(e.to_string()))?;
-    file.write_all(&directory).map_err(file_error)?;
-    part_lengths.push(directory.len() as u64);
-    drop(directory);
-    for (index, ids) in (1..).zip(order.chunks(LICENSES_PER_CHUNK)) {
-        let licenses: Vec<LicenseSnapshot> = ids.iter().filter_map(|id| state.license_snapshot(*id)).collect();
-        let part = encode_licenses_part(seq, index, &licenses).map_err(|e| encode_error(e.to_string()))?;
-        drop(licenses);
-        file.write_all(&part).map_err(file_error)?;
-        part_lengths.push(part.len() as u64);
-    }
-    file.sync_all().map_err(file_error)?;
-    drop(file);
-    let complete = stores.snapshot_dir.join(snapshot_file_name(seq));
-    std::fs::rename(&partial, &complete).map_err(file_error)?;
-    sync_dir(&stores.snapshot_dir)?;
-    let manifest = Manifest { licenses: order.len() as u64, part_lengths };
-    let manifest = encode_manifest(seq, &manifest).map_err(|e| encode_error(e.to_string()))?;
-    stores.snapshots.insert(seq_key(seq), manifest)?;
-    // The snapshot must be on disk before anything it replaces is removed.
-    stores.db.flush()?;
-    Ok(())
-}
-
-/// Makes the entries of directory `dir` (a file created or renamed in it) durable.
-fn sync_dir(dir: &Path) -> Result<(), PersistenceError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| PersistenceError::SnapshotFile { path: dir.to_owned(), source })
 }
 
 /// The size of a state as the snapshot trigger counts it: licenses plus live leases.
@@ -240,10 +176,10 @@ pub(crate) fn run_background(
     }
 }
 
-/// Returns memory freed by a snapshot to the system. A snapshot decodes, copies and encodes the
-/// whole state, and glibc's allocator keeps those freed pages mapped (and counted in the
-/// process's RSS) for later use; with a million licenses that is gigabytes held for nothing
-/// until the next snapshot.
+/// Returns memory freed by a snapshot to the system. A snapshot decodes, folds and encodes a
+/// range of licenses after another, and glibc's allocator keeps those freed pages mapped (and counted in the
+/// process's RSS) for later use; with a million licenses that is hundreds of megabytes held for
+/// nothing until the next snapshot.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` only returns free heap pages to the kernel; it is thread-safe and

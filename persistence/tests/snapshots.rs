@@ -475,3 +475,95 @@ fn organizations_activation_codes_sign_ups_and_license_keys_survive_a_snapshot_a
         assert_eq!(restored.to_snapshot(), full, "snapshot at {cut} + the rest differs from replay");
     }
 }
+
+#[test]
+fn each_snapshot_built_on_the_one_before_restores_exactly_a_full_replay() {
+    for entries in [organization_entries(), workload_entries(5, 80)] {
+        snapshot_after_each_entry(&entries);
+    }
+}
+
+/// Appends `entries` one at a time, each followed by a snapshot, and checks each snapshot
+/// against a full replay.
+fn snapshot_after_each_entry(entries: &[JournalEntry]) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    for upto in 1..=entries.len() {
+        {
+            let (journal, _) = open(dir.path());
+            append_all(&journal, &entries[upto - 1..upto]);
+            assert_eq!(journal.snapshot_now().ok().flatten(), Some(upto as u64));
+        }
+        let (journal, recovered) = open(dir.path());
+        let report = journal.recovery_report();
+        assert_eq!((report.snapshot_seq, report.replayed_entries), (Some(upto as u64), 0));
+        assert_eq!(recovered.to_snapshot(), replayed(&entries[..upto]), "the snapshot at {upto} differs from replay");
+        assert!(terms_shared(&recovered), "the directory and the states hold separate copies of the terms");
+    }
+}
+
+/// Entries deleting every `nth` license of `entries`' state that holds no lease, at the time of
+/// the last entry.
+fn deletions(entries: &[JournalEntry], nth: usize) -> Vec<JournalEntry> {
+    let state = Recovered::from_entries(entries);
+    let mut idle: Vec<_> =
+        state.licenses.iter().filter(|(_, (s, _))| s.leases().count() == 0).map(|(id, _)| *id).collect();
+    idle.sort_unstable();
+    let at = entries.last().map(|e| e.at).unwrap_or_else(|| panic!("no entries"));
+    idle.into_iter()
+        .step_by(nth)
+        .map(|license| JournalEntry { at, change: Change::License { license, event: LicenseEvent::Deleted } })
+        .collect()
+}
+
+#[test]
+fn a_snapshot_on_one_in_many_parts_copies_the_unchanged_licenses_and_folds_the_changed_ones() {
+    let created = many_licenses_entries(3 * LICENSES_PER_CHUNK + 100);
+    let cut = created.len() * 3 / 5;
+    // The log after the first snapshot creates licenses (their ids fall between the older
+    // ones'), leases some, and deletes licenses of both the snapshot and the log after it.
+    let mut entries = created.clone();
+    entries.extend(deletions(&created, 5));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    {
+        let (journal, _) = open(dir.path());
+        append_together(&journal, &entries[..cut]);
+        assert_eq!(journal.snapshot_now().ok().flatten(), Some(cut as u64));
+        append_together(&journal, &entries[cut..]);
+        assert_eq!(journal.snapshot_now().ok().flatten(), Some(entries.len() as u64));
+    }
+    let (journal, recovered) = open(dir.path());
+    let report = journal.recovery_report();
+    assert_eq!((report.snapshot_seq, report.replayed_entries), (Some(entries.len() as u64), 0));
+    let full = replayed(&entries);
+    assert!(full.licenses.len() < Recovered::from_entries(&created).licenses.len(), "nothing was deleted");
+    assert_eq!(report.snapshot_parts, 1 + full.licenses.len().div_ceil(LICENSES_PER_CHUNK) as u64);
+    assert_eq!(recovered.to_snapshot(), full);
+    assert!(terms_shared(&recovered), "the directory and the states hold separate copies of the terms");
+}
+
+#[test]
+fn a_snapshot_found_damaged_when_the_next_is_built_is_replaced_by_one_built_on_the_one_before() {
+    let entries = many_licenses_entries(2 * LICENSES_PER_CHUNK);
+    let (a, b) = (entries.len() / 3, 2 * entries.len() / 3);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    {
+        let (journal, _) = open(dir.path());
+        append_together(&journal, &entries[..a]);
+        assert_eq!(journal.snapshot_now().ok().flatten(), Some(a as u64));
+        append_together(&journal, &entries[a..b]);
+        assert_eq!(journal.snapshot_now().ok().flatten(), Some(b as u64));
+        // Its licenses cut off halfway (sled's lock keeps the manifest out of reach meanwhile).
+        let file = dir.path().join(SNAPSHOT_DIR).join(snapshot_file_name(b as u64));
+        let file = std::fs::OpenOptions::new().write(true).open(file).unwrap_or_else(|e| panic!("open: {e}"));
+        let len = file.metadata().unwrap_or_else(|e| panic!("metadata: {e}")).len();
+        file.set_len(len / 2).unwrap_or_else(|e| panic!("truncate: {e}"));
+        append_together(&journal, &entries[b..]);
+        assert_eq!(journal.snapshot_now().ok().flatten(), Some(entries.len() as u64));
+    }
+    assert_eq!(snapshot_files(dir.path()), vec![a as u64, entries.len() as u64], "the damaged one is left");
+    let (journal, recovered) = open(dir.path());
+    let report = journal.recovery_report();
+    assert_eq!((report.snapshot_seq, report.replayed_entries), (Some(entries.len() as u64), 0));
+    assert_eq!(report.discarded_snapshots, vec![]);
+    assert_eq!(recovered.to_snapshot(), replayed(&entries));
+}
