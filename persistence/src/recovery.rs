@@ -111,15 +111,8 @@ impl From<FormatError> for ReadError {
 /// snapshot's parts are decoded on `threads` threads.
 pub(crate) fn newest_snapshot(stores: &Stores, threads: usize) -> Result<Base, PersistenceError> {
     let mut damaged = Vec::new();
-    for item in stores.snapshots.iter().rev() {
-        let (key, value) = item?;
-        let seq = match key_seq(&key) {
-            Ok(seq) => seq,
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping a snapshot under a malformed key");
-                continue;
-            }
-        };
+    for item in snapshots_newest_first(stores) {
+        let (seq, value) = item?;
         let read = match decode_snapshot_head(seq, &value) {
             Ok(SnapshotHead::Whole(snapshot)) => {
                 let read = ReadStats { parts: 0, bytes: value.len() as u64, threads: 1 };
@@ -138,6 +131,23 @@ pub(crate) fn newest_snapshot(stores: &Stores, threads: usize) -> Result<Base, P
         }
     }
     Ok(Base { seq: 0, state: Recovered::default(), damaged, read: ReadStats::default() })
+}
+
+/// The snapshots' manifests (or version-1 values) under their sequence numbers, newest first;
+/// one under a malformed key is skipped with a warning.
+pub(crate) fn snapshots_newest_first(
+    stores: &Stores,
+) -> impl Iterator<Item = Result<(u64, sled::IVec), PersistenceError>> + '_ {
+    stores.snapshots.iter().rev().filter_map(|item| match item {
+        Err(e) => Some(Err(e.into())),
+        Ok((key, value)) => match key_seq(&key) {
+            Ok(seq) => Some(Ok((seq, value))),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a snapshot under a malformed key");
+                None
+            }
+        },
+    })
 }
 
 /// A version-2 snapshot's file, open, with where each of its parts lies.

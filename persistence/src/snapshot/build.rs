@@ -20,10 +20,10 @@
 use super::{remove_snapshot, Stores};
 use crate::error::{FormatError, PersistenceError};
 use crate::format::{
-    decode_snapshot_head, encode_directory_part, encode_licenses_part, encode_manifest, key_seq,
-    partial_snapshot_file_name, seq_key, snapshot_file_name, Manifest, SnapshotHead, LICENSES_PER_CHUNK,
+    decode_snapshot_head, encode_directory_part, encode_licenses_part, encode_manifest, partial_snapshot_file_name,
+    seq_key, snapshot_file_name, Manifest, SnapshotHead, LICENSES_PER_CHUNK,
 };
-use crate::recovery::{fold_log, ReadError, SnapshotFile};
+use crate::recovery::{fold_log, snapshots_newest_first, ReadError, SnapshotFile};
 use leasehold_engine::decide::LicenseState;
 use leasehold_engine::directory::Directory;
 use leasehold_engine::ids::LicenseId;
@@ -96,15 +96,8 @@ struct PartsBase {
 /// already that recent. Damaged snapshots met on the way are removed, and the one before used.
 fn base_for(stores: &Stores, upto: u64) -> Result<Option<Base>, PersistenceError> {
     let mut newest = true;
-    for item in stores.snapshots.iter().rev() {
-        let (key, value) = item?;
-        let seq = match key_seq(&key) {
-            Ok(seq) => seq,
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping a snapshot under a malformed key");
-                continue;
-            }
-        };
+    for item in snapshots_newest_first(stores) {
+        let (seq, value) = item?;
         if std::mem::take(&mut newest) && seq >= upto {
             return Ok(None);
         }
