@@ -21,10 +21,13 @@
 //! Files: `config.rs` (durability modes, bounds), `error.rs`, `format.rs` (the on-disk layout
 //! and envelope), `writer.rs` (group commit, the flush watchdog), `snapshot.rs`, `recovery.rs`
 //! (the reader), `health.rs` (a failing journal) and `journal.rs` (ties them together).
+//! `fence.rs` holds the rules of a partition's stream shared by several nodes (SPEC section 14):
+//! fenced claims and appends, without I/O.
 
 pub mod config;
 mod deliveries;
 pub mod error;
+pub mod fence;
 pub mod format;
 mod health;
 mod journal;

@@ -1,0 +1,345 @@
+//! Fenced ownership of a partition's stream (SPEC section 14; the design is
+//! `design/CLUSTER.md`): how a node takes a partition, appends its group-commit batches, and
+//! learns that it lost the partition. No I/O here: [`PartitionWriter`] says what to append and is
+//! told what the stream answered, so a deterministic simulation drives it exactly as a real
+//! stream does (`tests/fence_simulation.rs`).
+//!
+//! A partition's history is one stream whose appends are compare-and-set: each carries a message
+//! id (`Nats-Msg-Id`) and what it expects the stream to end with: a sequence number
+//! (`Nats-Expected-Last-Sequence`) and, for a batch, the id of the record before it
+//! (`Nats-Expected-Last-Msg-Id`). A stream that already holds the id answers with the sequence it
+//! stored it at, whatever it expected, so a retried append is stored once; otherwise a stream
+//! that ends elsewhere refuses the append (JetStream error 10071).
+//!
+//! - **Taking over.** Read the stream's tail (its last sequence `L` and its highest epoch `e`),
+//!   append `Epoch { node, e + 1 }` expecting `L`. Once it is stored, every later append of the
+//!   previous owner expects to follow one of its own records and is refused: that refusal is the
+//!   fence. Two nodes claiming at once cannot both succeed: both expect `L`.
+//! - **Appending.** Each batch, under the id `node:epoch:batch`, expects to follow the record
+//!   this node sent before it (its previous batch, or its claim), by id and by sequence
+//!   (predicted while several are in flight). The id is what fences a pipelined batch: when a
+//!   batch before it was never stored, its predicted sequence can be the very one a foreign claim
+//!   took, but that claim's id is not the one it expects. A batch is acknowledged, and its
+//!   requests answered, only once the stream stored it and every batch before it.
+//! - **Losing.** A refused append means another node claimed the partition, or a batch of ours
+//!   before it never arrived. Either way the node's memory may hold changes the stream does not,
+//!   so the writer gives the partition up and reports every batch not acknowledged as lost; the
+//!   node rebuilds the partition from the stream before it claims it again.
+//! - **Timeouts.** An append with no answer may or may not be stored. It is sent again as it was
+//!   (same expected sequence, same id: stored once either way) until its deadline; past it the
+//!   writer gives up as above.
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// A record of a partition's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// `node` owns the partition from this record on, at `epoch` (higher than any before).
+    Epoch {
+        /// The owner.
+        node: String,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// One group-commit batch of the owner at `epoch`: `payload` is the batch as the journal
+    /// encodes it.
+    Batch {
+        /// The owner that appended it.
+        node: String,
+        /// The owner's epoch.
+        epoch: u64,
+        /// Its number among the owner's batches of that epoch, from 1.
+        batch: u64,
+        /// The entries.
+        payload: Vec<u8>,
+    },
+}
+
+/// An append for the stream to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Append {
+    /// The sequence number the stream must end at for the append to be stored.
+    pub expected_last_seq: u64,
+    /// The id of the record the stream must end with (a batch's; a claim expects only a
+    /// sequence).
+    pub expected_last_msg_id: Option<String>,
+    /// The id that makes a retry of this append a no-op.
+    pub msg_id: String,
+    /// What to store.
+    pub record: Record,
+}
+
+/// What the stream answered to an [`Append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored at this sequence number (now, or earlier under the same id).
+    At(u64),
+    /// Refused: the stream does not end at the expected sequence.
+    WrongLastSequence,
+    /// No answer in time: it may or may not be stored.
+    TimedOut,
+}
+
+/// What a node reads from a partition's stream before claiming it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// The stream's last sequence number (0 when it is empty).
+    pub last_seq: u64,
+    /// The highest epoch claimed in it (0 when none was).
+    pub epoch: u64,
+}
+
+/// The id of an append: unique per node, epoch and batch (batch 0 is the epoch's claim).
+pub fn msg_id(node: &str, epoch: u64, batch: u64) -> String {
+    format!("{node}:{epoch}:{batch}")
+}
+
+/// What a writer's claim came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// The partition is this node's, at this epoch.
+    Owner(u64),
+    /// Send the claim again (its answer timed out).
+    Retry(Append),
+    /// Another node claimed first (or the stream moved): read the tail again before another try.
+    Refused,
+    /// An answer to a claim this writer is no longer making: nothing changes.
+    Ignored,
+}
+
+/// What a batch's answer came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// These batches are stored, with every batch before them: answer their requests.
+    Acknowledged(Vec<u64>),
+    /// Send this append again (its answer timed out).
+    Retry(Append),
+    /// The partition is lost: these batches are not acknowledged and never will be (some may
+    /// be stored). Rebuild from the stream before claiming again.
+    Lost(Vec<u64>),
+    /// An answer to a batch of an epoch this writer no longer holds, or one acknowledged
+    /// already: nothing changes.
+    Ignored,
+}
+
+/// Why a writer cannot append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this node does not own the partition")]
+pub struct NotOwner;
+
+/// One node's writer of one partition's stream.
+#[derive(Debug)]
+pub struct PartitionWriter {
+    node: String,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    NotOwner,
+    Claiming { epoch: u64, append: Append },
+    Owner(Owner),
+}
+
+#[derive(Debug)]
+struct Owner {
+    epoch: u64,
+    next_batch: u64,
+    /// The sequence the next batch expects the stream to end at.
+    predicted_last_seq: u64,
+    /// Batches not acknowledged yet, oldest first.
+    in_flight: VecDeque<InFlight>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    batch: u64,
+    append: Append,
+    /// Where the stream stored it, once it said so.
+    stored_at: Option<u64>,
+    /// The time (in the caller's milliseconds) after which a timed-out append is given up.
+    deadline_ms: u64,
+}
+
+impl PartitionWriter {
+    /// The writer of `node`, owning nothing.
+    pub fn new(node: impl Into<String>) -> Self {
+        PartitionWriter { node: node.into(), state: State::NotOwner }
+    }
+
+    /// The epoch this node owns the partition at, if it does.
+    pub fn epoch(&self) -> Option<u64> {
+        match &self.state {
+            State::Owner(owner) => Some(owner.epoch),
+            State::NotOwner | State::Claiming { .. } => None,
+        }
+    }
+
+    /// Batches sent and not acknowledged.
+    pub fn in_flight(&self) -> usize {
+        match &self.state {
+            State::Owner(owner) => owner.in_flight.len(),
+            State::NotOwner | State::Claiming { .. } => 0,
+        }
+    }
+
+    /// The claim to append after reading `tail` (and rebuilding the partition's state up to
+    /// it): the next epoch, expecting the stream to end where it was read. Whatever this node
+    /// held before is given up.
+    pub fn claim(&mut self, tail: Tail) -> Append {
+        let epoch = tail.epoch + 1;
+        let append = Append {
+            expected_last_seq: tail.last_seq,
+            expected_last_msg_id: None,
+            msg_id: msg_id(&self.node, epoch, 0),
+            record: Record::Epoch { node: self.node.clone(), epoch },
+        };
+        self.state = State::Claiming { epoch, append: append.clone() };
+        append
+    }
+
+    /// Takes the stream's answer to the claim of `claimed_epoch`.
+    pub fn claimed(&mut self, claimed_epoch: u64, answer: Stored) -> Claimed {
+        let State::Claiming { epoch, append } = &self.state else { return Claimed::Ignored };
+        if *epoch != claimed_epoch {
+            return Claimed::Ignored;
+        }
+        match answer {
+            Stored::At(seq) if seq == append.expected_last_seq + 1 => {
+                let epoch = *epoch;
+                self.state =
+                    State::Owner(Owner { epoch, next_batch: 1, predicted_last_seq: seq, in_flight: VecDeque::new() });
+                Claimed::Owner(epoch)
+            }
+            Stored::TimedOut => Claimed::Retry(append.clone()),
+            // Refused, or stored somewhere it was not meant to be.
+            Stored::At(_) | Stored::WrongLastSequence => {
+                self.state = State::NotOwner;
+                Claimed::Refused
+            }
+        }
+    }
+
+    /// The append of a batch of `payload`, with its number; it must be answered through
+    /// [`PartitionWriter::stored`] before its requests are. `now_ms` and `timeout_ms` set how long
+    /// it may be retried.
+    pub fn append(&mut self, payload: Vec<u8>, now_ms: u64, timeout_ms: u64) -> Result<(u64, Append), NotOwner> {
+        let State::Owner(owner) = &mut self.state else { return Err(NotOwner) };
+        let batch = owner.next_batch;
+        let append = Append {
+            expected_last_seq: owner.predicted_last_seq,
+            expected_last_msg_id: Some(msg_id(&self.node, owner.epoch, batch - 1)),
+            msg_id: msg_id(&self.node, owner.epoch, batch),
+            record: Record::Batch { node: self.node.clone(), epoch: owner.epoch, batch, payload },
+        };
+        owner.next_batch += 1;
+        owner.predicted_last_seq += 1;
+        owner.in_flight.push_back(InFlight {
+            batch,
+            append: append.clone(),
+            stored_at: None,
+            deadline_ms: now_ms.saturating_add(timeout_ms),
+        });
+        Ok((batch, append))
+    }
+
+    /// Takes the stream's answer to batch `batch` of `epoch`, at `now_ms`.
+    pub fn stored(&mut self, epoch: u64, batch: u64, answer: Stored, now_ms: u64) -> Progress {
+        let State::Owner(owner) = &mut self.state else { return Progress::Ignored };
+        if owner.epoch != epoch {
+            return Progress::Ignored;
+        }
+        let Some(sent) = owner.in_flight.iter_mut().find(|sent| sent.batch == batch) else {
+            return Progress::Ignored;
+        };
+        match answer {
+            Stored::At(seq) if seq == sent.append.expected_last_seq + 1 => {
+                sent.stored_at = Some(seq);
+                let mut acknowledged = Vec::new();
+                while owner.in_flight.front().is_some_and(|first| first.stored_at.is_some()) {
+                    acknowledged.extend(owner.in_flight.pop_front().map(|first| first.batch));
+                }
+                Progress::Acknowledged(acknowledged)
+            }
+            Stored::TimedOut if now_ms < sent.deadline_ms => Progress::Retry(sent.append.clone()),
+            // Refused, stored somewhere it was not meant to be, or out of time.
+            Stored::At(_) | Stored::WrongLastSequence | Stored::TimedOut => self.give_up(),
+        }
+    }
+
+    /// Gives the partition up: every batch not acknowledged is lost.
+    pub fn give_up(&mut self) -> Progress {
+        let lost = match std::mem::replace(&mut self.state, State::NotOwner) {
+            State::Owner(owner) => owner.in_flight.into_iter().map(|sent| sent.batch).collect(),
+            State::NotOwner | State::Claiming { .. } => Vec::new(),
+        };
+        Progress::Lost(lost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner_at(tail: Tail) -> PartitionWriter {
+        let mut writer = PartitionWriter::new("a");
+        let claim = writer.claim(tail);
+        assert_eq!(
+            writer.claimed(tail.epoch + 1, Stored::At(claim.expected_last_seq + 1)),
+            Claimed::Owner(tail.epoch + 1)
+        );
+        writer
+    }
+
+    #[test]
+    fn a_claim_expects_the_tail_it_read_and_takes_the_next_epoch() {
+        let mut writer = PartitionWriter::new("a");
+        let claim = writer.claim(Tail { last_seq: 7, epoch: 3 });
+        assert_eq!(claim.expected_last_seq, 7);
+        assert_eq!(claim.msg_id, "a:4:0");
+        assert_eq!(claim.record, Record::Epoch { node: "a".into(), epoch: 4 });
+        assert_eq!(writer.claimed(4, Stored::TimedOut), Claimed::Retry(claim));
+        assert_eq!(writer.claimed(3, Stored::At(8)), Claimed::Ignored, "an answer to another claim");
+        assert_eq!(writer.claimed(4, Stored::WrongLastSequence), Claimed::Refused);
+        assert_eq!(writer.append(vec![], 0, 10), Err(NotOwner));
+    }
+
+    #[test]
+    fn batches_expect_the_sequence_before_them_and_are_acknowledged_in_order() {
+        let mut writer = owner_at(Tail { last_seq: 7, epoch: 3 });
+        let (one, first) = writer.append(vec![1], 0, 10).unwrap_or_else(|e| panic!("{e}"));
+        let (two, second) = writer.append(vec![2], 0, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((first.expected_last_seq, second.expected_last_seq), (8, 9));
+        assert_eq!((first.msg_id.as_str(), second.msg_id.as_str()), ("a:4:1", "a:4:2"));
+        assert_eq!(first.expected_last_msg_id.as_deref(), Some("a:4:0"), "the first batch follows the claim");
+        assert_eq!(second.expected_last_msg_id.as_deref(), Some("a:4:1"));
+        // The second is stored first: nothing is acknowledged until the first is.
+        assert_eq!(writer.stored(4, two, Stored::At(10), 1), Progress::Acknowledged(vec![]));
+        assert_eq!(writer.stored(4, one, Stored::TimedOut, 1), Progress::Retry(first));
+        assert_eq!(writer.stored(3, one, Stored::At(9), 1), Progress::Ignored, "an answer of another epoch");
+        assert_eq!(writer.stored(4, one, Stored::At(9), 2), Progress::Acknowledged(vec![one, two]));
+        assert_eq!(writer.stored(4, one, Stored::At(9), 2), Progress::Ignored, "acknowledged already");
+        assert_eq!(writer.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_refusal_or_a_timeout_past_its_deadline_loses_the_partition_and_everything_unacknowledged() {
+        let mut writer = owner_at(Tail::default());
+        let (one, _) = writer.append(vec![1], 0, 10).unwrap_or_else(|e| panic!("{e}"));
+        let (two, _) = writer.append(vec![2], 0, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(writer.stored(1, two, Stored::WrongLastSequence, 1), Progress::Lost(vec![one, two]));
+        assert_eq!(writer.epoch(), None);
+
+        let mut writer = owner_at(Tail::default());
+        let (one, _) = writer.append(vec![1], 0, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(writer.stored(1, one, Stored::TimedOut, 10), Progress::Lost(vec![one]));
+    }
+
+    #[test]
+    fn a_batch_stored_where_it_was_not_expected_is_not_acknowledged() {
+        let mut writer = owner_at(Tail::default());
+        let (one, _) = writer.append(vec![1], 0, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(writer.stored(1, one, Stored::At(5), 1), Progress::Lost(vec![one]));
+    }
+}
