@@ -4,33 +4,37 @@
 //! told what the stream answered, so a deterministic simulation drives it exactly as a real
 //! stream does (`tests/fence_simulation.rs`).
 //!
-//! A partition's history is one stream whose appends are compare-and-set: each carries a message
-//! id (`Nats-Msg-Id`) and what it expects the stream to end with: a sequence number
-//! (`Nats-Expected-Last-Sequence`) and, for a batch, the id of the record before it
-//! (`Nats-Expected-Last-Msg-Id`). A stream that already holds the id answers with the sequence it
-//! stored it at, whatever it expected, so a retried append is stored once; otherwise a stream
-//! that ends elsewhere refuses the append (JetStream error 10071).
+//! A partition's history is one stream whose appends are compare-and-set: each carries the
+//! sequence number it expects the stream to end at (JetStream's `Nats-Expected-Last-Sequence`)
+//! and a message id (`Nats-Msg-Id`). A stream that already holds the id answers with the
+//! sequence it stored it at, whatever the expected sequence, so a retried append is stored once;
+//! otherwise a stream that ends elsewhere refuses the append (JetStream error 10071).
 //!
 //! - **Taking over.** Read the stream's tail (its last sequence `L` and its highest epoch `e`),
 //!   append `Epoch { node, e + 1 }` expecting `L`. Once it is stored, every later append of the
-//!   previous owner expects to follow one of its own records and is refused: that refusal is the
+//!   previous owner expects a sequence at or before `L` and is refused: that refusal is the
 //!   fence. Two nodes claiming at once cannot both succeed: both expect `L`.
-//! - **Appending.** Each batch, under the id `node:epoch:batch`, expects to follow the record
-//!   this node sent before it (its previous batch, or its claim), by id and by sequence
-//!   (predicted while several are in flight). The id is what fences a pipelined batch: when a
-//!   batch before it was never stored, its predicted sequence can be the very one a foreign claim
-//!   took, but that claim's id is not the one it expects. A batch is acknowledged, and its
-//!   requests answered, only once the stream stored it and every batch before it.
-//! - **Losing.** A refused append means another node claimed the partition, or a batch of ours
-//!   before it never arrived. Either way the node's memory may hold changes the stream does not,
-//!   so the writer gives the partition up and reports every batch not acknowledged as lost; the
-//!   node rebuilds the partition from the stream before it claims it again.
+//! - **Appending.** One batch at a time, under the id `node:epoch:batch`, expecting the sequence
+//!   of this node's last stored record: a sequence that only this node's own record can hold, so
+//!   any foreign record after it makes the append fail. The journal gathers what is decided
+//!   meanwhile into the next batch (group commit), so one batch in flight costs batching, not
+//!   changes. A batch is acknowledged, and its requests answered, once the stream stored it.
+//! - **Losing.** A refused append means another node claimed the partition, so the node's
+//!   memory may hold changes the stream does not: the writer gives the partition up and reports
+//!   the batch in flight as lost; the node rebuilds the partition from the stream before it
+//!   claims it again.
 //! - **Timeouts.** An append with no answer may or may not be stored. It is sent again as it was
 //!   (same expected sequence, same id: stored once either way) until its deadline; past it the
 //!   writer gives up as above.
+//!
+//! Why not several batches in flight: each would expect a *predicted* sequence, and when one
+//! never arrives, the next one's predicted sequence can be the very sequence a foreign claim took
+//! (the simulation found it at once). JetStream's `Nats-Expected-Last-Msg-Id` would chain them,
+//! but nats-server 2.15.1 does not carry the last message id through a replica's catch-up: a
+//! restarted replica then refuses the next chained append with a critical write error and drops
+//! out of the stream (`tests/jetstream_stream.rs` met it).
 
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 
 /// A record of a partition's stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,9 +65,6 @@ pub enum Record {
 pub struct Append {
     /// The sequence number the stream must end at for the append to be stored.
     pub expected_last_seq: u64,
-    /// The id of the record the stream must end with (a batch's; a claim expects only a
-    /// sequence).
-    pub expected_last_msg_id: Option<String>,
     /// The id that makes a retry of this append a no-op.
     pub msg_id: String,
     /// What to store.
@@ -111,22 +112,28 @@ pub enum Claimed {
 /// What a batch's answer came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
-    /// These batches are stored, with every batch before them: answer their requests.
-    Acknowledged(Vec<u64>),
+    /// The batch is stored: answer its requests.
+    Acknowledged(u64),
     /// Send this append again (its answer timed out).
     Retry(Append),
-    /// The partition is lost: these batches are not acknowledged and never will be (some may
-    /// be stored). Rebuild from the stream before claiming again.
-    Lost(Vec<u64>),
-    /// An answer to a batch of an epoch this writer no longer holds, or one acknowledged
-    /// already: nothing changes.
+    /// The partition is lost: the batch in flight, if any, is not acknowledged and never will be
+    /// (it may be stored). Rebuild from the stream before claiming again.
+    Lost(Option<u64>),
+    /// An answer to a batch that is not the one in flight (of an epoch this writer no longer
+    /// holds, or acknowledged already): nothing changes.
     Ignored,
 }
 
-/// Why a writer cannot append.
+/// Why a writer cannot append now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("this node does not own the partition")]
-pub struct NotOwner;
+pub enum CannotAppend {
+    /// This node does not own the partition.
+    #[error("this node does not own the partition")]
+    NotOwner,
+    /// A batch is in flight: gather the next one until it is answered.
+    #[error("a batch is in flight")]
+    InFlight,
+}
 
 /// One node's writer of one partition's stream.
 #[derive(Debug)]
@@ -146,18 +153,15 @@ enum State {
 struct Owner {
     epoch: u64,
     next_batch: u64,
-    /// The sequence the next batch expects the stream to end at.
-    predicted_last_seq: u64,
-    /// Batches not acknowledged yet, oldest first.
-    in_flight: VecDeque<InFlight>,
+    /// The sequence of this node's last stored record: the next batch expects it.
+    last_seq: u64,
+    in_flight: Option<InFlight>,
 }
 
 #[derive(Debug)]
 struct InFlight {
     batch: u64,
     append: Append,
-    /// Where the stream stored it, once it said so.
-    stored_at: Option<u64>,
     /// The time (in the caller's milliseconds) after which a timed-out append is given up.
     deadline_ms: u64,
 }
@@ -176,11 +180,11 @@ impl PartitionWriter {
         }
     }
 
-    /// Batches sent and not acknowledged.
-    pub fn in_flight(&self) -> usize {
+    /// Whether a batch is sent and not answered.
+    pub fn in_flight(&self) -> bool {
         match &self.state {
-            State::Owner(owner) => owner.in_flight.len(),
-            State::NotOwner | State::Claiming { .. } => 0,
+            State::Owner(owner) => owner.in_flight.is_some(),
+            State::NotOwner | State::Claiming { .. } => false,
         }
     }
 
@@ -191,7 +195,6 @@ impl PartitionWriter {
         let epoch = tail.epoch + 1;
         let append = Append {
             expected_last_seq: tail.last_seq,
-            expected_last_msg_id: None,
             msg_id: msg_id(&self.node, epoch, 0),
             record: Record::Epoch { node: self.node.clone(), epoch },
         };
@@ -208,8 +211,7 @@ impl PartitionWriter {
         match answer {
             Stored::At(seq) if seq == append.expected_last_seq + 1 => {
                 let epoch = *epoch;
-                self.state =
-                    State::Owner(Owner { epoch, next_batch: 1, predicted_last_seq: seq, in_flight: VecDeque::new() });
+                self.state = State::Owner(Owner { epoch, next_batch: 1, last_seq: seq, in_flight: None });
                 Claimed::Owner(epoch)
             }
             Stored::TimedOut => Claimed::Retry(append.clone()),
@@ -222,45 +224,36 @@ impl PartitionWriter {
     }
 
     /// The append of a batch of `payload`, with its number; it must be answered through
-    /// [`PartitionWriter::stored`] before its requests are. `now_ms` and `timeout_ms` set how long
-    /// it may be retried.
-    pub fn append(&mut self, payload: Vec<u8>, now_ms: u64, timeout_ms: u64) -> Result<(u64, Append), NotOwner> {
-        let State::Owner(owner) = &mut self.state else { return Err(NotOwner) };
+    /// [`PartitionWriter::stored`] before its requests are, and before the next batch. `now_ms`
+    /// and `timeout_ms` set how long it may be retried.
+    pub fn append(&mut self, payload: Vec<u8>, now_ms: u64, timeout_ms: u64) -> Result<(u64, Append), CannotAppend> {
+        let State::Owner(owner) = &mut self.state else { return Err(CannotAppend::NotOwner) };
+        if owner.in_flight.is_some() {
+            return Err(CannotAppend::InFlight);
+        }
         let batch = owner.next_batch;
         let append = Append {
-            expected_last_seq: owner.predicted_last_seq,
-            expected_last_msg_id: Some(msg_id(&self.node, owner.epoch, batch - 1)),
+            expected_last_seq: owner.last_seq,
             msg_id: msg_id(&self.node, owner.epoch, batch),
             record: Record::Batch { node: self.node.clone(), epoch: owner.epoch, batch, payload },
         };
         owner.next_batch += 1;
-        owner.predicted_last_seq += 1;
-        owner.in_flight.push_back(InFlight {
-            batch,
-            append: append.clone(),
-            stored_at: None,
-            deadline_ms: now_ms.saturating_add(timeout_ms),
-        });
+        owner.in_flight =
+            Some(InFlight { batch, append: append.clone(), deadline_ms: now_ms.saturating_add(timeout_ms) });
         Ok((batch, append))
     }
 
     /// Takes the stream's answer to batch `batch` of `epoch`, at `now_ms`.
     pub fn stored(&mut self, epoch: u64, batch: u64, answer: Stored, now_ms: u64) -> Progress {
         let State::Owner(owner) = &mut self.state else { return Progress::Ignored };
-        if owner.epoch != epoch {
-            return Progress::Ignored;
-        }
-        let Some(sent) = owner.in_flight.iter_mut().find(|sent| sent.batch == batch) else {
+        let Some(sent) = owner.in_flight.as_ref().filter(|sent| owner.epoch == epoch && sent.batch == batch) else {
             return Progress::Ignored;
         };
         match answer {
             Stored::At(seq) if seq == sent.append.expected_last_seq + 1 => {
-                sent.stored_at = Some(seq);
-                let mut acknowledged = Vec::new();
-                while owner.in_flight.front().is_some_and(|first| first.stored_at.is_some()) {
-                    acknowledged.extend(owner.in_flight.pop_front().map(|first| first.batch));
-                }
-                Progress::Acknowledged(acknowledged)
+                owner.last_seq = seq;
+                owner.in_flight = None;
+                Progress::Acknowledged(batch)
             }
             Stored::TimedOut if now_ms < sent.deadline_ms => Progress::Retry(sent.append.clone()),
             // Refused, stored somewhere it was not meant to be, or out of time.
@@ -268,11 +261,11 @@ impl PartitionWriter {
         }
     }
 
-    /// Gives the partition up: every batch not acknowledged is lost.
+    /// Gives the partition up: the batch in flight, if any, is lost.
     pub fn give_up(&mut self) -> Progress {
         let lost = match std::mem::replace(&mut self.state, State::NotOwner) {
-            State::Owner(owner) => owner.in_flight.into_iter().map(|sent| sent.batch).collect(),
-            State::NotOwner | State::Claiming { .. } => Vec::new(),
+            State::Owner(owner) => owner.in_flight.map(|sent| sent.batch),
+            State::NotOwner | State::Claiming { .. } => None,
         };
         Progress::Lost(lost)
     }
@@ -302,44 +295,41 @@ mod tests {
         assert_eq!(writer.claimed(4, Stored::TimedOut), Claimed::Retry(claim));
         assert_eq!(writer.claimed(3, Stored::At(8)), Claimed::Ignored, "an answer to another claim");
         assert_eq!(writer.claimed(4, Stored::WrongLastSequence), Claimed::Refused);
-        assert_eq!(writer.append(vec![], 0, 10), Err(NotOwner));
+        assert_eq!(writer.append(vec![], 0, 10), Err(CannotAppend::NotOwner));
     }
 
     #[test]
-    fn batches_expect_the_sequence_before_them_and_are_acknowledged_in_order() {
+    fn each_batch_expects_the_nodes_last_stored_record_and_waits_for_the_one_before() {
         let mut writer = owner_at(Tail { last_seq: 7, epoch: 3 });
         let (one, first) = writer.append(vec![1], 0, 10).unwrap_or_else(|e| panic!("{e}"));
-        let (two, second) = writer.append(vec![2], 0, 10).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((first.expected_last_seq, second.expected_last_seq), (8, 9));
-        assert_eq!((first.msg_id.as_str(), second.msg_id.as_str()), ("a:4:1", "a:4:2"));
-        assert_eq!(first.expected_last_msg_id.as_deref(), Some("a:4:0"), "the first batch follows the claim");
-        assert_eq!(second.expected_last_msg_id.as_deref(), Some("a:4:1"));
-        // The second is stored first: nothing is acknowledged until the first is.
-        assert_eq!(writer.stored(4, two, Stored::At(10), 1), Progress::Acknowledged(vec![]));
+        assert_eq!((first.expected_last_seq, first.msg_id.as_str()), (8, "a:4:1"));
+        assert_eq!(writer.append(vec![2], 0, 10), Err(CannotAppend::InFlight));
         assert_eq!(writer.stored(4, one, Stored::TimedOut, 1), Progress::Retry(first));
         assert_eq!(writer.stored(3, one, Stored::At(9), 1), Progress::Ignored, "an answer of another epoch");
-        assert_eq!(writer.stored(4, one, Stored::At(9), 2), Progress::Acknowledged(vec![one, two]));
+        assert_eq!(writer.stored(4, one, Stored::At(9), 2), Progress::Acknowledged(one));
         assert_eq!(writer.stored(4, one, Stored::At(9), 2), Progress::Ignored, "acknowledged already");
-        assert_eq!(writer.in_flight(), 0);
+        let (two, second) = writer.append(vec![2], 2, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((second.expected_last_seq, second.msg_id.as_str()), (9, "a:4:2"));
+        assert_eq!(writer.stored(4, two, Stored::At(10), 3), Progress::Acknowledged(two));
+        assert!(!writer.in_flight());
     }
 
     #[test]
-    fn a_refusal_or_a_timeout_past_its_deadline_loses_the_partition_and_everything_unacknowledged() {
+    fn a_refusal_or_a_timeout_past_its_deadline_loses_the_partition() {
         let mut writer = owner_at(Tail::default());
         let (one, _) = writer.append(vec![1], 0, 10).unwrap_or_else(|e| panic!("{e}"));
-        let (two, _) = writer.append(vec![2], 0, 10).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(writer.stored(1, two, Stored::WrongLastSequence, 1), Progress::Lost(vec![one, two]));
+        assert_eq!(writer.stored(1, one, Stored::WrongLastSequence, 1), Progress::Lost(Some(one)));
         assert_eq!(writer.epoch(), None);
 
         let mut writer = owner_at(Tail::default());
         let (one, _) = writer.append(vec![1], 0, 10).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(writer.stored(1, one, Stored::TimedOut, 10), Progress::Lost(vec![one]));
+        assert_eq!(writer.stored(1, one, Stored::TimedOut, 10), Progress::Lost(Some(one)));
     }
 
     #[test]
     fn a_batch_stored_where_it_was_not_expected_is_not_acknowledged() {
         let mut writer = owner_at(Tail::default());
         let (one, _) = writer.append(vec![1], 0, 10).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(writer.stored(1, one, Stored::At(5), 1), Progress::Lost(vec![one]));
+        assert_eq!(writer.stored(1, one, Stored::At(5), 1), Progress::Lost(Some(one)));
     }
 }

@@ -136,6 +136,8 @@ pub enum Kind {
     SnapshotLicenses,
     /// A usage cell.
     UsageCell,
+    /// A record of a partition's stream ([`crate::fence::Record`]).
+    StreamRecord,
 }
 
 impl Kind {
@@ -146,6 +148,7 @@ impl Kind {
             Kind::SnapshotDirectory => b"leasehold-snapshot-directory",
             Kind::SnapshotLicenses => b"leasehold-snapshot-licenses",
             Kind::UsageCell => b"leasehold-usage-cell",
+            Kind::StreamRecord => b"leasehold-stream-record",
         }
     }
 }
@@ -409,6 +412,23 @@ fn encode<T: Serialize + ?Sized>(kind: Kind, key: &[u8], value: &T) -> Result<Ve
 fn decode_part<T: DeserializeOwned>(kind: Kind, key: &[u8], value: &[u8]) -> Result<T, FormatError> {
     match open(kind, key, value)? {
         (version @ 2..=FORMAT_VERSION, payload) => in_format(version, || decode_bincode(payload)),
+        (found, _) => Err(FormatError::UnknownVersion { found, newest: FORMAT_VERSION }),
+    }
+}
+
+/// The first format with partition streams.
+const STREAM_RECORDS_SINCE: u8 = 9;
+
+/// Encodes a record of partition `partition`'s stream. The partition is in the checksum, so a
+/// record copied into another partition's stream does not decode there.
+pub fn encode_stream_record(partition: u32, record: &crate::fence::Record) -> Result<Vec<u8>, FormatError> {
+    encode(Kind::StreamRecord, &partition.to_be_bytes(), record)
+}
+
+/// Decodes a record of partition `partition`'s stream.
+pub fn decode_stream_record(partition: u32, value: &[u8]) -> Result<crate::fence::Record, FormatError> {
+    match open(Kind::StreamRecord, &partition.to_be_bytes(), value)? {
+        (version @ STREAM_RECORDS_SINCE..=FORMAT_VERSION, payload) => in_format(version, || decode_bincode(payload)),
         (found, _) => Err(FormatError::UnknownVersion { found, newest: FORMAT_VERSION }),
     }
 }

@@ -22,7 +22,7 @@
 //! and envelope), `writer.rs` (group commit, the flush watchdog), `snapshot.rs`, `recovery.rs`
 //! (the reader), `health.rs` (a failing journal) and `journal.rs` (ties them together).
 //! `fence.rs` holds the rules of a partition's stream shared by several nodes (SPEC section 14):
-//! fenced claims and appends, without I/O.
+//! fenced claims and appends, without I/O; `jetstream.rs` sends them to NATS JetStream.
 
 pub mod config;
 mod deliveries;
@@ -30,6 +30,7 @@ pub mod error;
 pub mod fence;
 pub mod format;
 mod health;
+pub mod jetstream;
 mod journal;
 pub mod keys;
 pub mod pkcs11;
