@@ -87,6 +87,44 @@ uuid_id!(
     LeaseId
 );
 
+/// The most partitions licenses can be spread over: a partition is named by 16 bits.
+pub const MAX_PARTITIONS: u32 = 1 << 16;
+
+/// Where the 16 bits that place a license in a partition are in a UUID: its last two bytes,
+/// random in a version-4 UUID.
+const ROUTE_BYTES: std::ops::Range<usize> = 14..16;
+
+fn route_of(uuid: &Uuid) -> u16 {
+    let bytes = uuid.as_bytes();
+    u16::from_be_bytes([bytes[ROUTE_BYTES.start], bytes[ROUTE_BYTES.start + 1]])
+}
+
+impl LicenseId {
+    /// The partition, of `partitions` (1 to [`MAX_PARTITIONS`]), the license is in (SPEC section
+    /// 14): its route bits modulo the count. Its leases carry the same bits
+    /// ([`LeaseId::for_license`]), so a renewal or a release finds the partition from the lease
+    /// id alone.
+    pub fn partition(self, partitions: u32) -> u32 {
+        u32::from(route_of(&self.0)) % partitions.clamp(1, MAX_PARTITIONS)
+    }
+}
+
+impl LeaseId {
+    /// A lease id of license `license` made from the fresh UUID `uuid`: `uuid` with its last two
+    /// bytes replaced by the license's route bits (a version-4 UUID keeps 106 random bits).
+    pub fn for_license(uuid: Uuid, license: LicenseId) -> Self {
+        let mut bytes = *uuid.as_bytes();
+        bytes[ROUTE_BYTES].copy_from_slice(&license.0.as_bytes()[ROUTE_BYTES]);
+        LeaseId(Uuid::from_bytes(bytes))
+    }
+
+    /// The partition, of `partitions`, of the license that holds this lease (see
+    /// [`LicenseId::partition`]).
+    pub fn partition(self, partitions: u32) -> u32 {
+        u32::from(route_of(&self.0)) % partitions.clamp(1, MAX_PARTITIONS)
+    }
+}
+
 /// The SHA-256 digest of `bytes`: how secrets (API keys, the admin token) are stored.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
@@ -152,5 +190,40 @@ impl IdSource for SeededIds {
         // A poisoned lock only means another thread panicked mid-fill; the generator is still usable.
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
         rng.fill_bytes(buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_lease_is_in_its_licenses_partition_whatever_the_count(
+            license in any::<u128>(),
+            fresh in any::<[u8; 16]>(),
+            partitions in 1u32..=MAX_PARTITIONS,
+        ) {
+            let license = LicenseId(uuid::Builder::from_random_bytes(license.to_be_bytes()).into_uuid());
+            let fresh = uuid::Builder::from_random_bytes(fresh).into_uuid();
+            let lease = LeaseId::for_license(fresh, license);
+            prop_assert_eq!(lease.partition(partitions), license.partition(partitions));
+            prop_assert!(license.partition(partitions) < partitions);
+            // Still a version-4 UUID, random but for the license's route bits.
+            prop_assert_eq!(lease.0.get_version_num(), 4);
+            prop_assert_eq!(&lease.0.as_bytes()[..14], &fresh.as_bytes()[..14]);
+        }
+    }
+
+    #[test]
+    fn licenses_spread_over_the_partitions() {
+        let ids = SeededIds::new(7);
+        let mut counts = [0u32; 64];
+        for _ in 0..64_000 {
+            counts[LicenseId(ids.uuid()).partition(64) as usize] += 1;
+        }
+        // 1,000 expected in each; a partition outside 800..1,200 would mean the bits are not random.
+        assert!(counts.iter().all(|n| (800..1_200).contains(n)), "{counts:?}");
     }
 }

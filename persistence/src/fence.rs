@@ -24,8 +24,10 @@
 //!   the batch in flight as lost; the node rebuilds the partition from the stream before it
 //!   claims it again.
 //! - **Timeouts.** An append with no answer may or may not be stored. It is sent again as it was
-//!   (same expected sequence, same id: stored once either way) until its deadline; past it the
-//!   writer gives up as above.
+//!   until its deadline; past it the writer gives up as above. The expected sequence alone keeps
+//!   a retry from being stored twice; the id turns the retry of a stored append into its
+//!   acknowledgement rather than a refusal (within the stream's duplicate window, so the
+//!   deadline must be shorter than that window).
 //!
 //! Why not several batches in flight: each would expect a *predicted* sequence, and when one
 //! never arrives, the next one's predicted sequence can be the very sequence a foreign claim took

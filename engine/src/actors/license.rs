@@ -631,7 +631,7 @@ impl LicenseActor {
         counts_denial: bool,
     ) -> Result<Answered<Decision<Grant>>, EngineError> {
         let now = self.begin_message(commit)?;
-        let new_id = LeaseId(self.shared.ids.uuid());
+        let new_id = LeaseId::for_license(self.shared.ids.uuid(), self.state.license().id);
         match decide_consume(&self.state, req, now, new_id) {
             Err(denial) => {
                 if commit && denial.code == ErrorCode::MaxConcurrentSessionsExceed {
@@ -681,7 +681,7 @@ impl LicenseActor {
 
     fn renew(&mut self, req: &RenewRequest) -> Result<Answered<Decision<Grant>>, EngineError> {
         let now = self.begin_message(true)?;
-        let new_id = LeaseId(self.shared.ids.uuid());
+        let new_id = LeaseId::for_license(self.shared.ids.uuid(), self.state.license().id);
         match decide_renew(&self.state, req, now, new_id) {
             Err(denial) => Ok(Answered::now(Decision::Denied(denial))),
             Ok(event) => {
