@@ -1,6 +1,6 @@
 //! Fenced ownership of a partition's stream (SPEC section 14; the design is
-//! `design/CLUSTER.md`): how a node takes a partition, appends its group-commit batches, and
-//! learns that it lost the partition. No I/O here: [`PartitionWriter`] says what to append and is
+//! `design/CLUSTER.md`): how a node takes a partition, appends its group-commit batches, learns
+//! that it lost the partition, and replays the stream ([`replay`], which audits it). No I/O here: [`PartitionWriter`] says what to append and is
 //! told what the stream answered, so a deterministic simulation drives it exactly as a real
 //! stream does (`tests/fence_simulation.rs`).
 //!
@@ -36,6 +36,9 @@
 //! restarted replica then refuses the next chained append with a critical write error and drops
 //! out of the stream (`tests/jetstream_stream.rs` met it).
 
+use crate::format::decode_batch_entries;
+use crate::FormatError;
+use leasehold_engine::replay::Recovered;
 use serde::{Deserialize, Serialize};
 
 /// A record of a partition's stream.
@@ -271,6 +274,96 @@ impl PartitionWriter {
         };
         Progress::Lost(lost)
     }
+}
+
+/// Why a partition's stream cannot be replayed: it breaks the rules the fence keeps (the journal
+/// audit of `design/CLUSTER.md`), or a batch does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    /// A claim's epoch is not above the one before it.
+    #[error("record {seq}: epoch {epoch} does not follow epoch {before}")]
+    EpochNotAfter {
+        /// The claim's sequence number.
+        seq: u64,
+        /// Its epoch.
+        epoch: u64,
+        /// The epoch before it.
+        before: u64,
+    },
+    /// A batch that is not the next one of the partition's owner at that point.
+    #[error("record {seq}: batch {batch} of {node} at epoch {epoch} does not follow {after}")]
+    OutOfTurn {
+        /// The batch's sequence number.
+        seq: u64,
+        /// Its node.
+        node: String,
+        /// Its epoch.
+        epoch: u64,
+        /// Its number.
+        batch: u64,
+        /// What came before it: the owner's claim or batch, or nothing.
+        after: String,
+    },
+    /// A batch whose entries do not decode.
+    #[error("record {seq}: {reason}")]
+    Damaged {
+        /// The batch's sequence number.
+        seq: u64,
+        /// What is wrong with it.
+        reason: FormatError,
+    },
+}
+
+/// Where a replay of a partition's stream ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// The owner at the end, with its epoch.
+    pub owner: Option<(String, u64)>,
+    /// The last sequence number replayed.
+    pub last_seq: u64,
+    /// Journal entries applied.
+    pub entries: u64,
+}
+
+/// Folds the records of a partition's stream, in order, into `state`, checking on the way what
+/// the fence guarantees: epochs only grow, and each batch is the next one of the owner of the
+/// latest claim before it (numbered from 1, one after the other). The first record that breaks
+/// this stops the replay: such a stream was not written under the fence, and a state built from
+/// it could grant what was never acknowledged.
+pub fn replay(records: impl IntoIterator<Item = (u64, Record)>, state: &mut Recovered) -> Result<Replayed, AuditError> {
+    let mut replayed = Replayed::default();
+    let mut last_batch = 0;
+    for (seq, record) in records {
+        match record {
+            Record::Epoch { node, epoch } => {
+                let before = replayed.owner.as_ref().map_or(0, |(_, e)| *e);
+                if epoch <= before {
+                    return Err(AuditError::EpochNotAfter { seq, epoch, before });
+                }
+                replayed.owner = Some((node, epoch));
+                last_batch = 0;
+            }
+            Record::Batch { node, epoch, batch, payload } => {
+                let owners = replayed.owner.as_ref().is_some_and(|(owner, e)| *owner == node && *e == epoch);
+                if !owners || batch != last_batch + 1 {
+                    let after = match &replayed.owner {
+                        Some((owner, e)) if last_batch == 0 => format!("the claim of {owner} at epoch {e}"),
+                        Some((owner, e)) => format!("batch {last_batch} of {owner} at epoch {e}"),
+                        None => "no claim".to_owned(),
+                    };
+                    return Err(AuditError::OutOfTurn { seq, node, epoch, batch, after });
+                }
+                let entries = decode_batch_entries(&payload).map_err(|reason| AuditError::Damaged { seq, reason })?;
+                for entry in &entries {
+                    state.apply(entry);
+                }
+                replayed.entries += entries.len() as u64;
+                last_batch = batch;
+            }
+        }
+        replayed.last_seq = seq;
+    }
+    Ok(replayed)
 }
 
 #[cfg(test)]

@@ -231,12 +231,32 @@ pub fn seal_batch(first_seq: u64, entries: &[Vec<u8>]) -> Option<Vec<u8>> {
     let mut bytes = Vec::with_capacity(len);
     bytes.push(FORMAT_VERSION);
     bytes.extend_from_slice(&[0; 4]);
+    write_entries(&mut bytes, entries)?;
+    Some(seal(Kind::Batch, &seq_key(first_seq), bytes))
+}
+
+/// A batch of encoded entries (from [`encode_entry`]) as a partition stream's batch carries them:
+/// a log record's payload, without its envelope (the stream record that carries it has its
+/// own). `None` as for [`seal_batch`].
+pub fn batch_payload(entries: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(4 + entries.iter().map(|e| 4 + e.len()).sum::<usize>());
+    write_entries(&mut bytes, entries)?;
+    Some(bytes)
+}
+
+/// The entries of a partition stream's batch (see [`batch_payload`]).
+pub fn decode_batch_entries(payload: &[u8]) -> Result<Vec<JournalEntry>, FormatError> {
+    decode_batch_payload(payload)
+}
+
+/// Appends the count of `entries`, then each one's length and bytes.
+fn write_entries(bytes: &mut Vec<u8>, entries: &[Vec<u8>]) -> Option<()> {
     bytes.extend_from_slice(&u32::try_from(entries.len()).ok()?.to_le_bytes());
     for entry in entries {
         bytes.extend_from_slice(&u32::try_from(entry.len()).ok()?.to_le_bytes());
         bytes.extend_from_slice(entry);
     }
-    Some(seal(Kind::Batch, &seq_key(first_seq), bytes))
+    Some(())
 }
 
 /// Decodes the log record stored under `first_seq`: its entries, in order.
