@@ -1,11 +1,16 @@
 //! A partition's stream on a real 3-server NATS JetStream cluster (`sync_interval: always`, three
-//! copies): the fence behaves as the model stream of `fence_simulation.rs` does, and acknowledged
-//! batches survive the kill -9 of the stream's leader.
+//! copies): the fence behaves as the model stream of `fence_simulation.rs` does, batches of
+//! journal entries read back replay to the state of their entries, and acknowledged batches
+//! survive the kill -9 of the stream's leader.
 //!
 //! The pinned nats-server comes from `scripts/test-all` (`tests/nats/requirements.txt`), named
 //! by `LEASEHOLD_TEST_NATS_SERVER`; these tests fail, not skip, without it.
 
-use leasehold_persistence::fence::{Claimed, PartitionWriter, Progress, Record, Stored, Tail};
+mod common;
+
+use leasehold_engine::replay::Recovered;
+use leasehold_persistence::fence::{replay, Claimed, PartitionWriter, Progress, Record, Stored, Tail};
+use leasehold_persistence::format::{batch_payload, encode_entry};
 use leasehold_persistence::jetstream::PartitionStream;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -284,4 +289,31 @@ async fn acknowledged_batches_survive_the_kill_of_the_streams_leader() {
         assert!(Instant::now() < deadline, "{killed} did not catch up in 30 s: {replicas:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_journal_entries_read_back_replay_to_the_state_of_their_entries() {
+    let cluster = Cluster::start();
+    let mut stream = stream(&cluster, 11).await;
+    // The workload runs an engine on a runtime of its own.
+    let entries = tokio::task::spawn_blocking(|| common::workload_entries(23, 150)).await;
+    let entries = entries.unwrap_or_else(|e| panic!("workload: {e}"));
+    let mut writer = PartitionWriter::new("a");
+    let tail = stream.tail().await.unwrap_or_else(|e| panic!("tail: {e}"));
+    let claim = writer.claim(tail);
+    assert_eq!(claimed(&mut writer, tail, stream.append(&claim).await), Claimed::Owner(1));
+    let start = Instant::now();
+    for batch in entries.chunks(7) {
+        let encoded: Vec<Vec<u8>> = batch.iter().map(|e| encode_entry(e).unwrap_or_else(|e| panic!("{e}"))).collect();
+        let payload = batch_payload(&encoded).unwrap_or_else(|| panic!("a batch too large"));
+        let acknowledged = append_until_answered(&stream, &mut writer, payload, start).await;
+        assert!(acknowledged.is_some(), "a batch was not acknowledged");
+    }
+    let tail = stream.tail().await.unwrap_or_else(|e| panic!("tail: {e}"));
+    let records = stream.records(1, tail.last_seq).await.unwrap_or_else(|e| panic!("records: {e}"));
+    let mut state = Recovered::default();
+    let replayed = replay(records, &mut state).unwrap_or_else(|e| panic!("replay: {e}"));
+    assert_eq!(replayed.entries, entries.len() as u64);
+    assert_eq!(replayed.owner, Some(("a".to_owned(), 1)));
+    assert_eq!(state.to_snapshot(), common::replayed(&entries));
 }
