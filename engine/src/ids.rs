@@ -94,9 +94,12 @@ pub const MAX_PARTITIONS: u32 = 1 << 16;
 /// random in a version-4 UUID.
 const ROUTE_BYTES: std::ops::Range<usize> = 14..16;
 
-fn route_of(uuid: &Uuid) -> u16 {
+/// The partition, of `partitions` (clamped to 1 to [`MAX_PARTITIONS`]), that `uuid`'s route bits
+/// name.
+fn partition_of(uuid: &Uuid, partitions: u32) -> u32 {
     let bytes = uuid.as_bytes();
-    u16::from_be_bytes([bytes[ROUTE_BYTES.start], bytes[ROUTE_BYTES.start + 1]])
+    let route = u16::from_be_bytes([bytes[ROUTE_BYTES.start], bytes[ROUTE_BYTES.start + 1]]);
+    u32::from(route) % partitions.clamp(1, MAX_PARTITIONS)
 }
 
 impl LicenseId {
@@ -105,7 +108,7 @@ impl LicenseId {
     /// ([`LeaseId::for_license`]), so a renewal or a release finds the partition from the lease
     /// id alone.
     pub fn partition(self, partitions: u32) -> u32 {
-        u32::from(route_of(&self.0)) % partitions.clamp(1, MAX_PARTITIONS)
+        partition_of(&self.0, partitions)
     }
 }
 
@@ -121,7 +124,7 @@ impl LeaseId {
     /// The partition, of `partitions`, of the license that holds this lease (see
     /// [`LicenseId::partition`]).
     pub fn partition(self, partitions: u32) -> u32 {
-        u32::from(route_of(&self.0)) % partitions.clamp(1, MAX_PARTITIONS)
+        partition_of(&self.0, partitions)
     }
 }
 

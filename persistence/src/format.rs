@@ -244,11 +244,6 @@ pub fn batch_payload(entries: &[Vec<u8>]) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
-/// The entries of a partition stream's batch (see [`batch_payload`]).
-pub fn decode_batch_entries(payload: &[u8]) -> Result<Vec<JournalEntry>, FormatError> {
-    decode_batch_payload(payload)
-}
-
 /// Appends the count of `entries`, then each one's length and bytes.
 fn write_entries(bytes: &mut Vec<u8>, entries: &[Vec<u8>]) -> Option<()> {
     bytes.extend_from_slice(&u32::try_from(entries.len()).ok()?.to_le_bytes());
@@ -264,7 +259,7 @@ pub fn decode_batch(first_seq: u64, value: &[u8]) -> Result<Vec<JournalEntry>, F
     let (version, payload) = open(Kind::Batch, &seq_key(first_seq), value)?;
     match version {
         // Version 2 changed only snapshots; version 3 added fields to stored types.
-        1..=FORMAT_VERSION => in_format(version, || decode_batch_payload(payload)),
+        1..=FORMAT_VERSION => in_format(version, || decode_batch_entries(payload)),
         found => Err(FormatError::UnknownVersion { found, newest: FORMAT_VERSION }),
     }
 }
@@ -364,7 +359,9 @@ fn take_u32(rest: &mut &[u8]) -> Result<usize, FormatError> {
     usize::try_from(u32::from_le_bytes(*head)).map_err(|e| FormatError::Decode(e.to_string()))
 }
 
-fn decode_batch_payload(payload: &[u8]) -> Result<Vec<JournalEntry>, FormatError> {
+/// The entries of a log record's payload, which is also what a partition stream's batch carries
+/// (see [`batch_payload`]), in the shapes of the format in force ([`in_format`]).
+pub fn decode_batch_entries(payload: &[u8]) -> Result<Vec<JournalEntry>, FormatError> {
     let mut rest = payload;
     let count = take_u32(&mut rest)?;
     // Each entry takes at least its 4-byte length, so a damaged count cannot make this allocate

@@ -312,15 +312,15 @@ fn decode_parts_in_turn(
 }
 
 /// Calls `apply` with each entry of the log records starting after `after` and at or before
-/// `upto`, strictly: any damaged record or gap is an error. For snapshots, which fold a log that
-/// recovery has already vetted. Returns the last sequence number applied (a record is applied
-/// whole, so this is where a record ends).
+/// `upto`, strictly: any damaged record or gap is an error, and so is a log that ends before
+/// `upto` or whose last record reaches past it (a record is applied whole). For snapshots, which
+/// fold a log that recovery has already vetted.
 pub(crate) fn fold_log(
     log: &sled::Tree,
     after: u64,
     upto: u64,
     mut apply: impl FnMut(&JournalEntry),
-) -> Result<u64, PersistenceError> {
+) -> Result<(), PersistenceError> {
     let mut expected = after + 1;
     for item in log.range(seq_key(after + 1)..=seq_key(upto)) {
         let (key, value) = item?;
@@ -339,7 +339,11 @@ pub(crate) fn fold_log(
         }
         expected += entries.len() as u64;
     }
-    Ok(expected - 1)
+    let reached = expected - 1;
+    if reached != upto {
+        return Err(PersistenceError::MissingEntries { expected: reached + 1, found: upto });
+    }
+    Ok(())
 }
 
 /// Puts entry `seq` in `tree` (the events or the usage-records tree) if a crash left it only

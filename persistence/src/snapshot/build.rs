@@ -49,7 +49,7 @@ pub(crate) fn build(stores: &Stores, upto: u64) -> Result<Option<u64>, Persisten
     let mut parts = PartsWriter::create(&partial, upto)?;
     match base {
         Base::Whole { seq, mut state } => {
-            fold_exactly(stores, seq, upto, |entry| state.apply(entry))?;
+            fold_log(&stores.log, seq, upto, |entry| state.apply(entry))?;
             let order = state.snapshot_order().map_err(|e| encode_error(e.to_string()))?;
             parts.write_directory(&state.directory)?;
             for id in order {
@@ -131,7 +131,7 @@ fn log_changes(
 ) -> Result<(Vec<LicenseId>, HashSet<LicenseId>), PersistenceError> {
     let mut changed = HashSet::new();
     let mut retermed = HashSet::new();
-    fold_exactly(stores, after, upto, |entry| {
+    fold_log(&stores.log, after, upto, |entry| {
         changed.extend(Recovered::license_changed_by(entry));
         retermed.extend(terms_changed_by(entry));
     })?;
@@ -184,7 +184,7 @@ fn build_on_parts(
     parts: &mut PartsWriter,
 ) -> Result<(), PersistenceError> {
     let PartsBase { seq, mut directory, changed, file, licenses } = base;
-    fold_exactly(stores, seq, upto, |entry| apply_to_directory(&mut directory, entry))?;
+    fold_log(&stores.log, seq, upto, |entry| apply_to_directory(&mut directory, entry))?;
     parts.write_directory(&directory)?;
     drop(directory);
     let file = file.as_ref();
@@ -198,7 +198,7 @@ fn build_on_parts(
         if let Some((file, first_ids)) = file {
             states.licenses = restore(file, first_ids, range).map_err(|e| damaged(seq, e))?;
         }
-        fold_exactly(stores, seq, upto, |entry| {
+        fold_log(&stores.log, seq, upto, |entry| {
             if Recovered::license_changed_by(entry).is_some_and(|id| in_range(&id)) {
                 states.apply_to_licenses(entry);
             }
@@ -287,20 +287,6 @@ fn damaged(seq: u64, error: ReadError) -> PersistenceError {
         ReadError::Damaged(reason) => PersistenceError::DamagedSnapshot { seq, reason },
         ReadError::Storage(e) => e,
     }
-}
-
-/// Calls `apply` with each log entry after `after`, up to `upto`, which must all be there.
-fn fold_exactly(
-    stores: &Stores,
-    after: u64,
-    upto: u64,
-    apply: impl FnMut(&leasehold_engine::journal::JournalEntry),
-) -> Result<(), PersistenceError> {
-    let reached = fold_log(&stores.log, after, upto, apply)?;
-    if reached != upto {
-        return Err(PersistenceError::MissingEntries { expected: reached + 1, found: upto });
-    }
-    Ok(())
 }
 
 fn encode_error(reason: String) -> PersistenceError {
