@@ -875,7 +875,7 @@ impl Engine {
             match recorded {
                 // Appended after its change, so durable only once the change is.
                 Some(recorded) if !matches!(changed, Durability::Failed(_)) => {
-                    (changed, self.inner.shared.append_event(at, recorded))
+                    (changed, self.inner.shared.append_event(at, recorded, None))
                 }
                 _ => (changed, Durability::Now),
             }
@@ -1158,7 +1158,7 @@ impl Engine {
                 created
             } else {
                 let event = Event::of_license("license.created", &license, Actor::clone(&self.actor));
-                self.inner.shared.append_event(now, event)
+                self.inner.shared.append_event(now, event, Some(license.id))
             };
             self.inner.add_license(LicenseState::new(Arc::clone(&license)), now, None);
             (license, durability)
@@ -1195,7 +1195,7 @@ impl Engine {
     /// Records `event`, for a change made outside the engine (a signing key rotated); returns
     /// once it is durable.
     pub async fn record(&self, event: Event) -> Result<(), EngineError> {
-        Ok(self.inner.shared.append_event(self.now(), event).wait().await?)
+        Ok(self.inner.shared.append_event(self.now(), event, None).wait().await?)
     }
 
     /// How many events were recorded since the engine started.

@@ -99,6 +99,15 @@ pub trait Journal: Send + Sync + 'static {
     /// Appends `entry`; entries become durable in the order they were appended.
     fn append(&self, entry: &JournalEntry) -> Durability;
 
+    /// Appends `entry`, an event ([`Change::Event`]), right after the change it tells of: a
+    /// change to `license`, or to the directory when `None` (an event that follows no change is
+    /// appended as the directory's). A journal that keeps licenses apart (one stream per
+    /// partition) keeps the event with its change, so that it is durable only once the change is.
+    fn append_event(&self, entry: &JournalEntry, license: Option<LicenseId>) -> Durability {
+        let _ = license;
+        self.append(entry)
+    }
+
     /// Whether the journal takes changes now; `Err` says why not. Asked before a change is
     /// decided, so that a change the journal would refuse is never applied in memory. Cheap: it
     /// is asked on every change.

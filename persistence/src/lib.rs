@@ -36,6 +36,7 @@ pub mod keys;
 pub mod pkcs11;
 pub mod recovery;
 mod snapshot;
+pub mod stream_journal;
 mod usage;
 mod writer;
 
@@ -44,3 +45,4 @@ pub use error::{FormatError, PersistenceError};
 pub use journal::{open_sled, SledJournal};
 pub use recovery::{CutTail, RecoveryReport};
 pub use snapshot::KEEP_SNAPSHOTS;
+pub use stream_journal::{StreamJournal, StreamJournalConfig, StreamJournalError};

@@ -113,7 +113,25 @@ pub struct ServeArgs {
     /// the signer has a thread per core of its own].
     #[arg(long, value_name = "N", env = "LEASEHOLD_WORKERS")]
     pub workers: Option<usize>,
+    /// Journal to the NATS JetStream cluster at these servers (`nats://host:port`,
+    /// comma-separated) instead of the data directory; needs --node and --nats-monitor
+    /// [default: none: the data directory's journal].
+    #[arg(long, value_name = "URL,...", env = "LEASEHOLD_NATS")]
+    pub nats: Option<String>,
+    /// The NATS servers' monitoring URLs (`http://host:port`, comma-separated): each must fsync
+    /// before it acknowledges (`sync_interval: always`), or the node refuses to start.
+    #[arg(long, value_name = "URL,...", env = "LEASEHOLD_NATS_MONITOR")]
+    pub nats_monitor: Option<String>,
+    /// This node's name among the cluster's nodes (with --nats).
+    #[arg(long, value_name = "NAME", env = "LEASEHOLD_NODE")]
+    pub node: Option<String>,
 }
+
+/// Partitions of a cluster unless configured (`design/CLUSTER.md`).
+pub const DEFAULT_PARTITIONS: u32 = 64;
+
+/// Copies of each stream unless configured.
+pub const DEFAULT_REPLICAS: usize = 3;
 
 /// Days events are kept unless configured (SPEC section 11).
 pub const DEFAULT_EVENTS_RETENTION_DAYS: u64 = 90;
@@ -155,6 +173,36 @@ pub struct FileConfig {
     #[serde(default)]
     trusted_proxies: Vec<String>,
     geoip_db: Option<PathBuf>,
+    cluster: Option<FileCluster>,
+}
+
+/// The `[cluster]` table: the JetStream cluster the journal is on, and this node's name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    #[serde(default)]
+    nats: Vec<String>,
+    #[serde(default)]
+    monitor: Vec<String>,
+    node: Option<String>,
+    partitions: Option<u32>,
+    replicas: Option<usize>,
+}
+
+/// Where a clustered node's journal is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// The NATS servers (`nats://host:port`).
+    pub nats: Vec<String>,
+    /// Their monitoring URLs (`http://host:port`), to check that they fsync before they
+    /// acknowledge.
+    pub monitors: Vec<String>,
+    /// This node's name.
+    pub node: String,
+    /// Partitions the licenses are spread over.
+    pub partitions: u32,
+    /// Copies of each stream.
+    pub replicas: usize,
 }
 
 /// The `[tls]` table: the certificate both listeners serve.
@@ -316,6 +364,8 @@ pub struct Settings {
     pub geoip_db: Option<PathBuf>,
     /// CA certificates (PEM) that `https://` webhook receivers may chain to besides the web's.
     pub webhooks_ca_pem: Option<String>,
+    /// The JetStream cluster the journal is on (`None`: the data directory's journal).
+    pub cluster: Option<ClusterSettings>,
     /// The file the settings were read from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -359,6 +409,54 @@ fn signing_vault(key: KeyUri, file: FilePkcs11) -> Result<SigningVault, ConfigEr
         ConfigError::Setting(format!("{key}: the token's PIN is [pkcs11] pin or LEASEHOLD_PKCS11_PIN"))
     })?;
     Ok(SigningVault { key, module, pin })
+}
+
+/// The cluster settings from the flags and the `[cluster]` table; `None` when no NATS server is
+/// named. A node runs clustered only with a name and the monitoring URLs that show its servers
+/// fsync before they acknowledge.
+fn cluster_settings(
+    args: &ServeArgs,
+    file: FileCluster,
+    invalid: &impl Fn(&'static str, String) -> ConfigError,
+) -> Result<Option<ClusterSettings>, ConfigError> {
+    let list = |text: &str| text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let nats: Vec<String> = args.nats.as_deref().map_or(file.nats, list);
+    let monitors: Vec<String> = args.nats_monitor.as_deref().map_or(file.monitor, list);
+    let node = args.node.clone().or(file.node);
+    if nats.is_empty() {
+        return match (node, monitors.is_empty(), file.partitions, file.replicas) {
+            (None, true, None, None) => Ok(None),
+            _ => Err(ConfigError::Setting(
+                "cluster settings without NATS servers: name them with --nats or [cluster] nats".into(),
+            )),
+        };
+    }
+    if let Some(url) = nats.iter().find(|url| !url.starts_with("nats://") && !url.starts_with("tls://")) {
+        return Err(ConfigError::Setting(format!("NATS server {url:?}: a nats:// or tls:// URL")));
+    }
+    let Some(node) = node.filter(|n| !n.trim().is_empty()) else {
+        return Err(ConfigError::Setting("a clustered node needs its name: --node or [cluster] node".into()));
+    };
+    if monitors.is_empty() {
+        return Err(ConfigError::Setting(
+            "a clustered node checks that NATS fsyncs before it acknowledges: name the servers' \
+             monitoring URLs with --nats-monitor or [cluster] monitor"
+                .into(),
+        ));
+    }
+    if let Some(url) = monitors.iter().find(|url| !url.starts_with("http://")) {
+        return Err(ConfigError::Setting(format!("NATS monitoring URL {url:?}: an http:// URL")));
+    }
+    let partitions = file.partitions.unwrap_or(DEFAULT_PARTITIONS);
+    if partitions == 0 || partitions > leasehold_engine::ids::MAX_PARTITIONS {
+        let most = leasehold_engine::ids::MAX_PARTITIONS;
+        return Err(invalid("cluster.partitions", format!("between 1 and {most}, not {partitions}")));
+    }
+    let replicas = file.replicas.unwrap_or(DEFAULT_REPLICAS);
+    if !(1..=5).contains(&replicas) {
+        return Err(invalid("cluster.replicas", format!("between 1 and 5 (JetStream's limit), not {replicas}")));
+    }
+    Ok(Some(ClusterSettings { nats, monitors, node, partitions, replicas }))
 }
 
 fn check_public_url(url: &str) -> Result<String, String> {
@@ -461,6 +559,7 @@ impl Settings {
                 TrustedProxies::parse(&file.trusted_proxies.join(",")).map_err(|m| invalid("trusted_proxies", m))?
             }
         };
+        let cluster = cluster_settings(args, file.cluster.unwrap_or_default(), &invalid)?;
         let limits = &file.limits;
         let defaults = HttpConfig::default();
         let secs = Duration::from_secs;
@@ -506,6 +605,7 @@ impl Settings {
             trusted_proxies,
             geoip_db: args.geoip_db.clone().or(file.geoip_db),
             webhooks_ca_pem,
+            cluster,
             config_file: file_path.map(Path::to_path_buf),
         };
         settings.check()?;

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_token;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod serve;

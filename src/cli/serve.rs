@@ -4,6 +4,7 @@
 //! gracefully on SIGTERM or Ctrl-C (stop accepting, finish requests in flight, flush).
 
 use super::admin_token::{self, AdminTokenError, Source};
+use super::cluster::{ClusterError, NodeJournal};
 use super::config::{self, ConfigError, FileConfig, Settings};
 use super::demo;
 use leasehold_engine::engine::EXPIRY_CHECK_EVERY;
@@ -57,6 +58,9 @@ pub enum ServeError {
     /// The `[smtp]` settings cannot work.
     #[error("configuration: {0}")]
     Mail(#[from] MailError),
+    /// The node cannot run on the NATS cluster.
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -117,7 +121,7 @@ pub struct Started {
     key_store: KeyStore,
     keys: Arc<KeyRing>,
     signer: Arc<SignerPool>,
-    journal: Arc<SledJournal>,
+    journal: NodeJournal,
 }
 
 /// Opens the data directory (journal, signing keys, admin token), starts the engine and binds
@@ -133,8 +137,13 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         )),
         ..JournalConfig::with_durability(settings.durability)
     };
-    let (journal, recovered) = SledJournal::open(&journal_dir, journal_config)?;
-    let journal = Arc::new(journal);
+    let (journal, recovered) = match &settings.cluster {
+        None => {
+            let (journal, recovered) = SledJournal::open(&journal_dir, journal_config)?;
+            (NodeJournal::Sled(Arc::new(journal)), recovered)
+        }
+        Some(cluster) => NodeJournal::open_streams(cluster).await?,
+    };
     let recovered_licenses = recovered.licenses.len();
 
     let mut key_store = KeyStore::new(data_dir);
@@ -171,7 +180,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         builder = builder.geolocation(Arc::new(database));
     }
     let engine = builder
-        .journal(Arc::clone(&journal) as _)
+        .journal(journal.shared())
         .recovered(recovered)
         .mailbox_capacity(settings.license_queue)
         .workers(settings.workers)
@@ -181,7 +190,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
     let (admin_token, admin_source) = admin_token::resolve(data_dir, settings.file_admin_token.as_deref())?;
     let webhook_key = key_store.webhook_key()?;
     let webhooks =
-        Webhooks::start(engine.clone(), Arc::clone(&journal) as _, webhook_key, settings.webhooks_ca_pem.as_deref())
+        Webhooks::start(engine.clone(), journal.delivery_log(), webhook_key, settings.webhooks_ca_pem.as_deref())
             .map_err(io("starting the webhook deliveries"))?;
     let webhooks = Arc::new(webhooks);
     let demo = if settings.demo { Some(demo::seed(&engine).await?) } else { None };
@@ -210,7 +219,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         public_url: settings.public_url.clone(),
         https: tls.is_some(),
         trusted_proxies: settings.trusted_proxies.clone(),
-        metrics: ServerMetrics::new(Some(journal.flush_latency()), Some(Arc::clone(&signer))),
+        metrics: ServerMetrics::new(Some(journal.latency()), Some(Arc::clone(&signer))),
         key_rotation: Some(key_rotation(key_store.clone(), Arc::clone(&keys))),
         webhooks: Some(Arc::clone(&webhooks)),
         identities,
@@ -347,10 +356,18 @@ fn print_banner(settings: &Settings, started: &Started) {
     if let Some(file) = &settings.config_file {
         println!("Settings from {} (flags and LEASEHOLD_* variables win over it)", file.display());
     }
+    let journal = match &settings.cluster {
+        None => format!("durability {}", settings.durability),
+        Some(cluster) => format!(
+            "journal on NATS {} as node {}, {} partitions",
+            cluster.nats.join(","),
+            cluster.node,
+            cluster.partitions
+        ),
+    };
     println!(
-        "Data in {} (durability {}, {} licenses recovered); signing with {} key {}",
+        "Data in {} ({journal}, {} licenses recovered); signing with {} key {}",
         settings.data_dir.display(),
-        settings.durability,
         started.recovered_licenses,
         started.keys.current().key().alg(),
         started.keys.current().kid(),

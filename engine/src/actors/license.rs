@@ -48,10 +48,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Journals `event` (decided at `at`) after the change it tells of, and counts it.
-    pub fn append_event(&self, at: Timestamp, event: Event) -> Durability {
+    /// Journals `event` (decided at `at`) after the change it tells of (to `license`, or to the
+    /// directory), and counts it.
+    pub fn append_event(&self, at: Timestamp, event: Event, license: Option<LicenseId>) -> Durability {
         self.events_recorded.fetch_add(1, Ordering::Relaxed);
-        self.journal.append(&JournalEntry { at, change: Change::Event(event) })
+        self.journal.append_event(&JournalEntry { at, change: Change::Event(event) }, license)
     }
 }
 
@@ -742,7 +743,7 @@ impl LicenseActor {
         let license = self.state.license();
         let data = serde_json::json!({"license": license.id, "seats": license.credit.qty});
         let event = Event::about_license("seat.exhausted", license, data, events::Actor::system());
-        let _ = self.shared.append_event(now, event);
+        let _ = self.shared.append_event(now, event, Some(self.id()));
     }
 
     /// The credit a use-count or use-time license has used; `None` for seats.
@@ -763,7 +764,7 @@ impl LicenseActor {
         let data =
             serde_json::json!({"license": license.id, "threshold_percent": percent, "used_qty": after, "qty": qty});
         let event = Event::about_license("credit.threshold", license, data, events::Actor::system());
-        let durable = self.shared.append_event(at, event);
+        let durable = self.shared.append_event(at, event, Some(self.id()));
         Answered { value: answered.value, durable }
     }
 
@@ -774,7 +775,7 @@ impl LicenseActor {
             return answered;
         }
         let event = Event::of_license(event_type, self.state.license(), actor);
-        let durable = self.shared.append_event(at, event);
+        let durable = self.shared.append_event(at, event, Some(self.id()));
         Answered { value: answered.value, durable }
     }
 }

@@ -4,6 +4,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod nats;
+
 use leasehold_engine::ids::SeededIds;
 use leasehold_engine::journal::{Journal, JournalEntry, MemoryJournal};
 use leasehold_engine::model::{
@@ -109,66 +111,71 @@ pub async fn live_leases(engine: &Engine, license: LicenseId) -> Vec<(LeaseId, T
 pub fn workload_entries(seed: u64, steps: usize) -> Vec<JournalEntry> {
     runtime().block_on(async move {
         let memory = Arc::new(MemoryJournal::new());
-        let clock = ManualClock::starting_at(START);
-        let engine = Engine::builder()
-            .clock(Arc::new(clock.clone()))
-            .ids(Arc::new(SeededIds::new(seed)))
-            .journal(Arc::clone(&memory) as Arc<dyn Journal>)
-            .workers(1)
-            .build()
-            .unwrap_or_else(|e| panic!("engine: {e}"));
-        let seats = seat_license(&engine, 4).await;
-        let licensee = engine.license(seats.license).map(|l| l.licensee).unwrap_or_else(|| panic!("no license"));
-        let mut cooled = LicenseModel {
-            session_anchors: vec![SessionAnchor::Hw],
-            cooldown_s: 300,
-            lease_time_online_s: 1_800,
-            ..LicenseModel::default()
-        };
-        cooled.max_hardware = Some(6);
-        let mut new = NewLicense::new(
-            licensee,
-            PRODUCT,
-            Credit { dimension: Dimension::UseCount, qty: 500, enforcement: Enforcement::Enforced },
-        );
-        new.model = cooled;
-        let counted = engine.create_license(new).await.unwrap_or_else(|e| panic!("license: {e}"));
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut live: Vec<LeaseId> = Vec::new();
-        for step in 0..steps {
-            match rng.gen_range(0..10) {
-                0..=3 => {
-                    let mut req =
-                        ConsumeRequest::new(seats.consumer, PRODUCT).on_hardware(format!("hw-{}", rng.gen_range(0..8)));
-                    req.qty = Some(rng.gen_range(1..4));
-                    if let Ok(Decision::Granted(grant)) = engine.consume(req).await {
-                        live.push(grant.lease.id);
-                    }
-                }
-                4 | 5 if !live.is_empty() => {
-                    let i = rng.gen_range(0..live.len());
-                    if let Ok(Decision::Granted(grant)) = engine.renew(RenewRequest::new(seats.consumer, live[i])).await
-                    {
-                        live[i] = grant.lease.id;
-                    }
-                }
-                6 | 7 if !live.is_empty() => {
-                    let id = live.swap_remove(rng.gen_range(0..live.len()));
-                    let _ = engine.release(ReleaseRequest::new(seats.consumer, id)).await;
-                }
-                8 => clock.advance_secs(rng.gen_range(0..2_000)),
-                _ => {
-                    let _ = if step % 2 == 0 {
-                        engine.assign(counted.id, seats.consumer).await
-                    } else {
-                        engine.unassign(counted.id, seats.consumer).await
-                    };
-                }
-            }
-        }
-        let _ = engine.revoke(counted.id, "test over").await;
+        run_workload(Arc::clone(&memory) as Arc<dyn Journal>, seed, steps).await;
         memory.entries()
     })
+}
+
+/// Runs the seeded workload of [`workload_entries`] on an engine journaling to `journal`: the
+/// same seed makes the same changes whatever the journal.
+pub async fn run_workload(journal: Arc<dyn Journal>, seed: u64, steps: usize) {
+    let clock = ManualClock::starting_at(START);
+    let engine = Engine::builder()
+        .clock(Arc::new(clock.clone()))
+        .ids(Arc::new(SeededIds::new(seed)))
+        .journal(journal)
+        .workers(1)
+        .build()
+        .unwrap_or_else(|e| panic!("engine: {e}"));
+    let seats = seat_license(&engine, 4).await;
+    let licensee = engine.license(seats.license).map(|l| l.licensee).unwrap_or_else(|| panic!("no license"));
+    let mut cooled = LicenseModel {
+        session_anchors: vec![SessionAnchor::Hw],
+        cooldown_s: 300,
+        lease_time_online_s: 1_800,
+        ..LicenseModel::default()
+    };
+    cooled.max_hardware = Some(6);
+    let mut new = NewLicense::new(
+        licensee,
+        PRODUCT,
+        Credit { dimension: Dimension::UseCount, qty: 500, enforcement: Enforcement::Enforced },
+    );
+    new.model = cooled;
+    let counted = engine.create_license(new).await.unwrap_or_else(|e| panic!("license: {e}"));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut live: Vec<LeaseId> = Vec::new();
+    for step in 0..steps {
+        match rng.gen_range(0..10) {
+            0..=3 => {
+                let mut req =
+                    ConsumeRequest::new(seats.consumer, PRODUCT).on_hardware(format!("hw-{}", rng.gen_range(0..8)));
+                req.qty = Some(rng.gen_range(1..4));
+                if let Ok(Decision::Granted(grant)) = engine.consume(req).await {
+                    live.push(grant.lease.id);
+                }
+            }
+            4 | 5 if !live.is_empty() => {
+                let i = rng.gen_range(0..live.len());
+                if let Ok(Decision::Granted(grant)) = engine.renew(RenewRequest::new(seats.consumer, live[i])).await {
+                    live[i] = grant.lease.id;
+                }
+            }
+            6 | 7 if !live.is_empty() => {
+                let id = live.swap_remove(rng.gen_range(0..live.len()));
+                let _ = engine.release(ReleaseRequest::new(seats.consumer, id)).await;
+            }
+            8 => clock.advance_secs(rng.gen_range(0..2_000)),
+            _ => {
+                let _ = if step % 2 == 0 {
+                    engine.assign(counted.id, seats.consumer).await
+                } else {
+                    engine.unassign(counted.id, seats.consumer).await
+                };
+            }
+        }
+    }
+    let _ = engine.revoke(counted.id, "test over").await;
 }
 
 /// The state a full replay of `entries` gives, in comparable form.

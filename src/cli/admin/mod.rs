@@ -12,8 +12,8 @@
 
 mod actions;
 mod activation_codes;
-mod call;
-mod client;
+pub(crate) mod call;
+pub(crate) mod client;
 mod consumers;
 mod credentials;
 mod entitlements;

@@ -1,0 +1,112 @@
+//! `leasehold serve --nats`: the node's journal on a NATS JetStream cluster, opened only once
+//! every NATS server named shows that it fsyncs before it acknowledges.
+
+use super::admin::call::Call;
+use super::admin::client::Client;
+use super::config::ClusterSettings;
+use leasehold_engine::journal::Journal;
+use leasehold_engine::metrics::Histogram;
+use leasehold_engine::replay::Recovered;
+use leasehold_engine::webhooks::{DeliveryLog, MemoryDeliveryLog};
+use leasehold_persistence::{SledJournal, StreamJournal, StreamJournalConfig, StreamJournalError};
+use std::sync::Arc;
+
+/// Why a node does not run clustered.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A NATS server's monitoring endpoint did not answer, or not as a nats-server does.
+    #[error("NATS monitoring at {url}: {reason}")]
+    Monitor {
+        /// The monitoring URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A NATS server acknowledges writes before they are on disk: an acknowledged lease could be
+    /// lost with the machine's power.
+    #[error(
+        "the NATS server at {url} does not fsync before it acknowledges (its jetstream \
+         sync_interval is not `always`): a node does not run clustered on it"
+    )]
+    NotFsyncing {
+        /// The monitoring URL.
+        url: String,
+    },
+    /// The streams could not be opened.
+    #[error(transparent)]
+    Streams(#[from] StreamJournalError),
+}
+
+/// Checks every monitoring URL's `/varz`: JetStream must be on and fsync before it
+/// acknowledges.
+pub async fn check_fsync(monitors: &[String]) -> Result<(), ClusterError> {
+    for url in monitors {
+        let base = url.trim_end_matches('/').to_owned();
+        let varz = Client::new(base, String::new())
+            .send(&Call::get("/varz".into()), None)
+            .await
+            .map_err(|e| ClusterError::Monitor { url: url.clone(), reason: e.to_string() })?;
+        let config = &varz["jetstream"]["config"];
+        if config.is_null() {
+            let reason = "no JetStream configuration in /varz: is JetStream on?".to_owned();
+            return Err(ClusterError::Monitor { url: url.clone(), reason });
+        }
+        if config["sync_always"] != serde_json::Value::Bool(true) {
+            return Err(ClusterError::NotFsyncing { url: url.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// The journal a node runs on: the data directory's, or the cluster's streams.
+pub enum NodeJournal {
+    /// sled, in the data directory.
+    Sled(Arc<SledJournal>),
+    /// JetStream streams, one per partition and the directory's.
+    Streams(Arc<StreamJournal>),
+}
+
+impl NodeJournal {
+    /// Checks the cluster's servers, then opens the streams as node `cluster.node`.
+    pub async fn open_streams(cluster: &ClusterSettings) -> Result<(NodeJournal, Recovered), ClusterError> {
+        check_fsync(&cluster.monitors).await?;
+        let mut config = StreamJournalConfig::new(cluster.nats.clone(), cluster.node.clone());
+        config.partitions = cluster.partitions;
+        config.replicas = cluster.replicas;
+        let (journal, recovered) = StreamJournal::open(config).await?;
+        Ok((NodeJournal::Streams(Arc::new(journal)), recovered))
+    }
+
+    /// The journal, as the engine takes it.
+    pub fn shared(&self) -> Arc<dyn Journal> {
+        match self {
+            NodeJournal::Sled(journal) => Arc::clone(journal) as _,
+            NodeJournal::Streams(journal) => Arc::clone(journal) as _,
+        }
+    }
+
+    /// Where webhook deliveries are recorded. The streams keep no events listing yet, so a
+    /// clustered node delivers no webhook and keeps its (empty) delivery records in memory.
+    pub fn delivery_log(&self) -> Arc<dyn DeliveryLog> {
+        match self {
+            NodeJournal::Sled(journal) => Arc::clone(journal) as _,
+            NodeJournal::Streams(_) => Arc::new(MemoryDeliveryLog::default()),
+        }
+    }
+
+    /// The time a change takes to become durable (a flush, or a stream's acknowledgement).
+    pub fn latency(&self) -> Arc<Histogram> {
+        match self {
+            NodeJournal::Sled(journal) => journal.flush_latency(),
+            NodeJournal::Streams(journal) => journal.append_latency(),
+        }
+    }
+
+    /// Stops taking changes and lets what is written finish.
+    pub fn close(&self) {
+        match self {
+            NodeJournal::Sled(journal) => journal.close(),
+            NodeJournal::Streams(journal) => journal.close(),
+        }
+    }
+}
