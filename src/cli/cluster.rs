@@ -10,6 +10,10 @@ use leasehold_engine::replay::Recovered;
 use leasehold_engine::webhooks::{DeliveryLog, MemoryDeliveryLog};
 use leasehold_persistence::{SledJournal, StreamJournal, StreamJournalConfig, StreamJournalError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a node keeps trying to open the streams of a cluster that cannot answer yet.
+pub const OPEN_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Why a node does not run clustered.
 #[derive(Debug, thiserror::Error)]
@@ -67,14 +71,27 @@ pub enum NodeJournal {
 }
 
 impl NodeJournal {
-    /// Checks the cluster's servers, then opens the streams as node `cluster.node`.
+    /// Checks the cluster's servers, then opens the streams as node `cluster.node`, trying
+    /// again for [`OPEN_PATIENCE`] while JetStream cannot answer yet (a cluster that is starting
+    /// elects its leaders first).
     pub async fn open_streams(cluster: &ClusterSettings) -> Result<(NodeJournal, Recovered), ClusterError> {
         check_fsync(&cluster.monitors).await?;
         let mut config = StreamJournalConfig::new(cluster.nats.clone(), cluster.node.clone());
         config.partitions = cluster.partitions;
         config.replicas = cluster.replicas;
-        let (journal, recovered) = StreamJournal::open(config).await?;
-        Ok((NodeJournal::Streams(Arc::new(journal)), recovered))
+        let deadline = Instant::now() + OPEN_PATIENCE;
+        loop {
+            match StreamJournal::open(config.clone()).await {
+                Ok((journal, recovered)) => return Ok((NodeJournal::Streams(Arc::new(journal)), recovered)),
+                Err(e @ (StreamJournalError::Stream(_) | StreamJournalError::Contended(_)))
+                    if Instant::now() < deadline =>
+                {
+                    tracing::warn!(error = %e, "JetStream cannot open the streams yet; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// The journal, as the engine takes it.

@@ -2,6 +2,9 @@
 //! (`sync_interval: always`), started from the pinned nats-server that `scripts/test-all`
 //! installs (`LEASEHOLD_TEST_NATS_SERVER`); tests that need it fail, not skip, without it.
 
+// Each test binary uses a different part of it.
+#![allow(dead_code)]
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,6 +29,7 @@ pub struct Server {
     pub name: String,
     config: PathBuf,
     client_port: u16,
+    monitor_port: u16,
     child: Option<Child>,
 }
 
@@ -50,7 +54,8 @@ impl Server {
     }
 }
 
-/// Three nats-servers in one cluster, each with JetStream fsyncing before it acknowledges.
+/// Three nats-servers in one cluster, each with JetStream fsyncing before it acknowledges (unless
+/// started with [`Cluster::start_lazy`]) and its monitoring endpoint on.
 pub struct Cluster {
     servers: Vec<Server>,
     _dir: tempfile::TempDir,
@@ -58,6 +63,16 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Self {
+        Cluster::start_syncing(true)
+    }
+
+    /// A cluster left at JetStream's default lazy sync: it acknowledges before it fsyncs.
+    pub fn start_lazy() -> Self {
+        Cluster::start_syncing(false)
+    }
+
+    fn start_syncing(always: bool) -> Self {
+        let sync = if always { ", sync_interval: always" } else { "" };
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let routes: Vec<String> = cluster_ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
@@ -65,19 +80,20 @@ impl Cluster {
         for (i, cluster_port) in cluster_ports.iter().enumerate() {
             let name = format!("n{i}");
             let client_port = free_port();
+            let monitor_port = free_port();
             let config = dir.path().join(format!("{name}.conf"));
             let store = dir.path().join(&name);
             std::fs::write(
                 &config,
                 format!(
-                    "server_name: {name}\nlisten: 127.0.0.1:{client_port}\n\
-                     jetstream {{ store_dir: {store:?}, sync_interval: always }}\n\
+                    "server_name: {name}\nlisten: 127.0.0.1:{client_port}\nhttp: 127.0.0.1:{monitor_port}\n\
+                     jetstream {{ store_dir: {store:?}{sync} }}\n\
                      cluster {{ name: leasehold, listen: 127.0.0.1:{cluster_port}, routes: [{}] }}\n",
                     routes.join(", ")
                 ),
             )
             .unwrap_or_else(|e| panic!("config: {e}"));
-            let mut server = Server { name, config, client_port, child: None };
+            let mut server = Server { name, config, client_port, monitor_port, child: None };
             server.start();
             servers.push(server);
         }
@@ -87,6 +103,11 @@ impl Cluster {
     /// The servers' client URLs, as a node is configured with them.
     pub fn server_urls(&self) -> Vec<String> {
         self.servers.iter().map(|s| format!("nats://127.0.0.1:{}", s.client_port)).collect()
+    }
+
+    /// The servers' monitoring URLs.
+    pub fn monitor_urls(&self) -> Vec<String> {
+        self.servers.iter().map(|s| format!("http://127.0.0.1:{}", s.monitor_port)).collect()
     }
 
     pub fn urls(&self) -> Vec<async_nats::ServerAddr> {
