@@ -1,6 +1,6 @@
-//! `leasehold serve --nats`: a node journaling to a real 3-server NATS JetStream cluster keeps
-//! what it acknowledged through kill -9, a second node that opens the streams fences the first,
-//! and a node refuses NATS servers that acknowledge before they fsync.
+//! `leasehold serve --nats`: nodes journaling to a real 3-server NATS JetStream cluster keep
+//! what they acknowledged through kill -9, share the partitions, take over those of a node that
+//! dies, and refuse NATS servers that acknowledge before they fsync.
 
 mod http_common;
 #[path = "../persistence/tests/common/nats.rs"]
@@ -36,49 +36,115 @@ fn node(dir: &Path, config: &Path) -> Server {
     Server::start_in(dir, &["--config", config.to_str().expect("a UTF-8 path")], true)
 }
 
-fn lease_ids(server: &Server, license: &str) -> Vec<String> {
-    let leases = server.admin_ok("GET", &format!("/admin/licenses/{license}/leases"), None, 200);
+/// The license's leases as `server` lists them; `None` while it answers `notOwner` (another
+/// node holds the partition, or none has taken it yet).
+fn lease_ids(server: &Server, license: &str) -> Option<Vec<String>> {
+    let reply = server.admin("GET", &format!("/admin/licenses/{license}/leases"), None);
+    if reply.status == 503 {
+        return None;
+    }
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let leases = reply.json();
     let items = leases["items"].as_array().expect("items");
     let mut ids: Vec<String> = items.iter().map(|l| l["id"].as_str().expect("an id").to_owned()).collect();
     ids.sort();
-    ids
+    Some(ids)
+}
+
+/// Retries `call` while it answers 503 (the node has not taken its streams yet), for 15 s.
+fn once_owned<T>(what: &str, mut call: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(answer) = call() {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "{what}: still not owned after 15 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `POST path` with `body` on `server` once it takes directory changes; the answer's id.
+fn create(server: &Server, path: &str, body: serde_json::Value) -> serde_json::Value {
+    once_owned(path, || {
+        let reply = server.admin("POST", path, Some(body.clone()));
+        (reply.status != 503).then(|| {
+            assert_eq!(reply.status, 201, "{path}: {}", reply.text());
+            reply.json()
+        })
+    })
+}
+
+/// A checkout of `hw` on `server`, once it answers for the license: `true` or `false`.
+fn checkout(server: &Server, key: &str, hw: usize) -> String {
+    once_owned("a checkout", || {
+        let reply = server.authz(key, &format!("/authz/.txt?ThreeDee&hw={hw}"));
+        (reply.status != 503).then(|| reply.text())
+    })
 }
 
 #[test]
-fn a_node_keeps_what_it_acknowledged_through_kill_9_and_a_second_node_fences_it() {
+fn the_nodes_keep_what_they_acknowledged_through_kill_9_and_a_survivor_takes_over() {
     let cluster = Cluster::start();
     wait_for_jetstream(&cluster);
     let dir_a = tempfile::tempdir().expect("a scratch directory");
     let config_a = node_config(dir_a.path(), &cluster, "a");
     let a = node(dir_a.path(), &config_a);
     assert!(a.banner.iter().any(|l| l.contains("journal on NATS") && l.contains("as node a")), "{:?}", a.banner);
-    let (licensee, _, key) = a.party("Acme");
-    let license = a.license(&licensee, "ThreeDee", seats(3), json!({"model": {"session_anchors": ["hw"]}}));
+    let licensee = create(&a, "/admin/licensees", json!({"name": "Acme", "kind": "organization"}));
+    let licensee = licensee["id"].as_str().expect("an id").to_owned();
+    let consumer = create(&a, "/admin/consumers", json!({"name": "u", "kind": "user", "licensees": [licensee]}));
+    let key = consumer["api_key"].as_str().expect("a key").to_owned();
+    create(&a, "/admin/products", json!({"name": "ThreeDee"}));
+    let license = create(
+        &a,
+        "/admin/licenses",
+        json!({"licensee": licensee, "product": "ThreeDee", "credit": seats(3), "model": {"session_anchors": ["hw"]}}),
+    );
+    let license = license["id"].as_str().expect("an id").to_owned();
     for hw in 1..=2 {
-        assert_eq!(a.authz(&key, &format!("/authz/.txt?ThreeDee&hw={hw}")).text(), "true");
+        assert_eq!(checkout(&a, &key, hw), "true");
     }
-    let acknowledged = lease_ids(&a, &license);
+    let acknowledged = once_owned("the leases", || lease_ids(&a, &license));
     assert_eq!(acknowledged.len(), 2);
     a.kill();
 
     // Restarted, the node reads its leases back from the streams.
     let a = node(dir_a.path(), &config_a);
-    assert_eq!(lease_ids(&a, &license), acknowledged, "leases lost through kill -9");
-    assert_eq!(a.authz(&key, "/authz/.txt?ThreeDee&hw=3").text(), "true");
-    assert_eq!(a.authz(&key, "/authz/.txt?ThreeDee&hw=4").text(), "false", "a fourth seat of three");
-    let held = lease_ids(&a, &license);
+    assert_eq!(once_owned("the leases", || lease_ids(&a, &license)), acknowledged, "leases lost through kill -9");
+    assert_eq!(checkout(&a, &key, 3), "true");
+    assert_eq!(checkout(&a, &key, 4), "false", "a fourth seat of three");
+    let held = once_owned("the leases", || lease_ids(&a, &license));
 
-    // A second node opens the streams: it has every acknowledged lease, and the first node's
-    // changes are refused from then on.
+    // A second node joins and takes its share of the partitions: one node answers for the
+    // license, the other says it does not own it.
     let dir_b = tempfile::tempdir().expect("a scratch directory");
     let b = node(dir_b.path(), &node_config(dir_b.path(), &cluster, "b"));
-    assert_eq!(lease_ids(&b, &license), held);
-    let released = a.admin("DELETE", &format!("/admin/leases/{}", held[0]), None);
-    assert_eq!(released.status, 503, "a fenced node released a lease: {}", released.text());
-    assert_eq!(lease_ids(&b, &license), held, "the fenced node's release reached the streams");
-    assert_eq!(b.authz(&key, "/authz/.txt?ThreeDee&hw=4").text(), "false", "b granted a fourth seat of three");
-    b.admin_ok("DELETE", &format!("/admin/leases/{}", held[0]), None, 200);
-    assert_eq!(b.authz(&key, "/authz/.txt?ThreeDee&hw=4").text(), "true");
+    std::thread::sleep(Duration::from_secs(3));
+    let owner = once_owned("one owner", || match (lease_ids(&a, &license), lease_ids(&b, &license)) {
+        (Some(leases), None) => Some(a_or_b(&leases, &held, "a")),
+        (None, Some(leases)) => Some(a_or_b(&leases, &held, "b")),
+        _ => None,
+    });
+    let (owner, survivor) = if owner == "a" { (a, b) } else { (b, a) };
+    let released = survivor.admin("DELETE", &format!("/admin/leases/{}", held[0]), None);
+    assert_eq!(released.status, 503, "a node that does not own the partition released a lease: {}", released.text());
+    assert_eq!(released.json()["code"], "notOwner");
+
+    // The owner dies: the survivor takes its partitions over with every acknowledged lease.
+    owner.kill();
+    let died = Instant::now();
+    assert_eq!(once_owned("the leases", || lease_ids(&survivor, &license)), held, "the survivor lost a lease");
+    let failover = died.elapsed();
+    assert_eq!(checkout(&survivor, &key, 4), "false", "the survivor granted a fourth seat of three");
+    survivor.admin_ok("DELETE", &format!("/admin/leases/{}", held[0]), None, 200);
+    assert_eq!(checkout(&survivor, &key, 4), "true");
+    eprintln!("failover after kill -9 of the owner: {} ms", failover.as_millis());
+}
+
+/// Checks that the node answering for the license lists `held`, and names it.
+fn a_or_b(leases: &[String], held: &[String], node: &'static str) -> &'static str {
+    assert_eq!(leases, held, "{node} answers for the license without every acknowledged lease");
+    node
 }
 
 #[test]

@@ -835,6 +835,46 @@ impl Engine {
         self.inner.router.live_leases()
     }
 
+    // ---- several nodes ----
+
+    /// Applies `entries`, which another node of the cluster journaled to the directory's
+    /// stream: this node's directory follows the cluster's, and learns the licenses created
+    /// elsewhere. Nothing is journaled again; events are left to the node that recorded them.
+    pub fn replicate(&self, entries: &[JournalEntry]) {
+        let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
+        for entry in entries {
+            let created = match &entry.change {
+                Change::Directory(event) => event.new_license().cloned(),
+                Change::License { event: LicenseEvent::Terms(terms), .. } => Some(Arc::clone(terms)),
+                Change::License { .. } | Change::Event(_) => None,
+            };
+            crate::replay::apply_to_directory(&mut directory, entry);
+            if let Change::Directory(DirectoryEvent::Consumer(_) | DirectoryEvent::ConsumerDeleted(_)) = &entry.change {
+                self.inner.credentials_epoch.fetch_add(1, Ordering::Release);
+            }
+            if let Some(license) = created.filter(|l| !self.inner.router.contains(l.id)) {
+                self.inner.add_license(LicenseState::new(license), entry.at, None);
+            }
+        }
+    }
+
+    /// Takes on `licenses`, the states a partition's stream holds, now that this node owns the
+    /// partition: the licenses this node did not know start from them (the journal hands the
+    /// others their states through [`Journal::rebuild`]).
+    pub fn adopt(&self, licenses: Vec<(LicenseState, Timestamp)>) {
+        let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
+        for (state, at) in licenses {
+            let license = state.license();
+            if self.inner.router.contains(license.id) {
+                continue;
+            }
+            if directory.license(license.id).is_none() {
+                directory.set_license(Arc::clone(license));
+            }
+            self.inner.add_license(state, at, None);
+        }
+    }
+
     // ---- administration ----
 
     /// Checks and applies a directory change and journals it, under the directory lock so that
@@ -852,7 +892,7 @@ impl Engine {
         &self,
         change: impl FnOnce(&Directory) -> Result<DirectoryEvent, E>,
     ) -> Result<(), E> {
-        self.inner.shared.journal.writable().map_err(AdminError::from)?;
+        self.inner.shared.journal.directory_writable().map_err(AdminError::from)?;
         let durability = {
             let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
             let event = change(&directory)?;
@@ -1136,7 +1176,7 @@ impl Engine {
     }
 
     async fn new_license(&self, new: NewLicense, once: Option<&Idempotency>) -> Result<Arc<License>, AdminError> {
-        self.inner.shared.journal.writable()?;
+        self.inner.shared.journal.directory_writable()?;
         let ids = self.ids_for(once);
         let (license, durability) = {
             let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
@@ -1152,13 +1192,13 @@ impl Engine {
                 change: Change::License { license: license.id, event: LicenseEvent::Terms(Arc::clone(&license)) },
             };
             let journal = &self.inner.shared.journal;
-            let created = journal.append(&entry);
+            let created = journal.append_new_license(&entry);
             // Appended after its change, so durable only once the change is.
             let durability = if matches!(created, Durability::Failed(_)) {
                 created
             } else {
                 let event = Event::of_license("license.created", &license, Actor::clone(&self.actor));
-                self.inner.shared.append_event(now, event, Some(license.id))
+                self.inner.shared.append_event(now, event, None)
             };
             self.inner.add_license(LicenseState::new(Arc::clone(&license)), now, None);
             (license, durability)

@@ -62,6 +62,15 @@ pub enum JournalError {
         "a change to license {0} could not be made durable; the license answers again once rebuilt from the journal"
     )]
     ChangeLost(LicenseId),
+    /// Another node of the cluster answers for this license's partition (or for the
+    /// directory): this node neither changes nor reads it.
+    #[error("this node does not own {what}{}", owner.as_ref().map(|o| format!("; node {o} does")).unwrap_or_default())]
+    NotOwner {
+        /// What it does not own: `partition 7`, `the directory`.
+        what: String,
+        /// The node that owns it, as far as this node knows.
+        owner: Option<String>,
+    },
 }
 
 impl JournalError {
@@ -108,10 +117,30 @@ pub trait Journal: Send + Sync + 'static {
         self.append(entry)
     }
 
+    /// Appends `entry`, the creation of a license ([`LicenseEvent::Terms`] of a new license):
+    /// a journal that keeps licenses apart keeps their creations with the directory, which
+    /// every node of a cluster replicates.
+    fn append_new_license(&self, entry: &JournalEntry) -> Durability {
+        self.append(entry)
+    }
+
     /// Whether the journal takes changes now; `Err` says why not. Asked before a change is
     /// decided, so that a change the journal would refuse is never applied in memory. Cheap: it
     /// is asked on every change.
     fn writable(&self) -> Result<(), JournalError> {
+        Ok(())
+    }
+
+    /// Whether the journal takes changes to the directory (and new licenses) now: asked before
+    /// such a change is decided, as [`Journal::writable`] is.
+    fn directory_writable(&self) -> Result<(), JournalError> {
+        self.writable()
+    }
+
+    /// Whether this node answers for `license` (a cluster's node owns some partitions only);
+    /// `Err` says who does. Asked on every request to a license (with [`Journal::rebuild`]).
+    fn owns(&self, license: LicenseId) -> Result<(), JournalError> {
+        let _ = license;
         Ok(())
     }
 

@@ -8,12 +8,18 @@ use leasehold_engine::journal::Journal;
 use leasehold_engine::metrics::Histogram;
 use leasehold_engine::replay::Recovered;
 use leasehold_engine::webhooks::{DeliveryLog, MemoryDeliveryLog};
-use leasehold_persistence::{SledJournal, StreamJournal, StreamJournalConfig, StreamJournalError};
+use leasehold_engine::Engine;
+use leasehold_persistence::{
+    ClusterChange, ClusterNode, SledJournal, StreamJournal, StreamJournalConfig, StreamJournalError,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a node keeps trying to open the streams of a cluster that cannot answer yet.
 pub const OPEN_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How long a node that stops waits for its streams to be handed over.
+pub const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Why a node does not run clustered.
 #[derive(Debug, thiserror::Error)]
@@ -71,14 +77,18 @@ pub enum NodeJournal {
 }
 
 impl NodeJournal {
-    /// Checks the cluster's servers, then opens the streams as node `cluster.node`, trying
-    /// again for [`OPEN_PATIENCE`] while JetStream cannot answer yet (a cluster that is starting
-    /// elects its leaders first).
-    pub async fn open_streams(cluster: &ClusterSettings) -> Result<(NodeJournal, Recovered), ClusterError> {
+    /// Checks the cluster's servers, then opens the streams as node `cluster.node`, reached at
+    /// `node` by the others, trying again for [`OPEN_PATIENCE`] while JetStream cannot answer
+    /// yet (a cluster that is starting elects its leaders first).
+    pub async fn open_streams(
+        cluster: &ClusterSettings,
+        node: ClusterNode,
+    ) -> Result<(NodeJournal, Recovered), ClusterError> {
         check_fsync(&cluster.monitors).await?;
         let mut config = StreamJournalConfig::new(cluster.nats.clone(), cluster.node.clone());
         config.partitions = cluster.partitions;
         config.replicas = cluster.replicas;
+        config.cluster = Some(node);
         let deadline = Instant::now() + OPEN_PATIENCE;
         loop {
             match StreamJournal::open(config.clone()).await {
@@ -116,6 +126,36 @@ impl NodeJournal {
         match self {
             NodeJournal::Sled(journal) => journal.flush_latency(),
             NodeJournal::Streams(journal) => journal.append_latency(),
+        }
+    }
+
+    /// For a node of a cluster: applies to `engine`, in order, what the cluster changes (the
+    /// directory's changes made by other nodes, the partitions this node takes over), on a task
+    /// of the current runtime.
+    pub fn follow(&self, engine: &Engine) {
+        let NodeJournal::Streams(journal) = self else { return };
+        let Some(mut changes) = journal.cluster_changes() else { return };
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                match change {
+                    ClusterChange::Directory { entries, applied } => {
+                        engine.replicate(&entries);
+                        let _ = applied.send(());
+                    }
+                    ClusterChange::Adopted { partition, licenses } => {
+                        tracing::info!(partition, licenses = licenses.len(), "took over a partition");
+                        engine.adopt(licenses);
+                    }
+                }
+            }
+        });
+    }
+
+    /// For a node of a cluster: hands its streams over to the other nodes before it stops.
+    pub async fn leave(&self) {
+        if let NodeJournal::Streams(journal) = self {
+            journal.leave(LEAVE_PATIENCE).await;
         }
     }
 

@@ -13,7 +13,7 @@ use leasehold_engine::tokens::{Algorithm, KeyRing, PoolConfig, SignerPool};
 use leasehold_engine::{AdminError, Engine};
 use leasehold_persistence::keys::{KeyStore, KeyStoreError};
 use leasehold_persistence::pkcs11::Pkcs11Token;
-use leasehold_persistence::{JournalConfig, PersistenceError, SledJournal};
+use leasehold_persistence::{ClusterNode, JournalConfig, PersistenceError, SledJournal};
 use leasehold_transports::geoip::GeoIpDatabase;
 use leasehold_transports::http::{self, HttpState, KeyRotation, RotationError, ServerMetrics};
 use leasehold_transports::identity::Identities;
@@ -130,22 +130,6 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
     let data_dir = &settings.data_dir;
     std::fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
 
-    let journal_dir = data_dir.join("journal");
-    let journal_config = JournalConfig {
-        event_retention: Some(std::time::Duration::from_secs(
-            settings.events_retention_days.saturating_mul(24 * 60 * 60),
-        )),
-        ..JournalConfig::with_durability(settings.durability)
-    };
-    let (journal, recovered) = match &settings.cluster {
-        None => {
-            let (journal, recovered) = SledJournal::open(&journal_dir, journal_config)?;
-            (NodeJournal::Sled(Arc::new(journal)), recovered)
-        }
-        Some(cluster) => NodeJournal::open_streams(cluster).await?,
-    };
-    let recovered_licenses = recovered.licenses.len();
-
     let mut key_store = KeyStore::new(data_dir);
     if let Some(vault) = &settings.signing_vault {
         let token = Pkcs11Token::open(&vault.module, &vault.key.token, &vault.pin).map_err(KeyStoreError::from)?;
@@ -173,6 +157,25 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         tokio::net::TcpListener::bind(tcp_wanted).await.map_err(io(format!("listening for TCP on {tcp_wanted}")))?;
     let tcp_addr = tcp_listener.local_addr().map_err(io("reading the TCP address"))?;
 
+    let journal_dir = data_dir.join("journal");
+    let journal_config = JournalConfig {
+        event_retention: Some(std::time::Duration::from_secs(
+            settings.events_retention_days.saturating_mul(24 * 60 * 60),
+        )),
+        ..JournalConfig::with_durability(settings.durability)
+    };
+    let (journal, recovered) = match &settings.cluster {
+        None => {
+            let (journal, recovered) = SledJournal::open(&journal_dir, journal_config)?;
+            (NodeJournal::Sled(Arc::new(journal)), recovered)
+        }
+        Some(cluster) => {
+            let node = ClusterNode { http: issuer.clone(), tcp: tcp_addr.to_string() };
+            NodeJournal::open_streams(cluster, node).await?
+        }
+    };
+    let recovered_licenses = recovered.licenses.len();
+
     let mut builder = Engine::builder();
     if let Some(file) = &settings.geoip_db {
         let database = GeoIpDatabase::open(file).map_err(|e| ConfigError::Setting(format!("geoip_db: {e}")))?;
@@ -186,6 +189,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         .workers(settings.workers)
         .build()
         .map_err(io("starting the engine"))?;
+    journal.follow(&engine);
 
     let (admin_token, admin_source) = admin_token::resolve(data_dir, settings.file_admin_token.as_deref())?;
     let webhook_key = key_store.webhook_key()?;
@@ -316,6 +320,7 @@ impl Started {
             webhooks.stop();
         }
         self.signer.shutdown();
+        self.journal.leave().await;
         self.journal.close();
         tracing::info!("stopped");
         Ok(())

@@ -141,6 +141,11 @@ impl Router {
         self.entries.insert(id, Arc::new(LicenseEntry::new(dormant, mailbox_capacity)));
     }
 
+    /// Whether license `id` is known here.
+    pub fn contains(&self, id: LicenseId) -> bool {
+        self.entries.contains_key(&id)
+    }
+
     /// Forgets license `id` (deleted): it receives nothing more.
     pub fn remove(&self, id: LicenseId) {
         self.entries.remove(&id);

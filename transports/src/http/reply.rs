@@ -7,6 +7,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
+use leasehold_engine::journal::JournalError;
 use leasehold_engine::{AdminError, Denial, EngineError, ErrorCode, RedeemError};
 use serde::Serialize;
 use std::time::Duration;
@@ -141,6 +142,9 @@ impl From<EngineError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is shutting down")
             }
             EngineError::Journal(e) if e.is_storage_failure() => ApiError::storage_unavailable(e.to_string()),
+            EngineError::Journal(e @ JournalError::NotOwner { .. }) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "notOwner", e.to_string())
+            }
             EngineError::IdempotencyKeyReused => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotencyKeyReused", e.to_string())
             }

@@ -21,6 +21,7 @@ use crate::tcp::messages::{
 use futures_util::future::{self, Either, FutureExt};
 use leasehold_engine::decide::Idempotency;
 use leasehold_engine::directory::key_holder;
+use leasehold_engine::journal::JournalError;
 use leasehold_engine::model::license::is_valid_license_key;
 use leasehold_engine::model::{self, LeaseMode};
 use leasehold_engine::signer::{SignFuture, TokenSigner};
@@ -243,6 +244,8 @@ fn engine_failure(e: EngineError) -> Failure {
         EngineError::Journal(ref journal) if journal.is_storage_failure() => {
             Failure::new(FailureCode::StorageUnavailable, e.to_string())
         }
+        // No code of its own in the protocol yet: the message names the node that answers.
+        EngineError::Journal(JournalError::NotOwner { .. }) => Failure::new(FailureCode::Unavailable, e.to_string()),
         EngineError::IdempotencyKeyReused => Failure::new(FailureCode::IdempotencyKeyReused, e.to_string()),
         EngineError::IdempotencyKeyInFlight => Failure::new(FailureCode::IdempotencyKeyInFlight, e.to_string()),
         other => Failure::new(FailureCode::Unavailable, other.to_string()),
