@@ -6,7 +6,7 @@ mod http_common;
 #[path = "../persistence/tests/common/nats.rs"]
 mod nats;
 
-use http_common::{seats, Server, ADMIN};
+use http_common::{request, seats, Server, ADMIN};
 use nats::Cluster;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -115,20 +115,16 @@ fn the_nodes_keep_what_they_acknowledged_through_kill_9_and_a_survivor_takes_ove
     assert_eq!(checkout(&a, &key, 4), "false", "a fourth seat of three");
     let held = once_owned("the leases", || lease_ids(&a, &license));
 
-    // A second node joins and takes its share of the partitions: one node answers for the
-    // license, the other says it does not own it.
+    // A second node joins and takes its share of the partitions. Each node answers for the
+    // license: the one that does not own its partition forwards to the one that does.
     let dir_b = tempfile::tempdir().expect("a scratch directory");
     let b = node(dir_b.path(), &node_config(dir_b.path(), &cluster, "b"));
     std::thread::sleep(Duration::from_secs(3));
-    let owner = once_owned("one owner", || match (lease_ids(&a, &license), lease_ids(&b, &license)) {
-        (Some(leases), None) => Some(a_or_b(&leases, &held, "a")),
-        (None, Some(leases)) => Some(a_or_b(&leases, &held, "b")),
-        _ => None,
-    });
-    let (owner, survivor) = if owner == "a" { (a, b) } else { (b, a) };
-    let released = survivor.admin("DELETE", &format!("/admin/leases/{}", held[0]), None);
-    assert_eq!(released.status, 503, "a node that does not own the partition released a lease: {}", released.text());
-    assert_eq!(released.json()["code"], "notOwner");
+    let owner_name = once_owned("one owner", || owner_of(&a, &license));
+    let (owner, survivor) = if owner_name == server_name(&a) { (a, b) } else { (b, a) };
+    assert_eq!(owner_of(&owner, &license), Some(owner_name), "the owner answers for the license itself");
+    assert_eq!(once_owned("the leases", || lease_ids(&survivor, &license)), held, "forwarded to the owner");
+    assert_eq!(checkout(&survivor, &key, 4), "false", "a fourth seat of three, through the other node");
 
     // The owner dies: the survivor takes its partitions over with every acknowledged lease.
     owner.kill();
@@ -141,10 +137,24 @@ fn the_nodes_keep_what_they_acknowledged_through_kill_9_and_a_survivor_takes_ove
     eprintln!("failover after kill -9 of the owner: {} ms", failover.as_millis());
 }
 
-/// Checks that the node answering for the license lists `held`, and names it.
-fn a_or_b(leases: &[String], held: &[String], node: &'static str) -> &'static str {
-    assert_eq!(leases, held, "{node} answers for the license without every acknowledged lease");
-    node
+/// The node name `server` printed in its banner.
+fn server_name(server: &Server) -> String {
+    let line = server.banner.iter().find(|l| l.contains(" as node ")).expect("a clustered node's banner");
+    let after = line.split(" as node ").nth(1).expect("a node name");
+    after.split(',').next().expect("a node name").to_owned()
+}
+
+/// Which node owns the license's partition, as `server` says when told not to forward (the
+/// header a forwarding node sets); `None` while no node owns it.
+fn owner_of(server: &Server, license: &str) -> Option<String> {
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [("Authorization", auth.as_str()), ("X-Leasehold-Forwarded-By", "the-test")];
+    let reply = request(server.addr, "GET", &format!("/admin/licenses/{license}/leases"), &headers, None);
+    match reply.status {
+        200 => Some(server_name(server)),
+        503 => reply.header("x-leasehold-owner").map(str::to_owned),
+        other => panic!("{other}: {}", reply.text()),
+    }
 }
 
 #[test]

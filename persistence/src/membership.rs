@@ -20,8 +20,9 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
 /// How long a node may stay silent before it is taken for dead.
 pub const DEAD_AFTER: Duration = Duration::from_millis(1_500);
 
-/// What a node announces: its name, where other nodes and clients reach it, and whether it is
-/// leaving (its streams then go to the others at once).
+/// What a node announces: its name, where other nodes reach it, whether it takes streams yet
+/// (a node that just started listens first, to learn who is alive), and whether it is leaving
+/// (its streams then go to the others at once).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// The node's name.
@@ -30,6 +31,8 @@ pub struct Heartbeat {
     pub http: String,
     /// Its binary protocol's address.
     pub tcp: String,
+    /// It has listened long enough to take streams: until then the others keep theirs.
+    pub ready: bool,
     /// It is shutting down: it takes no stream, and gives up those it holds.
     pub leaving: bool,
 }
@@ -46,12 +49,12 @@ impl Liveness {
         self.heard.insert(heartbeat.node.clone(), (now_ms, heartbeat));
     }
 
-    /// The nodes alive at `now_ms` and not leaving, by name.
+    /// The nodes alive at `now_ms`, ready and not leaving, by name: those streams go to.
     pub fn live(&self, now_ms: u64) -> Vec<&str> {
         let dead_after = u64::try_from(DEAD_AFTER.as_millis()).unwrap_or(u64::MAX);
         self.heard
             .iter()
-            .filter(|(_, (at, heartbeat))| now_ms.saturating_sub(*at) < dead_after && !heartbeat.leaving)
+            .filter(|(_, (at, beat))| now_ms.saturating_sub(*at) < dead_after && beat.ready && !beat.leaving)
             .map(|(node, _)| node.as_str())
             .collect()
     }
@@ -84,7 +87,7 @@ mod tests {
     use super::*;
 
     fn beat(node: &str, leaving: bool) -> Heartbeat {
-        Heartbeat { node: node.into(), http: String::new(), tcp: String::new(), leaving }
+        Heartbeat { node: node.into(), http: String::new(), tcp: String::new(), ready: true, leaving }
     }
 
     #[test]
@@ -99,6 +102,8 @@ mod tests {
         assert!(liveness.live(2_600).is_empty(), "b is leaving");
         liveness.heard(beat("a", false), 2_700);
         assert_eq!(liveness.live(2_700), vec!["a"], "a is back");
+        liveness.heard(Heartbeat { ready: false, ..beat("c", false) }, 2_700);
+        assert_eq!(liveness.live(2_700), vec!["a"], "c is not ready yet");
     }
 
     #[test]

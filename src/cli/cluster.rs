@@ -12,6 +12,7 @@ use leasehold_engine::Engine;
 use leasehold_persistence::{
     ClusterChange, ClusterNode, SledJournal, StreamJournal, StreamJournalConfig, StreamJournalError,
 };
+use leasehold_transports::http::forward::{Forwarder, Peers};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -152,6 +153,15 @@ impl NodeJournal {
         });
     }
 
+    /// For a node of a cluster: what forwards a request to the node that owns what it is
+    /// about. `None` for a node alone.
+    pub fn forwarder(&self) -> Option<Forwarder> {
+        match self {
+            NodeJournal::Streams(journal) => Some(Forwarder::new(Arc::new(StreamPeers(Arc::clone(journal))))),
+            NodeJournal::Sled(_) => None,
+        }
+    }
+
     /// For a node of a cluster: hands its streams over to the other nodes before it stops.
     pub async fn leave(&self) {
         if let NodeJournal::Streams(journal) = self {
@@ -165,5 +175,18 @@ impl NodeJournal {
             NodeJournal::Sled(journal) => journal.close(),
             NodeJournal::Streams(journal) => journal.close(),
         }
+    }
+}
+
+/// The other nodes of the cluster, as the journal hears their heartbeats.
+struct StreamPeers(Arc<StreamJournal>);
+
+impl Peers for StreamPeers {
+    fn node(&self) -> &str {
+        self.0.node()
+    }
+
+    fn http_address(&self, node: &str) -> Option<String> {
+        self.0.peer(node).map(|heartbeat| heartbeat.http)
     }
 }

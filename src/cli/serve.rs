@@ -170,7 +170,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
             (NodeJournal::Sled(Arc::new(journal)), recovered)
         }
         Some(cluster) => {
-            let node = ClusterNode { http: issuer.clone(), tcp: tcp_addr.to_string() };
+            let node = ClusterNode { http: http_addr.to_string(), tcp: tcp_addr.to_string() };
             NodeJournal::open_streams(cluster, node).await?
         }
     };
@@ -229,6 +229,8 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         identities,
         mailer,
         sign_up_limits: Default::default(),
+        // Forwarding speaks plain HTTP to the other nodes: with TLS, a node answers `notOwner`.
+        forwarder: if tls.is_some() { None } else { journal.forwarder() },
     });
     let tcp_state = Arc::new(TcpState {
         engine: state.engine.clone(),

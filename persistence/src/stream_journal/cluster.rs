@@ -25,9 +25,9 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 /// Where the other nodes and clients reach a node of a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterNode {
-    /// Its HTTP address.
+    /// Its HTTP address (`host:port`), where the other nodes forward requests.
     pub http: String,
-    /// Its binary protocol's address.
+    /// Its binary protocol's address (`host:port`).
     pub tcp: String,
 }
 
@@ -61,8 +61,9 @@ fn stream_key(index: usize) -> u32 {
 
 /// Announces this node every [`HEARTBEAT_EVERY`], hears the others, and keeps each stream with
 /// its preferred owner among the live nodes: asks to take over those preferred for this node
-/// and to hand over the others. Waits [`DEAD_AFTER`] after start before its first decision, so
-/// that it has heard every live node first.
+/// and to hand over the others. Listens for [`DEAD_AFTER`] after start before it says it is
+/// ready and takes any stream, so that it has heard every live node first; until it is ready
+/// the others keep their streams.
 pub(super) async fn take_part(
     shared: Arc<Shared>,
     client: async_nats::Client,
@@ -87,13 +88,22 @@ pub(super) async fn take_part(
             message = heard.next() => {
                 let Some(message) = message else { return };
                 if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&message.payload) {
-                    liveness.heard(heartbeat, shared.now_ms());
+                    let now = shared.now_ms();
+                    shared.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(heartbeat.node.clone(), (now, heartbeat.clone()));
+                    liveness.heard(heartbeat, now);
                 }
             }
             _ = leaving.changed() => tick.reset_immediately(),
             _ = tick.tick() => {
                 let leaving_now = *shared.leaving.borrow();
-                let beat = Heartbeat { node: me.clone(), http: node.http.clone(), tcp: node.tcp.clone(), leaving: leaving_now };
+                let now = shared.now_ms();
+                let beat = Heartbeat {
+                    node: me.clone(),
+                    http: node.http.clone(),
+                    tcp: node.tcp.clone(),
+                    ready: now >= warm_up_ms,
+                    leaving: leaving_now,
+                };
                 match serde_json::to_vec(&beat) {
                     Ok(payload) => {
                         if let Err(e) = client.publish(format!("lh.hb.{me}"), payload.into()).await {
@@ -102,7 +112,6 @@ pub(super) async fn take_part(
                     }
                     Err(e) => tracing::error!(error = %e, "could not encode a heartbeat"),
                 }
-                let now = shared.now_ms();
                 if now < warm_up_ms && !leaving_now {
                     continue;
                 }

@@ -142,6 +142,8 @@ struct Shared {
     directory_catch_up: tokio::sync::Mutex<()>,
     /// Set when this node leaves the cluster (asked to, or because its directory diverged).
     leaving: tokio::sync::watch::Sender<bool>,
+    /// The nodes heard from: when last (in [`Shared::now_ms`]), and what they announced.
+    peers: Mutex<std::collections::HashMap<String, (u64, crate::membership::Heartbeat)>>,
     append_latency: Arc<Histogram>,
     started: Instant,
 }
@@ -241,6 +243,7 @@ impl StreamJournal {
             directory_applied: AtomicU64::new(0),
             directory_catch_up: tokio::sync::Mutex::new(()),
             leaving: tokio::sync::watch::channel(false).0,
+            peers: Mutex::new(std::collections::HashMap::new()),
             append_latency: Arc::new(Histogram::flush_latency()),
             started: Instant::now(),
         });
@@ -286,6 +289,20 @@ impl StreamJournal {
     /// The time each batch took to be stored, for `/metrics`.
     pub fn append_latency(&self) -> Arc<Histogram> {
         Arc::clone(&self.shared.append_latency)
+    }
+
+    /// What node `node` of the cluster last announced, if it was heard from lately (and is not
+    /// leaving).
+    pub fn peer(&self, node: &str) -> Option<crate::membership::Heartbeat> {
+        let peers = self.shared.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let (heard_at, heartbeat) = peers.get(node)?;
+        let silent_ms = self.shared.now_ms().saturating_sub(*heard_at);
+        (silent_ms < crate::membership::DEAD_AFTER.as_millis() as u64 && !heartbeat.leaving).then(|| heartbeat.clone())
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.shared.config.node
     }
 
     /// Which streams this node writes now, by name.

@@ -4,9 +4,8 @@
 //! the same code again.
 
 use crate::http::admin::shapes;
-use crate::http::reply::{self, ApiError, Body};
+use crate::http::reply::{self, ApiError, Body, RequestBody};
 use crate::http::{auth, HttpState};
-use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::{LicenseeId, RedeemError};
@@ -26,7 +25,7 @@ struct RedeemIn {
 }
 
 /// Answers `POST` [`PATH`].
-pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn handle(state: &HttpState, req: Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     if req.method() != Method::POST {
         return Err(ApiError::method_not_allowed("POST"));
     }

@@ -51,7 +51,7 @@ pub async fn consumer(state: &HttpState, headers: &HeaderMap, missing: &str) -> 
         let key = Some(secret).filter(|s| s.len() <= MAX_SECRET_BYTES);
         return key.and_then(|k| state.engine.authenticate(k)).ok_or_else(|| ApiError::unauthorized(missing));
     }
-    let refused = |status, e: IdentityError| ApiError { status, code: e.code(), description: e.to_string() };
+    let refused = |status, e: IdentityError| ApiError::new(status, e.code(), e.to_string());
     let identities = state.identities.as_deref().ok_or_else(|| {
         refused(StatusCode::UNAUTHORIZED, IdentityError::UntrustedIssuer("any: this server trusts no issuer".into()))
     })?;
@@ -72,8 +72,7 @@ pub async fn consumer(state: &HttpState, headers: &HeaderMap, missing: &str) -> 
 /// The consumer a confidential application's token acts for: the one its `lcid` names, or the
 /// one connected to its `sub`; 401 with the code of the check that failed.
 fn application_consumer(state: &HttpState, token: &str) -> Result<ConsumerId, ApiError> {
-    let refused =
-        |e: IdentityError| ApiError { status: StatusCode::UNAUTHORIZED, code: e.code(), description: e.to_string() };
+    let refused = |e: IdentityError| ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string());
     let identities = state
         .identities
         .as_deref()

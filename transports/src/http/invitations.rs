@@ -4,9 +4,8 @@
 //! credential: it works once and expires.
 
 use crate::http::admin::shapes;
-use crate::http::reply::{self, ApiError, Body};
+use crate::http::reply::{self, ApiError, Body, RequestBody};
 use crate::http::{auth, HttpState};
-use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::engine::Acceptance;
@@ -25,7 +24,7 @@ struct NewUserIn {
 }
 
 /// Answers a request under [`PREFIX`] (`rest` is the path after it).
-pub async fn handle(state: &HttpState, req: Request<Incoming>, rest: &str) -> Result<Response<Body>, ApiError> {
+pub async fn handle(state: &HttpState, req: Request<RequestBody>, rest: &str) -> Result<Response<Body>, ApiError> {
     let (token, verb) = rest.split_once('/').ok_or_else(|| ApiError::not_found("no invitation resource here"))?;
     let token = percent_decode_str(token).decode_utf8().map_err(|_| ApiError::not_found("invitation"))?.into_owned();
     if !matches!(verb, "accept" | "decline") {

@@ -7,7 +7,7 @@
 //! decisions in the engine, flushes in the journal's writer); this module only reads them. The
 //! text format is simple enough to write by hand: `# HELP`, `# TYPE`, then one line per series.
 
-use crate::http::reply::{self, ApiError, Body};
+use crate::http::reply::{self, ApiError, Body, RequestBody};
 use crate::http::HttpState;
 use crate::webhooks::Webhooks;
 use bytes::Bytes;
@@ -158,7 +158,7 @@ impl ServerMetrics {
 }
 
 /// Answers `GET /metrics`.
-pub fn handle(state: &HttpState, req: &Request<hyper::body::Incoming>) -> Result<Response<Body>, ApiError> {
+pub fn handle(state: &HttpState, req: &Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(ApiError::method_not_allowed("GET"));
     }

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod authz;
 pub mod cors;
 pub mod discovery;
+pub mod forward;
 pub mod idempotency;
 pub mod invitations;
 pub mod metrics;
@@ -75,6 +76,9 @@ pub struct HttpState {
     pub mailer: Option<Arc<Mailer>>,
     /// The limits on sign-ups and logins.
     pub sign_up_limits: SignUpLimits,
+    /// On a node of a cluster: sends a request on to the node that owns what it is about
+    /// (`None`: a node alone answers everything itself).
+    pub forwarder: Option<forward::Forwarder>,
 }
 
 impl HttpState {

@@ -17,9 +17,8 @@
 //! [`crate::http::admin::license_keys`].
 
 use crate::http::admin::shapes::rfc3339;
-use crate::http::reply::{self, ApiError, Body};
+use crate::http::reply::{self, ApiError, Body, RequestBody};
 use crate::http::HttpState;
-use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::claims::Claims;
@@ -74,7 +73,7 @@ struct ClientIn {
 /// Answers a request for one of [`PATHS`] from `client`.
 pub async fn handle(
     state: &HttpState,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     path: &str,
     client: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
@@ -154,7 +153,7 @@ fn encryption_key(text: &str) -> Result<ClientPublicKey, String> {
 
 /// 401 `invalidKeyToken`, saying why.
 fn invalid_key_token(why: impl Into<String>) -> ApiError {
-    ApiError { status: StatusCode::UNAUTHORIZED, code: "invalidKeyToken", description: why.into() }
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalidKeyToken", why.into())
 }
 
 /// The license key token `token` names, and the token's claims: a token signed by one of this

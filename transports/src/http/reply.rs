@@ -24,6 +24,49 @@ pub fn too_many_requests(description: impl Into<String>, wait_ms: u64) -> Respon
 /// The body of every response this server writes.
 pub type Body = Full<Bytes>;
 
+/// A request's body: as it arrives, or already read (a node of a cluster reads it first, to
+/// forward the request whole when another node owns what it is about).
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Read by the handler as it arrives.
+    Arriving(Incoming),
+    /// Read already.
+    Read(Full<Bytes>),
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            RequestBody::Arriving(body) => {
+                hyper::body::Body::poll_frame(std::pin::Pin::new(body), cx).map_err(Into::into)
+            }
+            RequestBody::Read(body) => {
+                hyper::body::Body::poll_frame(std::pin::Pin::new(body), cx).map_err(|never| match never {})
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Arriving(body) => hyper::body::Body::is_end_stream(body),
+            RequestBody::Read(body) => hyper::body::Body::is_end_stream(body),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            RequestBody::Arriving(body) => hyper::body::Body::size_hint(body),
+            RequestBody::Read(body) => hyper::body::Body::size_hint(body),
+        }
+    }
+}
+
 /// `application/json`.
 pub const JSON: &str = "application/json";
 /// `application/jwt`.
@@ -42,11 +85,15 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for people.
     pub description: String,
+    /// For `notOwner`: the node that answers instead (the `X-Leasehold-Owner` header, which
+    /// routes forward by).
+    pub owner: Option<String>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
-        ApiError { status, code, description: description.into() }
+    /// An error answered with `status`, `code` and `description`.
+    pub fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        ApiError { status, code, description: description.into(), owner: None }
     }
 
     /// 400: the request is malformed.
@@ -128,6 +175,9 @@ impl ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(owner) = self.owner.and_then(|o| HeaderValue::from_str(&o).ok()) {
+            response.headers_mut().insert(crate::http::forward::OWNER, owner);
+        }
         response
     }
 }
@@ -143,7 +193,9 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Journal(e) if e.is_storage_failure() => ApiError::storage_unavailable(e.to_string()),
             EngineError::Journal(e @ JournalError::NotOwner { .. }) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "notOwner", e.to_string())
+                let description = e.to_string();
+                let JournalError::NotOwner { owner, .. } = e else { unreachable!("matched above") };
+                ApiError { owner, ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "notOwner", description) }
             }
             EngineError::IdempotencyKeyReused => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotencyKeyReused", e.to_string())
@@ -193,7 +245,7 @@ impl From<AdminError> for ApiError {
 pub fn denied(denial: &Denial) -> ApiError {
     let status =
         if denial.code == ErrorCode::Overloaded { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::CONFLICT };
-    ApiError { status, code: denial.code.as_str(), description: denial.message.to_string() }
+    ApiError { status, code: denial.code.as_str(), description: denial.message.to_string(), owner: None }
 }
 
 /// A response with `status`, `content_type` and `body`.
@@ -230,7 +282,7 @@ pub struct BodyLimits {
 
 /// Reads the whole body of `req`, refusing one over `limits.max_bytes` (413, told by
 /// `Content-Length` before anything is read) or slower than `limits.read_timeout` (408).
-pub async fn read_body(req: Request<Incoming>, limits: BodyLimits) -> Result<Bytes, ApiError> {
+pub async fn read_body(req: Request<RequestBody>, limits: BodyLimits) -> Result<Bytes, ApiError> {
     if let Some(length) = req.headers().get(CONTENT_LENGTH) {
         let declared = length.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
         match declared {

@@ -5,11 +5,13 @@
 
 use crate::http::admin::access::is_admin_path;
 use crate::http::authz::{self, Format};
+use crate::http::forward::{self, Forwarder, RequestHead};
 use crate::http::metrics::RouteFamily;
-use crate::http::reply::{self, ApiError, Body};
+use crate::http::reply::{self, ApiError, Body, RequestBody};
 use crate::http::{
     activation_codes, admin, cors, discovery, invitations, metrics, openapi, platform, scale, signup, HttpState,
 };
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
@@ -20,7 +22,10 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr)
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut response = route(state, req, peer).await.unwrap_or_else(ApiError::into_response);
+    let mut response = match &state.forwarder {
+        None => route(state, req.map(RequestBody::Arriving), peer).await.unwrap_or_else(ApiError::into_response),
+        Some(forwarder) => route_or_forward(state, forwarder, req, peer).await,
+    };
     if cors::is_client_facing(&path) {
         cors::allow_any_origin(response.headers_mut());
     }
@@ -37,7 +42,30 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr)
     response
 }
 
-async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, ApiError> {
+/// On a node of a cluster: reads the body first, answers, and when the answer is `notOwner`
+/// naming the owner, sends the request on to it ([`crate::http::forward`]).
+async fn route_or_forward(
+    state: &HttpState,
+    forwarder: &Forwarder,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let (parts, body) = req.map(RequestBody::Arriving).into_parts();
+    let head = RequestHead::of(&parts);
+    let body = match reply::read_body(Request::from_parts(parts, body), state.limits).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let again = head.rebuild(RequestBody::Read(Full::new(body.clone())));
+    let response = route(state, again, peer).await.unwrap_or_else(ApiError::into_response);
+    let owner = response.headers().get(forward::OWNER).and_then(|o| o.to_str().ok()).map(str::to_owned);
+    match owner {
+        Some(owner) if !head.forwarded() => forwarder.forward(&owner, &head, body).await.unwrap_or(response),
+        _ => response,
+    }
+}
+
+async fn route(state: &HttpState, req: Request<RequestBody>, peer: SocketAddr) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
     if req.method() == Method::OPTIONS && cors::is_client_facing(&path) {
         return Ok(cors::preflight(req.headers()));

@@ -9,12 +9,11 @@
 //! limited per client address and per e-mail address.
 
 use crate::http::discovery::base_url;
-use crate::http::reply::{self, ApiError, Body};
+use crate::http::reply::{self, ApiError, Body, RequestBody};
 use crate::http::{admin::shapes, auth, platform, HttpState};
 use crate::mail::Mail;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::engine::canonical_email;
@@ -103,7 +102,7 @@ fn too_many(wait_ms: u64) -> Response<Body> {
 /// Answers a request for one of [`PATHS`].
 pub async fn handle(
     state: &HttpState,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     path: &str,
     client: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
@@ -163,10 +162,12 @@ fn parse<T: DeserializeOwned>(content_type: Option<&str>, body: &[u8]) -> Result
 }
 
 async fn register(state: &HttpState, asked: RegisterIn, base: &str) -> Result<Response<Body>, ApiError> {
-    let mailer = state.mailer.as_ref().ok_or_else(|| ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "mailUnavailable",
-        description: "sign-up needs e-mail, and this server has no SMTP server configured".into(),
+    let mailer = state.mailer.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mailUnavailable",
+            "sign-up needs e-mail, and this server has no SMTP server configured",
+        )
     })?;
     let (sign_up, token) = state.engine.register(&asked.email, &asked.product, &asked.tier).await?;
     let body = format!(
@@ -182,11 +183,11 @@ async fn register(state: &HttpState, asked: RegisterIn, base: &str) -> Result<Re
     let mail = Mail { to: sign_up.email.clone(), subject: format!("Set your password for {}", sign_up.product), body };
     mailer.send(mail).await.map_err(|e| {
         tracing::warn!(sign_up = %sign_up.id, error = %e, "the sign-up was not e-mailed");
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "mailUnavailable",
-            description: "the message could not be sent; try again later".into(),
-        }
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mailUnavailable",
+            "the message could not be sent; try again later",
+        )
     })?;
     let answer = json!({"status": "pending", "description": "a message with a link to set a password is on its way"});
     Ok(reply::json(StatusCode::ACCEPTED, &answer))
@@ -204,11 +205,11 @@ async fn login(state: &HttpState, email: &str, password: String) -> Result<Respo
     let stored = account.map(|a| a.password_hash).unwrap_or_else(|| UNKNOWN_ACCOUNT_HASH.to_owned());
     let matches = verify_password(password, stored).await?;
     let Some(consumer) = consumer.filter(|c| matches && !c.disabled) else {
-        return Err(ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "invalidCredentials",
-            description: "no account has this e-mail address and password".into(),
-        });
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalidCredentials",
+            "no account has this e-mail address and password",
+        ));
     };
     let api_key = state.engine.rotate_api_key(consumer.id).await?;
     Ok(reply::json(StatusCode::OK, &json!({"api_key": api_key, "consumer": consumer.id})))

@@ -22,10 +22,10 @@ mod usage;
 mod webhooks;
 
 use crate::http::idempotency::{self, answer_once, Secret};
-use crate::http::reply::{self, ApiError, Body};
+use crate::http::reply::{self, ApiError, Body, RequestBody};
 use crate::http::{auth, discovery, HttpState};
 use access::{Caller, Scope};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::decide::Idempotency;
@@ -97,7 +97,7 @@ fn caller(state: &HttpState, headers: &hyper::HeaderMap) -> Result<(Caller, Stri
 
 /// Answers one admin request: one under `/admin/`, or one of the platform's admin routes under
 /// `/license-keys` ([`access::is_admin_path`]).
-pub async fn handle(state: &HttpState, req: Request<Incoming>, path: &str) -> Result<Response<Body>, ApiError> {
+pub async fn handle(state: &HttpState, req: Request<RequestBody>, path: &str) -> Result<Response<Body>, ApiError> {
     let (caller, secret) = caller(state, req.headers())?;
     let client_key = idempotency::client_key(req.headers())?;
     // Each segment is decoded on its own, after the split: an id may hold an encoded '/'.

@@ -8,10 +8,9 @@
 pub mod query;
 
 use crate::http::idempotency::{self, Secret};
-use crate::http::reply::{self, ApiError, Body, JSON, JWT, TEXT};
+use crate::http::reply::{self, ApiError, Body, RequestBody, JSON, JWT, TEXT};
 use crate::http::{auth, HttpState};
 use bytes::Bytes;
-use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use leasehold_engine::claims::Claims;
@@ -48,7 +47,7 @@ impl Format {
 const FORM: &str = "application/x-www-form-urlencoded";
 
 /// The query of a request: the URL's, followed by a form body's for POST.
-async fn full_query(state: &HttpState, req: Request<Incoming>) -> Result<String, ApiError> {
+async fn full_query(state: &HttpState, req: Request<RequestBody>) -> Result<String, ApiError> {
     let mut query = req.uri().query().unwrap_or("").to_owned();
     if req.method() == Method::POST {
         let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
@@ -70,7 +69,7 @@ async fn full_query(state: &HttpState, req: Request<Incoming>) -> Result<String,
 /// [`crate::http::cors`]).
 pub async fn handle(
     state: &HttpState,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     format: Format,
     client_ip: IpAddr,
 ) -> Result<Response<Body>, ApiError> {

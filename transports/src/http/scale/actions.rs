@@ -17,10 +17,9 @@ use super::caller::{self, Caller};
 use super::headers::{self, ClientHeaders};
 use super::shapes;
 use crate::http::idempotency::{self, Secret};
-use crate::http::reply::{self, ApiError, Body};
+use crate::http::reply::{self, ApiError, Body, RequestBody};
 use crate::http::HttpState;
 use bytes::Bytes;
-use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Request, Response, StatusCode};
 use leasehold_engine::decide::Idempotency;
@@ -106,7 +105,7 @@ struct EndArgs {
 /// Answers one action; `license_key` is the path's last segment, when there is one.
 pub async fn handle(
     state: &HttpState,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     action: Action,
     license_key: Option<&str>,
     client_ip: IpAddr,

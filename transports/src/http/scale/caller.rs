@@ -53,7 +53,7 @@ impl Caller {
 
 /// 403: authenticated, but not allowed to act for what the request names.
 pub fn forbidden(description: impl Into<String>) -> ApiError {
-    ApiError { status: StatusCode::FORBIDDEN, code: "notAuthorized", description: description.into() }
+    ApiError::new(StatusCode::FORBIDDEN, "notAuthorized", description.into())
 }
 
 /// The license that license key `key` identifies: 400 for a key of the wrong shape, 404 for one

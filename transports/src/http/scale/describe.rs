@@ -11,10 +11,9 @@
 
 use super::caller::{self, check_named_consumer, forbidden, CONSUMER_HEADER};
 use super::shapes;
-use crate::http::reply::{self, ApiError, Body, JWT};
+use crate::http::reply::{self, ApiError, Body, RequestBody, JWT};
 use crate::http::HttpState;
 use bytes::Bytes;
-use hyper::body::Incoming;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use leasehold_engine::claims::Claims;
 use leasehold_engine::decide::check_in_force;
@@ -234,7 +233,7 @@ fn compare(a: &Value, b: &Value) -> Ordering {
 }
 
 /// Answers one read.
-pub async fn handle(state: &HttpState, req: Request<Incoming>, read: Read) -> Result<Response<Body>, ApiError> {
+pub async fn handle(state: &HttpState, req: Request<RequestBody>, read: Read) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query().unwrap_or(""))?;
     let paging = Paging::read(req.headers())?;
     let read = match read {

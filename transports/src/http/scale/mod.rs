@@ -18,11 +18,10 @@ pub mod describe;
 pub mod headers;
 pub mod shapes;
 
-use crate::http::reply::{ApiError, Body};
+use crate::http::reply::{ApiError, Body, RequestBody};
 use crate::http::HttpState;
 use actions::Action;
 use describe::Read;
-use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use std::net::IpAddr;
 
@@ -32,7 +31,7 @@ pub const PREFIX: &str = "/licensing/actions/";
 /// Answers a request whose path is [`PREFIX`] followed by `rest`.
 pub async fn handle(
     state: &HttpState,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     rest: &str,
     client_ip: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
