@@ -653,9 +653,14 @@ impl Engine {
         Ok(Decision::Denied(denial))
     }
 
-    /// The license that holds live lease `lease`.
-    pub fn license_of_lease(&self, lease: LeaseId) -> Option<LicenseId> {
-        self.inner.shared.lease_index.get(&lease).map(|l| *l)
+    /// The license that holds live lease `lease`; `Err` when another node of the cluster owns
+    /// the lease's partition (its leases are not in this node's index).
+    pub fn license_of_lease(&self, lease: LeaseId) -> Result<Option<LicenseId>, EngineError> {
+        if let Some(license) = self.inner.shared.lease_index.get(&lease).map(|l| *l) {
+            return Ok(Some(license));
+        }
+        self.inner.shared.journal.owns_lease(lease)?;
+        Ok(None)
     }
 
     fn lease_not_found<T>() -> Decision<T> {
@@ -665,7 +670,7 @@ impl Engine {
     /// Renews a lease (heartbeat): extends it from now under a new id.
     pub async fn renew(&self, req: RenewRequest) -> Result<Decision<Grant>, EngineError> {
         let disabled = self.directory().consumer(req.consumer).is_some_and(|c| c.disabled);
-        let decision = match self.license_of_lease(req.lease_id) {
+        let decision = match self.license_of_lease(req.lease_id)? {
             _ if disabled => Decision::Denied(Denial::new(ErrorCode::NotAuthorized, "this consumer is disabled")),
             None => Self::lease_not_found(),
             Some(license) => {
@@ -678,7 +683,7 @@ impl Engine {
 
     /// Releases a lease: frees its seat (after the cooldown) and settles its usage.
     pub async fn release(&self, req: ReleaseRequest) -> Result<Decision<Released>, EngineError> {
-        let decision = match self.license_of_lease(req.lease_id) {
+        let decision = match self.license_of_lease(req.lease_id)? {
             None => Self::lease_not_found(),
             Some(license) => {
                 self.call(license, |reply| Release { req, reply }).await?.unwrap_or_else(Self::lease_not_found)
@@ -865,6 +870,11 @@ impl Engine {
         let mut directory = self.inner.shared.directory.write().unwrap_or_else(|p| p.into_inner());
         for (state, at) in licenses {
             let license = state.license();
+            // A renewal or a release names only the lease: its license must be found before
+            // the license's actor has taken its new state.
+            for lease in state.leases() {
+                self.inner.shared.lease_index.insert(lease.id, license.id);
+            }
             if self.inner.router.contains(license.id) {
                 continue;
             }

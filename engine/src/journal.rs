@@ -5,7 +5,7 @@
 use crate::decide::{LicenseEvent, LicenseState};
 use crate::directory::DirectoryEvent;
 use crate::events::{Event, EventPage, EventQuery, StoredEvent};
-use crate::ids::LicenseId;
+use crate::ids::{LeaseId, LicenseId};
 use crate::time::Timestamp;
 use crate::usage::{self, UsageQuery, UsageRow};
 use serde::{Deserialize, Serialize};
@@ -141,6 +141,13 @@ pub trait Journal: Send + Sync + 'static {
     /// `Err` says who does. Asked on every request to a license (with [`Journal::rebuild`]).
     fn owns(&self, license: LicenseId) -> Result<(), JournalError> {
         let _ = license;
+        Ok(())
+    }
+
+    /// Whether this node answers for the license of `lease` (a lease id carries its license's
+    /// partition), asked when this node knows no live lease by that id.
+    fn owns_lease(&self, lease: LeaseId) -> Result<(), JournalError> {
+        let _ = lease;
         Ok(())
     }
 

@@ -324,13 +324,24 @@ pub fn parse(answer: &[u8]) -> Option<Reply> {
 /// was cut before the whole answer arrived (as when the server is killed), so an answer that
 /// comes back is one the server really gave.
 pub fn try_get(addr: SocketAddr, path_and_query: &str, headers: &[(&str, &str)]) -> Option<Reply> {
-    let mut bytes = format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").into_bytes();
+    try_request(addr, "GET", path_and_query, headers, Duration::from_secs(30))
+}
+
+/// [`try_get`] with any method and no body, giving up on an answer after `timeout`.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Option<Reply> {
+    let mut bytes = format!("{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").into_bytes();
     for (name, value) in headers {
         bytes.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
     bytes.extend_from_slice(b"\r\n");
     let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
     stream.write_all(&bytes).ok()?;
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);

@@ -30,7 +30,7 @@ use crate::fence::{replay, Claimed, PartitionWriter, Progress, Record, Replayed,
 use crate::format::{batch_payload, encode_entry};
 use crate::jetstream::{PartitionStream, StreamError, StreamName};
 use leasehold_engine::decide::LicenseState;
-use leasehold_engine::ids::LicenseId;
+use leasehold_engine::ids::{LeaseId, LicenseId};
 use leasehold_engine::journal::{Change, Durability, Journal, JournalEntry, JournalError};
 use leasehold_engine::metrics::Histogram;
 use leasehold_engine::replay::Recovered;
@@ -40,6 +40,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+/// How often the client pings its NATS server.
+const SERVER_PING_EVERY: Duration = Duration::from_millis(500);
 
 /// How long a failed read-back waits before it tries again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -429,6 +432,11 @@ impl Journal for StreamJournal {
         self.shared.refusal(self.index_of(Some(license))).map_or(Ok(()), Err)
     }
 
+    fn owns_lease(&self, lease: LeaseId) -> Result<(), JournalError> {
+        let partition = lease.partition(self.shared.config.partitions) as usize;
+        self.shared.refusal(partition).map_or(Ok(()), Err)
+    }
+
     fn rebuild(&self, license: LicenseId) -> Result<Option<(LicenseState, Timestamp)>, JournalError> {
         self.shared.losses.rebuild(license)
     }
@@ -443,6 +451,9 @@ async fn connect(config: &StreamJournalConfig) -> Result<async_nats::Client, Str
     async_nats::ConnectOptions::new()
         .name(format!("leasehold {}", config.node))
         .connection_timeout(config.append_timeout)
+        // A server that stops answering (paused, cut off) is left for another within about
+        // two pings, instead of the default two minutes: every append waits on it meanwhile.
+        .ping_interval(SERVER_PING_EVERY)
         .connect(addresses)
         .await
         .map_err(|e| failed(e.to_string()))

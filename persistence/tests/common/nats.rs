@@ -46,6 +46,11 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// The process id, while it runs (to send it signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -129,6 +134,11 @@ impl Cluster {
             assert!(Instant::now() < deadline, "the NATS cluster did not come up in 30 s");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The servers' names.
+    pub fn names(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.name.clone()).collect()
     }
 
     pub fn server_named(&mut self, name: &str) -> &mut Server {

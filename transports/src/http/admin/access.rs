@@ -250,14 +250,14 @@ fn check_owned(
             "license",
             text.parse::<LicenseId>().ok().and_then(|id| directory.license(id)).is_some_and(|l| l.licensee == own),
         ),
-        "leases" => (
-            "lease",
-            text.parse::<LeaseId>()
-                .ok()
-                .and_then(|id| engine.license_of_lease(id))
-                .and_then(|id| directory.license(id))
-                .is_some_and(|l| l.licensee == own),
-        ),
+        "leases" => {
+            // A lease of a partition another node owns: that node answers (forwarded).
+            let license = match text.parse::<LeaseId>() {
+                Ok(id) => engine.license_of_lease(id).map_err(ApiError::from)?,
+                Err(_) => None,
+            };
+            ("lease", license.and_then(|id| directory.license(id)).is_some_and(|l| l.licensee == own))
+        }
         // A machine is named within its license, checked just before.
         "machines" => ("machine", true),
         // An id of a kind not listed here is never an orgadmin's.
