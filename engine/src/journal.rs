@@ -137,25 +137,19 @@ pub trait Journal: Send + Sync + 'static {
         self.writable()
     }
 
-    /// Whether this node answers for `license` (a cluster's node owns some partitions only);
-    /// `Err` says who does. Asked on every request to a license (with [`Journal::rebuild`]).
-    fn owns(&self, license: LicenseId) -> Result<(), JournalError> {
-        let _ = license;
-        Ok(())
-    }
-
     /// Whether this node answers for the license of `lease` (a lease id carries its license's
-    /// partition), asked when this node knows no live lease by that id.
+    /// partition), asked when this node knows no live lease by that id; `Err` says who does.
     fn owns_lease(&self, lease: LeaseId) -> Result<(), JournalError> {
         let _ = lease;
         Ok(())
     }
 
     /// For a license with a change that was applied in memory but never made durable (its write
-    /// failed, or the journal refused it after it was decided): the state the journal holds for
-    /// it, to continue from instead (given once), or why it is not known yet (the license then
-    /// answers nothing). `Ok(None)` for a license that lost nothing. Cheap while nothing is
-    /// lost: it is asked on every request.
+    /// failed, or the journal refused it after it was decided), or whose partition this node of
+    /// a cluster took over: the state the journal holds for it, to continue from instead (given
+    /// once), or why it is not known yet (the license then answers nothing; `NotOwner` when
+    /// another node answers for it). `Ok(None)` for a license that lost nothing. Cheap while
+    /// nothing is lost: it is asked on every request.
     fn rebuild(&self, license: LicenseId) -> Result<Option<(LicenseState, Timestamp)>, JournalError> {
         let _ = license;
         Ok(None)

@@ -319,7 +319,6 @@ impl LicenseActor {
         if let Some(violation) = &self.halted {
             return Err(EngineError::Halted(violation.clone()));
         }
-        self.shared.journal.owns(self.id())?;
         if let Some((durable, at)) = self.shared.journal.rebuild(self.id())? {
             self.continue_from(durable, at);
         }

@@ -308,6 +308,11 @@ impl StreamJournal {
         &self.shared.config.node
     }
 
+    /// Whether this node answers for `license` now; `Err` says who does.
+    pub fn owns(&self, license: LicenseId) -> Result<(), JournalError> {
+        self.shared.refusal(self.index_of(Some(license))).map_or(Ok(()), Err)
+    }
+
     /// Which streams this node writes now, by name.
     pub fn owned(&self) -> Vec<StreamName> {
         let count = self.shared.queues.len();
@@ -428,16 +433,16 @@ impl Journal for StreamJournal {
         self.shared.refusal(self.shared.directory()).map_or(Ok(()), Err)
     }
 
-    fn owns(&self, license: LicenseId) -> Result<(), JournalError> {
-        self.shared.refusal(self.index_of(Some(license))).map_or(Ok(()), Err)
-    }
-
     fn owns_lease(&self, lease: LeaseId) -> Result<(), JournalError> {
         let partition = lease.partition(self.shared.config.partitions) as usize;
         self.shared.refusal(partition).map_or(Ok(()), Err)
     }
 
+    /// `NotOwner` (or a read-back under way) for a license of a partition this node does not
+    /// write now; otherwise what the partition's stream holds for a license whose state in
+    /// memory cannot be trusted.
     fn rebuild(&self, license: LicenseId) -> Result<Option<(LicenseState, Timestamp)>, JournalError> {
+        self.owns(license)?;
         self.shared.losses.rebuild(license)
     }
 }
