@@ -24,7 +24,7 @@ use nats::Cluster;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -79,7 +79,7 @@ impl Nodes {
         };
         for i in 0..NODES {
             let dir = tempfile::tempdir().expect("a scratch directory");
-            nodes.configs.push(node_config(dir.path(), cluster, &format!("node{i}")));
+            nodes.configs.push(cluster.node_config(dir.path(), &format!("node{i}"), PARTITIONS));
             nodes.dirs.push(dir);
             nodes.servers.push(None);
             nodes.addrs.write().expect("addresses").push(None);
@@ -105,18 +105,6 @@ impl Nodes {
     fn pid(&self, i: usize) -> Option<u32> {
         self.servers[i].as_ref().map(Server::pid)
     }
-}
-
-fn node_config(dir: &Path, cluster: &Cluster, node: &str) -> PathBuf {
-    let quoted = |urls: Vec<String>| urls.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ");
-    let file = dir.join("leasehold.toml");
-    let text = format!(
-        "[cluster]\nnats = [{}]\nmonitor = [{}]\nnode = {node:?}\npartitions = {PARTITIONS}\n",
-        quoted(cluster.server_urls()),
-        quoted(cluster.monitor_urls())
-    );
-    std::fs::write(&file, text).expect("the configuration is written");
-    file
 }
 
 fn signal(pid: u32, signal: &str) {

@@ -9,7 +9,7 @@ mod nats;
 use http_common::{request, seats, Server, ADMIN};
 use nats::Cluster;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,19 +17,6 @@ use std::time::{Duration, Instant};
 fn wait_for_jetstream(cluster: &Cluster) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     runtime.block_on(cluster.client());
-}
-
-/// A configuration file in `dir` for node `node` of `cluster`, on four partitions.
-fn node_config(dir: &Path, cluster: &Cluster, node: &str) -> PathBuf {
-    let quoted = |urls: Vec<String>| urls.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ");
-    let file = dir.join("leasehold.toml");
-    let text = format!(
-        "[cluster]\nnats = [{}]\nmonitor = [{}]\nnode = {node:?}\npartitions = 4\n",
-        quoted(cluster.server_urls()),
-        quoted(cluster.monitor_urls())
-    );
-    std::fs::write(&file, text).expect("the configuration is written");
-    file
 }
 
 fn node(dir: &Path, config: &Path) -> Server {
@@ -87,7 +74,7 @@ fn the_nodes_keep_what_they_acknowledged_through_kill_9_and_a_survivor_takes_ove
     let cluster = Cluster::start();
     wait_for_jetstream(&cluster);
     let dir_a = tempfile::tempdir().expect("a scratch directory");
-    let config_a = node_config(dir_a.path(), &cluster, "a");
+    let config_a = cluster.node_config(dir_a.path(), "a", 4);
     let a = node(dir_a.path(), &config_a);
     assert!(a.banner.iter().any(|l| l.contains("journal on NATS") && l.contains("as node a")), "{:?}", a.banner);
     let licensee = create(&a, "/admin/licensees", json!({"name": "Acme", "kind": "organization"}));
@@ -118,7 +105,7 @@ fn the_nodes_keep_what_they_acknowledged_through_kill_9_and_a_survivor_takes_ove
     // A second node joins and takes its share of the partitions. Each node answers for the
     // license: the one that does not own its partition forwards to the one that does.
     let dir_b = tempfile::tempdir().expect("a scratch directory");
-    let b = node(dir_b.path(), &node_config(dir_b.path(), &cluster, "b"));
+    let b = node(dir_b.path(), &cluster.node_config(dir_b.path(), "b", 4));
     std::thread::sleep(Duration::from_secs(3));
     let owner_name = once_owned("one owner", || owner_of(&a, &license));
     let (owner, survivor) = if owner_name == server_name(&a) { (a, b) } else { (b, a) };
@@ -162,7 +149,7 @@ fn a_node_refuses_nats_servers_that_acknowledge_before_they_fsync() {
     let cluster = Cluster::start_lazy();
     wait_for_jetstream(&cluster);
     let dir = tempfile::tempdir().expect("a scratch directory");
-    let config = node_config(dir.path(), &cluster, "a");
+    let config = cluster.node_config(dir.path(), "a", 4);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let output = Command::new(env!("CARGO_BIN_EXE_leasehold"))

@@ -10,7 +10,7 @@ use leasehold_engine::journal::{Journal, JournalError};
 use leasehold_engine::{ConsumeRequest, Decision, Engine, EngineError, LeaseId, LicenseId, ManualClock};
 use leasehold_persistence::jetstream::StreamName;
 use leasehold_persistence::membership::preferred_owner;
-use leasehold_persistence::{ClusterChange, ClusterNode, StreamJournal, StreamJournalConfig};
+use leasehold_persistence::{ClusterNode, StreamJournal, StreamJournalConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,13 +49,7 @@ impl Node {
         let applying = engine.clone();
         tokio::spawn(async move {
             while let Some(change) = changes.recv().await {
-                match change {
-                    ClusterChange::Directory { entries, applied } => {
-                        applying.replicate(&entries);
-                        let _ = applied.send(());
-                    }
-                    ClusterChange::Adopted { licenses, .. } => applying.adopt(licenses),
-                }
+                change.apply(&applying);
             }
         });
         Node { name: name.to_owned(), journal, engine }

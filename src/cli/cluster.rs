@@ -139,16 +139,10 @@ impl NodeJournal {
         let engine = engine.clone();
         tokio::spawn(async move {
             while let Some(change) = changes.recv().await {
-                match change {
-                    ClusterChange::Directory { entries, applied } => {
-                        engine.replicate(&entries);
-                        let _ = applied.send(());
-                    }
-                    ClusterChange::Adopted { partition, licenses } => {
-                        tracing::info!(partition, licenses = licenses.len(), "took over a partition");
-                        engine.adopt(licenses);
-                    }
+                if let ClusterChange::Adopted { partition, licenses } = &change {
+                    tracing::info!(partition, licenses = licenses.len(), "took over a partition");
                 }
+                change.apply(&engine);
             }
         });
     }

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use leasehold_engine::decide::LicenseState;
 use leasehold_engine::journal::JournalEntry;
 use leasehold_engine::time::Timestamp;
+use leasehold_engine::Engine;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,19 @@ pub enum ClusterChange {
         /// Its licenses, with the time of each one's last change.
         licenses: Vec<(LicenseState, Timestamp)>,
     },
+}
+
+impl ClusterChange {
+    /// Applies the change to `engine`, and says so for a directory change.
+    pub fn apply(self, engine: &Engine) {
+        match self {
+            ClusterChange::Directory { entries, applied } => {
+                engine.replicate(&entries);
+                let _ = applied.send(());
+            }
+            ClusterChange::Adopted { licenses, .. } => engine.adopt(licenses),
+        }
+    }
 }
 
 /// The stream key rendezvous hashing ranks nodes by: the partition's number, and the partition

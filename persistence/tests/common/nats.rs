@@ -110,6 +110,20 @@ impl Cluster {
         self.servers.iter().map(|s| format!("nats://127.0.0.1:{}", s.client_port)).collect()
     }
 
+    /// A `leasehold serve` configuration file in `dir` for node `node` of this cluster, on
+    /// `partitions` partitions.
+    pub fn node_config(&self, dir: &std::path::Path, node: &str, partitions: u32) -> PathBuf {
+        let quoted = |urls: Vec<String>| urls.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ");
+        let file = dir.join("leasehold.toml");
+        let text = format!(
+            "[cluster]\nnats = [{}]\nmonitor = [{}]\nnode = {node:?}\npartitions = {partitions}\n",
+            quoted(self.server_urls()),
+            quoted(self.monitor_urls())
+        );
+        std::fs::write(&file, text).unwrap_or_else(|e| panic!("the configuration: {e}"));
+        file
+    }
+
     /// The servers' monitoring URLs.
     pub fn monitor_urls(&self) -> Vec<String> {
         self.servers.iter().map(|s| format!("http://127.0.0.1:{}", s.monitor_port)).collect()
