@@ -172,14 +172,20 @@ impl Shared {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())[index].clone()
     }
 
-    /// Why stream `index` takes no change now; `None` when it does.
+    /// Why stream `index` takes no change now; `None` when it does. Asked on every request.
     fn refusal(&self, index: usize) -> Option<JournalError> {
-        let name = name_of(index, self.config.partitions);
         match self.status(index) {
             OWNED => None,
-            READING => Some(JournalError::Poisoned(format!("{name} is being read back"))),
-            _ => Some(JournalError::NotOwner { what: described(name), owner: self.owner(index) }),
+            READING => {
+                Some(JournalError::Poisoned(format!("{} is being read back", name_of(index, self.config.partitions))))
+            }
+            _ => Some(self.not_owner(index)),
         }
+    }
+
+    /// That this node does not own stream `index`, naming the owner it last learned.
+    fn not_owner(&self, index: usize) -> JournalError {
+        JournalError::NotOwner { what: described(name_of(index, self.config.partitions)), owner: self.owner(index) }
     }
 }
 
@@ -717,27 +723,28 @@ impl StreamTask {
     fn lose(&self, batch: Vec<Pending>, why: JournalError, lost: &JournalError) {
         self.shared.status[self.index].store(READING, Ordering::Release);
         let queued = self.queue().refuse(why);
-        let failed: Vec<Pending> = batch.into_iter().chain(queued).collect();
+        self.fail(batch.into_iter().chain(queued).collect(), lost);
+    }
+
+    /// Answers `failed` with `error`: changes applied in their licenses' memory that will never
+    /// be stored, so those licenses answer nothing until their partition is read back.
+    fn fail(&self, failed: Vec<Pending>, error: &JournalError) {
         self.shared.losses.lose(failed.iter().filter_map(|p| p.license));
         for pending in failed {
-            let _ = pending.reply.send(Err(lost.clone()));
+            let _ = pending.reply.send(Err(error.clone()));
         }
     }
 
     /// Stops writing the stream: another node is preferred for it. What is queued is failed;
     /// the other node's claim fences anything this node could still send.
     fn hand_over(&self, writer: &mut PartitionWriter) {
-        let name = name_of(self.index, self.shared.config.partitions);
         self.shared.status[self.index].store(NOT_OWNED, Ordering::Release);
         self.shared.set_owner(self.index, None);
-        let why = JournalError::NotOwner { what: described(name), owner: None };
+        let why = self.shared.not_owner(self.index);
         let queued = self.queue().refuse(why.clone());
-        self.shared.losses.lose(queued.iter().filter_map(|p| p.license));
-        for pending in queued {
-            let _ = pending.reply.send(Err(why.clone()));
-        }
+        self.fail(queued, &why);
         writer.give_up();
-        tracing::info!(stream = %name, "handed over");
+        tracing::info!(stream = %name_of(self.index, self.shared.config.partitions), "handed over");
     }
 
     /// Reads the stream back and claims it, so that this node writes it again (after a loss)
@@ -764,8 +771,7 @@ impl StreamTask {
                         tracing::warn!(stream = %name, %owner, epoch, "another node holds the stream: leaving it");
                         self.settle(partition.map(|(_, recovered)| recovered));
                         self.shared.set_owner(self.index, Some(owner));
-                        let why = self.shared_not_owner();
-                        self.queue().refuse(why);
+                        self.queue().refuse(self.shared.not_owner(self.index));
                         self.shared.status[self.index].store(NOT_OWNED, Ordering::Release);
                         return true;
                     }
@@ -787,11 +793,6 @@ impl StreamTask {
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }
-    }
-
-    fn shared_not_owner(&self) -> JournalError {
-        let name = name_of(self.index, self.shared.config.partitions);
-        JournalError::NotOwner { what: described(name), owner: self.shared.owner(self.index) }
     }
 
     /// The licenses of a partition read back continue from what its stream holds, and the
