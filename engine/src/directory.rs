@@ -162,6 +162,11 @@ impl DirectoryEvent {
             _ => None,
         }
     }
+
+    /// Whether it changes what API keys authenticate (a consumer made, changed or deleted).
+    pub fn changes_credentials(&self) -> bool {
+        matches!(self, DirectoryEvent::Consumer(_) | DirectoryEvent::ConsumerDeleted(_))
+    }
 }
 
 /// The directory of parties, products and license terms.

@@ -653,6 +653,13 @@ impl Engine {
         Ok(Decision::Denied(denial))
     }
 
+    /// `Ok` when this node answers for `license`: its terms as this node holds them are the
+    /// latest. On a node of a cluster, another node may own it (and change it); `Err` names that
+    /// node, for a read of its terms to be asked there.
+    pub fn answers_for(&self, license: LicenseId) -> Result<(), EngineError> {
+        Ok(self.inner.shared.journal.owns_license(license)?)
+    }
+
     /// The license that holds live lease `lease`; `Err` when another node of the cluster owns
     /// the lease's partition (its leases are not in this node's index).
     pub fn license_of_lease(&self, lease: LeaseId) -> Result<Option<LicenseId>, EngineError> {
@@ -854,12 +861,21 @@ impl Engine {
                 Change::License { .. } | Change::Event(_) => None,
             };
             crate::replay::apply_to_directory(&mut directory, entry);
-            if let Change::Directory(DirectoryEvent::Consumer(_) | DirectoryEvent::ConsumerDeleted(_)) = &entry.change {
-                self.inner.credentials_epoch.fetch_add(1, Ordering::Release);
-            }
-            if let Some(license) = created.filter(|l| !self.inner.router.contains(l.id)) {
-                self.inner.add_license(LicenseState::new(license), entry.at, None);
-            }
+            let consumers = matches!(&entry.change, Change::Directory(event) if event.changes_credentials());
+            self.directory_changed(consumers, created.as_ref(), entry.at);
+        }
+    }
+
+    /// What follows a change of the directory, made here or by another node, besides the change
+    /// itself: connections check their credentials again when a consumer changed, and a license
+    /// new to this node gets its actor. Called under the directory's lock.
+    fn directory_changed(&self, consumers: bool, created: Option<&Arc<License>>, at: Timestamp) {
+        // After the change: a connection that sees the new epoch sees the new consumer.
+        if consumers {
+            self.inner.credentials_epoch.fetch_add(1, Ordering::Release);
+        }
+        if let Some(license) = created.filter(|l| !self.inner.router.contains(l.id)) {
+            self.inner.add_license(LicenseState::new(Arc::clone(license)), at, None);
         }
     }
 
@@ -909,17 +925,7 @@ impl Engine {
             let recorded = Event::of_directory_change(&event, &directory, Actor::clone(&self.actor));
             directory.apply(&event);
             let at = self.now();
-            match &event {
-                // After the change: a connection that sees the new epoch sees the new consumer.
-                DirectoryEvent::Consumer(_) | DirectoryEvent::ConsumerDeleted(_) => {
-                    self.inner.credentials_epoch.fetch_add(1, Ordering::Release);
-                }
-                _ => {
-                    if let Some(license) = event.new_license() {
-                        self.inner.add_license(LicenseState::new(Arc::clone(license)), at, None);
-                    }
-                }
-            }
+            self.directory_changed(event.changes_credentials(), event.new_license(), at);
             let journal = &self.inner.shared.journal;
             let changed = journal.append(&JournalEntry { at, change: Change::Directory(event) });
             match recorded {
@@ -1135,7 +1141,7 @@ impl Engine {
         if let Some(entitlement) = new.entitlement {
             check_entitlement(directory, new.licensee, entitlement)?;
         }
-        let id = LicenseId(ids.uuid());
+        let id = LicenseId::placed(ids.uuid(), new.licensee);
         if let Some(key) = &license_key {
             if !is_valid_license_key(key) {
                 return Err(AdminError::Invalid(
@@ -1246,6 +1252,13 @@ impl Engine {
     /// once it is durable.
     pub async fn record(&self, event: Event) -> Result<(), EngineError> {
         Ok(self.inner.shared.append_event(self.now(), event, None).wait().await?)
+    }
+
+    /// `Ok` when the journal takes changes to the directory now (events among them); on a node
+    /// of a cluster, `Err` names the node that does. Asked before a change made outside the
+    /// engine (a signing key's rotation) that an event must record.
+    pub fn directory_writable(&self) -> Result<(), EngineError> {
+        Ok(self.inner.shared.journal.directory_writable()?)
     }
 
     /// How many events were recorded since the engine started.

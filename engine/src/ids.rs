@@ -103,6 +103,18 @@ fn partition_of(uuid: &Uuid, partitions: u32) -> u32 {
 }
 
 impl LicenseId {
+    /// A license id made from the fresh UUID `uuid` for a license of `licensee`: `uuid` with its
+    /// route bits taken from the licensee, so that a licensee's licenses share a partition
+    /// whatever the partition count. What reads or changes several licenses of a licensee at
+    /// once (its `describe-*` reads, the sibling rule of license keys, its entitlements) then
+    /// stays within one partition, on one node of a cluster. A version-4 UUID keeps 106 random
+    /// bits.
+    pub fn placed(uuid: Uuid, licensee: LicenseeId) -> Self {
+        let mut bytes = *uuid.as_bytes();
+        bytes[ROUTE_BYTES].copy_from_slice(&sha256(licensee.0.as_bytes())[..2]);
+        LicenseId(Uuid::from_bytes(bytes))
+    }
+
     /// The partition, of `partitions` (1 to [`MAX_PARTITIONS`]), the license is in (SPEC section
     /// 14): its route bits modulo the count. Its leases carry the same bits
     /// ([`LeaseId::for_license`]), so a renewal or a release finds the partition from the lease
@@ -216,6 +228,22 @@ mod tests {
             // Still a version-4 UUID, random but for the license's route bits.
             prop_assert_eq!(lease.0.get_version_num(), 4);
             prop_assert_eq!(&lease.0.as_bytes()[..14], &fresh.as_bytes()[..14]);
+        }
+
+        #[test]
+        fn a_licensees_licenses_share_a_partition_whatever_the_count(
+            licensee in any::<u128>(),
+            first in any::<[u8; 16]>(),
+            second in any::<[u8; 16]>(),
+            partitions in 1u32..=MAX_PARTITIONS,
+        ) {
+            let licensee = LicenseeId(uuid::Uuid::from_u128(licensee));
+            let fresh = |bytes| uuid::Builder::from_random_bytes(bytes).into_uuid();
+            let (a, b) = (LicenseId::placed(fresh(first), licensee), LicenseId::placed(fresh(second), licensee));
+            prop_assert_eq!(a.partition(partitions), b.partition(partitions));
+            prop_assert_eq!(a.0.get_version_num(), 4);
+            let fresh_first = fresh(first);
+            prop_assert_eq!(&a.0.as_bytes()[..14], &fresh_first.as_bytes()[..14]);
         }
     }
 

@@ -137,6 +137,14 @@ pub trait Journal: Send + Sync + 'static {
         self.writable()
     }
 
+    /// Whether this node answers for `license` now, asked before a read of its terms that this
+    /// node's copy of the directory could answer stale (another node changes a license it
+    /// owns); `Err` says who does.
+    fn owns_license(&self, license: LicenseId) -> Result<(), JournalError> {
+        let _ = license;
+        Ok(())
+    }
+
     /// Whether this node answers for the license of `lease` (a lease id carries its license's
     /// partition), asked when this node knows no live lease by that id; `Err` says who does.
     fn owns_lease(&self, lease: LeaseId) -> Result<(), JournalError> {

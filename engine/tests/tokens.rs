@@ -7,6 +7,7 @@ use leasehold_engine::signer::{SignError, TokenSigner};
 use leasehold_engine::time::Timestamp;
 use leasehold_engine::tokens::audit::{self, Dialect};
 use leasehold_engine::tokens::jws::{self, b64url};
+use leasehold_engine::tokens::keyring::RetiredKey;
 use leasehold_engine::tokens::queue::{BatchQueue, Refused};
 use leasehold_engine::tokens::verify::VerifyError;
 use leasehold_engine::tokens::{
@@ -136,6 +137,40 @@ fn rotation_keeps_the_old_key_published_until_its_last_token_expires() {
     assert_eq!(kids(Timestamp::from_secs(last_exp)), vec![new.clone()], "gone once its last token expired");
     assert_eq!(ring.prune(Timestamp::from_secs(last_exp)), vec![old]);
     assert_eq!(ring.algorithms(NOW), vec![Algorithm::EdDSA]);
+}
+
+#[test]
+fn a_ring_that_follows_an_agreed_ring_keeps_what_it_signed_here() {
+    let here = KeyRing::new(key(Algorithm::ES256));
+    let mine = here.current().kid().to_string();
+    let last_exp = NOW.as_secs() + 86_400;
+    here.sign(&claims_expiring_at(last_exp)).unwrap();
+    let pem = |kid: &str| here.find(kid).unwrap().key().to_pem().unwrap().to_owned();
+    let next = key(Algorithm::ES256);
+    let next_kid = next.kid().to_string();
+    // Another holder retired this ring's key, knowing nothing of the token signed here.
+    let retired_mine = RetiredKey {
+        key: SigningKey::from_pem(pem(&mine).as_bytes()).unwrap(),
+        retired_at_s: NOW.as_secs(),
+        max_exp_s: 0,
+    };
+    here.follow(next, vec![retired_mine], NOW);
+    assert_eq!(here.current().kid(), next_kid);
+    assert_eq!(here.find(&mine).unwrap().max_exp_s(), last_exp, "the token signed here still counts");
+    let kids = |at: Timestamp| here.jwks(at).keys.into_iter().filter_map(|k| k.kid).collect::<Vec<_>>();
+    assert_eq!(kids(Timestamp::from_secs(last_exp - 1)), vec![next_kid.clone(), mine.clone()]);
+
+    // The agreed ring drops the old key: it stays here while the token signed here lives.
+    let again = SigningKey::from_pem(pem(&next_kid).as_bytes()).unwrap();
+    here.follow(again, Vec::new(), NOW.plus_secs(60));
+    assert_eq!(kids(NOW.plus_secs(60)), vec![next_kid.clone(), mine]);
+    assert_eq!(kids(Timestamp::from_secs(last_exp)), vec![next_kid.clone()]);
+
+    // Following the ring that is already held changes nothing.
+    let same = SigningKey::from_pem(pem(&next_kid).as_bytes()).unwrap();
+    here.follow(same, Vec::new(), NOW.plus_secs(60));
+    assert_eq!(here.current().kid(), next_kid);
+    assert!(here.current().retired_at_s().is_none());
 }
 
 #[test]

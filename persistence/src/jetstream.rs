@@ -11,13 +11,18 @@
 use crate::fence::{Append, Record, Stored, Tail};
 use crate::format::{decode_stream_record, encode_stream_record};
 use crate::FormatError;
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
+use futures_util::StreamExt as _;
 use std::time::Duration;
 
 /// The largest record a partition's stream takes.
 const MAX_RECORD_BYTES: i32 = 1 << 20;
+
+/// Up to how many records a read fetches one by one rather than through a consumer.
+const FETCHED_ONE_BY_ONE: u64 = 32;
 
 /// Why a partition's stream could not be created or read.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +101,8 @@ pub struct PartitionStream {
     js: jetstream::Context,
     stream: stream::Stream,
     name: StreamName,
+    /// How long an answer (or the next record of a read) may take.
+    timeout: Duration,
 }
 
 impl PartitionStream {
@@ -119,7 +126,7 @@ impl PartitionStream {
             ..stream::Config::default()
         };
         let stream = js.get_or_create_stream(config).await.map_err(jetstream_error)?;
-        Ok(PartitionStream { js, stream, name })
+        Ok(PartitionStream { js, stream, name, timeout })
     }
 
     /// Sends `append` and waits for the stream's answer.
@@ -154,23 +161,66 @@ impl PartitionStream {
     /// The stream's last sequence number and the highest epoch claimed in it.
     pub async fn tail(&mut self) -> Result<Tail, StreamError> {
         let last_seq = self.stream.info().await.map_err(jetstream_error)?.state.last_sequence;
-        let epoch = match self.stream.direct_get_last_for_subject(self.name.control_subject()).await {
+        // Asked of the stream's leader, as the last sequence was: a replica that lags (direct
+        // reads go to any) could name an older claim, and a claim built on it would not be
+        // above the epoch that holds the stream.
+        let epoch = match self.stream.get_last_raw_message_by_subject(&self.name.control_subject()).await {
             Ok(message) => match self.decode(message.sequence, &message.payload)? {
                 Record::Epoch { epoch, .. } => epoch,
                 Record::Batch { .. } => 0,
             },
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => 0,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,
             Err(e) => return Err(jetstream_error(e)),
         };
         Ok(Tail { last_seq, epoch })
     }
 
-    /// The records from sequence `from` to `to`, in order.
+    /// The records from sequence `from` to `to`, in order. A few are fetched one by one (the
+    /// directory's follower asks for the last few every poll); more are delivered by a consumer
+    /// of the stream's leader, which streams them without a round trip each.
     pub async fn records(&self, from: u64, to: u64) -> Result<Vec<(u64, Record)>, StreamError> {
-        let mut records = Vec::new();
-        for seq in from..=to {
-            let message = self.stream.direct_get(seq).await.map_err(jetstream_error)?;
+        if to < from {
+            return Ok(Vec::new());
+        }
+        if to - from < FETCHED_ONE_BY_ONE {
+            let mut records = Vec::new();
+            for seq in from..=to {
+                let message = match self.stream.direct_get(seq).await {
+                    Ok(message) => message,
+                    // The replica that answered has not caught up yet: the leader has the record.
+                    Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => {
+                        self.stream.get_raw_message(seq).await.map_err(jetstream_error)?
+                    }
+                    Err(e) => return Err(jetstream_error(e)),
+                };
+                records.push((seq, self.decode(seq, &message.payload)?));
+            }
+            return Ok(records);
+        }
+        let consumer = self
+            .stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+                ..Default::default()
+            })
+            .await
+            .map_err(jetstream_error)?;
+        let mut messages = consumer.messages().await.map_err(jetstream_error)?;
+        let mut records = Vec::with_capacity(usize::try_from(to - from + 1).unwrap_or_default());
+        let mut expected = from;
+        while expected <= to {
+            let message = match tokio::time::timeout(self.timeout, messages.next()).await {
+                Ok(Some(message)) => message.map_err(jetstream_error)?,
+                Ok(None) => return Err(jetstream_error(format!("{}: the read stopped at {expected}", self.name))),
+                Err(_) => return Err(jetstream_error(format!("{}: no record {expected} in time", self.name))),
+            };
+            let seq = message.info().map_err(jetstream_error)?.stream_sequence;
+            // The stream refuses deletes: every sequence up to its tail holds a record.
+            if seq != expected {
+                return Err(jetstream_error(format!("{}: record {seq} came where {expected} was due", self.name)));
+            }
             records.push((seq, self.decode(seq, &message.payload)?));
+            expected += 1;
         }
         Ok(records)
     }

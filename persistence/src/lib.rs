@@ -36,6 +36,7 @@ pub mod keys;
 pub mod membership;
 pub mod pkcs11;
 pub mod recovery;
+pub mod shared_keys;
 mod snapshot;
 pub mod stream_journal;
 mod usage;
@@ -46,4 +47,6 @@ pub use error::{FormatError, PersistenceError};
 pub use journal::{open_sled, SledJournal};
 pub use recovery::{CutTail, RecoveryReport};
 pub use snapshot::KEEP_SNAPSHOTS;
-pub use stream_journal::{ClusterChange, ClusterNode, StreamJournal, StreamJournalConfig, StreamJournalError};
+pub use stream_journal::{
+    ClusterChange, ClusterNode, StreamJournal, StreamJournalConfig, StreamJournalError, StreamState,
+};

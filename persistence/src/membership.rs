@@ -43,6 +43,21 @@ pub struct Liveness {
     heard: BTreeMap<String, (u64, Heartbeat)>,
 }
 
+/// A node as this node last heard it ([`Liveness::nodes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeardNode {
+    /// What it last announced.
+    pub heartbeat: Heartbeat,
+    /// How long it has been silent, in milliseconds.
+    pub silent_ms: u64,
+    /// Heard from within [`DEAD_AFTER`].
+    pub alive: bool,
+}
+
+fn heard_lately(heard_at_ms: u64, now_ms: u64) -> bool {
+    now_ms.saturating_sub(heard_at_ms) < u64::try_from(DEAD_AFTER.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Liveness {
     /// Records `heartbeat`, received at `now_ms`.
     pub fn heard(&mut self, heartbeat: Heartbeat, now_ms: u64) {
@@ -51,17 +66,30 @@ impl Liveness {
 
     /// The nodes alive at `now_ms`, ready and not leaving, by name: those streams go to.
     pub fn live(&self, now_ms: u64) -> Vec<&str> {
-        let dead_after = u64::try_from(DEAD_AFTER.as_millis()).unwrap_or(u64::MAX);
         self.heard
             .iter()
-            .filter(|(_, (at, beat))| now_ms.saturating_sub(*at) < dead_after && beat.ready && !beat.leaving)
+            .filter(|(_, (at, beat))| heard_lately(*at, now_ms) && beat.ready && !beat.leaving)
             .map(|(node, _)| node.as_str())
             .collect()
     }
 
-    /// What `node` last announced.
-    pub fn heartbeat(&self, node: &str) -> Option<&Heartbeat> {
-        self.heard.get(node).map(|(_, heartbeat)| heartbeat)
+    /// What `node` last announced, if it is alive at `now_ms` and not leaving: a node requests
+    /// may be sent to.
+    pub fn reachable(&self, node: &str, now_ms: u64) -> Option<&Heartbeat> {
+        let (at, heartbeat) = self.heard.get(node)?;
+        (heard_lately(*at, now_ms) && !heartbeat.leaving).then_some(heartbeat)
+    }
+
+    /// Every node heard from, by name, as at `now_ms`.
+    pub fn nodes(&self, now_ms: u64) -> Vec<HeardNode> {
+        self.heard
+            .values()
+            .map(|(at, heartbeat)| HeardNode {
+                heartbeat: heartbeat.clone(),
+                silent_ms: now_ms.saturating_sub(*at),
+                alive: heard_lately(*at, now_ms),
+            })
+            .collect()
     }
 }
 

@@ -9,15 +9,22 @@ use leasehold_engine::metrics::Histogram;
 use leasehold_engine::replay::Recovered;
 use leasehold_engine::webhooks::{DeliveryLog, MemoryDeliveryLog};
 use leasehold_engine::Engine;
+use leasehold_persistence::jetstream::StreamName;
 use leasehold_persistence::{
     ClusterChange, ClusterNode, SledJournal, StreamJournal, StreamJournalConfig, StreamJournalError,
 };
-use leasehold_transports::http::forward::{Forwarder, Peers};
+use leasehold_transports::http::forward::{ClusterStatus, NodeStatus, Peers, StreamStatus};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a node keeps trying to open the streams of a cluster that cannot answer yet.
 pub const OPEN_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How long a node waits for its directory to reach what another node had seen (a request or
+/// an answer forwarded between them) before it goes on regardless.
+pub const CATCH_UP_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How long a node that stops waits for its streams to be handed over.
 pub const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
@@ -147,11 +154,11 @@ impl NodeJournal {
         });
     }
 
-    /// For a node of a cluster: what forwards a request to the node that owns what it is
-    /// about. `None` for a node alone.
-    pub fn forwarder(&self) -> Option<Forwarder> {
+    /// For a node of a cluster: the cluster as this node hears it, which the forwarder sends
+    /// requests through. `None` for a node alone.
+    pub fn peers(&self) -> Option<Arc<dyn Peers>> {
         match self {
-            NodeJournal::Streams(journal) => Some(Forwarder::new(Arc::new(StreamPeers(Arc::clone(journal))))),
+            NodeJournal::Streams(journal) => Some(Arc::new(StreamPeers(Arc::clone(journal)))),
             NodeJournal::Sled(_) => None,
         }
     }
@@ -182,5 +189,55 @@ impl Peers for StreamPeers {
 
     fn http_address(&self, node: &str) -> Option<String> {
         self.0.peer(node).map(|heartbeat| heartbeat.http)
+    }
+
+    fn directory_seen(&self) -> u64 {
+        self.0.directory_seen()
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let nodes = self
+            .0
+            .nodes()
+            .into_iter()
+            .map(|heard| NodeStatus {
+                name: heard.heartbeat.node,
+                http: heard.heartbeat.http,
+                tcp: heard.heartbeat.tcp,
+                ready: heard.heartbeat.ready,
+                leaving: heard.heartbeat.leaving,
+                silent_ms: heard.silent_ms,
+                alive: heard.alive,
+            })
+            .collect();
+        let streams = self
+            .0
+            .streams()
+            .into_iter()
+            .map(|stream| StreamStatus {
+                stream: stream.name.to_string(),
+                partition: match stream.name {
+                    StreamName::Partition(n) => Some(n),
+                    StreamName::Directory => None,
+                },
+                owner: stream.owner,
+                state: match (stream.written_here, stream.reading) {
+                    (true, _) => "owned",
+                    (false, true) => "reading",
+                    (false, false) => "elsewhere",
+                },
+                epoch: stream.epoch,
+                read_back_ms: stream.read_back_ms,
+            })
+            .collect();
+        ClusterStatus { clustered: true, node: Some(self.0.node().to_owned()), nodes, streams }
+    }
+
+    fn catch_up(&self, seq: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            if !self.0.catch_up_directory(seq, CATCH_UP_PATIENCE).await {
+                tracing::warn!(seq, "the directory did not reach what another node had seen in time");
+            }
+        })
     }
 }

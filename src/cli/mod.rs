@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod node_keys;
 pub mod serve;
 
 /// Logs go to stderr, filtered by `LEASEHOLD_LOG` (or, when it is unset, `RUST_LOG`): a level

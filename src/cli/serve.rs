@@ -7,15 +7,16 @@ use super::admin_token::{self, AdminTokenError, Source};
 use super::cluster::{ClusterError, NodeJournal};
 use super::config::{self, ConfigError, FileConfig, Settings};
 use super::demo;
+use super::node_keys::{NodeKeys, NodeKeysError};
 use leasehold_engine::engine::EXPIRY_CHECK_EVERY;
-use leasehold_engine::time::{Clock, SystemClock};
-use leasehold_engine::tokens::{Algorithm, KeyRing, PoolConfig, SignerPool};
+use leasehold_engine::tokens::{PoolConfig, SignerPool};
 use leasehold_engine::{AdminError, Engine};
 use leasehold_persistence::keys::{KeyStore, KeyStoreError};
 use leasehold_persistence::pkcs11::Pkcs11Token;
 use leasehold_persistence::{ClusterNode, JournalConfig, PersistenceError, SledJournal};
 use leasehold_transports::geoip::GeoIpDatabase;
-use leasehold_transports::http::{self, HttpState, KeyRotation, RotationError, ServerMetrics};
+use leasehold_transports::http::forward::Forwarder;
+use leasehold_transports::http::{self, HttpState, ServerMetrics};
 use leasehold_transports::identity::Identities;
 use leasehold_transports::mail::{MailError, Mailer};
 use leasehold_transports::tcp::{self, TcpConfig, TcpState};
@@ -45,7 +46,7 @@ pub enum ServeError {
     Journal(#[from] PersistenceError),
     /// The signing keys could not be loaded or created.
     #[error("signing keys: {0}")]
-    Keys(#[from] KeyStoreError),
+    Keys(#[from] NodeKeysError),
     /// The admin token could not be set up.
     #[error("admin token: {0}")]
     AdminToken(#[from] AdminTokenError),
@@ -61,6 +62,12 @@ pub enum ServeError {
     /// The node cannot run on the NATS cluster.
     #[error("cluster: {0}")]
     Cluster(#[from] ClusterError),
+}
+
+impl From<KeyStoreError> for ServeError {
+    fn from(e: KeyStoreError) -> Self {
+        ServeError::Keys(e.into())
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -83,16 +90,6 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         .build()
         .map_err(io("starting the runtime"))?;
     runtime.block_on(serve(settings))
-}
-
-/// Rotation through the key store, so that the new key and the retired ones survive a restart.
-fn key_rotation(store: KeyStore, keys: Arc<KeyRing>) -> KeyRotation {
-    Arc::new(move |alg: Algorithm| {
-        if !store.makes(alg) {
-            return Err(RotationError::Unsupported(format!("the PKCS#11 token makes RS256 and ES256 keys, not {alg}")));
-        }
-        store.rotate(&keys, alg, SystemClock.now()).map_err(|e| RotationError::Failed(e.to_string()))
-    })
 }
 
 async fn serve(settings: Settings) -> Result<(), ServeError> {
@@ -118,8 +115,7 @@ pub struct Started {
     http_config: http::HttpConfig,
     /// The certificate HTTP serves TLS with, if any.
     tls: Option<ServerTls>,
-    key_store: KeyStore,
-    keys: Arc<KeyRing>,
+    node_keys: NodeKeys,
     signer: Arc<SignerPool>,
     journal: NodeJournal,
 }
@@ -131,15 +127,19 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
     std::fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
 
     let mut key_store = KeyStore::new(data_dir);
+    if settings.signing_vault.is_some() && settings.cluster.is_some() {
+        return Err(ConfigError::Setting(
+            "the nodes of a cluster sign with the keys they share in JetStream, and keys in a PKCS#11 token \
+             cannot be shared: drop the pkcs11: signing key or the cluster"
+                .into(),
+        )
+        .into());
+    }
     if let Some(vault) = &settings.signing_vault {
         let token = Pkcs11Token::open(&vault.module, &vault.key.token, &vault.pin).map_err(KeyStoreError::from)?;
         tracing::info!(key = %vault.key, "signing keys in a PKCS#11 token");
         key_store = key_store.with_vault(token, vault.key.clone());
     }
-    let keys = Arc::new(key_store.open_or_create(settings.signing_alg, SystemClock.now())?);
-    let signer =
-        Arc::new(SignerPool::start(Arc::clone(&keys), PoolConfig::default()).map_err(io("starting the signer"))?);
-
     let listener = tokio::net::TcpListener::bind(settings.http)
         .await
         .map_err(io(format!("listening for HTTP on {}", settings.http)))?;
@@ -175,6 +175,12 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         }
     };
     let recovered_licenses = recovered.licenses.len();
+    let webhook_key = key_store.webhook_key()?;
+    let replicas = settings.cluster.as_ref().map_or(1, |c| c.replicas);
+    let node_keys = NodeKeys::open(key_store, &journal, replicas, settings.signing_alg).await?;
+    let keys = node_keys.ring();
+    let signer =
+        Arc::new(SignerPool::start(Arc::clone(&keys), PoolConfig::default()).map_err(io("starting the signer"))?);
 
     let mut builder = Engine::builder();
     if let Some(file) = &settings.geoip_db {
@@ -192,7 +198,6 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
     journal.follow(&engine);
 
     let (admin_token, admin_source) = admin_token::resolve(data_dir, settings.file_admin_token.as_deref())?;
-    let webhook_key = key_store.webhook_key()?;
     let webhooks =
         Webhooks::start(engine.clone(), journal.delivery_log(), webhook_key, settings.webhooks_ca_pem.as_deref())
             .map_err(io("starting the webhook deliveries"))?;
@@ -213,6 +218,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         "serving"
     );
 
+    let cluster = journal.peers();
     let state = Arc::new(HttpState {
         engine,
         signer: Arc::clone(&signer) as _,
@@ -224,13 +230,14 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         https: tls.is_some(),
         trusted_proxies: settings.trusted_proxies.clone(),
         metrics: ServerMetrics::new(Some(journal.latency()), Some(Arc::clone(&signer))),
-        key_rotation: Some(key_rotation(key_store.clone(), Arc::clone(&keys))),
+        key_rotation: Some(node_keys.rotation()),
         webhooks: Some(Arc::clone(&webhooks)),
         identities,
         mailer,
         sign_up_limits: Default::default(),
         // Forwarding speaks plain HTTP to the other nodes: with TLS, a node answers `notOwner`.
-        forwarder: if tls.is_some() { None } else { journal.forwarder() },
+        forwarder: if tls.is_some() { None } else { cluster.clone().map(Forwarder::new) },
+        cluster,
     });
     let tcp_state = Arc::new(TcpState {
         engine: state.engine.clone(),
@@ -251,8 +258,7 @@ pub async fn start(settings: &Settings) -> Result<Started, ServeError> {
         tcp_state,
         http_config: settings.http_config,
         tls,
-        key_store,
-        keys,
+        node_keys,
         signer,
         journal,
     })
@@ -315,9 +321,7 @@ impl Started {
         http_served.map_err(io("serving HTTP"))?;
         tcp_served.map_err(io("serving TCP"))?;
 
-        if let Err(e) = self.key_store.save(&self.keys) {
-            tracing::warn!(error = %e, "could not record the signing keys' lifetimes");
-        }
+        self.node_keys.save();
         if let Some(webhooks) = &webhooks {
             webhooks.stop();
         }
@@ -376,8 +380,8 @@ fn print_banner(settings: &Settings, started: &Started) {
         "Data in {} ({journal}, {} licenses recovered); signing with {} key {}",
         settings.data_dir.display(),
         started.recovered_licenses,
-        started.keys.current().key().alg(),
-        started.keys.current().kid(),
+        started.node_keys.ring().current().key().alg(),
+        started.node_keys.ring().current().kid(),
     );
     let admin_secret = match &started.admin_source {
         Source::Environment => {

@@ -6,6 +6,7 @@
 
 pub mod smtp;
 pub mod tls;
+pub mod web_client;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};

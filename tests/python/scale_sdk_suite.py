@@ -5,7 +5,8 @@ raises. The SDK verifies every token it receives through the server's JWKS
 (/licensing-signing-keys/.well-known/jwks.json); this suite verifies each one again with plain
 PyJWT against /.well-known/jwks.json, and decrypts the JWE a client public key asks for.
 
-Run by tests/scale_sdk.rs: `python scale_sdk_suite.py <server url> <admin token>`. Prints
+Run by tests/scale_sdk.rs and tests/cluster_clients.rs:
+`python scale_sdk_suite.py <server url> <admin token> [product name prefix]`. Prints
 `PASS <scenario>` for each scenario and exits non-zero on the first failure.
 """
 
@@ -36,6 +37,10 @@ from tenduke_scale.licensing import QuantityDimension
 from memory_key_store import MemoryKeyStore
 
 URL, ADMIN_TOKEN = sys.argv[1], sys.argv[2]
+# Product names are unique on a server: a run against a server that ran the suite before (another
+# node of the same cluster) names its products with a prefix of its own.
+PREFIX = sys.argv[3] if len(sys.argv) > 3 else ""
+THREE_DEE, KEYED_APP, SLOW, METER = (PREFIX + name for name in ("ThreeDee", "KeyedApp", "Slow", "Meter"))
 
 
 def admin(method, path, body=None):
@@ -73,38 +78,38 @@ licensee = admin("POST", "/licensees", {"name": "Acme", "kind": "organization"})
 consumer = admin("POST", "/consumers", {"name": "dev", "kind": "user", "licensees": [licensee]})
 CONSUMER_ID = uuid.UUID(consumer["id"])
 API_KEY = consumer["api_key"]
-admin("POST", "/products", {"name": "ThreeDee", "features": [{"name": "render"}, {"name": "simulate"}]})
-admin("POST", "/products", {"name": "KeyedApp"})
-admin("POST", "/products", {"name": "Slow"})
-admin("POST", "/products", {"name": "Meter"})
+admin("POST", "/products", {"name": THREE_DEE, "features": [{"name": "render"}, {"name": "simulate"}]})
+admin("POST", "/products", {"name": KEYED_APP})
+admin("POST", "/products", {"name": SLOW})
+admin("POST", "/products", {"name": METER})
 HW_MODEL = {"session_anchors": ["hw"]}
 three_dee = admin(
     "POST",
     "/licenses",
-    {"licensee": licensee, "product": "ThreeDee", "credit": {"dimension": "SEATS", "qty": 2}, "model": HW_MODEL},
+    {"licensee": licensee, "product": THREE_DEE, "credit": {"dimension": "SEATS", "qty": 2}, "model": HW_MODEL},
 )
 older_key = admin(
     "POST",
     "/licenses",
-    {"licensee": licensee, "product": "KeyedApp", "credit": {"dimension": "SEATS", "qty": 2}, "license_key": True,
+    {"licensee": licensee, "product": KEYED_APP, "credit": {"dimension": "SEATS", "qty": 2}, "license_key": True,
      "model": HW_MODEL},
 )
 newer_key = admin(
     "POST",
     "/licenses",
-    {"licensee": licensee, "product": "KeyedApp", "credit": {"dimension": "SEATS", "qty": 2}, "license_key": True,
+    {"licensee": licensee, "product": KEYED_APP, "credit": {"dimension": "SEATS", "qty": 2}, "license_key": True,
      "model": HW_MODEL},
 )
 admin(
     "POST",
     "/licenses",
-    {"licensee": licensee, "product": "Slow", "credit": {"dimension": "SEATS", "qty": 1},
+    {"licensee": licensee, "product": SLOW, "credit": {"dimension": "SEATS", "qty": 1},
      "model": {"heartbeat_interval_s": 3600}},
 )
 meter = admin(
     "POST",
     "/licenses",
-    {"licensee": licensee, "product": "Meter", "credit": {"dimension": "USE_TIME", "qty": 60, "enforcement": "METERED"},
+    {"licensee": licensee, "product": METER, "credit": {"dimension": "USE_TIME", "qty": 60, "enforcement": "METERED"},
      "license_key": True},
 )
 
@@ -139,13 +144,13 @@ def scenario(function):
 def checkout_heartbeat_and_release():
     client = enforced()
     tokens = all_verified(client.checkout(
-        [LicenseCheckoutArguments(product_name="ThreeDee"), LicenseCheckoutArguments(product_name="Nothing")],
+        [LicenseCheckoutArguments(product_name=THREE_DEE), LicenseCheckoutArguments(product_name="Nothing")],
         license_consumer_id=CONSUMER_ID,
         client_details=DESK,
     ))
     granted, refused = tokens
     assert granted.status == "success", granted.claims
-    assert granted.product_name == "ThreeDee" and granted.features == ["render", "simulate"]
+    assert granted.product_name == THREE_DEE and granted.features == ["render", "simulate"]
     assert granted.quantity_dimension == QuantityDimension.SEATS and granted.quantity == 1
     assert granted.claims["licenseId"] == three_dee["id"]
     assert granted.claims["licenseConsumerId"] == str(CONSUMER_ID)
@@ -182,13 +187,13 @@ def seats_run_out_and_the_refusal_is_a_signed_token():
     held = []
     for hw in ("a", "b"):
         token = all_verified(client.checkout(
-            [LicenseCheckoutArguments(product_name="ThreeDee")], license_consumer_id=CONSUMER_ID,
+            [LicenseCheckoutArguments(product_name=THREE_DEE)], license_consumer_id=CONSUMER_ID,
             client_details=ClientDetails(hardware_id=hw),
         ))[0]
         assert token.status == "success"
         held.append(token)
     third = all_verified(client.checkout(
-        [LicenseCheckoutArguments(product_name="ThreeDee")], license_consumer_id=CONSUMER_ID,
+        [LicenseCheckoutArguments(product_name=THREE_DEE)], license_consumer_id=CONSUMER_ID,
         client_details=ClientDetails(hardware_id="c"),
     ))[0]
     assert third.error_code == "maxConcurrentSessionsExceed", third.claims
@@ -201,7 +206,7 @@ def seats_run_out_and_the_refusal_is_a_signed_token():
 def a_heartbeat_before_hbnbf_is_refused_by_the_sdk_and_by_the_server():
     client = enforced()
     token = all_verified(client.checkout(
-        [LicenseCheckoutArguments(product_name="Slow")], license_consumer_id=CONSUMER_ID
+        [LicenseCheckoutArguments(product_name=SLOW)], license_consumer_id=CONSUMER_ID
     ))[0]
     assert token.status == "success"
     try:
@@ -223,7 +228,7 @@ def license_keys_check_out_renew_and_release_without_an_api_key():
     client = enforced(api_key=None)
     key = newer_key["license_key"]
     token = client.checkout_single_by_license_key(
-        key, LicenseCheckoutArguments(product_name="KeyedApp"), client_details=ClientDetails(hardware_id="kiosk-1")
+        key, LicenseCheckoutArguments(product_name=KEYED_APP), client_details=ClientDetails(hardware_id="kiosk-1")
     )
     all_verified([token])
     assert token.status == "success", token.claims
@@ -243,7 +248,7 @@ def license_keys_check_out_renew_and_release_without_an_api_key():
     assert result.released and result.released_lease_id == renewed.lease_id
 
     try:
-        client.checkout_single_by_license_key("bad key!", LicenseCheckoutArguments(product_name="KeyedApp"))
+        client.checkout_single_by_license_key("bad key!", LicenseCheckoutArguments(product_name=KEYED_APP))
         raise AssertionError("the SDK should refuse a malformed key")
     except InvalidLicenseKeyError:
         pass
@@ -258,7 +263,7 @@ def license_keys_check_out_renew_and_release_without_an_api_key():
 def activating_the_newer_key_revoked_the_older_one():
     client = enforced(api_key=None)
     older = client.checkout_single_by_license_key(
-        older_key["license_key"], LicenseCheckoutArguments(product_name="KeyedApp"),
+        older_key["license_key"], LicenseCheckoutArguments(product_name=KEYED_APP),
         client_details=ClientDetails(hardware_id="kiosk-2"),
     )
     all_verified([older])
@@ -271,7 +276,7 @@ def activating_the_newer_key_revoked_the_older_one():
 def metered_use_starts_heartbeats_and_ends():
     client = metered()
     started = all_verified(client.start(
-        [LicenseCheckoutArguments(product_name="Meter", quantity_dimension=QuantityDimension.USE_TIME, quantity=30)],
+        [LicenseCheckoutArguments(product_name=METER, quantity_dimension=QuantityDimension.USE_TIME, quantity=30)],
         license_consumer_id=CONSUMER_ID,
     ))[0]
     assert started.status == "success", started.claims
@@ -287,7 +292,7 @@ def metered_use_starts_heartbeats_and_ends():
 
     by_key = metered(api_key=None)
     key = meter["license_key"]
-    started = by_key.start_single_by_license_key(key, LicenseCheckoutArguments(product_name="Meter"))
+    started = by_key.start_single_by_license_key(key, LicenseCheckoutArguments(product_name=METER))
     all_verified([started])
     beat = by_key.heartbeat_single_by_license_key(key, LicenseHeartbeatArguments(lease_id=started.lease_id,
                                                                                   used_quantity=5))
@@ -302,16 +307,16 @@ def metered_use_starts_heartbeats_and_ends():
 def the_describe_reads():
     client = enforced()
     held = all_verified(client.checkout(
-        [LicenseCheckoutArguments(product_name="ThreeDee")], license_consumer_id=CONSUMER_ID, client_details=DESK
+        [LicenseCheckoutArguments(product_name=THREE_DEE)], license_consumer_id=CONSUMER_ID, client_details=DESK
     ))[0]
     licensees = client.describe_licensees(license_consumer_id=CONSUMER_ID)
     assert [(str(l.id), l.name, l.type.name) for l in licensees] == [(licensee, "Acme", "ORGANIZATION")]
 
     status = client.describe_licenses(uuid.UUID(licensee), license_consumer_id=CONSUMER_ID)
     by_product = {l.product_name: l for l in status.licenses}
-    assert set(by_product) == {"ThreeDee", "KeyedApp", "Slow", "Meter"}, by_product
-    assert [f.feature for f in by_product["ThreeDee"].features] == ["render", "simulate"]
-    assert by_product["ThreeDee"].quantity == 2
+    assert set(by_product) == {THREE_DEE, KEYED_APP, SLOW, METER}, by_product
+    assert [f.feature for f in by_product[THREE_DEE].features] == ["render", "simulate"]
+    assert by_product[THREE_DEE].quantity == 2
 
     in_use = client.describe_licenses_in_use(uuid.UUID(licensee), license_consumer_id=CONSUMER_ID)
     assert [b.lease_id for b in in_use.client_bindings] == [held.lease_id]
@@ -324,11 +329,11 @@ def the_describe_reads():
     found = client.find_client_binding(uuid.UUID(licensee), uuid.UUID(held.lease_id))
     assert [b.lease_id for b in found.client_bindings] == [held.lease_id]
 
-    flags = client.feature_flags(uuid.UUID(licensee), license_consumer_id=CONSUMER_ID, filter_value="threedee")
-    assert [(f.product_name, list(f.features)) for f in flags] == [("ThreeDee", ["render", "simulate"])]
+    flags = client.feature_flags(uuid.UUID(licensee), license_consumer_id=CONSUMER_ID, filter_value=THREE_DEE.lower())
+    assert [(f.product_name, list(f.features)) for f in flags] == [(THREE_DEE, ["render", "simulate"])]
     token = client.feature_flags_as_jwt(uuid.UUID(licensee), license_consumer_id=CONSUMER_ID)
     assert verified(token._jwt)["featureFlags"] == token.feature_flags_dict
-    assert token.feature_flags_dict["ThreeDee"] == ["render", "simulate"]
+    assert token.feature_flags_dict[THREE_DEE] == ["render", "simulate"]
     assert token.licensee_id == uuid.UUID(licensee) and token.license_consumer_id == CONSUMER_ID
     client.release(LicenseToken.make_release_arguments([held]), license_consumer_id=CONSUMER_ID)
 
@@ -336,13 +341,13 @@ def the_describe_reads():
 @scenario
 def errors_are_raised_with_the_servers_code():
     try:
-        enforced(api_key="lh_wrong").checkout([LicenseCheckoutArguments(product_name="ThreeDee")],
+        enforced(api_key="lh_wrong").checkout([LicenseCheckoutArguments(product_name=THREE_DEE)],
                                               license_consumer_id=CONSUMER_ID)
         raise AssertionError("a wrong API key is refused")
     except ApiError as error:
         assert error.status_code == 401 and error.code == "notAuthorized", error
     try:
-        enforced().checkout([LicenseCheckoutArguments(product_name="ThreeDee")], license_consumer_id=uuid.uuid4())
+        enforced().checkout([LicenseCheckoutArguments(product_name=THREE_DEE)], license_consumer_id=uuid.uuid4())
         raise AssertionError("another consumer's id is refused")
     except ApiError as error:
         assert error.status_code == 403 and error.code == "notAuthorized", error
@@ -356,7 +361,7 @@ def a_client_public_key_gets_a_jwe_only_it_can_open():
         "Authorization": f"Bearer {API_KEY}", "licenseConsumerId": str(CONSUMER_ID), "cliHwId": "jwe-box",
         "cliPublicKey": base64.urlsafe_b64encode(der).decode().rstrip("="),
     }
-    response = requests.post(f"{URL}/licensing/actions/checkout", json=[{"productName": "ThreeDee"}],
+    response = requests.post(f"{URL}/licensing/actions/checkout", json=[{"productName": THREE_DEE}],
                              headers=headers, timeout=30)
     assert response.status_code == 200, response.text
     [compact] = response.json()

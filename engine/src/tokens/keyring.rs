@@ -144,6 +144,42 @@ impl KeyRing {
         kid
     }
 
+    /// Takes the ring that the holders of the same keys agreed on (a cluster's shared ring):
+    /// `current` signs from now on and the `retired` keys stay published as they say. A key this
+    /// ring holds already keeps the largest `exp` it signed here. A key held here that the
+    /// agreed ring no longer names stays published while the tokens it signed here live.
+    pub fn follow(&self, current: SigningKey, retired: Vec<RetiredKey>, now: Timestamp) {
+        fn take(held: &mut Vec<Arc<PublishedKey>>, kid: &str) -> Option<Arc<PublishedKey>> {
+            held.iter().position(|k| k.kid() == kid).map(|at| held.swap_remove(at))
+        }
+        let mut ring = self.write();
+        let mut held: Vec<_> = std::iter::once(Arc::clone(&ring.current)).chain(ring.retired.drain(..)).collect();
+        let current = match take(&mut held, current.kid()) {
+            Some(key) => {
+                key.retired_at_s.store(i64::MAX, Ordering::Release);
+                key
+            }
+            None => Arc::new(PublishedKey::new(current, 0, i64::MAX)),
+        };
+        let mut kept = Vec::with_capacity(retired.len());
+        for agreed in retired.into_iter().filter(|r| r.key.kid() != current.kid()) {
+            let key = take(&mut held, agreed.key.kid())
+                .unwrap_or_else(|| Arc::new(PublishedKey::new(agreed.key, 0, agreed.retired_at_s)));
+            key.retired_at_s.store(agreed.retired_at_s, Ordering::Release);
+            key.max_exp_s.fetch_max(agreed.max_exp_s, Ordering::AcqRel);
+            kept.push(key);
+        }
+        for key in held {
+            if key.retired_at_s().is_none() {
+                key.retired_at_s.store(now.as_secs(), Ordering::Release);
+            }
+            if key.publish_until_s() > now.as_secs() {
+                kept.push(key);
+            }
+        }
+        *ring = Ring { current, retired: kept };
+    }
+
     /// Drops the retired keys no live token needs at `now`; returns their `kid`s.
     pub fn prune(&self, now: Timestamp) -> Vec<String> {
         let now_s = now.as_secs();

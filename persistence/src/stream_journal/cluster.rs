@@ -6,7 +6,7 @@ use super::{name_of, read_stream, Control, Shared, StreamJournalError, NOT_OWNED
 use crate::fence::Record;
 use crate::format::decode_batch_entries;
 use crate::jetstream::{PartitionStream, StreamName};
-use crate::membership::{preferred_owner, Heartbeat, Liveness, DEAD_AFTER, HEARTBEAT_EVERY};
+use crate::membership::{preferred_owner, Heartbeat, DEAD_AFTER, HEARTBEAT_EVERY};
 use futures_util::StreamExt;
 use leasehold_engine::decide::LicenseState;
 use leasehold_engine::journal::JournalEntry;
@@ -93,7 +93,6 @@ pub(super) async fn take_part(
         }
     };
     let mut leaving = shared.leaving.subscribe();
-    let mut liveness = Liveness::default();
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let warm_up_ms = u64::try_from(DEAD_AFTER.as_millis()).unwrap_or(u64::MAX);
@@ -103,8 +102,7 @@ pub(super) async fn take_part(
                 let Some(message) = message else { return };
                 if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&message.payload) {
                     let now = shared.now_ms();
-                    shared.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(heartbeat.node.clone(), (now, heartbeat.clone()));
-                    liveness.heard(heartbeat, now);
+                    shared.peers.lock().unwrap_or_else(|p| p.into_inner()).heard(heartbeat, now);
                 }
             }
             _ = leaving.changed() => tick.reset_immediately(),
@@ -129,10 +127,13 @@ pub(super) async fn take_part(
                 if now < warm_up_ms && !leaving_now {
                     continue;
                 }
-                let live = liveness.live(now);
-                for (index, control) in controls.iter().enumerate() {
-                    let preferred = preferred_owner(stream_key(index), &live);
-                    let mine = !leaving_now && preferred == Some(me.as_str());
+                let preferred: Vec<Option<String>> = {
+                    let peers = shared.peers.lock().unwrap_or_else(|p| p.into_inner());
+                    let live = peers.live(now);
+                    (0..controls.len()).map(|index| preferred_owner(stream_key(index), &live).map(str::to_owned)).collect()
+                };
+                for ((index, control), preferred) in controls.iter().enumerate().zip(preferred) {
+                    let mine = !leaving_now && preferred.as_deref() == Some(me.as_str());
                     match shared.status(index) {
                         OWNED if !mine => {
                             let _ = control.try_send(Control::HandOver);
@@ -140,7 +141,7 @@ pub(super) async fn take_part(
                         NOT_OWNED if mine => {
                             let _ = control.try_send(Control::TakeOver);
                         }
-                        NOT_OWNED => shared.set_owner(index, preferred.map(str::to_owned)),
+                        NOT_OWNED => shared.set_owner(index, preferred),
                         _ => {}
                     }
                 }
@@ -168,7 +169,10 @@ pub(super) async fn follow_directory(
     let mut every = tokio::time::interval(FOLLOW_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shared.directory_wanted.notified() => {}
+        }
         if changes.is_closed() {
             return;
         }
@@ -205,7 +209,7 @@ pub(super) async fn apply_directory(
                 return Err(StreamJournalError::Config("the engine no longer applies the directory's changes".into()));
             }
         }
-        shared.directory_applied.store(seq, Ordering::Release);
+        shared.directory_applied_to(seq);
     }
     Ok(())
 }

@@ -119,6 +119,24 @@ pub enum StreamJournalError {
     Contended(StreamName),
 }
 
+/// A stream as this node sees it ([`StreamJournal::streams`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamState {
+    /// The stream.
+    pub name: StreamName,
+    /// Its owner as this node last learned it.
+    pub owner: Option<String>,
+    /// Whether this node writes it now.
+    pub written_here: bool,
+    /// Whether this node is reading it back to claim it.
+    pub reading: bool,
+    /// The epoch this node writes it at.
+    pub epoch: Option<u64>,
+    /// How long this node took to read it back before claiming it (a node alone claims what
+    /// it read while opening: none).
+    pub read_back_ms: Option<u64>,
+}
+
 /// Whether this node writes a stream.
 const OWNED: u8 = 0;
 /// Another node writes it (or none does yet).
@@ -135,18 +153,26 @@ struct Shared {
     status: Vec<AtomicU8>,
     /// Per stream: its owner as this node last learned it.
     owners: Mutex<Vec<Option<String>>>,
+    /// Per stream: the epoch this node claimed it at last.
+    epochs: Vec<AtomicU64>,
+    /// Per stream: how long this node's last reading of it back took, in milliseconds.
+    read_back_ms: Vec<AtomicU64>,
     losses: Losses,
     /// The directory's changes were lost once: its memory cannot be trusted until a restart.
     directory_diverged: AtomicBool,
     /// The directory stream's last sequence this node's directory reflects.
     directory_applied: AtomicU64,
+    /// Woken whenever `directory_applied` moves.
+    directory_moved: tokio::sync::Notify,
+    /// Wakes the directory's follower before its next poll.
+    directory_wanted: tokio::sync::Notify,
     /// Held while the directory is brought up to its stream's tail (by the follower, or before
     /// a claim), so that no batch is applied twice.
     directory_catch_up: tokio::sync::Mutex<()>,
     /// Set when this node leaves the cluster (asked to, or because its directory diverged).
     leaving: tokio::sync::watch::Sender<bool>,
     /// The nodes heard from: when last (in [`Shared::now_ms`]), and what they announced.
-    peers: Mutex<std::collections::HashMap<String, (u64, crate::membership::Heartbeat)>>,
+    peers: Mutex<crate::membership::Liveness>,
     append_latency: Arc<Histogram>,
     started: Instant,
 }
@@ -154,6 +180,12 @@ struct Shared {
 impl Shared {
     fn directory(&self) -> usize {
         self.config.partitions as usize
+    }
+
+    /// Records that this node's directory reflects the directory stream up to `seq`.
+    fn directory_applied_to(&self, seq: u64) {
+        self.directory_applied.store(seq, Ordering::Release);
+        self.directory_moved.notify_waiters();
     }
 
     fn now_ms(&self) -> u64 {
@@ -210,6 +242,8 @@ fn name_of(index: usize, partitions: u32) -> StreamName {
 /// queue changes and wait for their answers.
 pub struct StreamJournal {
     shared: Arc<Shared>,
+    client: async_nats::Client,
+    handle: tokio::runtime::Handle,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     changes: Mutex<Option<mpsc::Receiver<ClusterChange>>>,
 }
@@ -246,13 +280,17 @@ impl StreamJournal {
             queues: (0..count).map(|index| Queue::refusing(not_owned(index))).collect(),
             status: (0..count).map(|_| AtomicU8::new(NOT_OWNED)).collect(),
             owners: Mutex::new(vec![None; count]),
+            epochs: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            read_back_ms: (0..count).map(|_| AtomicU64::new(0)).collect(),
             config,
             losses: Losses::default(),
             directory_diverged: AtomicBool::new(false),
             directory_applied: AtomicU64::new(0),
+            directory_moved: tokio::sync::Notify::new(),
+            directory_wanted: tokio::sync::Notify::new(),
             directory_catch_up: tokio::sync::Mutex::new(()),
             leaving: tokio::sync::watch::channel(false).0,
-            peers: Mutex::new(std::collections::HashMap::new()),
+            peers: Mutex::new(crate::membership::Liveness::default()),
             append_latency: Arc::new(Histogram::flush_latency()),
             started: Instant::now(),
         });
@@ -279,12 +317,18 @@ impl StreamJournal {
         match shared.config.cluster.clone() {
             Some(node) => {
                 runtime.spawn(cluster::take_part(Arc::clone(&shared), client.clone(), node, controls));
-                runtime.spawn(cluster::follow_directory(Arc::clone(&shared), client, changes_tx));
+                runtime.spawn(cluster::follow_directory(Arc::clone(&shared), client.clone(), changes_tx));
             }
             // Alone: every stream was claimed while opening.
             None => drop(changes_tx),
         }
-        let journal = StreamJournal { shared, runtime: Mutex::new(Some(runtime)), changes: Mutex::new(Some(changes)) };
+        let journal = StreamJournal {
+            shared,
+            client,
+            handle: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
+            changes: Mutex::new(Some(changes)),
+        };
         Ok((journal, recovered))
     }
 
@@ -295,6 +339,38 @@ impl StreamJournal {
         self.changes.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
+    /// The journal's NATS client, and the runtime it runs on, for what else the node keeps in
+    /// JetStream (the signing keys).
+    pub fn nats(&self) -> (async_nats::Client, tokio::runtime::Handle) {
+        (self.client.clone(), self.handle.clone())
+    }
+
+    /// The directory stream's last sequence this node's directory reflects.
+    pub fn directory_seen(&self) -> u64 {
+        self.shared.directory_applied.load(Ordering::Acquire)
+    }
+
+    /// Waits until this node's directory reflects the directory stream up to `seq` (another
+    /// node wrote it, and a client that saw that write asks this node next), reading the stream
+    /// at once rather than at the follower's next poll; `false` when `at_most` passed first.
+    pub async fn catch_up_directory(&self, seq: u64, at_most: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + at_most;
+        // The directory's writer reflects all of it.
+        let owned = || self.shared.status(self.shared.directory()) == OWNED;
+        loop {
+            let moved = self.shared.directory_moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.directory_seen() >= seq || owned() {
+                return true;
+            }
+            self.shared.directory_wanted.notify_one();
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// The time each batch took to be stored, for `/metrics`.
     pub fn append_latency(&self) -> Arc<Histogram> {
         Arc::clone(&self.shared.append_latency)
@@ -303,10 +379,8 @@ impl StreamJournal {
     /// What node `node` of the cluster last announced, if it was heard from lately (and is not
     /// leaving).
     pub fn peer(&self, node: &str) -> Option<crate::membership::Heartbeat> {
-        let peers = self.shared.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let (heard_at, heartbeat) = peers.get(node)?;
-        let silent_ms = self.shared.now_ms().saturating_sub(*heard_at);
-        (silent_ms < crate::membership::DEAD_AFTER.as_millis() as u64 && !heartbeat.leaving).then(|| heartbeat.clone())
+        let now = self.shared.now_ms();
+        self.shared.peers.lock().unwrap_or_else(|p| p.into_inner()).reachable(node, now).cloned()
     }
 
     /// This node's name.
@@ -317,6 +391,32 @@ impl StreamJournal {
     /// Whether this node answers for `license` now; `Err` says who does.
     pub fn owns(&self, license: LicenseId) -> Result<(), JournalError> {
         self.shared.refusal(self.index_of(Some(license))).map_or(Ok(()), Err)
+    }
+
+    /// Every stream as this node sees it: who owns it, and, for those this node writes, since
+    /// which epoch and how long reading it back took.
+    pub fn streams(&self) -> Vec<StreamState> {
+        (0..self.shared.queues.len())
+            .map(|index| {
+                let status = self.shared.status(index);
+                let owned =
+                    |per_stream: &[AtomicU64]| (status == OWNED).then(|| per_stream[index].load(Ordering::Acquire));
+                StreamState {
+                    name: name_of(index, self.shared.config.partitions),
+                    owner: self.shared.owner(index),
+                    written_here: status == OWNED,
+                    reading: status == READING,
+                    epoch: owned(&self.shared.epochs),
+                    read_back_ms: owned(&self.shared.read_back_ms).filter(|ms| *ms > 0),
+                }
+            })
+            .collect()
+    }
+
+    /// The nodes this node has heard from, itself among them, by name.
+    pub fn nodes(&self) -> Vec<crate::membership::HeardNode> {
+        let now = self.shared.now_ms();
+        self.shared.peers.lock().unwrap_or_else(|p| p.into_inner()).nodes(now)
     }
 
     /// Which streams this node writes now, by name.
@@ -381,6 +481,8 @@ impl StreamJournal {
         }
         let refused = match &state.mode {
             Mode::Open => None,
+            // Naming the owner as this node knows it now, not when the stream began refusing.
+            Mode::Refusing(JournalError::NotOwner { .. }) => Some(self.shared.not_owner(index)),
             Mode::Refusing(why) => Some(why.clone()),
             Mode::Closed => Some(JournalError::Closed),
         };
@@ -437,6 +539,10 @@ impl Journal for StreamJournal {
             ));
         }
         self.shared.refusal(self.shared.directory()).map_or(Ok(()), Err)
+    }
+
+    fn owns_license(&self, license: LicenseId) -> Result<(), JournalError> {
+        self.owns(license)
     }
 
     fn owns_lease(&self, lease: LeaseId) -> Result<(), JournalError> {
@@ -529,7 +635,7 @@ async fn open_streams(shared: Arc<Shared>) -> Result<OpenedStreams, StreamJourna
         let replay = replayed(stream.name(), records, &mut recovered)?;
         shared.set_owner(index, replay.owner.map(|(node, _)| node));
         if index == count - 1 {
-            shared.directory_applied.store(tail.last_seq, Ordering::Release);
+            shared.directory_applied_to(tail.last_seq);
         }
         streams.push((index, stream, tail));
     }
@@ -553,6 +659,7 @@ async fn open_streams(shared: Arc<Shared>) -> Result<OpenedStreams, StreamJourna
         if !claimed {
             return Err(StreamJournalError::Contended(stream.name()));
         }
+        shared.epochs[index].store(writer.epoch().unwrap_or_default(), Ordering::Release);
         if config.cluster.is_none() {
             shared.set_owner(index, Some(config.node.clone()));
             shared.status[index].store(OWNED, Ordering::Release);
@@ -666,7 +773,7 @@ impl StreamTask {
         match stored {
             Ok(seq) => {
                 if self.is_directory() {
-                    self.shared.directory_applied.store(seq, Ordering::Release);
+                    self.shared.directory_applied_to(seq);
                 }
                 for pending in batch {
                     let _ = pending.reply.send(Ok(()));
@@ -753,6 +860,7 @@ impl StreamTask {
     async fn read_back(&self, stream: &mut PartitionStream, writer: &mut PartitionWriter, taking_over: bool) -> bool {
         let name = stream.name();
         self.shared.status[self.index].store(READING, Ordering::Release);
+        let started = Instant::now();
         loop {
             if let Mode::Closed = self.queue().lock().mode {
                 return false;
@@ -775,8 +883,11 @@ impl StreamTask {
                         self.shared.status[self.index].store(NOT_OWNED, Ordering::Release);
                         return true;
                     }
-                    if claim(stream, writer, tail).await.is_some() {
+                    if let Some(epoch) = claim(stream, writer, tail).await {
                         self.settle(partition.map(|(_, recovered)| recovered));
+                        self.shared.epochs[self.index].store(epoch, Ordering::Release);
+                        let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        self.shared.read_back_ms[self.index].store(took, Ordering::Release);
                         self.shared.set_owner(self.index, Some(self.shared.config.node.clone()));
                         {
                             let mut queue = self.queue().lock();

@@ -6,6 +6,12 @@
 //!
 //! A forwarded request carries [`FORWARDED_BY`] and is never forwarded again: an owner that
 //! changed meanwhile answers `notOwner` itself, and the client retries (the answer says when).
+//!
+//! Each node applies the directory (products, licensees, the creation of licenses, ...) from
+//! its stream a moment after the node that writes it. So that a client sees its own writes
+//! whichever node it asks, a forwarded request and its answer carry [`DIRECTORY_SEEN`], how far
+//! into the directory's stream the sender's directory reaches, and the receiver brings its own
+//! that far before it answers or gives the answer back.
 
 use crate::http::reply::{self, Body};
 use bytes::Bytes;
@@ -14,6 +20,8 @@ use hyper::header::{HeaderValue, HOST};
 use hyper::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +30,9 @@ pub const FORWARDED_BY: &str = "x-leasehold-forwarded-by";
 
 /// The header of a `notOwner` answer naming the node that owns what the request is about.
 pub const OWNER: &str = "x-leasehold-owner";
+
+/// The header saying how far into the directory's stream the sending node's directory reaches.
+pub const DIRECTORY_SEEN: &str = "x-leasehold-directory";
 
 /// Longest a forwarded request may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,6 +46,70 @@ pub trait Peers: Send + Sync + 'static {
     fn node(&self) -> &str;
     /// Where node `node` serves HTTP (`host:port`), if it is alive.
     fn http_address(&self, node: &str) -> Option<String>;
+    /// How far into the directory's stream this node's directory reaches.
+    fn directory_seen(&self) -> u64;
+    /// Brings this node's directory to `seq` of the directory's stream, waiting a moment at
+    /// most.
+    fn catch_up(&self, seq: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// The cluster as this node sees it (`GET /admin/cluster`, the gauges of `/metrics`).
+    fn status(&self) -> ClusterStatus;
+}
+
+/// The cluster as one node sees it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClusterStatus {
+    /// Whether the answering server is a node of a cluster (a server alone has no nodes and no
+    /// streams to show).
+    pub clustered: bool,
+    /// The node answering.
+    pub node: Option<String>,
+    /// The nodes it has heard from, itself among them.
+    pub nodes: Vec<NodeStatus>,
+    /// The partitions' streams, then the directory's.
+    pub streams: Vec<StreamStatus>,
+}
+
+/// A node as another hears it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    /// Its name.
+    pub name: String,
+    /// Where it serves HTTP.
+    pub http: String,
+    /// Where it serves the binary protocol.
+    pub tcp: String,
+    /// It takes streams.
+    pub ready: bool,
+    /// It is handing its streams over to stop.
+    pub leaving: bool,
+    /// Milliseconds since it was last heard from.
+    pub silent_ms: u64,
+    /// Heard from lately enough to count as alive.
+    pub alive: bool,
+}
+
+/// A stream as the answering node sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamStatus {
+    /// Its name in JetStream.
+    pub stream: String,
+    /// The partition it holds (`None`: the directory's).
+    pub partition: Option<u32>,
+    /// Its owner as the answering node last learned it.
+    pub owner: Option<String>,
+    /// `owned` (the answering node writes it), `reading` (it reads it back to claim it) or
+    /// `elsewhere`.
+    pub state: &'static str,
+    /// The epoch the answering node writes it at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// How long the answering node took to read it back before it claimed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_back_ms: Option<u64>,
+}
+
+fn directory_seen(headers: &HeaderMap) -> Option<u64> {
+    headers.get(DIRECTORY_SEEN)?.to_str().ok()?.parse().ok()
 }
 
 /// What a request is, besides its body: enough to send it again.
@@ -102,10 +177,15 @@ impl Forwarder {
             request.headers_mut().insert(HOST, HeaderValue::from_str(&address).ok()?);
         }
         request.headers_mut().insert(FORWARDED_BY, HeaderValue::from_str(self.peers.node()).ok()?);
+        request.headers_mut().insert(DIRECTORY_SEEN, HeaderValue::from(self.peers.directory_seen()));
         let exchange = async {
             let response = self.client.request(request).await.ok()?;
-            let (parts, body) = response.into_parts();
+            let (mut parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_ANSWER_BYTES).collect().await.ok()?.to_bytes();
+            if let Some(seq) = directory_seen(&parts.headers) {
+                parts.headers.remove(DIRECTORY_SEEN);
+                self.peers.catch_up(seq).await;
+            }
             Some(Response::from_parts(parts, reply::Body::new(body)))
         };
         match tokio::time::timeout(FORWARD_TIMEOUT, exchange).await {
@@ -115,5 +195,19 @@ impl Forwarder {
                 None
             }
         }
+    }
+
+    /// For a request another node forwarded: brings this node's directory as far as the
+    /// sender's before the request is answered.
+    pub async fn arrived(&self, head: &RequestHead) {
+        if let Some(seq) = head.forwarded().then(|| directory_seen(&head.headers)).flatten() {
+            self.peers.catch_up(seq).await;
+        }
+    }
+
+    /// For the answer to a forwarded request: says how far this node's directory reaches, for
+    /// the sender to catch up to.
+    pub fn answered(&self, response: &mut Response<Body>) {
+        response.headers_mut().insert(DIRECTORY_SEEN, HeaderValue::from(self.peers.directory_seen()));
     }
 }

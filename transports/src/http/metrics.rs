@@ -7,6 +7,7 @@
 //! decisions in the engine, flushes in the journal's writer); this module only reads them. The
 //! text format is simple enough to write by hand: `# HELP`, `# TYPE`, then one line per series.
 
+use crate::http::forward::ClusterStatus;
 use crate::http::reply::{self, ApiError, Body, RequestBody};
 use crate::http::HttpState;
 use crate::webhooks::Webhooks;
@@ -281,7 +282,47 @@ pub fn render(state: &HttpState) -> String {
             &latency.snapshot(),
         );
     }
+    if let Some(cluster) = &state.cluster {
+        cluster_metrics(&mut out, &cluster.status());
+    }
     out
+}
+
+/// Per stream of a cluster: whether this node writes it, at which epoch, and how long reading
+/// it back took; per node heard from, whether it counts as alive.
+fn cluster_metrics(out: &mut String, status: &ClusterStatus) {
+    header(out, "leasehold_cluster_node_alive", "gauge", "1 for each node of the cluster heard from lately.");
+    for node in &status.nodes {
+        let _ = writeln!(out, "leasehold_cluster_node_alive{{node=\"{}\"}} {}", node.name, u8::from(node.alive));
+    }
+    header(out, "leasehold_stream_owned", "gauge", "1 for each stream this node writes, 0 for the others.");
+    for stream in &status.streams {
+        let owned = u8::from(stream.state == "owned");
+        let owner = stream.owner.as_deref().unwrap_or("");
+        let _ = writeln!(out, "leasehold_stream_owned{{stream=\"{}\",owner=\"{owner}\"}} {owned}", stream.stream);
+    }
+    header(out, "leasehold_stream_epoch", "gauge", "The epoch this node writes each of its streams at.");
+    for stream in &status.streams {
+        if let Some(epoch) = stream.epoch {
+            let _ = writeln!(out, "leasehold_stream_epoch{{stream=\"{}\"}} {epoch}", stream.stream);
+        }
+    }
+    header(
+        out,
+        "leasehold_stream_read_back_seconds",
+        "gauge",
+        "How long this node took to read each of its streams back before it claimed it.",
+    );
+    for stream in &status.streams {
+        if let Some(ms) = stream.read_back_ms {
+            let _ = writeln!(
+                out,
+                "leasehold_stream_read_back_seconds{{stream=\"{}\"}} {}",
+                stream.stream,
+                seconds(ms * 1_000)
+            );
+        }
+    }
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, snapshot: &HistogramSnapshot) {

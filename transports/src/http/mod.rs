@@ -79,6 +79,9 @@ pub struct HttpState {
     /// On a node of a cluster: sends a request on to the node that owns what it is about
     /// (`None`: a node alone answers everything itself).
     pub forwarder: Option<forward::Forwarder>,
+    /// On a node of a cluster: the cluster as this node sees it (`GET /admin/cluster`, the
+    /// partitions' gauges of `/metrics`).
+    pub cluster: Option<std::sync::Arc<dyn forward::Peers>>,
 }
 
 impl HttpState {

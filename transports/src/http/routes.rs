@@ -56,12 +56,17 @@ async fn route_or_forward(
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
+    forwarder.arrived(&head).await;
     let again = head.rebuild(RequestBody::Read(Full::new(body.clone())));
-    let response = route(state, again, peer).await.unwrap_or_else(ApiError::into_response);
+    let mut response = route(state, again, peer).await.unwrap_or_else(ApiError::into_response);
+    if head.forwarded() {
+        forwarder.answered(&mut response);
+        return response;
+    }
     let owner = response.headers().get(forward::OWNER).and_then(|o| o.to_str().ok()).map(str::to_owned);
     match owner {
-        Some(owner) if !head.forwarded() => forwarder.forward(&owner, &head, body).await.unwrap_or(response),
-        _ => response,
+        Some(owner) => forwarder.forward(&owner, &head, body).await.unwrap_or(response),
+        None => response,
     }
 }
 
@@ -195,6 +200,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/tokens/audit"),
     ("POST", "/admin/tokens/regenerate"),
     ("POST", "/admin/keys/rotate"),
+    ("GET", "/admin/cluster"),
     ("GET", "/admin/events"),
     ("GET", "/admin/usage"),
     ("GET", "/admin/licensees/{id}/groups"),

@@ -65,6 +65,7 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
     route("POST", "/admin/tokens/audit", false),
     route("POST", "/admin/tokens/regenerate", false),
     route("POST", "/admin/keys/rotate", false),
+    route("GET", "/admin/cluster", false),
     route("GET", "/admin/events", true),
     route("GET", "/admin/usage", true),
     route("GET", "/admin/webhooks", false),

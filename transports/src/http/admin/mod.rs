@@ -327,6 +327,10 @@ async fn route(
         (["tokens", "audit"], &Method::POST) => tokens::audit_token(state, call).await,
         (["tokens", "regenerate"], &Method::POST) => tokens::regenerate_token(state, call).await,
         (["keys", "rotate"], &Method::POST) => tokens::rotate_key(state, call).await,
+        (["cluster"], &Method::GET) => {
+            let status = state.http.cluster.as_ref().map(|cluster| cluster.status()).unwrap_or_default();
+            Ok(reply::json(StatusCode::OK, &status))
+        }
         (known, _) if is_route(known) => Err(ApiError::method_not_allowed(allowed(known))),
         _ => Err(ApiError::not_found(format!("no admin resource at /admin/{}", segments.join("/")))),
     }
@@ -342,7 +346,7 @@ fn allowed(segments: &[&str]) -> &'static str {
         ["credentials", _] => "DELETE",
         ["licenses" | "licensees" | "consumers", _] => "GET, PATCH or DELETE",
         ["products", _] => "GET or PATCH",
-        ["licenses", _, "leases" | "machines"] | ["events"] | ["usage"] => "GET",
+        ["licenses", _, "leases" | "machines"] | ["events"] | ["usage"] | ["cluster"] => "GET",
         ["licenses", _, "revoke" | "deactivate" | "reactivate" | "assignments" | "offline-token"]
         | ["consumers", _, "api-key"]
         | ["tokens", "audit" | "regenerate"]

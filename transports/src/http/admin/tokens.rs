@@ -238,6 +238,9 @@ pub async fn rotate_key(state: &Admin<'_>, call: &Call) -> Result<Response<Body>
         Some(name) => Algorithm::parse(name)
             .ok_or_else(|| ApiError::bad_request(format!("alg must be RS256, ES256 or EdDSA, not {name:?}")))?,
     };
+    // The rotation's event is recorded where the directory is written: on a node of a cluster
+    // that does not write it, the request goes there before anything rotates.
+    state.engine.directory_writable()?;
     let rotation = Arc::clone(rotation);
     let kid = tokio::task::spawn_blocking(move || rotation(alg))
         .await

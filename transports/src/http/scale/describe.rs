@@ -282,6 +282,10 @@ fn visible_licenses(
     let Some(member) = member else {
         return Err(forbidden(format!("the consumer does not belong to licensee {licensee}")));
     };
+    // A licensee's licenses share a partition: the node that owns it holds their latest terms.
+    for license in directory.licenses_of(licensee) {
+        state.engine.answers_for(license.id)?;
+    }
     let usable = directory.licenses_of(licensee).filter(|l| directory.may_use(member, l));
     Ok(usable.filter(|l| l.status == LicenseStatus::Active).cloned().collect())
 }
@@ -440,6 +444,7 @@ async fn feature_flags_jwt(state: &HttpState, consumer: ConsumerId, query: &Quer
 /// The license a `licenseKey` parameter identifies, with its terms.
 fn keyed_license(state: &HttpState, query: &Query) -> Result<Arc<License>, ApiError> {
     let license = caller::license_of_key(state, query.required("licenseKey")?)?;
+    state.engine.answers_for(license)?;
     state.engine.license(license).ok_or_else(|| ApiError::not_found(format!("license {license}")))
 }
 
