@@ -14,11 +14,9 @@ mod http_common;
 #[path = "../persistence/tests/common/nats.rs"]
 mod nats;
 
-use http_common::{seats, web_client, Server, ADMIN};
+use http_common::{scale_sdk, seats, web_client, Server, ADMIN};
 use nats::Cluster;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const NODES: usize = 3;
@@ -72,25 +70,6 @@ fn run_license_checker(server: &Server, prefix: &str) {
     assert!(String::from_utf8_lossy(&run.stdout).contains("every check passed"), "{output}");
 }
 
-fn run_sdk_suite(server: &Server, prefix: &str) {
-    let python = http_common::test_python();
-    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/scale_sdk_suite.py");
-    let output = Command::new(&python)
-        .arg(&suite)
-        .arg(format!("http://{}", server.addr))
-        .arg(ADMIN)
-        .arg(prefix)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the SDK suite failed against {prefix}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    assert!(stdout.contains("tokens through the JWKS"), "{stdout}");
-}
-
 #[test]
 fn the_official_clients_pass_against_every_node_and_the_nodes_share_their_keys() {
     let cluster = Cluster::start();
@@ -121,7 +100,7 @@ fn the_official_clients_pass_against_every_node_and_the_nodes_share_their_keys()
     }
 
     for (i, server) in servers.iter().enumerate() {
-        run_sdk_suite(server, &format!("Node{i}"));
+        scale_sdk::run_suite(server.addr, ADMIN, &format!("Node{i}"));
         run_license_checker(server, &format!("Node{i}"));
     }
 
@@ -137,7 +116,7 @@ fn the_official_clients_pass_against_every_node_and_the_nodes_share_their_keys()
         }
         assert_eq!(server.kids(), [kid.clone(), first[0].clone()], "the retired key stays published");
     }
-    run_sdk_suite(&servers[0], "Rotated");
+    scale_sdk::run_suite(servers[0].addr, ADMIN, "Rotated");
 
     let metrics = http_common::request(servers[1].addr, "GET", "/metrics", &[], None).text();
     assert!(metrics.contains("leasehold_stream_owned{stream=\"LH_DIR\""), "{metrics}");

@@ -185,6 +185,14 @@ impl PartitionWriter {
         }
     }
 
+    /// The sequence of the last record this node stored as the owner, if it owns the partition.
+    pub fn last_seq(&self) -> Option<u64> {
+        match &self.state {
+            State::Owner(owner) => Some(owner.last_seq),
+            State::NotOwner | State::Claiming { .. } => None,
+        }
+    }
+
     /// Whether a batch is sent and not answered.
     pub fn in_flight(&self) -> bool {
         match &self.state {

@@ -15,7 +15,7 @@
 use async_nats::jetstream::kv::{self, Operation, Store};
 use futures_util::StreamExt as _;
 use leasehold_engine::time::Timestamp;
-use leasehold_engine::tokens::keyring::RetiredKey;
+use leasehold_engine::tokens::keyring::{retired_key_published_until_s, RetiredKey};
 use leasehold_engine::tokens::{Algorithm, KeyRing, SigningKey};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -178,11 +178,9 @@ impl SharedKeys {
                     };
                     stored.retired.insert(0, previous);
                     stored.retired.retain(|r| r.pem != next_pem);
-                    stored.retired.retain(|r| {
-                        r.max_exp_s
-                            .max(r.retired_at_s.saturating_add(leasehold_engine::tokens::keyring::ROTATION_GRACE_S))
-                            > now.as_secs()
-                    });
+                    stored
+                        .retired
+                        .retain(|r| retired_key_published_until_s(r.retired_at_s, r.max_exp_s) > now.as_secs());
                     if let Err(e) = self.store.update(RING, stored.encode().into(), entry.revision).await {
                         // Another node's rotation landed first (the server's refusal does not
                         // always say so in a way the client tells apart): try again on its ring.

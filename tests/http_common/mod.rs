@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod scale_sdk;
 pub mod smtp;
 pub mod tls;
 pub mod web_client;

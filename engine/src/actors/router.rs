@@ -131,7 +131,9 @@ impl Router {
 
     /// The index (in [`Workers::arbiters`]) of the worker license `id`'s actor runs on.
     pub fn home_worker(&self, id: LicenseId) -> usize {
-        self.workers.index_for(id.0.as_u64_pair().1)
+        // The id's first half: its second ends in the route bits a licensee's licenses share
+        // (`LicenseId::placed`), which would put them all on one worker.
+        self.workers.index_for(id.0.as_u64_pair().0)
     }
 
     /// Adds a license whose actor starts on first use from `dormant`; at most

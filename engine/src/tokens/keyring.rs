@@ -16,6 +16,12 @@ use std::sync::{Arc, RwLock};
 /// How long a retired key stays published even if it signed nothing that lives longer.
 pub const ROTATION_GRACE_S: i64 = 300;
 
+/// Until when (seconds) a key retired at `retired_at_s` that signed tokens living until
+/// `max_exp_s` must stay in the JWKS.
+pub fn retired_key_published_until_s(retired_at_s: i64, max_exp_s: i64) -> i64 {
+    max_exp_s.max(retired_at_s.saturating_add(ROTATION_GRACE_S))
+}
+
 /// A key of the ring with what the ring knows about the tokens it signed.
 #[derive(Debug)]
 pub struct PublishedKey {
@@ -55,7 +61,7 @@ impl PublishedKey {
     pub fn publish_until_s(&self) -> i64 {
         match self.retired_at_s() {
             None => i64::MAX,
-            Some(at) => self.max_exp_s().max(at.saturating_add(ROTATION_GRACE_S)),
+            Some(at) => retired_key_published_until_s(at, self.max_exp_s()),
         }
     }
 

@@ -137,6 +137,16 @@ pub struct StreamState {
     pub read_back_ms: Option<u64>,
 }
 
+/// How long after a confirmation that a stream is still this node's the node answers reads of
+/// it from memory: below the time a dead node takes to be replaced ([`DEAD_AFTER`]), so that a
+/// node paused past it refuses such reads before any other node can have taken the stream.
+///
+/// [`DEAD_AFTER`]: crate::membership::DEAD_AFTER
+pub const READ_LEASE: Duration = Duration::from_millis(1_000);
+
+/// How often a node checks the tail of a stream it writes while nothing is appended to it.
+const CONFIRM_IDLE_EVERY: Duration = Duration::from_millis(300);
+
 /// Whether this node writes a stream.
 const OWNED: u8 = 0;
 /// Another node writes it (or none does yet).
@@ -157,6 +167,12 @@ struct Shared {
     epochs: Vec<AtomicU64>,
     /// Per stream: how long this node's last reading of it back took, in milliseconds.
     read_back_ms: Vec<AtomicU64>,
+    /// Per stream this node writes: when (in [`Shared::now_ms`]) the last append or tail check
+    /// that found the stream still this node's was sent. A paused node that was replaced meanwhile
+    /// learns it only at its next append or check: until then, what it answers without writing
+    /// (a lease not found, a license's terms) could be stale, so it answers that only within
+    /// [`READ_LEASE`] of this.
+    confirmed_ms: Vec<AtomicU64>,
     losses: Losses,
     /// The directory's changes were lost once: its memory cannot be trusted until a restart.
     directory_diverged: AtomicBool,
@@ -213,6 +229,33 @@ impl Shared {
             }
             _ => Some(self.not_owner(index)),
         }
+    }
+
+    /// Why this node does not answer a read of stream `index` from memory now (a lease it does
+    /// not know, a license's terms); `None` when it does: it writes the stream, and, in a
+    /// cluster, found it still its own within [`READ_LEASE`].
+    fn read_refusal(&self, index: usize) -> Option<JournalError> {
+        if let Some(refused) = self.refusal(index) {
+            return Some(refused);
+        }
+        let confirmed = self.confirmed_ms[index].load(Ordering::Acquire);
+        let lease_ms = u64::try_from(READ_LEASE.as_millis()).unwrap_or(u64::MAX);
+        (self.config.cluster.is_some() && self.now_ms().saturating_sub(confirmed) >= lease_ms).then(|| {
+            JournalError::NotOwner {
+                what: format!(
+                    "{} for sure (not confirmed for {} ms)",
+                    described(name_of(index, self.config.partitions)),
+                    lease_ms
+                ),
+                owner: None,
+            }
+        })
+    }
+
+    /// Records that stream `index` was found still this node's by an append or a check sent at
+    /// `sent_ms`.
+    fn confirmed(&self, index: usize, sent_ms: u64) {
+        self.confirmed_ms[index].fetch_max(sent_ms, Ordering::AcqRel);
     }
 
     /// That this node does not own stream `index`, naming the owner it last learned.
@@ -282,6 +325,7 @@ impl StreamJournal {
             owners: Mutex::new(vec![None; count]),
             epochs: (0..count).map(|_| AtomicU64::new(0)).collect(),
             read_back_ms: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            confirmed_ms: (0..count).map(|_| AtomicU64::new(0)).collect(),
             config,
             losses: Losses::default(),
             directory_diverged: AtomicBool::new(false),
@@ -542,19 +586,23 @@ impl Journal for StreamJournal {
     }
 
     fn owns_license(&self, license: LicenseId) -> Result<(), JournalError> {
-        self.owns(license)
+        self.shared.read_refusal(self.index_of(Some(license))).map_or(Ok(()), Err)
     }
 
     fn owns_lease(&self, lease: LeaseId) -> Result<(), JournalError> {
         let partition = lease.partition(self.shared.config.partitions) as usize;
-        self.shared.refusal(partition).map_or(Ok(()), Err)
+        self.shared.read_refusal(partition).map_or(Ok(()), Err)
     }
 
     /// `NotOwner` (or a read-back under way) for a license of a partition this node does not
-    /// write now; otherwise what the partition's stream holds for a license whose state in
-    /// memory cannot be trusted.
+    /// write now, or has not found still its own within [`READ_LEASE`]; otherwise what the
+    /// partition's stream holds for a license whose state in memory cannot be trusted.
     fn rebuild(&self, license: LicenseId) -> Result<Option<(LicenseState, Timestamp)>, JournalError> {
-        self.owns(license)?;
+        // Asked before every decision, a `check` (which writes nothing) among them: within the
+        // read lease only, so that a node paused and replaced does not answer from memory.
+        if let Some(refused) = self.shared.read_refusal(self.index_of(Some(license))) {
+            return Err(refused);
+        }
         self.shared.losses.rebuild(license)
     }
 }
@@ -708,7 +756,8 @@ impl StreamTask {
     async fn run(self, mut stream: PartitionStream, mut writer: PartitionWriter, mut control: mpsc::Receiver<Control>) {
         let give_up_ms = u64::try_from(self.shared.config.give_up_after.as_millis()).unwrap_or(u64::MAX);
         // A node alone is never asked anything: its streams are claimed while opening.
-        let mut asked_anything = self.shared.config.cluster.is_some();
+        let clustered = self.shared.config.cluster.is_some();
+        let mut asked_anything = clustered;
         loop {
             if self.shared.status(self.index) == OWNED {
                 let batch = tokio::select! {
@@ -718,6 +767,12 @@ impl StreamTask {
                             Some(Control::HandOver) => self.hand_over(&mut writer),
                             Some(Control::TakeOver) => {}
                             None => asked_anything = false,
+                        }
+                        continue;
+                    }
+                    () = tokio::time::sleep(CONFIRM_IDLE_EVERY), if clustered => {
+                        if !self.still_mine(&mut stream, &mut writer).await && !self.read_back(&mut stream, &mut writer, false).await {
+                            return;
                         }
                         continue;
                     }
@@ -753,6 +808,30 @@ impl StreamTask {
         }
     }
 
+    /// For a stream this node writes and has nothing to append to: whether its tail is still the
+    /// last record this node stored (recording the confirmation); `false` when another node
+    /// appended since (this node was replaced, perhaps while it was paused) or the tail could
+    /// not be read for longer than a read lease: the caller reads the stream back.
+    async fn still_mine(&self, stream: &mut PartitionStream, writer: &mut PartitionWriter) -> bool {
+        let sent_ms = self.shared.now_ms();
+        match stream.tail().await {
+            Ok(tail) if Some(tail.last_seq) == writer.last_seq() => {
+                self.shared.confirmed(self.index, sent_ms);
+                true
+            }
+            Ok(_) => {
+                tracing::warn!(stream = %stream.name(), "another node appended to the stream: reading it back");
+                writer.give_up();
+                false
+            }
+            // Unconfirmed reads are refused meanwhile; the next append or check tells.
+            Err(e) => {
+                tracing::warn!(stream = %stream.name(), error = %e, "could not check the stream's tail");
+                true
+            }
+        }
+    }
+
     /// Writes `batch` and answers it; `Err` (after failing it) when it was lost.
     async fn write(
         &self,
@@ -762,6 +841,7 @@ impl StreamTask {
         give_up_ms: u64,
     ) -> Result<(), String> {
         let entries: Vec<Vec<u8>> = batch.iter_mut().map(|p| std::mem::take(&mut p.entry)).collect();
+        let sent_ms = self.shared.now_ms();
         let stored = match (batch_payload(&entries), writer.epoch()) {
             (Some(payload), Some(epoch)) => match writer.append(payload, self.shared.now_ms(), give_up_ms) {
                 Ok((number, append)) => self.store(stream, writer, epoch, number, append).await,
@@ -772,6 +852,7 @@ impl StreamTask {
         };
         match stored {
             Ok(seq) => {
+                self.shared.confirmed(self.index, sent_ms);
                 if self.is_directory() {
                     self.shared.directory_applied_to(seq);
                 }
@@ -883,7 +964,9 @@ impl StreamTask {
                         self.shared.status[self.index].store(NOT_OWNED, Ordering::Release);
                         return true;
                     }
+                    let claim_sent_ms = self.shared.now_ms();
                     if let Some(epoch) = claim(stream, writer, tail).await {
+                        self.shared.confirmed(self.index, claim_sent_ms);
                         self.settle(partition.map(|(_, recovered)| recovered));
                         self.shared.epochs[self.index].store(epoch, Ordering::Release);
                         let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
