@@ -32,7 +32,9 @@ const OPEN_PATIENCE: Duration = Duration::from_secs(30);
 /// The pause between those tries.
 const OPEN_RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// How many times a rotation tries its compare-and-set against rotations of other nodes.
-const ROTATION_ATTEMPTS: usize = 10;
+const ROTATION_ATTEMPTS: usize = 20;
+/// The pause between those tries.
+const ROTATION_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Why the shared ring could not be read, seeded or changed.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +48,9 @@ pub enum SharedKeysError {
     /// A key cannot be shared (it lives in a PKCS#11 token) or made.
     #[error("{0}")]
     Key(String),
-    /// Rotations of other nodes kept replacing the ring first.
-    #[error("other nodes kept rotating the signing key; try again")]
-    Contended,
+    /// Rotations of other nodes kept replacing the ring first (the last refusal).
+    #[error("other nodes kept rotating the signing key ({0}); try again")]
+    Contended(String),
 }
 
 fn bucket_error(e: impl std::fmt::Display) -> SharedKeysError {
@@ -164,6 +166,7 @@ impl SharedKeys {
         let kid = next.kid().to_owned();
         let lives_until = now.as_secs().saturating_add(i64::try_from(self.max_token_lifetime_s).unwrap_or(i64::MAX));
         self.runtime.block_on(async {
+            let mut last_refusal = String::new();
             for _ in 0..ROTATION_ATTEMPTS {
                 let entry = self.store.entry(RING).await.map_err(bucket_error)?;
                 let entry = entry.ok_or_else(|| SharedKeysError::Damaged("the ring is gone".into()))?;
@@ -182,12 +185,12 @@ impl SharedKeys {
                         .retired
                         .retain(|r| retired_key_published_until_s(r.retired_at_s, r.max_exp_s) > now.as_secs());
                     if let Err(e) = self.store.update(RING, stored.encode().into(), entry.revision).await {
-                        // Another node's rotation landed first (the server's refusal does not
-                        // always say so in a way the client tells apart): try again on its ring.
-                        let now_at = self.store.entry(RING).await.map_err(bucket_error)?.map(|e| e.revision);
-                        if now_at == Some(entry.revision) {
-                            return Err(bucket_error(e));
-                        }
+                        // Another node's rotation landed first, or the ring was read from a
+                        // replica that had not seen the last one yet (the server's refusal does
+                        // not say which in a way the client tells apart): read it again.
+                        tracing::debug!(error = %e, "the signing key ring changed under a rotation; trying again");
+                        last_refusal = e.to_string();
+                        tokio::time::sleep(ROTATION_RETRY_PAUSE).await;
                         continue;
                     }
                 }
@@ -195,7 +198,7 @@ impl SharedKeys {
                 self.ring.follow(current, retired, now);
                 return Ok(kid.clone());
             }
-            Err(SharedKeysError::Contended)
+            Err(SharedKeysError::Contended(last_refusal))
         })
     }
 }

@@ -46,8 +46,8 @@ fn license_status_keeps_its_json_shape() {
 /// A data directory written by the build before format 3 (format 2: a snapshot at entry 94 and
 /// log records after it) of [`common::workload_entries`]`(11, 300)`: this build opens it and
 /// restores exactly the state that replaying the same workload gives, the fields format 3 added
-/// taking their defaults, and but for the last two bytes of each lease id (random then; today
-/// they carry the license's partition bits).
+/// taking their defaults, and but for the last two bytes of each license and lease id (random
+/// then; today they carry the licensee's partition bits).
 #[test]
 fn a_data_directory_of_format_2_still_opens() {
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/format-2");
@@ -63,14 +63,18 @@ fn a_data_directory_of_format_2_still_opens() {
     journal.close();
 }
 
-/// `snapshot` as text, with the last two bytes of every lease id blanked.
+/// `snapshot` as text, with the last two bytes of every license and lease id blanked.
 fn without_lease_route_bits(snapshot: &leasehold_engine::replay::RecoveredSnapshot) -> String {
     let text = format!("{snapshot:?}");
     let mut blanked = String::with_capacity(text.len());
     let mut rest = text.as_str();
-    // A lease id prints as `LeaseId(` and 36 characters of UUID, its route bits the last four.
-    while let Some(at) = rest.find("LeaseId(") {
-        let uuid_end = at + "LeaseId(".len() + 36;
+    // An id prints as `LeaseId(` or `LicenseId(` and 36 characters of UUID, its route bits the
+    // last four.
+    let next = |text: &str| {
+        ["LeaseId(", "LicenseId("].iter().filter_map(|marker| text.find(marker).map(|at| at + marker.len())).min()
+    };
+    while let Some(uuid_start) = next(rest) {
+        let uuid_end = uuid_start + 36;
         blanked.push_str(&rest[..uuid_end - 4]);
         blanked.push_str("____");
         rest = &rest[uuid_end..];
