@@ -158,9 +158,14 @@ impl PartitionStream {
         }
     }
 
+    /// The stream's last sequence number, as its leader answers.
+    pub async fn last_seq(&mut self) -> Result<u64, StreamError> {
+        Ok(self.stream.info().await.map_err(jetstream_error)?.state.last_sequence)
+    }
+
     /// The stream's last sequence number and the highest epoch claimed in it.
     pub async fn tail(&mut self) -> Result<Tail, StreamError> {
-        let last_seq = self.stream.info().await.map_err(jetstream_error)?.state.last_sequence;
+        let last_seq = self.last_seq().await?;
         // Asked of the stream's leader, as the last sequence was: a replica that lags (direct
         // reads go to any) could name an older claim, and a claim built on it would not be
         // above the epoch that holds the stream.

@@ -2,7 +2,7 @@
 //! streams' tasks to take over the streams preferred for it and to hand over the others, and
 //! follows the directory's stream while another node writes it.
 
-use super::{name_of, read_stream, Control, Shared, StreamJournalError, NOT_OWNED, OWNED};
+use super::{name_of, Control, Shared, StreamJournalError, NOT_OWNED, OWNED};
 use crate::fence::Record;
 use crate::format::decode_batch_entries;
 use crate::jetstream::{PartitionStream, StreamName};
@@ -181,8 +181,13 @@ pub(super) async fn follow_directory(
         }
         let _catching_up = shared.directory_catch_up.lock().await;
         let applied = shared.directory_applied.load(Ordering::Acquire);
-        let followed = match read_stream(&mut stream, applied + 1).await {
-            Ok((_, records)) => apply_directory(&shared, &changes, records).await,
+        // Only the last sequence: the claims' epochs are no follower's business.
+        let read = match stream.last_seq().await {
+            Ok(last_seq) => stream.records(applied + 1, last_seq).await,
+            Err(e) => Err(e),
+        };
+        let followed = match read {
+            Ok(records) => apply_directory(&shared, &changes, records).await,
             Err(e) => Err(e.into()),
         };
         if let Err(e) = followed {

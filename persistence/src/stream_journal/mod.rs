@@ -600,9 +600,7 @@ impl Journal for StreamJournal {
     fn rebuild(&self, license: LicenseId) -> Result<Option<(LicenseState, Timestamp)>, JournalError> {
         // Asked before every decision, a `check` (which writes nothing) among them: within the
         // read lease only, so that a node paused and replaced does not answer from memory.
-        if let Some(refused) = self.shared.read_refusal(self.index_of(Some(license))) {
-            return Err(refused);
-        }
+        self.owns_license(license)?;
         self.shared.losses.rebuild(license)
     }
 }
@@ -810,12 +808,12 @@ impl StreamTask {
 
     /// For a stream this node writes and has nothing to append to: whether its tail is still the
     /// last record this node stored (recording the confirmation); `false` when another node
-    /// appended since (this node was replaced, perhaps while it was paused) or the tail could
-    /// not be read for longer than a read lease: the caller reads the stream back.
+    /// appended since (this node was replaced, perhaps while it was paused): the caller reads the
+    /// stream back. A tail that cannot be read confirms nothing, and leaves the stream as it is.
     async fn still_mine(&self, stream: &mut PartitionStream, writer: &mut PartitionWriter) -> bool {
         let sent_ms = self.shared.now_ms();
-        match stream.tail().await {
-            Ok(tail) if Some(tail.last_seq) == writer.last_seq() => {
+        match stream.last_seq().await {
+            Ok(last_seq) if Some(last_seq) == writer.last_seq() => {
                 self.shared.confirmed(self.index, sent_ms);
                 true
             }
@@ -843,7 +841,7 @@ impl StreamTask {
         let entries: Vec<Vec<u8>> = batch.iter_mut().map(|p| std::mem::take(&mut p.entry)).collect();
         let sent_ms = self.shared.now_ms();
         let stored = match (batch_payload(&entries), writer.epoch()) {
-            (Some(payload), Some(epoch)) => match writer.append(payload, self.shared.now_ms(), give_up_ms) {
+            (Some(payload), Some(epoch)) => match writer.append(payload, sent_ms, give_up_ms) {
                 Ok((number, append)) => self.store(stream, writer, epoch, number, append).await,
                 Err(e) => Err(format!("{}: {e}", stream.name())),
             },
